@@ -1,0 +1,20 @@
+"""vecdoctor: diagnose, fix, evaluate and serve sentence-embedding retrieval pipelines."""
+
+from vecdoctor._lazy import lazy_exports
+
+__version__ = "0.1.0"
+
+# Public names resolve on first use so that `import vecdoctor` never imports torch.
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "Encoder": "vecdoctor.encode.encoder",
+        "Window": "vecdoctor.config",
+        "Pooling": "vecdoctor.config",
+        "Whitening": "vecdoctor.transform",
+        "AllButTheTop": "vecdoctor.transform",
+        "Index": "vecdoctor.index.store",
+        "Searcher": "vecdoctor.search",
+        "Hit": "vecdoctor.search",
+    },
+)

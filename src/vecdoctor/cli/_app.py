@@ -1,0 +1,81 @@
+"""The Typer app object and the helpers every command module shares."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from vecdoctor.errors import VecdoctorError
+
+app = typer.Typer(
+    name="vecdoctor",
+    help="Diagnose, fix, evaluate and serve sentence-embedding retrieval pipelines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_STATE = {"quiet": False}
+
+
+@app.callback()
+def _main(
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or log lines."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log lines."),
+) -> None:
+    """vecdoctor: find out what is wrong with your embeddings, fix it, and ship the pipeline."""
+    _STATE["quiet"] = quiet
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Models load from local folders only; nothing may hang on a hub call.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def progress_enabled() -> bool:
+    """Progress bars only on a terminal and when not --quiet."""
+    return not _STATE["quiet"] and sys.stderr.isatty()
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """Register a command whose user errors print one line and exit 1 (no traceback)."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            try:
+                return fn(*a, **kw)
+            except VecdoctorError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(1) from None
+            except OSError as exc:
+                if exc.errno == 28:  # ENOSPC
+                    typer.echo(f"error: no space left on device ({exc}); nothing was replaced", err=True)
+                    raise typer.Exit(1) from None
+                raise
+            except KeyboardInterrupt:
+                typer.echo("interrupted", err=True)
+                raise typer.Exit(130) from None
+
+        app.command(*args, **kwargs)(wrapper)
+        return fn
+
+    return decorate
+
+
+def emit(obj: Any) -> None:
+    """Write a JSON result to stdout."""
+    typer.echo(json.dumps(obj, indent=2, default=str))

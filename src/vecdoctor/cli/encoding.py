@@ -1,0 +1,138 @@
+"""Commands: encode, models."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from vecdoctor.cli._app import command, emit, progress_enabled
+
+
+def _read_input(source: str) -> list:
+    from vecdoctor.data import Document, load_corpus
+    from vecdoctor.errors import InputError
+
+    if source == "-":
+        texts = [line.rstrip("\r\n") for line in sys.stdin]
+        docs = [Document(id=str(i + 1), text=t) for i, t in enumerate(texts) if t.strip()]
+        if not docs:
+            raise InputError("standard input is empty; pipe one text per line")
+        return docs
+    return load_corpus(Path(source))
+
+
+@command("encode")
+def encode(
+    source: str = typer.Argument(..., help="corpus.jsonl[.gz], a BEIR folder, a .txt file (one text a line) or - for stdin"),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file: .npy (vectors) or .parquet (ids + vectors)"),
+    model: str = typer.Option("minilm", "-m", "--model", help="Registry name or local model folder"),
+    pooling: str = typer.Option(None, "--pooling", "-p", help="mean|cls|max|subword|attention (default: the model's)"),
+    window: str = typer.Option(None, "--window", help="Token windows SIZE:STRIDE[:max|mean], e.g. 256:128:max"),
+    max_length: int = typer.Option(None, "--max-length", help="Tokens per model input (default: the model's)"),
+    transform: Path = typer.Option(None, "--transform", help="Folder of a fitted whitening / all-but-the-top"),
+    cache: Path = typer.Option(None, "--cache", help="Folder for an on-disk vector cache (resumes after interruption)"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    backend: str = typer.Option(None, "--backend", help="torch | onnx (default: the model's)"),
+    no_normalize: bool = typer.Option(False, "--no-normalize", help="Keep raw (unnormalised) vectors"),
+) -> None:
+    """Encode a corpus into vectors."""
+    import time
+
+    from vecdoctor.config import Window
+    from vecdoctor.errors import InputError
+
+    suffix = output.suffix.lower()
+    if suffix not in {".npy", ".parquet"}:
+        raise InputError(f"{output}: output must end in .npy or .parquet")
+    docs = _read_input(source)
+    from vecdoctor.encode.encoder import Encoder
+
+    enc = Encoder(
+        model,
+        pooling=pooling,
+        window=Window.parse(window),
+        max_length=max_length,
+        normalize=not no_normalize,
+        cache=cache,
+        batch_size=batch_size,
+        backend=backend,
+    )
+    fitted = None
+    if transform is not None:
+        from vecdoctor.transform import load_transform
+
+        fitted = load_transform(transform)
+    start = time.perf_counter()
+    vectors = enc.encode_documents([d.content for d in docs], show_progress=progress_enabled())
+    if fitted is not None:
+        fitted.check_compatible(enc)
+        vectors = fitted.transform(vectors)
+    seconds = time.perf_counter() - start
+    _write_vectors(output, [d.id for d in docs], vectors, enc.fingerprint)
+    emit(
+        {
+            "output": str(output),
+            "count": len(docs),
+            "dimension": int(vectors.shape[1]),
+            "model": enc.model_id,
+            "pooling": str(enc.pooling),
+            "window": str(enc.window) if enc.window else None,
+            "transform": str(transform) if transform else None,
+            "truncated": enc.truncated_count,
+            "cache_hits": enc.cache_stats.hits,
+            "seconds": round(seconds, 3),
+            "docs_per_second": round(len(docs) / seconds, 1) if seconds > 0 else None,
+            "fingerprint": enc.fingerprint,
+        }
+    )
+
+
+def _write_vectors(path: Path, ids: list[str], vectors, fingerprint: str) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    import numpy as np
+
+    from vecdoctor.io import atomic_write_bytes
+
+    if path.suffix.lower() == ".npy":
+        buf = io.BytesIO()
+        np.save(buf, vectors.astype(np.float32), allow_pickle=False)
+        atomic_write_bytes(path, buf.getvalue())
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dim = vectors.shape[1]
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
+        }
+    ).replace_schema_metadata({"vecdoctor.fingerprint": fingerprint})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+@command("models")
+def models(plain: bool = typer.Option(False, "--plain", help="A table for people instead of JSON")) -> None:
+    """List registered models: dimension, backend, installed, and how to install."""
+    from vecdoctor.models import list_models
+
+    rows = list_models()
+    if not plain:
+        emit(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "dim", "backend", "installed", "install / description")
+    for r in rows:
+        table.add_row(
+            str(r["name"]), str(r["dimension"]), str(r["backend"]),
+            "yes" if r["installed"] else "no",
+            str(r["description"]) if r["installed"] else str(r["install"]),
+        )
+    Console().print(table)

@@ -1,0 +1,128 @@
+"""Hyperparameter dataclasses and str-enums shared by the whole pipeline."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from vecdoctor.errors import InputError
+
+
+class _Choice(str, enum.Enum):
+    """A str-enum whose bad values produce an error listing the valid ones."""
+
+    @classmethod
+    def parse(cls, value: str | _Choice) -> Any:
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            valid = ", ".join(m.value for m in cls)
+            raise InputError(
+                f"unknown {cls.__name__.lower()} {value!r}; valid values: {valid}"
+            ) from None
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Pooling(_Choice):
+    """How token states become one vector."""
+
+    MEAN = "mean"
+    """Mean of the token states, padding excluded (sentence-transformers' default)."""
+    CLS = "cls"
+    """The first token's state."""
+    MAX = "max"
+    """Per-dimension maximum over the non-padding tokens."""
+    SUBWORD = "subword"
+    """Mean of each word's sub-tokens, then mean over words (long words count once)."""
+    ATTENTION = "attention"
+    """Token states weighted by the last-layer attention from the first token (mean of heads)."""
+    NATIVE = "native"
+    """Whatever pooled vector the model itself outputs (models that expose no token states)."""
+
+
+class Reduce(_Choice):
+    """How the vectors of a text's windows are combined."""
+
+    MAX = "max"
+    """Per-dimension maximum over windows."""
+    MEAN = "mean"
+    """Mean of window vectors weighted by each window's token count."""
+
+
+class Precision(_Choice):
+    """Storage precision of dense vectors in an index."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"
+    BINARY = "binary"
+
+
+class SearchMode(_Choice):
+    """Which retrievers a search uses."""
+
+    BM25 = "bm25"
+    DENSE = "dense"
+    HYBRID = "hybrid"
+
+
+class Fusion(_Choice):
+    """How the BM25 and dense lists are merged in hybrid mode."""
+
+    RRF = "rrf"
+    """Reciprocal rank fusion, score = sum 1/(k + rank) (Cormack et al., 2009)."""
+    WEIGHTED = "weighted"
+    """Weighted sum of min-max normalised scores; a missing document scores 0 in that list."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sliding token windows for texts longer than the model's max length.
+
+    ``size`` and ``stride`` count content tokens (special tokens are added on top).
+    """
+
+    size: int = 256
+    stride: int = 128
+    reduce: Reduce | str = Reduce.MAX
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reduce", Reduce.parse(self.reduce))
+        if not isinstance(self.size, int) or self.size < 8:
+            raise InputError(f"window size must be an integer >= 8, got {self.size!r}")
+        if not isinstance(self.stride, int) or not 1 <= self.stride <= self.size:
+            raise InputError(
+                f"window stride must be between 1 and the size ({self.size}), got {self.stride!r}"
+            )
+
+    @classmethod
+    def parse(cls, spec: str | Window | None) -> Window | None:
+        """Parse ``"256:128:max"`` (size:stride[:reduce]); ``None``/``"off"`` mean no windows."""
+        if spec is None or isinstance(spec, Window):
+            return spec
+        if spec.strip().lower() in {"", "off", "none"}:
+            return None
+        parts = spec.split(":")
+        try:
+            size = int(parts[0])
+            stride = int(parts[1]) if len(parts) > 1 else size // 2
+        except ValueError:
+            raise InputError(
+                f"bad window {spec!r}; expected SIZE:STRIDE[:max|mean], e.g. 256:128:max"
+            ) from None
+        reduce = parts[2] if len(parts) > 2 else "max"
+        if len(parts) > 3:
+            raise InputError(f"bad window {spec!r}; expected SIZE:STRIDE[:max|mean]")
+        return cls(size=size, stride=stride, reduce=reduce)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["reduce"] = str(self.reduce)
+        return d
+
+    def __str__(self) -> str:
+        return f"{self.size}:{self.stride}:{self.reduce}"

@@ -1,0 +1,330 @@
+"""Reading and validating corpora, queries and qrels (BEIR format and plain text).
+
+This is the only module that parses input files. Every error names the file and the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from vecdoctor.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+Qrels = dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus entry. ``content`` (title and text) is what gets encoded and indexed."""
+
+    id: str
+    text: str
+    title: str = ""
+
+    @property
+    def content(self) -> str:
+        return f"{self.title}. {self.text}" if self.title else self.text
+
+
+@dataclass
+class Dataset:
+    """A corpus with optional queries and relevance judgements for one split."""
+
+    corpus: list[Document]
+    queries: dict[str, str] = field(default_factory=dict)
+    qrels: Qrels = field(default_factory=dict)
+    name: str = "corpus"
+    split: str | None = None
+    self_supervised: bool = False
+
+    @property
+    def has_labels(self) -> bool:
+        return bool(self.queries) and bool(self.qrels)
+
+
+def _open_binary(path: Path) -> IO[bytes]:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a file")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without its newline), with a clear error on bad UTF-8."""
+    with _open_binary(path) as fh:
+        lineno = 0
+        try:
+            for lineno, raw in enumerate(fh, start=1):  # noqa: B007
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(
+                        f"{path}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                        "re-encode the file as UTF-8"
+                    ) from None
+                if lineno == 1 and line.startswith("\ufeff"):
+                    line = line[1:]
+                yield lineno, line.rstrip("\r\n")
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: cannot be read ({exc}); is the file truncated?") from None
+
+
+def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{lineno}: bad JSON ({exc.msg}, column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def _field(obj: dict[str, object], key: str, path: Path, lineno: int, required: bool = True) -> str:
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise InputError(f"{path}:{lineno}: missing field {key!r}")
+        return ""
+    if isinstance(value, (int, float)) and key == "_id":
+        return str(value)
+    if not isinstance(value, str):
+        raise InputError(f"{path}:{lineno}: field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def read_corpus_jsonl(path: str | Path, on_duplicate: str = "error") -> list[Document]:
+    """Read a BEIR ``corpus.jsonl[.gz]`` (``_id``, ``text``, optional ``title``).
+
+    Duplicate ids raise by default; ``on_duplicate="first"`` keeps the first and logs a warning.
+    """
+    path = Path(path)
+    docs: list[Document] = []
+    seen: dict[str, int] = {}
+    duplicates = 0
+    for lineno, obj in _jsonl(path):
+        doc_id = _field(obj, "_id", path, lineno)
+        text = _field(obj, "text", path, lineno)
+        title = _field(obj, "title", path, lineno, required=False)
+        if doc_id in seen:
+            if on_duplicate == "error":
+                raise InputError(
+                    f"{path}:{lineno}: duplicate _id {doc_id!r} (first seen on line {seen[doc_id]}); "
+                    "ids must be unique"
+                )
+            duplicates += 1
+            continue
+        seen[doc_id] = lineno
+        docs.append(Document(id=doc_id, text=text, title=title))
+    if duplicates:
+        logger.warning("%s: skipped %d documents with duplicate ids (kept the first)", path, duplicates)
+    if not docs:
+        raise InputError(f"{path}: the corpus is empty")
+    return docs
+
+
+def read_lines_corpus(path: str | Path) -> list[Document]:
+    """One text a line (empty lines skipped); ids are the 1-based line numbers."""
+    path = Path(path)
+    docs = [Document(id=str(n), text=line) for n, line in _lines(path) if line.strip()]
+    if not docs:
+        raise InputError(f"{path}: the corpus is empty (no non-blank lines)")
+    return docs
+
+
+def read_text_folder(path: str | Path) -> list[Document]:
+    """Every ``.txt``/``.md`` file below ``path`` is one document; its id is the relative path."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.suffix in {".txt", ".md"} and p.is_file())
+    docs = []
+    for f in files:
+        text = "\n".join(line for _, line in _lines(f)).strip()
+        if text:
+            docs.append(Document(id=str(f.relative_to(root)), text=text))
+    if not docs:
+        raise InputError(f"{root}: no non-empty .txt or .md files found")
+    return docs
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    """Read a BEIR ``queries.jsonl[.gz]`` into ``{query id: text}``."""
+    path = Path(path)
+    queries: dict[str, str] = {}
+    for lineno, obj in _jsonl(path):
+        qid = _field(obj, "_id", path, lineno)
+        if qid in queries:
+            raise InputError(f"{path}:{lineno}: duplicate query _id {qid!r}")
+        queries[qid] = _field(obj, "text", path, lineno)
+    return queries
+
+
+def read_qrels(path: str | Path) -> Qrels:
+    """Read a BEIR qrels TSV (header ``query-id corpus-id score``; CRLF or LF)."""
+    path = Path(path)
+    qrels: Qrels = {}
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if lineno == 1 and not parts[-1].strip().lstrip("-").isdigit():
+            continue  # header
+        if len(parts) == 4:  # TREC style: qid 0 docid score
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise InputError(
+                f"{path}:{lineno}: expected 3 tab-separated columns (query-id, corpus-id, score), "
+                f"got {len(parts)}"
+            )
+        qid, did, score = (p.strip() for p in parts)
+        try:
+            qrels.setdefault(qid, {})[did] = int(score)
+        except ValueError:
+            raise InputError(f"{path}:{lineno}: score {score!r} is not an integer") from None
+    return qrels
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def load_corpus(path: str | Path, on_duplicate: str = "error") -> list[Document]:
+    """Load a corpus from a BEIR folder, a corpus JSONL, a one-text-a-line file or a text folder."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        corpus = _find(path, "corpus")
+        if corpus is not None:
+            return read_corpus_jsonl(corpus, on_duplicate=on_duplicate)
+        if any(path.glob("*.jsonl*")) and not any(path.rglob("*.txt")) and not any(path.rglob("*.md")):
+            raise InputError(f"{path}: no corpus.jsonl or corpus.jsonl.gz in this folder")
+        return read_text_folder(path)
+    name = path.name.lower()
+    if name.endswith((".jsonl", ".jsonl.gz")):
+        return read_corpus_jsonl(path, on_duplicate=on_duplicate)
+    return read_lines_corpus(path)
+
+
+def load_dataset(path: str | Path, split: str = "test", on_duplicate: str = "error") -> Dataset:
+    """Load a BEIR folder (corpus, and queries + ``qrels/<split>.tsv`` when present) or a corpus.
+
+    Qrels that point to unknown queries or documents are counted, logged and dropped (BEIR drops
+    unknown documents the same way: they can never be retrieved).
+    """
+    path = Path(path)
+    corpus = load_corpus(path, on_duplicate=on_duplicate)
+    name = path.name if path.is_dir() else path.stem.split(".")[0]
+    if not path.is_dir():
+        return Dataset(corpus=corpus, name=name)
+    qfile = _find(path, "queries")
+    qrels_file = path / "qrels" / f"{split}.tsv"
+    has_qrels_dir = (path / "qrels").is_dir()
+    if qfile is None and not has_qrels_dir:
+        return Dataset(corpus=corpus, name=name)
+    if qfile is None:
+        raise InputError(f"{path}: has qrels/ but no queries.jsonl; add the queries or remove qrels/")
+    if not qrels_file.exists():
+        available = sorted(p.stem for p in (path / "qrels").glob("*.tsv")) if has_qrels_dir else []
+        hint = f" (available splits: {', '.join(available)})" if available else ""
+        raise InputError(f"{qrels_file}: not found; queries need qrels for split {split!r}{hint}")
+    queries = read_queries(qfile)
+    raw = read_qrels(qrels_file)
+    doc_ids = {d.id for d in corpus}
+    qrels: Qrels = {}
+    unknown_q = unknown_d = 0
+    for qid, rels in raw.items():
+        if qid not in queries:
+            unknown_q += 1
+            continue
+        kept = {d: s for d, s in rels.items() if d in doc_ids}
+        unknown_d += len(rels) - len(kept)
+        if kept:
+            qrels[qid] = kept
+    if unknown_q or unknown_d:
+        logger.warning(
+            "%s: ignored qrels for %d unknown queries and %d unknown documents",
+            qrels_file, unknown_q, unknown_d,
+        )
+    if not qrels:
+        raise InputError(f"{qrels_file}: no usable judgements (empty split, or ids match nothing)")
+    return Dataset(
+        corpus=corpus,
+        queries={q: queries[q] for q in qrels},
+        qrels=qrels,
+        name=name,
+        split=split,
+    )
+
+
+_SPLIT_SECTIONS = re.compile(r"\n\s*\n")
+
+
+def sample_corpus(name: str = "python-docs", passage_chars: int = 1200) -> list[Document]:
+    """A real corpus available on every machine: the Python language reference topics.
+
+    The topics ship with CPython (``pydoc_data.topics``) and are read at run time; each topic
+    is split into passages of about ``passage_chars`` characters at paragraph boundaries.
+    """
+    if name != "python-docs":
+        raise InputError(f"unknown sample {name!r}; available: python-docs")
+    from pydoc_data.topics import topics
+
+    docs: list[Document] = []
+    for topic in sorted(topics):
+        paragraphs = [p.strip() for p in _SPLIT_SECTIONS.split(topics[topic]) if p.strip()]
+        chunk: list[str] = []
+        size = 0
+        part = 0
+
+        def flush() -> None:
+            nonlocal chunk, size, part
+            if chunk:
+                docs.append(Document(id=f"{topic}#{part}", title=topic, text="\n\n".join(chunk)))
+                part += 1
+            chunk, size = [], 0
+
+        for para in paragraphs:
+            if size and size + len(para) > passage_chars:
+                flush()
+            chunk.append(para)
+            size += len(para)
+        flush()
+    return docs
+
+
+def write_corpus_jsonl(docs: Iterable[Document], path: str | Path) -> None:
+    """Write documents as BEIR corpus JSONL (atomically)."""
+    from vecdoctor.io import atomic_write_text
+
+    lines = (
+        json.dumps({"_id": d.id, "title": d.title, "text": d.text}, ensure_ascii=False) for d in docs
+    )
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def write_qrels(qrels: Qrels, path: str | Path) -> None:
+    from vecdoctor.io import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    writer.writerow(["query-id", "corpus-id", "score"])
+    for qid, rels in qrels.items():
+        for did, score in rels.items():
+            writer.writerow([qid, did, score])
+    atomic_write_text(Path(path), buf.getvalue())

@@ -1,0 +1,1 @@
+"""Encoding: tokenization and token windows, backends, pooling, cache, and the Encoder."""

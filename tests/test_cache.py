@@ -1,0 +1,56 @@
+"""Vector caches: hits, misses, TTL, resumable disk cache, keys per pipeline."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from vecdoctor.encode.cache import VectorCache, cache_key
+from vecdoctor.encode.encoder import Encoder
+
+
+def test_memory_cache_counts_hits_and_misses(minilm, scifact_texts):
+    enc = Encoder("minilm", cache=VectorCache(max_size=100))
+    first = enc.encode(scifact_texts[:10])
+    assert enc.cache_stats.misses == 10 and enc.cache_stats.hits == 0
+    second = enc.encode(scifact_texts[:10])
+    assert enc.cache_stats.hits == 10
+    np.testing.assert_array_equal(first, second)
+
+
+def test_lru_evicts_and_ttl_expires():
+    cache = VectorCache(max_size=2)
+    cache.put_many(["a", "b", "c"], np.ones((3, 4), dtype=np.float32))
+    assert cache.get_many(["a"])[0] is None
+    ttl = VectorCache(max_size=10, ttl=0.05)
+    ttl.put_many(["a"], np.ones((1, 4), dtype=np.float32))
+    assert ttl.get_many(["a"])[0] is not None
+    time.sleep(0.1)
+    assert ttl.get_many(["a"])[0] is None
+
+
+def test_disk_cache_survives_a_new_process_and_resumes(tmp_path, scifact_texts):
+    folder = tmp_path / "cache"
+    enc = Encoder("minilm", cache=folder)
+    part = enc.encode(scifact_texts[:5])  # an "interrupted" run that got through 5 texts
+    enc.cache.close()
+    again = Encoder("minilm", cache=folder)
+    full = again.encode(scifact_texts[:8])
+    assert again.cache_stats.hits == 5 and again.cache_stats.misses == 3
+    np.testing.assert_array_equal(full[:5], part)
+    assert len(again.cache) == 8
+
+
+def test_keys_differ_between_pipelines(minilm):
+    cls = Encoder("minilm", pooling="cls")
+    assert cache_key(minilm.fingerprint, "x") != cache_key(cls.fingerprint, "x")
+
+
+def test_cached_vectors_are_not_reused_across_poolings(tmp_path, scifact_texts):
+    folder = tmp_path / "cache"
+    mean = Encoder("minilm", cache=folder).encode(scifact_texts[:3])
+    cls_enc = Encoder("minilm", pooling="cls", cache=folder)
+    cls = cls_enc.encode(scifact_texts[:3])
+    assert cls_enc.cache_stats.hits == 0
+    assert not np.allclose(mean, cls)
