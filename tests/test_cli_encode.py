@@ -26,7 +26,7 @@ def test_encode_to_npy_matches_library(tmp_path, small_corpus, minilm, scifact_c
     out = tmp_path / "v.npy"
     result = runner.invoke(app, ["encode", str(small_corpus), "-o", str(out)])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["count"] == 12 and summary["dimension"] == 384
     np.testing.assert_allclose(np.load(out), minilm.encode([d.content for d in scifact_corpus[:12]]), atol=1e-6)
 
@@ -42,7 +42,7 @@ def test_encode_to_parquet_with_ids_and_window(tmp_path, small_corpus):
     table = pq.read_table(out)
     assert table.num_rows == 12 and table.column("id")[0].as_py() == json.loads(small_corpus.read_text().splitlines()[0])["_id"]
     assert len(table.column("vector")[0].as_py()) == 384
-    assert json.loads(result.output)["window"] == "128:64:mean"
+    assert json.loads(result.stdout)["window"] == "128:64:mean"
 
 
 def test_encode_from_stdin(tmp_path):

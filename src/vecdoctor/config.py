@@ -9,7 +9,7 @@ from typing import Any
 from vecdoctor.errors import InputError
 
 
-class _Choice(str, enum.Enum):
+class _Choice(enum.StrEnum):
     """A str-enum whose bad values produce an error listing the valid ones."""
 
     @classmethod
@@ -126,3 +126,14 @@ class Window:
 
     def __str__(self) -> str:
         return f"{self.size}:{self.stride}:{self.reduce}"
+
+
+class ModelPrecision(_Choice):
+    """Numeric precision the model itself runs in (not the storage of the output vectors)."""
+
+    FP32 = "fp32"
+    """32-bit floats: the reference; converted graphs match PyTorch to cosine > 0.9999."""
+    BF16 = "bf16"
+    """bfloat16 inference on CPUs with AVX512_BF16 or AMX (OpenVINO); weights stay fp32 on disk."""
+    INT8 = "int8"
+    """8-bit integer weights (and activations on OpenVINO), calibrated on a sample of the corpus."""

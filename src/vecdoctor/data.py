@@ -288,23 +288,18 @@ def sample_corpus(name: str = "python-docs", passage_chars: int = 1200) -> list[
     docs: list[Document] = []
     for topic in sorted(topics):
         paragraphs = [p.strip() for p in _SPLIT_SECTIONS.split(topics[topic]) if p.strip()]
-        chunk: list[str] = []
+        chunks: list[list[str]] = [[]]
         size = 0
-        part = 0
-
-        def flush() -> None:
-            nonlocal chunk, size, part
-            if chunk:
-                docs.append(Document(id=f"{topic}#{part}", title=topic, text="\n\n".join(chunk)))
-                part += 1
-            chunk, size = [], 0
-
         for para in paragraphs:
             if size and size + len(para) > passage_chars:
-                flush()
-            chunk.append(para)
+                chunks.append([])
+                size = 0
+            chunks[-1].append(para)
             size += len(para)
-        flush()
+        docs.extend(
+            Document(id=f"{topic}#{part}", title=topic, text="\n\n".join(chunk))
+            for part, chunk in enumerate(c for c in chunks if c)
+        )
     return docs
 
 

@@ -25,6 +25,12 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +40,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
@@ -121,6 +128,7 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     if not os.access(target.parent, os.W_OK):
         raise InputError(f"{target.parent}: folder is not writable")
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~_umask())
     try:
         yield tmp
         for f in tmp.iterdir():

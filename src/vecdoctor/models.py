@@ -176,6 +176,7 @@ class ResolvedModel:
     document_prefix: str = ""
     default_pooling: str = "mean"
     onnx_output: str | None = None
+    precision: str | None = None  # set for folders written by `vecdoctor export`
 
     @property
     def fingerprint(self) -> str:
@@ -231,6 +232,8 @@ def resolve(name: str) -> ResolvedModel:
             onnx_output=spec.onnx_output,
         )
     path = Path(name).expanduser()
+    if path.is_dir() and (path / "vecdoctor_export.json").exists():
+        return _resolve_export(path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelNotAvailableError(
@@ -258,6 +261,35 @@ def resolve(name: str) -> ResolvedModel:
         f"unknown model {name!r}: not a registered name ({known}) and not a local folder. "
         "Run `vecdoctor models` to see what is installed and how to install the rest."
     )
+
+
+def _resolve_export(path: Path) -> ResolvedModel:
+    """A folder written by ``vecdoctor export``: a converted graph plus its tokenizer."""
+    meta = path / "vecdoctor_export.json"
+    try:
+        info = json.loads(meta.read_text())
+        backend, precision = str(info["backend"]), str(info["precision"])
+    except (ValueError, KeyError) as exc:
+        raise ModelNotAvailableError(f"{meta}: unreadable export description ({exc}); export again") from None
+    return ResolvedModel(
+        id=str(path.resolve()),
+        path=path.resolve(),
+        backend=backend,
+        max_length=int(info.get("max_length", 512)),
+        dimension=info.get("hidden_size"),
+        tokenizer_path=path / "tokenizer.json",
+        query_prefix=str(info.get("query_prefix", "")),
+        document_prefix=str(info.get("document_prefix", "")),
+        default_pooling=str(info.get("default_pooling", "mean")),
+        precision=precision,
+    )
+
+
+def converted_variants() -> list[dict[str, object]]:
+    """Converted variants in the models cache (``vecdoctor export``, or backend='openvino'/'onnx')."""
+    from vecdoctor.encode.convert import list_converted
+
+    return list_converted()
 
 
 def model_fingerprint(path: Path, model_id: str) -> str:

@@ -34,7 +34,8 @@ def encode(
     transform: Path = typer.Option(None, "--transform", help="Folder of a fitted whitening / all-but-the-top"),
     cache: Path = typer.Option(None, "--cache", help="Folder for an on-disk vector cache (resumes after interruption)"),
     batch_size: int = typer.Option(32, "--batch-size"),
-    backend: str = typer.Option(None, "--backend", help="torch | onnx (default: the model's)"),
+    backend: str = typer.Option(None, "--backend", help="torch | openvino | onnx (default: the model's)"),
+    precision: str = typer.Option(None, "--precision", help="fp32 | bf16 | int8 (openvino/onnx; see `vecdoctor export`)"),
     no_normalize: bool = typer.Option(False, "--no-normalize", help="Keep raw (unnormalised) vectors"),
 ) -> None:
     """Encode a corpus into vectors."""
@@ -58,6 +59,8 @@ def encode(
         cache=cache,
         batch_size=batch_size,
         backend=backend,
+        precision=precision,
+        calibration_texts=[d.content for d in docs] if precision == "int8" else None,
     )
     fitted = None
     if transform is not None:
@@ -118,12 +121,13 @@ def _write_vectors(path: Path, ids: list[str], vectors, fingerprint: str) -> Non
 
 @command("models")
 def models(plain: bool = typer.Option(False, "--plain", help="A table for people instead of JSON")) -> None:
-    """List registered models: dimension, backend, installed, and how to install."""
-    from vecdoctor.models import list_models
+    """List registered models (dimension, backend, installed, how to install) and converted variants."""
+    from vecdoctor.models import converted_variants, list_models
 
     rows = list_models()
+    variants = converted_variants()
     if not plain:
-        emit(rows)
+        emit(rows + variants)
         return
     from rich.console import Console
     from rich.table import Table
@@ -136,3 +140,9 @@ def models(plain: bool = typer.Option(False, "--plain", help="A table for people
             str(r["description"]) if r["installed"] else str(r["install"]),
         )
     Console().print(table)
+    if variants:
+        conv = Table("converted", "backend", "precision", "MB", "cosine to torch", "path")
+        for v in variants:
+            conv.add_row(str(v["name"]), str(v["backend"]), str(v["precision"]), str(v["size_mb"]),
+                         str(v["min_cosine_to_torch"]), str(v["path"]))
+        Console().print(conv)

@@ -1,0 +1,307 @@
+"""`vecdoctor checkup`: compare models, diagnose the chosen one, evaluate pipeline variants,
+and recommend a pipeline in which every choice is backed by a measured difference on this data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vecdoctor.config import Precision, SearchMode
+from vecdoctor.data import Dataset, load_dataset
+from vecdoctor.errors import InputError, VecdoctorError
+
+logger = logging.getLogger(__name__)
+
+MIN_GAIN = 0.005  # nDCG@10 points a fix must add ...
+MAX_P = 0.05  # ... with a paired randomization test below this p-value
+PRECISION_KEEP = 0.99  # quantized storage must keep this share of float32 nDCG@10
+
+QUICK = {"max_queries": 100, "max_docs": 1000, "diagnose_sample": 400}
+
+
+@dataclass
+class Decision:
+    """One choice in the recommended pipeline and the numbers behind it."""
+
+    topic: str
+    choice: str
+    recommended: bool
+    evidence: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"topic": self.topic, "choice": self.choice, "recommended": self.recommended,
+                "evidence": self.evidence}
+
+
+@dataclass
+class CheckupResult:
+    dataset: Dataset
+    pipeline: dict[str, Any]
+    decisions: list[Decision]
+    comparison: Any
+    diagnosis: Any
+    variants: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+    transform: Any = None  # the fitted transform of the recommended pipeline, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "pipeline": self.pipeline,
+            "decisions": [d.to_dict() for d in self.decisions],
+            "model_comparison": self.comparison.to_dict() if self.comparison else None,
+            "variants": self.variants.to_dict() if self.variants else None,
+            "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+        }
+
+
+def installed_models() -> list[str]:
+    from vecdoctor.models import REGISTRY
+
+    return [name for name, spec in REGISTRY.items() if spec.installed()]
+
+
+def prepare_dataset(data: str | Path | Dataset, split: str = "test", seed: int = 0,
+                    n_self_supervised: int = 300) -> Dataset:
+    """Load labelled data, or make self-supervised queries when the corpus has no labels."""
+    from vecdoctor.evaluate import self_supervised
+
+    ds = data if isinstance(data, Dataset) else load_dataset(data, split=split)
+    if ds.has_labels:
+        return ds
+    made = self_supervised(ds.corpus, n_queries=n_self_supervised, seed=seed)
+    made.name = ds.name
+    return made
+
+
+def _gain(variants: Any, name: str) -> tuple[float, float | None] | None:
+    r = variants.get(name)
+    if r is None or r.delta_ndcg is None:
+        return None
+    return r.delta_ndcg, r.p_value
+
+
+def _helps(g: tuple[float, float | None] | None) -> bool:
+    return g is not None and g[0] >= MIN_GAIN and (g[1] is None or g[1] < MAX_P)
+
+
+def _fmt(name: str, variants: Any) -> str:
+    r = variants.get(name)
+    base = variants.get(r.baseline) if r and r.baseline else None
+    if r is None:
+        return "not measured"
+    text = f"{name} nDCG@10 {r.ndcg:.4f}"
+    if base is not None:
+        text += f" vs {base.name} {base.ndcg:.4f} (Δ {r.delta_ndcg:+.4f}, p={r.p_value:.3f})"
+    return text
+
+
+def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str, Any], list[Decision]]:
+    """Turn measured variant results into a pipeline and the reasons for each choice."""
+    decisions: list[Decision] = []
+    if comparison is not None and comparison.recommended:
+        decisions.append(Decision("model", model, True, comparison.reason))
+    pipeline: dict[str, Any] = {"model": model, "pooling": None, "window": None, "transform": None,
+                                "mode": "dense", "fusion": "rrf", "rrf_k": 60, "rerank": None,
+                                "precision": "float32"}
+    modes = {m: variants.get(m) for m in ("bm25", "dense", "hybrid") if variants.get(m)}
+    if modes:
+        best = max(modes.values(), key=lambda r: r.ndcg)
+        pipeline["mode"] = best.name
+        listing = ", ".join(f"{n} {r.ndcg:.4f}" for n, r in modes.items())
+        decisions.append(Decision("retrieval", best.name, True, f"highest nDCG@10 of {listing}"))
+    uses_dense = pipeline["mode"] != "bm25"
+    why_not = "; not applied: the recommended retrieval is bm25 alone" if not uses_dense else ""
+    for name, key, value in (("dense+whiten", "transform", "whitening"), ("dense+abtt", "transform", "abtt"),
+                             ("dense+window", "window", "256:128:max")):
+        g = _gain(variants, name)
+        if g is None:
+            continue
+        ok = uses_dense and _helps(g) and (key != "transform" or pipeline["transform"] is None)
+        if ok:
+            pipeline[key] = value
+        decisions.append(Decision(key, value, ok, _fmt(name, variants) + (why_not if _helps(g) else "")))
+    pool_variants = [n for n in ("dense+cls", "dense+max", "dense+subword", "dense+attention") if variants.get(n)]
+    helping = [n for n in pool_variants if _helps(_gain(variants, n))]
+    best_pool = max(helping, key=lambda v: variants.get(v).ndcg) if helping and uses_dense else None
+    for n in pool_variants:
+        chosen = n == best_pool
+        if chosen:
+            pipeline["pooling"] = n.split("+", 1)[1]
+        decisions.append(Decision("pooling", n.split("+", 1)[1], chosen, _fmt(n, variants)))
+    dense = variants.get("dense")
+    for prec in ("binary", "int8"):
+        r = variants.get(prec)
+        if r is None or dense is None:
+            continue
+        share = r.ndcg / dense.ndcg if dense.ndcg > 0 else 0.0
+        ok = uses_dense and share >= PRECISION_KEEP and pipeline["precision"] == "float32"
+        if ok:
+            pipeline["precision"] = prec
+        decisions.append(Decision(
+            "precision", prec, ok,
+            f"{prec} with rescoring keeps {share:.1%} of float32 nDCG@10 ({r.ndcg:.4f} vs {dense.ndcg:.4f}) "
+            f"at {r.bytes_per_doc} instead of {dense.bytes_per_doc} bytes per document "
+            f"(rule: keep >= {PRECISION_KEEP:.0%})" + (why_not if share >= PRECISION_KEEP else ""),
+        ))
+    g = _gain(variants, "hybrid+rerank")
+    if g is not None:
+        ok = _helps(g) and pipeline["mode"] == "hybrid"
+        if ok:
+            pipeline["rerank"] = variants.get("hybrid+rerank").description.rsplit("(", 1)[-1].rstrip(")")
+        decisions.append(Decision("rerank", "reranker on the hybrid top candidates", ok, _fmt("hybrid+rerank", variants)))
+    return pipeline, decisions
+
+
+def checkup(
+    data: str | Path | Dataset,
+    models: Sequence[str] | None = None,
+    *,
+    prefer: str = "quality",
+    quick: bool = False,
+    split: str = "test",
+    variants: Sequence[str] | None = None,
+    reranker: str | None = None,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> CheckupResult:
+    """Run the whole checkup in memory; :func:`write_checkup` saves it."""
+    from vecdoctor.compare import compare_models
+    from vecdoctor.diagnose.run import diagnose
+    from vecdoctor.encode.cache import VectorCache
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.evaluate import sample_dataset
+    from vecdoctor.variants import DEFAULT_VARIANTS, VariantSpec, evaluate_variants
+
+    say = progress or (lambda _m: None)
+    started = time.perf_counter()
+    full = prepare_dataset(data, split=split, seed=seed)
+    ds = sample_dataset(full, QUICK["max_queries"], QUICK["max_docs"], seed) if quick else full
+    models = list(models) if models else installed_models()
+    if not models:
+        raise InputError("no model is installed; run `vecdoctor models` to see how to install one")
+    cache = VectorCache(max_size=4 * len(ds.corpus) + 64)
+    comparison = compare_models(ds, models, prefer=prefer, progress=say, cache=cache)
+    model = comparison.recommended or models[0]
+    enc = Encoder(model, cache=cache)
+    diagnosis = None
+    say(f"diagnose {model}")
+    try:
+        sample = QUICK["diagnose_sample"] if quick else 2000
+        diagnosis = diagnose(ds, enc, sample=sample, seed=seed)
+    except VecdoctorError as exc:
+        logger.warning("diagnosis of %s was incomplete: %s", model, exc)
+    names = list(variants) if variants else list(DEFAULT_VARIANTS)
+    if reranker is not None and "hybrid+rerank" not in names:
+        names.append("hybrid+rerank")
+    if enc.tokenizer is None:  # pooled-only models: no windows, no pooling choice
+        names = [n for n in names if n not in {"dense+window"} and not n.startswith("dense+") or
+                 n in {"dense+whiten", "dense+abtt"}]
+    report = evaluate_variants(ds, model, names, reranker=reranker, progress=say, cache=cache)
+    pipeline, decisions = decide(report, model, comparison)
+    if pipeline != _baseline_pipeline(pipeline):
+        say("confirm recommended pipeline")
+        spec = VariantSpec(
+            "the recommended pipeline, measured end to end",
+            mode=SearchMode.parse(pipeline["mode"]),
+            pooling=pipeline["pooling"],
+            window=_window(pipeline["window"]),
+            transform=pipeline["transform"],
+            precision=Precision.parse(pipeline["precision"]),
+            rerank=bool(pipeline["rerank"]),
+            baseline=pipeline["mode"],
+        )
+        confirm = evaluate_variants(ds, model, [pipeline["mode"]], reranker=reranker,
+                                    extra={"recommended": spec}, cache=cache)
+        rec = confirm.get("recommended")
+        report.results.append(rec)
+        decisions.append(Decision("confirmation", "recommended pipeline", True,
+                                  _fmt("recommended", confirm)))
+    transform = None
+    if pipeline["transform"]:
+        from vecdoctor.variants import _fit_transform
+
+        tenc = Encoder(model, pooling=pipeline["pooling"], window=_window(pipeline["window"]), cache=cache)
+        transform = _fit_transform(pipeline["transform"], tenc.encode_documents([d.content for d in ds.corpus]), tenc)
+    for r in report.results:  # rates measured in the model comparison (same encoder settings)
+        if r.docs_per_second is None and r.name not in {"bm25"}:
+            row = next((m for m in comparison.rows if m.model == model), None)
+            r.docs_per_second = row.docs_per_second if row and _uses_default_encoder(r.name) else None
+    meta = {
+        "dataset": ds.name,
+        "split": ds.split,
+        "self_supervised": ds.self_supervised,
+        "documents": len(ds.corpus),
+        "queries": len(ds.qrels),
+        "quick": quick,
+        "models": models,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform)
+
+
+def pipeline_file(result: CheckupResult) -> dict[str, Any]:
+    """The content of pipeline.json, which `vecdoctor index --pipeline` accepts."""
+    from vecdoctor import __version__
+
+    p = dict(result.pipeline)
+    p["transform_dir"] = "transform" if result.transform is not None else None
+    p["evidence"] = {d.topic + ":" + d.choice: d.evidence for d in result.decisions if d.recommended}
+    p["measured_on"] = {k: result.meta[k] for k in ("dataset", "documents", "queries", "self_supervised", "quick")}
+    p["vecdoctor_version"] = __version__
+    return p
+
+
+def write_checkup(result: CheckupResult, folder: str | Path) -> Path:
+    """Write report.html, report.json, pipeline.json, runs/ and transform/ atomically."""
+    import json
+
+    from vecdoctor.evaluate import write_trec_run
+    from vecdoctor.io import atomic_dir
+    from vecdoctor.report.checkup import render_checkup
+
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / "report.json").is_file():
+        raise InputError(
+            f"{folder}: exists and is not a vecdoctor report folder; choose a new or empty output folder"
+        )
+    html = render_checkup(result)
+    payload = json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n"
+    with atomic_dir(folder) as tmp:
+        (tmp / "runs").mkdir()
+        for r in result.variants.results:
+            write_trec_run(r.run, tmp / "runs" / f"{r.name}.trec", tag=r.name)
+        if result.transform is not None:
+            result.transform.save(tmp / "transform")
+        (tmp / "pipeline.json").write_text(json.dumps(pipeline_file(result), indent=2) + "\n")
+        (tmp / "report.json").write_text(payload, encoding="utf-8")
+        (tmp / "report.html").write_text(html, encoding="utf-8")
+    return folder
+
+
+def _jsonable(obj: Any) -> Any:
+    from vecdoctor.diagnose._common import to_jsonable
+
+    return to_jsonable(obj)
+
+
+def _uses_default_encoder(name: str) -> bool:
+    from vecdoctor.variants import VARIANTS
+
+    spec = VARIANTS.get(name)
+    return spec is not None and spec.pooling is None and spec.window is None
+
+
+def _baseline_pipeline(p: dict[str, Any]) -> dict[str, Any]:
+    return {**p, "pooling": None, "window": None, "transform": None, "rerank": None, "precision": "float32"}
+
+
+def _window(spec: str | None) -> Any:
+    from vecdoctor.config import Window
+
+    return Window.parse(spec) if spec else None

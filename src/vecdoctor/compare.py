@@ -1,0 +1,170 @@
+"""Compare models on the user's data: quality, speed, memory and isotropy in one table, and a
+recommendation by the user's priority that cites the numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.config import _Choice
+from vecdoctor.data import Dataset
+from vecdoctor.errors import InputError, VecdoctorError
+from vecdoctor.evaluate import evaluate_run
+
+logger = logging.getLogger(__name__)
+
+
+class Prefer(_Choice):
+    """What the user cares about most when choosing a model."""
+
+    QUALITY = "quality"
+    """Highest nDCG@10."""
+    SPEED = "speed"
+    """Most documents per second among models within 2 points of nDCG@10 of the best."""
+    MEMORY = "memory"
+    """Fewest bytes per vector among models within 2 points of nDCG@10 of the best."""
+
+
+QUALITY_MARGIN = 0.02
+
+
+@dataclass
+class ModelRow:
+    model: str
+    dimension: int | None = None
+    backend: str | None = None
+    docs_per_second: float | None = None
+    query_ms_p50: float | None = None
+    ndcg_at_10: float | None = None
+    recall_at_10: float | None = None
+    isotropy: float | None = None
+    mean_cosine: float | None = None
+    bytes_per_vector: int | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ndcg@10"] = d.pop("ndcg_at_10")
+        d["recall@10"] = d.pop("recall_at_10")
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+@dataclass
+class Comparison:
+    rows: list[ModelRow]
+    prefer: Prefer
+    recommended: str | None
+    reason: str
+    self_supervised: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prefer": str(self.prefer),
+            "recommended": self.recommended,
+            "reason": self.reason,
+            "self_supervised": self.self_supervised,
+            "models": [r.to_dict() for r in self.rows],
+        }
+
+
+def _measure(model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any = None) -> ModelRow:
+    from vecdoctor.diagnose.isotropy import isotropy_score, mean_pairwise_cosine
+    from vecdoctor.encode.encoder import Encoder
+
+    enc = Encoder(model, cache=cache)
+    texts = [d.content for d in dataset.corpus]
+    start = time.perf_counter()
+    docs = enc.encode_documents(texts)
+    rate = len(texts) / max(time.perf_counter() - start, 1e-9)
+    qids = sorted(dataset.qrels)
+    enc.cache = None  # queries (and their latency) are always computed for real
+    qvecs = enc.encode_queries([dataset.queries[q] for q in qids])
+    scores = qvecs @ docs.T
+    top = np.argsort(-scores, axis=1)[:, :k]
+    ids = [d.id for d in dataset.corpus]
+    run = {q: {ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
+    metrics = evaluate_run(dataset.qrels, run, ("ndcg@10", "recall@10")).metrics
+    latencies = []
+    for q in qids[:latency_queries]:
+        t = time.perf_counter()
+        v = enc.encode_queries([dataset.queries[q]])
+        s = docs @ v[0]
+        np.argpartition(-s, min(k, len(s) - 1))[:k]
+        latencies.append((time.perf_counter() - t) * 1000)
+    sample = docs[np.random.default_rng(0).permutation(len(docs))[:2000]]
+    return ModelRow(
+        model=model,
+        dimension=enc.dimension,
+        backend=enc.backend_name,
+        docs_per_second=rate,
+        query_ms_p50=float(np.percentile(latencies, 50)),
+        ndcg_at_10=metrics["ndcg@10"],
+        recall_at_10=metrics["recall@10"],
+        isotropy=isotropy_score(sample),
+        mean_cosine=mean_pairwise_cosine(sample),
+        bytes_per_vector=4 * enc.dimension,
+    )
+
+
+def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[str | None, str]:
+    """Pick a model by priority; the reason quotes the measured numbers."""
+    prefer = Prefer.parse(prefer)
+    ok = [r for r in rows if r.error is None and r.ndcg_at_10 is not None]
+    if not ok:
+        return None, "no model could be measured"
+    best_q = max(ok, key=lambda r: r.ndcg_at_10 or 0)
+    floor = (best_q.ndcg_at_10 or 0) - QUALITY_MARGIN
+    close = [r for r in ok if (r.ndcg_at_10 or 0) >= floor]
+    if prefer is Prefer.QUALITY or len(ok) == 1:
+        pick = best_q
+        others = sorted((r for r in ok if r is not pick), key=lambda r: -(r.ndcg_at_10 or 0))
+        runner = f"; next best {others[0].model} {others[0].ndcg_at_10:.4f}" if others else ""
+        return pick.model, f"{pick.model} has the highest nDCG@10 ({pick.ndcg_at_10:.4f}{runner})"
+    if prefer is Prefer.SPEED:
+        pick = max(close, key=lambda r: r.docs_per_second or 0)
+        return pick.model, (
+            f"{pick.model} encodes {pick.docs_per_second:.1f} docs/s (query p50 {pick.query_ms_p50:.1f} ms) "
+            f"with nDCG@10 {pick.ndcg_at_10:.4f}, within {QUALITY_MARGIN} of the best "
+            f"({best_q.model} {best_q.ndcg_at_10:.4f}, {best_q.docs_per_second:.1f} docs/s)"
+        )
+    pick = min(close, key=lambda r: (r.bytes_per_vector or 0, -(r.ndcg_at_10 or 0)))
+    return pick.model, (
+        f"{pick.model} needs {pick.bytes_per_vector} bytes per float32 vector with nDCG@10 "
+        f"{pick.ndcg_at_10:.4f}, within {QUALITY_MARGIN} of the best ({best_q.model} {best_q.ndcg_at_10:.4f}, "
+        f"{best_q.bytes_per_vector} bytes); int8/binary storage divides this by 4/32"
+    )
+
+
+def compare_models(
+    dataset: Dataset,
+    models: Sequence[str],
+    prefer: Prefer | str = Prefer.QUALITY,
+    k: int = 100,
+    latency_queries: int = 50,
+    progress: Callable[[str], None] | None = None,
+    cache: Any = None,
+) -> Comparison:
+    """Measure every model on ``dataset`` (queries and qrels needed; see self-supervised)."""
+    prefer = Prefer.parse(prefer)
+    if not models:
+        raise InputError("no models given to compare")
+    if not dataset.has_labels:
+        raise InputError("model comparison needs queries and qrels (or self-supervised queries)")
+    rows = []
+    for model in models:
+        if progress:
+            progress(f"model {model}")
+        try:
+            rows.append(_measure(model, dataset, k, latency_queries, cache))
+        except VecdoctorError as exc:  # not installed, or unsupported: reported, not fatal
+            logger.warning("skipping %s: %s", model, exc)
+            rows.append(ModelRow(model=model, error=str(exc)))
+    pick, reason = recommend(rows, prefer)
+    return Comparison(rows=rows, prefer=prefer, recommended=pick, reason=reason,
+                      self_supervised=dataset.self_supervised)

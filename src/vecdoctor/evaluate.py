@@ -1,0 +1,202 @@
+"""Retrieval metrics (trec_eval via pytrec_eval), significance tests, TREC run files, and
+self-supervised queries for corpora without labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vecdoctor.data import Dataset, Document, Qrels
+from vecdoctor.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+Run = dict[str, dict[str, float]]
+
+DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
+_FAMILIES = {"ndcg": "ndcg_cut", "recall": "recall", "map": "map_cut", "p": "P", "mrr": "recip_rank"}
+
+
+def parse_metric(name: str) -> tuple[str, int]:
+    """``"ndcg@10"`` -> ``("ndcg", 10)``; a bad name lists the valid forms."""
+    m = re.fullmatch(r"(ndcg|recall|map|p|mrr)@(\d+)", name.strip().lower())
+    if not m or int(m.group(2)) < 1:
+        raise InputError(
+            f"unknown metric {name!r}; use ndcg@K, recall@K, map@K, p@K or mrr@K (e.g. ndcg@10)"
+        )
+    return m.group(1), int(m.group(2))
+
+
+@dataclass
+class Evaluation:
+    """Mean metrics and per-query values (kept for significance tests)."""
+
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]] = field(repr=False)
+    num_queries: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"metrics": self.metrics, "num_queries": self.num_queries}
+
+
+def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_METRICS) -> Evaluation:
+    """Score ``run`` against ``qrels`` with trec_eval's definitions.
+
+    Every judged query counts: a query missing from the run scores 0 on every metric.
+    """
+    import pytrec_eval
+
+    if not qrels:
+        raise InputError("no relevance judgements to evaluate against")
+    parsed = {m: parse_metric(m) for m in metrics}
+    per_query: dict[str, dict[str, float]] = {m: dict.fromkeys(qrels, 0.0) for m in metrics}
+    run = {q: {str(d): float(s) for d, s in docs.items()} for q, docs in run.items() if q in qrels}
+    plain = {m for m, (fam, _) in parsed.items() if fam != "mrr"}
+    if plain and run:
+        measures = {f"{_FAMILIES[fam]}.{k}" for m, (fam, k) in parsed.items() if m in plain}
+        results = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
+        for qid, values in results.items():
+            for m in plain:
+                fam, k = parsed[m]
+                per_query[m][qid] = float(values[f"{_FAMILIES[fam]}_{k}"])
+    for m, (fam, k) in parsed.items():
+        if fam != "mrr" or not run:
+            continue
+        cut = {q: dict(sorted(d.items(), key=lambda x: (-x[1], x[0]))[:k]) for q, d in run.items()}
+        results = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
+        for qid, values in results.items():
+            per_query[m][qid] = float(values["recip_rank"])
+    means = {m: float(np.mean(list(v.values()))) for m, v in per_query.items()}
+    return Evaluation(metrics=means, per_query=per_query, num_queries=len(qrels))
+
+
+def randomization_test(
+    a: Mapping[str, float], b: Mapping[str, float], trials: int = 10_000, seed: int = 0
+) -> float:
+    """Two-sided paired randomization test on per-query values (Smucker et al., CIKM 2007).
+
+    Returns the p-value of the observed mean difference under random sign flips.
+    """
+    keys = sorted(set(a) & set(b))
+    if len(keys) < 2:
+        return 1.0
+    diff = np.array([a[k] - b[k] for k in keys])
+    observed = abs(diff.mean())
+    if observed == 0:
+        return 1.0
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(trials, len(diff)))
+    extreme = np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12
+    return float((extreme.sum() + 1) / (trials + 1))
+
+
+def paired_t_test(a: Mapping[str, float], b: Mapping[str, float]) -> float:
+    """Two-sided paired t-test p-value on per-query values."""
+    from scipy import stats
+
+    keys = sorted(set(a) & set(b))
+    diff = np.array([a[k] - b[k] for k in keys])
+    if len(keys) < 2 or np.allclose(diff, 0):
+        return 1.0
+    return float(stats.ttest_rel([a[k] for k in keys], [b[k] for k in keys]).pvalue)
+
+
+def write_trec_run(run: Run, path: str | Path, tag: str = "vecdoctor") -> None:
+    """Save a run in TREC format: ``qid Q0 docid rank score tag``."""
+    from vecdoctor.io import atomic_write_text
+
+    lines = []
+    for qid in sorted(run):
+        ranked = sorted(run[qid].items(), key=lambda x: (-x[1], x[0]))
+        lines.extend(f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked, start=1))
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def read_trec_run(path: str | Path) -> Run:
+    run: Run = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise InputError(f"{path}:{lineno}: expected 6 columns (qid Q0 docid rank score tag)")
+        run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+    return run
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+
+
+def self_supervised(
+    corpus: Sequence[Document],
+    n_queries: int = 300,
+    seed: int = 0,
+    min_sentences: int = 3,
+    min_words: int = 6,
+) -> Dataset:
+    """Queries made from the corpus itself, for evaluation without labels.
+
+    For a deterministic sample of documents, one sentence (not the first) becomes the query and
+    is removed from that document's indexed text; the document is its single relevant answer.
+    """
+    rng = np.random.default_rng(seed)
+    candidates = [i for i, d in enumerate(corpus) if len(split_sentences(d.text)) >= min_sentences]
+    if not candidates:
+        raise InputError(
+            f"no document has {min_sentences} or more sentences, so no self-supervised queries "
+            "can be made; provide queries and qrels instead"
+        )
+    chosen = rng.permutation(candidates)[:n_queries]
+    docs = list(corpus)
+    queries: dict[str, str] = {}
+    qrels: Qrels = {}
+    for i in sorted(int(c) for c in chosen):
+        doc = docs[i]
+        sentences = split_sentences(doc.text)
+        eligible = [j for j in range(1, len(sentences)) if len(sentences[j].split()) >= min_words]
+        if not eligible:
+            continue
+        j = int(rng.choice(eligible))
+        qid = f"ss-{doc.id}"
+        queries[qid] = sentences[j]
+        qrels[qid] = {doc.id: 1}
+        docs[i] = Document(id=doc.id, title=doc.title, text=" ".join(sentences[:j] + sentences[j + 1 :]))
+    if not queries:
+        raise InputError("no sentence long enough for a self-supervised query was found")
+    logger.info("made %d self-supervised queries from the corpus", len(queries))
+    return Dataset(corpus=docs, queries=queries, qrels=qrels, name="self-supervised", self_supervised=True)
+
+
+def sample_dataset(ds: Dataset, max_queries: int | None, max_docs: int | None, seed: int = 0) -> Dataset:
+    """A smaller dataset for quick runs: a query sample, every relevant document, then random others."""
+    rng = np.random.default_rng(seed)
+    qids = sorted(ds.qrels)
+    if max_queries is not None and len(qids) > max_queries:
+        qids = sorted(rng.choice(qids, size=max_queries, replace=False).tolist())
+    qrels = {q: ds.qrels[q] for q in qids}
+    corpus = ds.corpus
+    if max_docs is not None and len(corpus) > max_docs:
+        needed = {d for rels in qrels.values() for d in rels}
+        keep = [i for i, d in enumerate(corpus) if d.id in needed]
+        others = [i for i, d in enumerate(corpus) if d.id not in needed]
+        extra = rng.permutation(others)[: max(max_docs - len(keep), 0)]
+        rows = sorted(keep + [int(x) for x in extra])
+        corpus = [corpus[i] for i in rows]
+    return Dataset(
+        corpus=list(corpus),
+        queries={q: ds.queries[q] for q in qids if q in ds.queries},
+        qrels=qrels,
+        name=ds.name,
+        split=ds.split,
+        self_supervised=ds.self_supervised,
+    )

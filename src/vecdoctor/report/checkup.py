@@ -1,0 +1,96 @@
+"""Sections of the checkup report: the recommended pipeline, variants, model comparison, and
+the diagnosis sections of the chosen model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vecdoctor.report.html import Figure, Section, Table, render_html
+
+
+def recommendation_section(result: Any) -> Section:
+    p = result.pipeline
+    parts = [
+        f"model {p['model']}",
+        f"{p['mode']} retrieval" + (f" ({p['fusion']}, k={p['rrf_k']})" if p["mode"] == "hybrid" else ""),
+        f"{p['pooling'] or 'default'} pooling",
+        f"windows {p['window']}" if p["window"] else "no windows",
+        f"transform {p['transform']}" if p["transform"] else "no transform",
+        f"{p['precision']} storage",
+        f"rerank {p['rerank']}" if p["rerank"] else "no reranking",
+    ]
+    note = (
+        "Numbers come from self-supervised queries (a sentence removed from its document), not from "
+        "human judgements." if result.meta.get("self_supervised") else
+        f"Numbers come from {result.meta.get('queries')} judged queries of split {result.meta.get('split')}."
+    )
+    rule = ("A fix is recommended only when it adds at least 0.005 nDCG@10 with a paired randomization "
+            "test p < 0.05; quantized storage only when it keeps 99% of float32 nDCG@10.")
+    table = Table(
+        ("topic", "choice", "recommended", "evidence (measured on this data)"),
+        tuple((d.topic, d.choice, d.recommended, d.evidence) for d in result.decisions),
+        caption="Every choice and the measurement behind it",
+    )
+    return Section("Recommended pipeline", ("; ".join(parts) + ".", note, rule), (table,),
+                   anchor="recommended-pipeline")
+
+
+def variants_section(result: Any) -> Section:
+    from vecdoctor.report import figures
+
+    rep = result.variants
+    rows = []
+    for r in rep.results:
+        m = r.evaluation.metrics
+        rows.append((r.name, m.get("ndcg@10"), m.get("recall@10"), m.get("recall@100"), m.get("mrr@10"),
+                     r.docs_per_second, r.query_ms_p50, r.bytes_per_doc, r.baseline, r.delta_ndcg, r.p_value))
+    table = Table(
+        ("variant", "nDCG@10", "recall@10", "recall@100", "MRR@10", "encode docs/s", "query p50 ms",
+         "bytes/doc", "vs", "Δ nDCG@10", "p"),
+        tuple(rows),
+        caption=f"{rep.num_queries} queries over {rep.num_docs} documents, model {rep.model}",
+        digits=4,
+    )
+    png = figures.bars([r.name for r in rep.results], [("nDCG@10", [r.ndcg for r in rep.results])], "nDCG@10")
+    described = tuple(f"{r.name}: {r.description}" for r in rep.results)
+    return Section("Pipeline variants", described, (table,), (Figure("nDCG@10 per variant", png),),
+                   anchor="pipeline-variants")
+
+
+def models_section(result: Any) -> Section:
+    from vecdoctor.report import figures
+
+    comp = result.comparison
+    rows = [
+        (r.model, r.dimension, r.backend, r.ndcg_at_10, r.recall_at_10, r.docs_per_second, r.query_ms_p50,
+         r.isotropy, r.mean_cosine, r.bytes_per_vector, r.error or "")
+        for r in comp.rows
+    ]
+    table = Table(
+        ("model", "dim", "backend", "nDCG@10", "recall@10", "docs/s", "query p50 ms", "isotropy",
+         "mean cosine", "bytes/vector", "note"),
+        tuple(rows), caption="Dense retrieval with each model's own pooling, exact search", digits=4,
+    )
+    ok = [r for r in comp.rows if r.error is None]
+    figs: tuple[Figure, ...] = ()
+    if ok:
+        png = figures.bars([r.model for r in ok], [("nDCG@10", [r.ndcg_at_10 for r in ok])], "nDCG@10")
+        figs = (Figure("nDCG@10 per model", png),)
+    text = (f"Priority: {comp.prefer}. Recommended: {comp.recommended} — {comp.reason}.",)
+    return Section("Model comparison", text, (table,), figs, anchor="model-comparison")
+
+
+def render_checkup(result: Any) -> str:
+    from vecdoctor.report.diagnosis import diagnosis_sections
+
+    sections = [recommendation_section(result), variants_section(result), models_section(result)]
+    if result.diagnosis is not None:
+        sections += diagnosis_sections(result.diagnosis)
+    meta = {k: v for k, v in result.meta.items() if not isinstance(v, (dict, list))}
+    meta["models"] = ", ".join(result.meta.get("models", []))
+    return render_html(
+        f"vecdoctor checkup: {result.meta.get('dataset')}",
+        sections,
+        meta=meta,
+        subtitle=f"recommended model {result.pipeline['model']}",
+    )

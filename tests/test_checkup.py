@@ -1,0 +1,212 @@
+"""checkup, evaluate and compare-models end to end on a small real SciFact sample."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vecdoctor.checkup import MIN_GAIN, checkup, decide, write_checkup
+from vecdoctor.cli import app
+from vecdoctor.data import write_corpus_jsonl, write_qrels
+from vecdoctor.errors import InputError
+from vecdoctor.evaluate import Evaluation, evaluate_run, read_trec_run, sample_dataset
+from vecdoctor.variants import VariantResult, VariantsReport, evaluate_variants
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def small(scifact_dir):
+    from vecdoctor.data import load_dataset
+
+    return sample_dataset(load_dataset(scifact_dir), max_queries=15, max_docs=120, seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(small):
+    return checkup(small, ["minilm", "minilm-l3-onnx"], variants=["bm25", "dense", "dense+abtt", "hybrid", "int8"])
+
+
+@pytest.fixture(scope="module")
+def report_dir(result, tmp_path_factory):
+    out = tmp_path_factory.mktemp("checkup") / "report"
+    write_checkup(result, out)
+    return out
+
+
+def test_checkup_writes_report_pipeline_and_runs(report_dir, result):
+    assert {p.name for p in report_dir.iterdir()} >= {"report.html", "report.json", "pipeline.json", "runs"}
+    pipeline = json.loads((report_dir / "pipeline.json").read_text())
+    assert pipeline["model"] in {"minilm", "minilm-l3-onnx"}
+    assert pipeline["mode"] in {"bm25", "dense", "hybrid"}
+    assert pipeline["precision"] in {"float32", "int8"}
+    data = json.loads((report_dir / "report.json").read_text())
+    assert {r["model"] for r in data["model_comparison"]["models"]} == {"minilm", "minilm-l3-onnx"}
+    assert data["diagnosis"]["summary"]
+    names = {r["variant"] for r in data["variants"]["variants"]}
+    assert {"bm25", "dense", "dense+abtt", "hybrid", "int8"} <= names
+    for name in names:
+        assert (report_dir / "runs" / f"{name}.trec").is_file()
+
+
+def test_saved_runs_reproduce_the_reported_numbers(report_dir, result, small):
+    for r in result.variants.results:
+        run = read_trec_run(report_dir / "runs" / f"{r.name}.trec")
+        again = evaluate_run(small.qrels, run, ("ndcg@10",)).metrics["ndcg@10"]
+        assert again == pytest.approx(r.ndcg, abs=1e-4)
+
+
+def test_retrieval_choice_is_the_best_measured_mode(result):
+    modes = {n: result.variants.get(n).ndcg for n in ("bm25", "dense", "hybrid")}
+    assert result.pipeline["mode"] == max(modes, key=modes.get)
+
+
+def test_every_fix_verdict_matches_its_measurement(result):
+    for d in result.decisions:
+        if d.topic == "transform":
+            r = result.variants.get("dense+" + ("abtt" if d.choice == "abtt" else "whiten"))
+            helps = r.delta_ndcg >= MIN_GAIN and r.p_value < 0.05
+            assert d.recommended == (helps and result.pipeline["mode"] != "bm25")
+            assert f"{r.ndcg:.4f}" in d.evidence
+
+
+def _variant(name, per_query, baseline=None):
+    ev = Evaluation(metrics={"ndcg@10": sum(per_query.values()) / len(per_query)},
+                    per_query={"ndcg@10": per_query}, num_queries=len(per_query))
+    return VariantResult(name, name, ev, 10.0, 1.0, 2.0, 1536 if name != "int8" else 384, {}, baseline)
+
+
+def test_decide_recommends_only_fixes_that_help():
+    from vecdoctor.evaluate import randomization_test
+
+    base = {f"q{i}": 0.5 for i in range(50)}
+    better = {f"q{i}": 0.6 + 0.001 * (i % 7) for i in range(50)}
+    worse = {f"q{i}": 0.45 for i in range(50)}
+    results = [
+        _variant("bm25", {k: 0.4 for k in base}),
+        _variant("dense", base),
+        _variant("hybrid", {k: 0.55 for k in base}),
+        _variant("dense+whiten", worse, "dense"),
+        _variant("dense+abtt", better, "dense"),
+        _variant("int8", {k: v * 0.995 for k, v in base.items()}, "dense"),
+    ]
+    for r in results:
+        if r.baseline:
+            ref = next(x for x in results if x.name == r.baseline)
+            r.delta_ndcg = r.ndcg - ref.ndcg
+            r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], ref.evaluation.per_query["ndcg@10"])
+    report = VariantsReport("toy", "minilm", 10, 50, False, results)
+    pipeline, decisions = decide(report, "minilm")
+    assert pipeline["mode"] == "hybrid"
+    assert pipeline["transform"] == "abtt"
+    assert pipeline["precision"] == "int8"
+    verdicts = {(d.topic, d.choice): d.recommended for d in decisions}
+    assert verdicts[("transform", "whitening")] is False
+    assert verdicts[("transform", "abtt")] is True
+
+
+def test_unknown_variant_lists_valid_ones(small):
+    with pytest.raises(InputError, match="valid variants: bm25, dense"):
+        evaluate_variants(small, "minilm", ["dense", "dense+magic"])
+
+
+def test_report_folder_is_not_written_over_foreign_content(result, tmp_path):
+    target = tmp_path / "precious"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(InputError, match="not a vecdoctor report folder"):
+        write_checkup(result, target)
+    assert (target / "notes.txt").read_text() == "keep me"
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.slow
+def test_report_renders_in_a_real_browser(report_dir, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.fail("headless Chromium is required for this test (Debian package 'chromium'; .ci/run installs it)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (report_dir / "report.html").as_uri()
+    dom = subprocess.run([browser, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
+    for title in ("Recommended pipeline", "Pipeline variants", "Model comparison", "Summary", "Isotropy",
+                  "Quantization"):
+        assert title in dom, f"section {title!r} missing from the rendered page"
+    assert dom.count("data:image/png;base64,") >= 5
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "checkup-report.png"
+    subprocess.run([browser, *flags, "--window-size=1280,4000", f"--screenshot={shot}", url],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
+
+
+def _beir_folder(ds, folder: Path, with_qrels=True, with_queries=True) -> Path:
+    folder.mkdir(parents=True)
+    write_corpus_jsonl(ds.corpus, folder / "corpus.jsonl")
+    if with_queries:
+        (folder / "queries.jsonl").write_text(
+            "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in ds.queries.items()))
+    if with_qrels:
+        write_qrels(ds.qrels, folder / "qrels" / "test.tsv")
+    return folder
+
+
+runner = CliRunner()
+
+
+def test_cli_evaluate_writes_runs(small, tmp_path):
+    data = _beir_folder(small, tmp_path / "data")
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", str(data), "--variants", "bm25,dense", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)["variants"]
+    assert [r["variant"] for r in table] == ["bm25", "dense"]
+    assert (out / "runs" / "dense.trec").is_file() and (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("no-corpus", [], "no corpus"),
+        ("no-qrels", [], "test.tsv: not found"),
+        ("no-queries", [], "no queries.jsonl"),
+        ("ok", ["--split", "dev"], "dev.tsv: not found"),
+        ("ok", ["--variants", "dense,nope"], "unknown variant(s) 'nope'"),
+        ("ok", ["-m", "mpnet-large-xl"], "unknown model"),
+    ],
+)
+def test_cli_evaluate_bad_input(small, tmp_path, setup, args, message):
+    data = tmp_path / "data"
+    if setup == "no-corpus":
+        data.mkdir()
+        (data / "queries.jsonl").write_text('{"_id": "q", "text": "x"}\n')
+    else:
+        _beir_folder(small, data, with_qrels=setup != "no-qrels", with_queries=setup != "no-queries")
+        if setup == "no-qrels":
+            (data / "qrels").mkdir()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["evaluate", str(data), "-o", str(out), *args])
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_cli_checkup_on_unlabelled_corpus_uses_self_supervised_queries(small, tmp_path):
+    data = tmp_path / "corpus.jsonl"
+    write_corpus_jsonl(small.corpus[:60], data)
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["checkup", str(data), "-m", "minilm-l3-onnx", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["self_supervised"] is True
+    assert "self-supervised" in (out / "report.html").read_text()

@@ -1,0 +1,106 @@
+"""Metrics against hand-computed values, significance tests, run files, self-supervised queries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from vecdoctor.data import Document
+from vecdoctor.errors import InputError
+from vecdoctor.evaluate import (
+    evaluate_run,
+    paired_t_test,
+    parse_metric,
+    randomization_test,
+    read_trec_run,
+    sample_dataset,
+    self_supervised,
+    split_sentences,
+    write_trec_run,
+)
+
+QRELS = {"q1": {"a": 1, "c": 1}, "q2": {"x": 1}}
+
+
+def test_metrics_match_hand_computed_values():
+    run = {"q1": {"a": 3.0, "b": 2.0, "c": 1.0}, "q2": {"y": 2.0, "x": 1.0}}
+    ev = evaluate_run(QRELS, run, ("ndcg@10", "recall@1", "mrr@10", "map@100"))
+    dcg_q1 = 1 + 1 / math.log2(4)
+    idcg_q1 = 1 + 1 / math.log2(3)
+    ndcg_q2 = (1 / math.log2(3)) / 1
+    assert ev.per_query["ndcg@10"]["q1"] == pytest.approx(dcg_q1 / idcg_q1)
+    assert ev.per_query["ndcg@10"]["q2"] == pytest.approx(ndcg_q2)
+    assert ev.metrics["recall@1"] == pytest.approx((0.5 + 0.0) / 2)
+    assert ev.metrics["mrr@10"] == pytest.approx((1 + 0.5) / 2)
+    assert ev.per_query["map@100"]["q1"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_mrr_is_cut_at_k():
+    run = {"q2": {f"d{i}": 100.0 - i for i in range(12)} | {"x": 1.0}}
+    ev = evaluate_run({"q2": {"x": 1}}, run, ("mrr@10", "mrr@20"))
+    assert ev.metrics["mrr@10"] == 0.0
+    assert ev.metrics["mrr@20"] == pytest.approx(1 / 13)
+
+
+def test_queries_missing_from_the_run_count_as_zero():
+    ev = evaluate_run(QRELS, {"q1": {"a": 1.0, "c": 0.5}}, ("ndcg@10",))
+    assert ev.per_query["ndcg@10"]["q2"] == 0.0
+    assert ev.metrics["ndcg@10"] == pytest.approx(0.5)
+    assert ev.num_queries == 2
+
+
+@pytest.mark.parametrize("bad", ["ndcg", "ndcg@0", "foo@10", "ndcg@x"])
+def test_bad_metric_names(bad):
+    with pytest.raises(InputError, match="ndcg@K"):
+        parse_metric(bad)
+
+
+def test_significance_tests():
+    a = {f"q{i}": 0.8 + 0.01 * (i % 3) for i in range(60)}
+    b = {f"q{i}": 0.5 + 0.01 * (i % 5) for i in range(60)}
+    assert randomization_test(a, b) < 0.001
+    assert paired_t_test(a, b) < 0.001
+    assert randomization_test(a, dict(a)) == 1.0
+    noise = {f"q{i}": a[f"q{i}"] + (0.01 if i % 2 else -0.01) for i in range(60)}
+    assert randomization_test(a, noise) > 0.5
+    assert randomization_test(a, b, seed=1) == pytest.approx(randomization_test(a, b, seed=1))
+
+
+def test_trec_run_round_trip(tmp_path):
+    run = {"q1": {"a": 3.0, "b": 2.5}, "q2": {"x": 1.0}}
+    write_trec_run(run, tmp_path / "r.trec", tag="t")
+    lines = (tmp_path / "r.trec").read_text().splitlines()
+    assert lines[0] == "q1 Q0 a 1 3.000000 t"
+    assert read_trec_run(tmp_path / "r.trec") == run
+
+
+def test_self_supervised_queries_are_removed_from_their_document(scifact_corpus):
+    ds = self_supervised(scifact_corpus[:300], n_queries=40, seed=3)
+    assert ds.self_supervised and 30 <= len(ds.queries) <= 40
+    by_id = {d.id: d for d in ds.corpus}
+    original = {d.id: d for d in scifact_corpus[:300]}
+    for qid, query in ds.queries.items():
+        (doc_id,) = ds.qrels[qid]
+        assert query in original[doc_id].text
+        assert query not in by_id[doc_id].text
+    again = self_supervised(scifact_corpus[:300], n_queries=40, seed=3)
+    assert again.queries == ds.queries
+
+
+def test_self_supervised_needs_sentences():
+    with pytest.raises(InputError, match="sentences"):
+        self_supervised([Document(id="1", text="one sentence only")])
+
+
+def test_split_sentences():
+    assert split_sentences("First one. Second one! Third? yes") == ["First one.", "Second one!", "Third? yes"]
+
+
+def test_sample_dataset_keeps_relevant_documents(scifact_dir):
+    from vecdoctor.data import load_dataset
+
+    ds = sample_dataset(load_dataset(scifact_dir), max_queries=20, max_docs=100, seed=1)
+    ids = {d.id for d in ds.corpus}
+    assert len(ds.qrels) == 20 and len(ds.corpus) == 100
+    assert all(d in ids for rels in ds.qrels.values() for d in rels)
