@@ -158,6 +158,12 @@ class _Quantizer:
     def _decode(self, codes: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
+    def check_compatible(self, encoder: Any) -> None:
+        """Raise :class:`IncompatibleError` unless ``encoder`` makes the vectors it was fit on."""
+        self._require_fitted()
+        check_dim(self.dim_, int(encoder.dimension), self._name, self.source_)
+        check_fingerprint(self.fingerprint_, encoder.fingerprint, self._name, self.source_)
+
     # -- persistence ---------------------------------------------------------------------
     def _params(self) -> dict[str, Any]:
         params = asdict(self.config)
@@ -400,4 +406,4 @@ def load_quantizer(
     """Load whichever quantizer ``folder/config.json`` names."""
     config = read_config(folder, tuple(_QUANTIZERS))
     cls = _QUANTIZERS[config["class"]]
-    return cls.load(folder, fingerprint=fingerprint, dim=dim)  # type: ignore[no-any-return]
+    return cls.load(folder, fingerprint=fingerprint, dim=dim)

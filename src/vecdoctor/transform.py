@@ -144,6 +144,12 @@ class _Transform:
         self.fit(vectors, fingerprint=fingerprint, model_id=model_id)
         return self.transform(vectors, fingerprint=fingerprint)
 
+    def check_compatible(self, encoder: Any) -> None:
+        """Raise :class:`IncompatibleError` unless ``encoder`` makes the vectors it was fit on."""
+        self._require_fitted()
+        check_dim(self.dim_, int(encoder.dimension), self._name, self.source_)
+        check_fingerprint(self.fingerprint_, encoder.fingerprint, self._name, self.source_)
+
     # -- persistence ---------------------------------------------------------------------
     def to_config(self) -> dict[str, Any]:
         """The readable description written to config.json."""
@@ -367,4 +373,4 @@ def load_transform(
     """Load whichever transform ``folder/config.json`` names (Whitening or AllButTheTop)."""
     config = read_config(folder, tuple(_TRANSFORMS))
     cls = _TRANSFORMS[config["class"]]
-    return cls.load(folder, fingerprint=fingerprint, dim=dim)  # type: ignore[return-value]
+    return cls.load(folder, fingerprint=fingerprint, dim=dim)

@@ -29,7 +29,7 @@ STOPWORDS = frozenset(
     other our ours ourselves out over own same she should so some such than that the their
     theirs them themselves then there these they this those through to too under until up
     very was we were what when where which while who whom why will with would you your yours
-    yourself yourselves however thus may might must shall within without via et al""".split()
+    yourself yourselves however thus may might must shall within without via et al""".split()  # noqa: SIM905
 )
 
 

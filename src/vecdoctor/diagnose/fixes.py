@@ -1,0 +1,116 @@
+"""Before/after numbers for each fix (whitening, all-but-the-top) fitted on the sample."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.diagnose._search import exact_topk
+from vecdoctor.diagnose.isotropy import SpaceStats, space_stats
+from vecdoctor.errors import InputError
+
+RECALL_MARGIN = 0.005
+"""A fix 'improves' retrieval when recall@k rises by more than this (absolute)."""
+
+
+def _registry() -> dict[str, Callable[[], Any]]:
+    from vecdoctor.transform import AllButTheTop, Whitening
+
+    return {"whitening": Whitening, "abtt": AllButTheTop}
+
+
+FIX_NAMES = ("whitening", "abtt")
+
+
+@dataclass(frozen=True)
+class RetrievalSet:
+    """Encoded queries, the documents searched and, per query, the indices of relevant docs."""
+
+    query_vectors: np.ndarray
+    doc_vectors: np.ndarray
+    relevant: tuple[tuple[int, ...], ...]
+
+    def recall(self, k: int = 10, transform: Any = None) -> float:
+        """Mean over queries of |relevant in top-k| / |relevant| (exact dense search)."""
+        q, d = self.query_vectors, self.doc_vectors
+        if transform is not None:
+            q, d = transform.transform(q), transform.transform(d)
+        top = exact_topk(q, d, k)
+        per_query = [
+            len(set(row.tolist()) & set(rel)) / len(rel)
+            for row, rel in zip(top, self.relevant, strict=True)
+        ]
+        return float(np.mean(per_query))
+
+
+@dataclass(frozen=True)
+class FixResult:
+    """One fix fitted on the sample: space statistics and recall@k before and after."""
+
+    name: str
+    params: dict[str, Any]
+    before: SpaceStats
+    after: SpaceStats
+    k: int
+    recall_before: float | None
+    recall_after: float | None
+    improves: bool | None
+    """True/False when queries and judgements were available, else None (unknown)."""
+    recommendation: str
+
+
+def make_fix(fix: str | Any) -> tuple[str, Any]:
+    """A fix name (``whitening``, ``abtt``) or an unfitted transform object -> (name, object)."""
+    if isinstance(fix, str):
+        registry = _registry()
+        if fix not in registry:
+            raise InputError(f"unknown fix {fix!r}; valid fixes: {', '.join(registry)}")
+        return fix, registry[fix]()
+    if hasattr(fix, "fit") and hasattr(fix, "transform"):
+        return type(fix).__name__.lower(), fix
+    raise TypeError(f"a fix must be a name or a transform object, got {type(fix).__name__}")
+
+
+def evaluate_fixes(
+    vectors: np.ndarray,
+    fixes: Sequence[str | Any],
+    retrieval: RetrievalSet | None = None,
+    k: int = 10,
+    fingerprint: str | None = None,
+    before: SpaceStats | None = None,
+    seed: int = 0,
+) -> tuple[FixResult, ...]:
+    """Fit each fix on ``vectors``, then measure the space (and recall, if possible) again."""
+    before = before or space_stats(vectors, seed=seed)
+    base_recall = retrieval.recall(k) if retrieval is not None else None
+    results = []
+    for fix in fixes:
+        name, transform = make_fix(fix)
+        transform.fit(vectors, fingerprint=fingerprint)
+        after = space_stats(transform.transform(vectors), seed=seed)
+        recall = retrieval.recall(k, transform) if retrieval is not None else None
+        params = {"n_components": getattr(transform.config, "n_components", None)}
+        if name == "abtt":
+            params["n_components"] = transform.n_components_
+        improves = None
+        if recall is not None and base_recall is not None:
+            improves = recall > base_recall + RECALL_MARGIN
+            change = f"recall@{k} {base_recall:.3f} -> {recall:.3f}"
+            rec = (
+                f"Keep {name}: {change}. Fit it on the full corpus (vecdoctor fit {name})."
+                if improves
+                else f"Skip {name}: {change}, although isotropy goes {before.isotropy:.2f} -> "
+                f"{after.isotropy:.2f}."
+            )
+        else:
+            rec = (
+                f"Isotropy {before.isotropy:.2f} -> {after.isotropy:.2f}; without queries and "
+                f"judgements its effect on retrieval is unknown: evaluate before keeping {name}."
+            )
+        results.append(
+            FixResult(name, params, before, after, k, base_recall, recall, improves, rec)
+        )
+    return tuple(results)

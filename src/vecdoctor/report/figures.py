@@ -1,0 +1,119 @@
+"""Matplotlib figures rendered to PNG bytes (Agg canvas, no pyplot, no global state)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+_COLOURS = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#9a6700", "#57606a")
+
+
+def render(draw: Callable[[Any], None], size: tuple[float, float] = (6.0, 3.6)) -> bytes:
+    """Create a figure, let ``draw(fig)`` fill it, and return it as PNG bytes."""
+    from vecdoctor.errors import require
+
+    require("matplotlib", "report")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    draw(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def cosine_histograms(series: Sequence[tuple[str, Sequence[int], Sequence[float]]]) -> bytes:
+    """Overlaid histograms of pairwise cosines: (label, counts, bin edges) per series."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        for i, (label, counts, edges) in enumerate(series):
+            c = np.asarray(counts, dtype=float)
+            share = c / c.sum() if c.sum() else c
+            ax.stairs(share, np.asarray(edges), label=label, color=_COLOURS[i % 6], linewidth=1.5)
+        ax.set_xlabel("cosine similarity between two texts")
+        ax.set_ylabel("share of pairs")
+        ax.legend(frameon=False)
+
+    return render(draw)
+
+
+def spectra(series: Sequence[tuple[str, Sequence[float]]], top: int = 50) -> bytes:
+    """Cumulative share of variance of the top principal components, one line per series."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        for i, (label, shares) in enumerate(series):
+            cum = np.cumsum(np.asarray(shares, dtype=float))[:top]
+            ax.plot(np.arange(1, len(cum) + 1), cum, label=label, color=_COLOURS[i % 6])
+        ax.set_xlabel("number of principal components")
+        ax.set_ylabel("cumulative share of variance")
+        ax.set_ylim(0, 1.02)
+        ax.legend(frameon=False)
+
+    return render(draw)
+
+
+def layer_curve(values: Sequence[float]) -> bytes:
+    """Mean pairwise cosine per hidden layer (0 = embedding layer)."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        ax.plot(range(len(values)), values, marker="o", color=_COLOURS[0])
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel("mean pairwise cosine")
+        ax.set_xticks(range(len(values)))
+        ax.set_ylim(min(0.0, min(values) - 0.05), 1.0)
+
+    return render(draw)
+
+
+def length_scatter(
+    lengths: Sequence[int], norms: Sequence[float], centroid: Sequence[float],
+    rho_norm: float, rho_centroid: float,
+) -> bytes:
+    """Token length against raw norm and against cosine to the centroid."""
+
+    def draw(fig: Any) -> None:
+        left, right = fig.subplots(1, 2)
+        left.scatter(lengths, norms, s=4, alpha=0.4, color=_COLOURS[0])
+        left.set_xlabel("tokens")
+        left.set_ylabel("raw vector norm")
+        left.set_title(f"Spearman {rho_norm:+.2f}", fontsize=10)
+        right.scatter(lengths, centroid, s=4, alpha=0.4, color=_COLOURS[1])
+        right.set_xlabel("tokens")
+        right.set_ylabel("cosine to the corpus centroid")
+        right.set_title(f"Spearman {rho_centroid:+.2f}", fontsize=10)
+
+    return render(draw, size=(8.0, 3.4))
+
+
+def bars(
+    labels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float]]],
+    ylabel: str,
+    ylim: tuple[float, float] | None = (0.0, 1.0),
+) -> bytes:
+    """Grouped bar chart: one group per label, one bar per series."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        x = np.arange(len(labels))
+        width = 0.8 / max(len(series), 1)
+        for i, (name, values) in enumerate(series):
+            vals = np.array([np.nan if v is None else v for v in values], dtype=float)
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=name,
+                   color=_COLOURS[i % 6])
+        ax.set_xticks(x, labels)
+        ax.set_ylabel(ylabel)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+        if len(series) > 1:
+            ax.legend(frameon=False, loc="best")
+
+    return render(draw)
