@@ -16,5 +16,10 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "Index": "vecdoctor.index.store",
         "Searcher": "vecdoctor.search",
         "Hit": "vecdoctor.search",
+        "ScalarQuantizer": "vecdoctor.quantize",
+        "BinaryQuantizer": "vecdoctor.quantize",
+        "ProductQuantizer": "vecdoctor.quantize",
+        "DiagnosisReport": "vecdoctor.diagnose.run",
+        "evaluate_run": "vecdoctor.evaluate",
     },
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -204,9 +203,6 @@ def write_report(report: Any, folder: str | Path) -> Path:
     html = render_diagnosis(report)
     payload = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
     with atomic_dir(folder) as tmp:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # a normal folder, not the private mode of a temp dir
         (tmp / "report.json").write_text(payload, encoding="utf-8")
         (tmp / "report.html").write_text(html, encoding="utf-8")
     return folder
