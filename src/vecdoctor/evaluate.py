@@ -76,6 +76,15 @@ def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str] = DEFAULT_METRIC
     return Evaluation(metrics=means, per_query=per_query, num_queries=len(qrels))
 
 
+def ranked_scores(ids: Sequence[str], scores: Sequence[float]) -> dict[str, float]:
+    """Scores for a run file that keep the system's order on ties.
+
+    trec_eval re-sorts by score (ties by document id), so equal scores are nudged by
+    a tiny amount per rank; distinct scores keep their order.
+    """
+    return {str(d): float(s) - 1e-9 * r for r, (d, s) in enumerate(zip(ids, scores, strict=True))}
+
+
 def randomization_test(
     a: Mapping[str, float], b: Mapping[str, float], trials: int = 10_000, seed: int = 0
 ) -> float:

@@ -57,8 +57,9 @@ class CrossEncoderReranker:
         from sentence_transformers import CrossEncoder
 
         try:
-            self.model = CrossEncoder(str(folder), device=device, max_length=max_length,
-                                      local_files_only=True)
+            self.model = CrossEncoder(
+                str(folder), device=device, max_length=max_length, local_files_only=True
+            )
         except (OSError, ValueError) as exc:
             raise InputError(f"{folder}: cannot be loaded as a cross-encoder ({exc})") from None
         self.path = folder
@@ -70,8 +71,9 @@ class CrossEncoderReranker:
             return np.zeros(0, dtype=np.float32)
         pairs = [(query, d.content) for d in docs]
         with self._lock:
-            scores = self.model.predict(pairs, batch_size=self.batch_size,
-                                        show_progress_bar=False, convert_to_numpy=True)
+            scores = self.model.predict(
+                pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
+            )
         scores = np.asarray(scores, dtype=np.float32)
         if scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]

@@ -39,11 +39,15 @@ def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return weights
 
 
-def _ordered(scores: dict[Hashable, float], first_seen: dict[Hashable, int]) -> list[tuple[Hashable, float]]:
+def _ordered(
+    scores: dict[Hashable, float], first_seen: dict[Hashable, int]
+) -> list[tuple[Hashable, float]]:
     return sorted(scores.items(), key=lambda item: (-item[1], first_seen[item[0]]))
 
 
-def rrf(runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
+def rrf(
+    runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None
+) -> list[tuple[Hashable, float]]:
     """Reciprocal rank fusion (Cormack, Clarke & Buettcher, 2009): sum of w / (k + rank).
 
     Ranks start at 1. Ties are broken by the order in which documents first appear.
@@ -70,7 +74,9 @@ def min_max(run: Run) -> list[tuple[Hashable, float]]:
     return [(doc, (s - lo) / span if span > 0 else 1.0) for doc, s in run]
 
 
-def weighted(runs: Sequence[Run], weights: Sequence[float] | None = None) -> list[tuple[Hashable, float]]:
+def weighted(
+    runs: Sequence[Run], weights: Sequence[float] | None = None
+) -> list[tuple[Hashable, float]]:
     """Weighted sum of min-max normalised scores; a run that lacks a document adds 0 for it."""
     w = _check_weights(weights, len(runs))
     scores: dict[Hashable, float] = {}
@@ -95,8 +101,13 @@ class Hit:
     ranks_by_stage: dict[str, int] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "score": self.score, "title": self.title, "text": self.text,
-                "ranks_by_stage": dict(self.ranks_by_stage)}
+        return {
+            "id": self.id,
+            "score": self.score,
+            "title": self.title,
+            "text": self.text,
+            "ranks_by_stage": dict(self.ranks_by_stage),
+        }
 
 
 def _check_k(k: Any) -> int:
@@ -113,7 +124,10 @@ class Searcher:
     Args:
         index: an Index or the folder of a saved one.
         encoder: an encoder to use for queries; it must be the index's model and settings.
-        fusion: ``rrf`` (default) or ``weighted``; ``rrf_k`` and ``weights`` (bm25, dense) tune them.
+        fusion: ``rrf`` or ``weighted``; ``rrf_k`` and ``weights`` (bm25, dense) tune them
+            (default weights: 1, 1 for rrf; 0.5, 0.5 for weighted).
+            Unset, they (and the default ``mode``) come from the pipeline the index was built
+            with, else ``rrf``, 60 and ``hybrid``.
         candidates: how many documents each retriever passes to fusion and to the reranker.
         rescore: re-rank int8/binary candidates with float32 vectors (``oversample`` x k of them).
         cache_size: query vectors kept in an in-memory LRU (0 disables it).
@@ -127,9 +141,9 @@ class Searcher:
         self,
         index: Any,
         encoder: Any = None,
-        fusion: Fusion | str = Fusion.RRF,
-        rrf_k: int = 60,
-        weights: Sequence[float] = (0.5, 0.5),
+        fusion: Fusion | str | None = None,
+        rrf_k: int | None = None,
+        weights: Sequence[float] | None = None,
         candidates: int = DEFAULT_CANDIDATES,
         rescore: bool = True,
         oversample: float | None = None,
@@ -143,8 +157,12 @@ class Searcher:
         if not isinstance(index, Index):
             raise TypeError(f"index must be an Index or a folder path, got {type(index).__name__}")
         self.index = index
-        self.fusion = Fusion.parse(fusion)
-        self.rrf_k = rrf_k
+        defaults = index.search_defaults
+        self.fusion = Fusion.parse(fusion or defaults.get("fusion", Fusion.RRF))
+        self.rrf_k = rrf_k if rrf_k is not None else defaults.get("rrf_k", 60)
+        self.mode = SearchMode.parse(defaults.get("mode", SearchMode.HYBRID))
+        if weights is None:
+            weights = (1.0, 1.0) if self.fusion is Fusion.RRF else (0.5, 0.5)
         self.weights = tuple(_check_weights(weights, 2))
         self.candidates = _check_k(candidates)
         self.rescore = bool(rescore)
@@ -201,13 +219,17 @@ class Searcher:
         if rerank is None or hasattr(rerank, "score"):
             return rerank
         if not isinstance(rerank, (str, Path)):
-            raise TypeError(f"rerank must be None, 'maxsim', a model folder or a reranker, got {type(rerank).__name__}")
+            raise TypeError(
+                "rerank must be None, 'maxsim', a model folder or a reranker, "
+                f"got {type(rerank).__name__}"
+            )
         key = str(rerank)
         with self._lock:
             if key not in self._rerankers:
-                from vecdoctor.rerank import load_reranker
+                from vecdoctor.rerank import MAXSIM, load_reranker
 
-                self._rerankers[key] = load_reranker(key, self._ensure_encoder())
+                encoder = self._ensure_encoder() if key.lower() == MAXSIM else None
+                self._rerankers[key] = load_reranker(key, encoder)
             return self._rerankers[key]
 
     # -- searching ------------------------------------------------------------------------
@@ -215,7 +237,7 @@ class Searcher:
         self,
         query: str,
         k: int = 10,
-        mode: SearchMode | str = SearchMode.HYBRID,
+        mode: SearchMode | str | None = None,
         rerank: Any = None,
         query_vector: np.ndarray | None = None,
     ) -> list[Hit]:
@@ -229,7 +251,7 @@ class Searcher:
         self,
         queries: Sequence[str],
         k: int = 10,
-        mode: SearchMode | str = SearchMode.HYBRID,
+        mode: SearchMode | str | None = None,
         rerank: Any = None,
         query_vectors: np.ndarray | None = None,
     ) -> list[list[Hit]]:
@@ -238,7 +260,7 @@ class Searcher:
             raise TypeError("queries must be a list of strings; for one query use search()")
         queries = [self._check_query(q) for q in queries]
         k = min(_check_k(k), len(self.index))
-        mode = SearchMode.parse(mode)
+        mode = self.mode if mode is None else SearchMode.parse(mode)
         reranker = self._reranker(rerank)
         depth = max(k, self.candidates) if (mode is SearchMode.HYBRID or reranker) else k
         depth = min(depth, len(self.index))
@@ -254,8 +276,11 @@ class Searcher:
             if mode is not SearchMode.BM25:
                 stages["dense"] = dense_runs[i]
             if mode is SearchMode.HYBRID:
-                fuse = (rrf(list(stages.values()), k=self.rrf_k, weights=self.weights)
-                        if self.fusion is Fusion.RRF else weighted(list(stages.values()), self.weights))
+                fuse = (
+                    rrf(list(stages.values()), k=self.rrf_k, weights=self.weights)
+                    if self.fusion is Fusion.RRF
+                    else weighted(list(stages.values()), self.weights)
+                )
                 stages["fused"] = [(int(d), float(s)) for d, s in fuse]  # type: ignore[call-overload]
             final = list(stages.values())[-1]
             if reranker is not None:
@@ -266,7 +291,9 @@ class Searcher:
             self.counts[str(mode)] = self.counts.get(str(mode), 0) + len(queries)
         return results
 
-    def _dense(self, queries: list[str], depth: int, vectors: np.ndarray | None) -> list[list[tuple[int, float]]]:
+    def _dense(
+        self, queries: list[str], depth: int, vectors: np.ndarray | None
+    ) -> list[list[tuple[int, float]]]:
         if vectors is None:
             vectors = self.embed(queries)
         elif vectors.ndim != 2 or vectors.shape != (len(queries), self.index.dim):
@@ -276,10 +303,14 @@ class Searcher:
                 "(or pass no vectors and let the searcher encode them)"
             )
         rows, scores = self.index.vectors.search(vectors, depth, self.rescore, self.oversample)
-        return [[(int(r), float(s)) for r, s in zip(rr, ss, strict=True) if r >= 0]
-                for rr, ss in zip(rows, scores, strict=True)]
+        return [
+            [(int(r), float(s)) for r, s in zip(rr, ss, strict=True) if r >= 0]
+            for rr, ss in zip(rows, scores, strict=True)
+        ]
 
-    def _rerank(self, reranker: Any, query: str, run: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    def _rerank(
+        self, reranker: Any, query: str, run: list[tuple[int, float]]
+    ) -> list[tuple[int, float]]:
         if not run:
             return []
         docs = [self.index.docs[row] for row, _ in run]
@@ -287,9 +318,12 @@ class Searcher:
         order = np.lexsort((np.arange(len(run)), -scores))
         return [(run[j][0], float(scores[j])) for j in order]
 
-    def _hits(self, final: list[tuple[int, float]], stages: dict[str, list[tuple[int, float]]]) -> list[Hit]:
+    def _hits(
+        self, final: list[tuple[int, float]], stages: dict[str, list[tuple[int, float]]]
+    ) -> list[Hit]:
         ranks: dict[str, dict[int, int]] = {
-            name: {row: r for r, (row, _) in enumerate(run, start=1)} for name, run in stages.items()
+            name: {row: r for r, (row, _) in enumerate(run, start=1)}
+            for name, run in stages.items()
         }
         hits = []
         for row, score in final:

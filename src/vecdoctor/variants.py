@@ -19,7 +19,13 @@ import numpy as np
 from vecdoctor.config import Precision, SearchMode, Window
 from vecdoctor.data import Dataset
 from vecdoctor.errors import InputError
-from vecdoctor.evaluate import DEFAULT_METRICS, Evaluation, evaluate_run, randomization_test
+from vecdoctor.evaluate import (
+    DEFAULT_METRICS,
+    Evaluation,
+    evaluate_run,
+    randomization_test,
+    ranked_scores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +228,7 @@ def evaluate_variants(
             start = time.perf_counter()
             hits = searcher.search(query, k=k, mode=spec.mode, rerank=rerank)
             latencies.append((time.perf_counter() - start) * 1000)
-            run[qid] = {h.id: float(h.score) for h in hits}
+            run[qid] = ranked_scores([h.id for h in hits], [h.score for h in hits])
         evaluation = evaluate_run(dataset.qrels, run, metrics)
         dim = transform.output_dim if transform is not None else enc.dimension
         per_doc = {Precision.FLOAT32: 4 * dim, Precision.INT8: dim, Precision.BINARY: (dim + 7) // 8}

@@ -16,7 +16,8 @@ ANN_KINDS = ("hnsw", "ivf")
 
 @dataclass(frozen=True)
 class AnnConfig:
-    """``kind`` hnsw or ivf; ``m``/``ef_*`` for HNSW; ``nlist`` (0 = 4*sqrt(n)) and ``nprobe`` for IVF."""
+    """ANN settings: ``kind`` hnsw or ivf; ``m``/``ef_*`` for HNSW; ``nlist`` (0 means
+    4*sqrt(n)) and ``nprobe`` for IVF."""
 
     kind: str = "hnsw"
     m: int = 32
@@ -27,7 +28,9 @@ class AnnConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in ANN_KINDS:
-            raise InputError(f"unknown ann kind {self.kind!r}; valid values: {', '.join(ANN_KINDS)}")
+            raise InputError(
+                f"unknown ann kind {self.kind!r}; valid values: {', '.join(ANN_KINDS)}"
+            )
         for name in ("m", "ef_construction", "ef_search", "nprobe"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -43,7 +46,9 @@ class AnnConfig:
             return cls(**value)
         if isinstance(value, str):
             return None if value.lower() in {"", "none", "exact"} else cls(kind=value.lower())
-        raise TypeError(f"ann must be None, 'hnsw', 'ivf' or an AnnConfig, got {type(value).__name__}")
+        raise TypeError(
+            f"ann must be None, 'hnsw', 'ivf' or an AnnConfig, got {type(value).__name__}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +101,9 @@ def load_ann(path: Path, config: AnnConfig, n_rows: int) -> Any:
         index = faiss.read_index(str(path))
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        raise InputError(f"{path}: cannot be read ({first}); the file is corrupt, rebuild the index") from None
+        raise InputError(
+            f"{path}: cannot be read ({first}); the file is corrupt, rebuild the index"
+        ) from None
     if int(index.ntotal) != n_rows:
         raise InputError(
             f"{path}: holds {index.ntotal} vectors but the index has {n_rows} documents; rebuild it"

@@ -173,17 +173,20 @@ class BM25Index:
         folder = Path(folder)
         meta = read_json(safe_child(folder, "config.json"))
         if meta.get("class") != "BM25Index":
-            raise IncompatibleError(f"{folder}: not a BM25 index folder (class {meta.get('class')!r})")
+            raise IncompatibleError(
+                f"{folder}: not a BM25 index folder (class {meta.get('class')!r})"
+            )
         index = cls(BM25Config(**meta["config"]))
         arrays = {name: load_npy(safe_child(folder, name), mmap=mmap) for name in _FILES}
         vocab_path = safe_child(folder, "vocab.json")
         vocab = read_json(vocab_path)
         num_docs = int(meta["num_docs"])
         indptr = arrays["indptr.npy"]
-        if len(indptr) != len(vocab) + 1 or int(indptr[-1]) != len(arrays["data.npy"]):
+        terms = sum(1 for t in vocab if t)  # bm25s adds "" for queries without known terms
+        if len(indptr) != terms + 1 or int(indptr[-1]) != len(arrays["data.npy"]):
             raise InputError(
-                f"{folder}: BM25 arrays do not match the vocabulary ({len(indptr)} pointers for "
-                f"{len(vocab)} terms); the index is corrupt, rebuild it"
+                f"{folder}: BM25 arrays do not match the vocabulary ({len(indptr) - 1} columns for "
+                f"{terms} terms); the index is corrupt, rebuild it"
             )
         retriever = bm25s.BM25(k1=index.config.k1, b=index.config.b, method=index.config.method)
         retriever.scores = {

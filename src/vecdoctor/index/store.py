@@ -16,9 +16,7 @@ Every write goes to a temporary sibling folder that replaces the old one in one 
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -32,8 +30,13 @@ from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.index.bm25 import BM25Config, BM25Index
+from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
+from vecdoctor.index.pipeline import encoder_spec, read_pipeline
+from vecdoctor.index.pipeline import search_defaults as parse_search_defaults
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
 from vecdoctor.io import atomic_dir, read_json, safe_child, write_json
+
+__all__ = ["Index", "encoder_spec", "read_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,45 +44,6 @@ FORMAT_VERSION = 1
 DOCS = "docs.jsonl"
 TRANSFORM = "transform"
 BM25_DIR = "bm25"
-
-
-def _versions() -> dict[str, str]:
-    from importlib import metadata
-
-    from vecdoctor import __version__
-
-    out = {"vecdoctor": __version__, "python": platform.python_version()}
-    for dist in ("numpy", "bm25s", "faiss-cpu", "torch", "sentence-transformers"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _as_documents(docs: Iterable[Document]) -> list[Document]:
-    out = list(docs)
-    for i, d in enumerate(out):
-        if not isinstance(d, Document):
-            raise TypeError(f"documents[{i}] is {type(d).__name__}; expected vecdoctor.data.Document")
-        if not isinstance(d.id, str) or not d.id:
-            raise InputError(f"documents[{i}] has an empty or non-string id {d.id!r}")
-    return out
-
-
-def _duplicates(ids: Iterable[str]) -> list[str]:
-    seen: set[str] = set()
-    dup: list[str] = []
-    for i in ids:
-        if i in seen and i not in dup:
-            dup.append(i)
-        seen.add(i)
-    return dup
-
-
-def _preview(items: Sequence[str], n: int = 5) -> str:
-    shown = ", ".join(repr(x) for x in items[:n])
-    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
 
 
 def _make_encoder(encoder: Any) -> Any:
@@ -109,6 +73,7 @@ class Index:
         encoder: Any = None,
         path: Path | None = None,
         oversample: float = DEFAULT_OVERSAMPLE,
+        search_defaults: dict[str, Any] | None = None,
     ) -> None:
         self.docs = docs
         self.bm25 = bm25
@@ -119,6 +84,7 @@ class Index:
         self._encoder_lock = threading.Lock()
         self.path = path
         self.oversample = float(oversample)
+        self.search_defaults = parse_search_defaults(search_defaults or {})
         self._rows = {d.id: i for i, d in enumerate(docs)}
 
     # -- building ---------------------------------------------------------------------------
@@ -145,12 +111,12 @@ class Index:
             ann: ``None`` (exact search), ``"hnsw"``, ``"ivf"`` or an :class:`AnnConfig`.
             oversample: candidates fetched per result before int8/binary rescoring.
         """
-        docs = _as_documents(corpus)
+        docs = as_documents(corpus)
         if not docs:
             raise InputError("the corpus is empty; an index needs at least one document")
-        dup = _duplicates([d.id for d in docs])
+        dup = duplicates([d.id for d in docs])
         if dup:
-            raise InputError(f"duplicate document ids: {_preview(dup)}; ids must be unique")
+            raise InputError(f"duplicate document ids: {preview(dup)}; ids must be unique")
         if oversample < 1:
             raise InputError(f"oversample must be >= 1, got {oversample!r}")
         enc = _make_encoder(encoder)
@@ -166,6 +132,44 @@ class Index:
         vecs = index._embed(texts, role="documents", show_progress=show_progress)
         index.vectors = VectorStore.build(vecs, precision, ann)
         logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
+        return index
+
+    @classmethod
+    def from_pipeline(
+        cls,
+        corpus: Iterable[Document],
+        pipeline: dict[str, Any] | str | Path,
+        encoder_options: dict[str, Any] | None = None,
+        show_progress: bool = False,
+    ) -> Index:
+        """Build from a pipeline description (a dict or a pipeline.json path).
+
+        Keys: ``encoder`` (``Encoder.config()``) or flat ``model``/``pooling``/``window``/
+        ``max_length``; ``transform`` (folder), ``precision``, ``ann``, ``bm25``,
+        ``oversample``; ``mode``/``fusion``/``rrf_k`` become the index's search defaults;
+        other keys are ignored. ``encoder_options`` (``cache``,
+        ``batch_size``) do not change the vectors and are not saved.
+        """
+        from vecdoctor.encode.encoder import Encoder
+
+        spec = read_pipeline(pipeline) if isinstance(pipeline, (str, Path)) else dict(pipeline)
+        enc_spec = encoder_spec(spec)
+        if not enc_spec.get("model"):
+            raise InputError('the pipeline names no model; add "encoder": {"model": ...}')
+        options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
+        encoder = Encoder.from_config(enc_spec, **options)
+        bm25 = spec.get("bm25")
+        index = cls.build(
+            corpus,
+            encoder,
+            transform=spec.get("transform"),
+            precision=spec.get("precision") or Precision.FLOAT32,
+            ann=spec.get("ann"),
+            bm25=BM25Config(**bm25) if isinstance(bm25, dict) else None,
+            oversample=float(spec.get("oversample") or DEFAULT_OVERSAMPLE),
+            show_progress=show_progress,
+        )
+        index.search_defaults = parse_search_defaults(spec)
         return index
 
     # -- the pipeline ----------------------------------------------------------------------
@@ -208,20 +212,24 @@ class Index:
         got = getattr(encoder, "model_fingerprint", None)
         if expected and got and expected != got:
             raise IncompatibleError(
-                f"the index was built with model {self.model_id!r} (fingerprint {expected}) but the "
+                f"the index was built with model {self.model_id!r} (fingerprint {expected}) "
+                "but the "
                 f"query encoder is {getattr(encoder, 'model_id', '?')!r} (fingerprint {got}); "
                 f"search with model {self.model_id!r} or rebuild the index with the new model"
             )
         expected = self.encoder_config.get("fingerprint")
         got = getattr(encoder, "fingerprint", None)
         if expected and got and expected != got:
-            keys = ("pooling", "max_length", "window", "normalize", "query_prefix")
-            mine = {k: self.encoder_config.get(k) for k in keys}
-            theirs = {k: encoder.config().get(k) for k in keys}
-            diff = {k: (mine[k], theirs[k]) for k in keys if mine[k] != theirs[k]}
+            theirs = encoder.config()
+            keys = sorted((set(self.encoder_config) | set(theirs)) - {"fingerprint", "dimension"})
+            diff = {
+                k: (self.encoder_config.get(k), theirs.get(k))
+                for k in keys
+                if self.encoder_config.get(k) != theirs.get(k)
+            }
             raise IncompatibleError(
-                f"the index was built with other encoder settings than the query encoder "
-                f"(index vs query: {diff or 'backend or prefixes'}); use the index's settings or rebuild it"
+                "the index was built with other encoder settings than the query encoder "
+                f"(setting: (index, query) = {diff}); use the index's settings or rebuild the index"
             )
 
     def use_encoder(self, encoder: Any) -> None:
@@ -263,17 +271,18 @@ class Index:
 
     def add(self, docs: Iterable[Document], show_progress: bool = False) -> None:
         """Encode and append ``docs``; an id already in the index (or repeated) is an error."""
-        new = _as_documents(docs)
+        new = as_documents(docs)
         if not new:
             return
         taken = [d.id for d in new if d.id in self._rows]
         if taken:
             raise InputError(
-                f"documents already in the index: {_preview(taken)}; delete them first or use new ids"
+                f"documents already in the index: {preview(taken)}; "
+                "delete them first or use new ids"
             )
-        dup = _duplicates([d.id for d in new])
+        dup = duplicates([d.id for d in new])
         if dup:
-            raise InputError(f"duplicate ids among the new documents: {_preview(dup)}")
+            raise InputError(f"duplicate ids among the new documents: {preview(dup)}")
         vecs = self.embed_documents([d.content for d in new], show_progress=show_progress)
         docs = self.docs + new
         bm25 = BM25Index(self.bm25.config).build([d.content for d in docs])
@@ -288,7 +297,7 @@ class Index:
         gone = set(ids)
         unknown = sorted(i for i in gone if i not in self._rows)
         if unknown:
-            raise InputError(f"unknown document ids: {_preview(unknown)}; nothing was deleted")
+            raise InputError(f"unknown document ids: {preview(unknown)}; nothing was deleted")
         if len(gone) >= len(self.docs):
             raise InputError("deleting every document would leave an empty index; build a new one")
         keep = np.array([i for i, d in enumerate(self.docs) if d.id not in gone], dtype=np.int64)
@@ -303,8 +312,11 @@ class Index:
         """What config.json holds: the full pipeline, counts, dims and versions."""
         transform = None
         if self.transform is not None:
-            transform = {"class": type(self.transform).__name__, "folder": TRANSFORM,
-                         "output_dim": int(self.transform.output_dim)}
+            transform = {
+                "class": type(self.transform).__name__,
+                "folder": TRANSFORM,
+                "output_dim": int(self.transform.output_dim),
+            }
         return {
             "class": "Index",
             "format_version": FORMAT_VERSION,
@@ -315,13 +327,20 @@ class Index:
             "transform": transform,
             "precision": str(self.precision),
             "oversample": self.oversample,
+            "search": self.search_defaults,
             "ann": self.vectors.ann_config.to_dict() if self.vectors.ann_config else None,
             "bm25": asdict(self.bm25.config),
-            "counts": {"documents": len(self.docs), "bm25_terms": len(self.bm25.retriever_.vocab_dict)},
-            "dims": {"encoder": int(self.encoder_config.get("dimension", self.dim)), "index": self.dim},
+            "counts": {
+                "documents": len(self.docs),
+                "bm25_terms": len(self.bm25.retriever_.vocab_dict),
+            },
+            "dims": {
+                "encoder": int(self.encoder_config.get("dimension", self.dim)),
+                "index": self.dim,
+            },
             "files": [DOCS, BM25_DIR, *self.vectors.files()]
             + ([TRANSFORM] if self.transform is not None else []),
-            "versions": _versions(),
+            "versions": versions(),
         }
 
     def save(self, path: str | Path | None = None) -> Path:
@@ -330,10 +349,7 @@ class Index:
         if target is None:
             raise InputError("this index has no folder yet; call save(path)")
         with atomic_dir(target) as tmp:
-            with open(tmp / DOCS, "w", encoding="utf-8") as fh:
-                for d in self.docs:
-                    fh.write(json.dumps({"id": d.id, "title": d.title, "text": d.text},
-                                        ensure_ascii=False) + "\n")
+            write_docs(tmp / DOCS, self.docs)
             self.bm25.save(tmp / BM25_DIR)
             self.vectors.save(tmp)
             if self.transform is not None:
@@ -365,40 +381,38 @@ class Index:
             ann = AnnConfig.parse(meta.get("ann"))
             bm25_config = BM25Config(**meta["bm25"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{folder / 'config.json'}: missing or bad entry ({exc}); rebuild the index") from None
-        docs = _read_docs(safe_child(folder, DOCS), n)
+            raise InputError(
+                f"{folder / 'config.json'}: missing or bad entry ({exc}); rebuild the index"
+            ) from None
+        docs = read_docs(safe_child(folder, DOCS), n)
         bm25 = BM25Index.load(safe_child(folder, BM25_DIR), mmap=False)
         if bm25.config != bm25_config or bm25.num_docs != n:
-            raise InputError(f"{folder / BM25_DIR}: does not match config.json ({bm25.num_docs} documents, expected {n})")
+            raise InputError(
+                f"{folder / BM25_DIR}: does not match config.json "
+                f"({bm25.num_docs} documents, expected {n}); rebuild the index"
+            )
         vectors = VectorStore.load(folder, n, dim, precision, ann, mmap=mmap)
         transform = None
         if meta.get("transform"):
             from vecdoctor.transform import load_transform
 
-            transform = load_transform(safe_child(folder, TRANSFORM),
-                                       fingerprint=encoder_config.get("fingerprint"))
-        return cls(docs, bm25, vectors, encoder_config, transform, None, folder,
-                   float(meta.get("oversample", DEFAULT_OVERSAMPLE)))
+            transform = load_transform(
+                safe_child(folder, TRANSFORM), fingerprint=encoder_config.get("fingerprint")
+            )
+        return cls(
+            docs,
+            bm25,
+            vectors,
+            encoder_config,
+            transform,
+            None,
+            folder,
+            float(meta.get("oversample", DEFAULT_OVERSAMPLE)),
+            meta.get("search") or {},
+        )
 
     def __repr__(self) -> str:
-        return (f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
-                f"precision={self.precision}, path={str(self.path) if self.path else None!r})")
-
-
-def _read_docs(path: Path, expected: int) -> list[Document]:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found; the index folder is incomplete")
-    docs: list[Document] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            try:
-                obj = json.loads(line)
-                docs.append(Document(id=obj["id"], text=obj["text"], title=obj.get("title", "")))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{path}:{lineno}: corrupt document line; rebuild the index") from None
-    if len(docs) != expected:
-        raise InputError(
-            f"{path}: holds {len(docs)} documents but config.json says {expected}; the file is "
-            "truncated or corrupt, rebuild the index"
+        return (
+            f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
+            f"precision={self.precision}, path={str(self.path) if self.path else None!r})"
         )
-    return docs

@@ -68,7 +68,8 @@ class VectorStore:
         ann_config = AnnConfig.parse(ann)
         if ann_config is not None and precision is not Precision.FLOAT32:
             raise InputError(
-                f"ann={ann_config.kind!r} searches float32 vectors; use precision float32 with ann, "
+                f"ann={ann_config.kind!r} searches float32 vectors; "
+                "use precision float32 with ann, "
                 f"or precision {precision} without it"
             )
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -180,6 +181,7 @@ class VectorStore:
 def _check_shape(path: Path, array: np.ndarray, shape: tuple[int, int], dtype: Any) -> None:
     if array.dtype != np.dtype(dtype) or tuple(array.shape) != shape:
         raise InputError(
-            f"{path}: holds a {array.dtype} array of shape {tuple(array.shape)}, expected {np.dtype(dtype)} "
+            f"{path}: holds a {array.dtype} array of shape {tuple(array.shape)}, "
+            f"expected {np.dtype(dtype)} "
             f"{shape} from config.json; the index folder is inconsistent, rebuild it"
         )

@@ -1,0 +1,197 @@
+"""Commands: index, search, serve."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from vecdoctor.cli._app import command, emit, progress_enabled
+
+
+@command("index")
+def index_command(
+    corpus: Path = typer.Argument(
+        ..., help="corpus.jsonl[.gz], a BEIR folder, a .txt file or a text folder"
+    ),
+    output: Path = typer.Option(
+        ...,
+        "-o",
+        "--output",
+        help="Index folder to write (an existing index is replaced atomically)",
+    ),
+    model: str = typer.Option(
+        None, "-m", "--model", help="Registry name or local model folder [default: minilm]"
+    ),
+    pooling: str = typer.Option(
+        None, "--pooling", "-p", help="mean|cls|max|subword|attention (default: the model's)"
+    ),
+    window: str = typer.Option(
+        None, "--window", help="Token windows SIZE:STRIDE[:max|mean], e.g. 256:128:max"
+    ),
+    max_length: int = typer.Option(
+        None, "--max-length", help="Tokens per model input (default: the model's)"
+    ),
+    transform: Path = typer.Option(
+        None, "--transform", help="Folder of a fitted whitening / all-but-the-top"
+    ),
+    precision: str = typer.Option(
+        None, "--precision", help="float32|int8|binary [default: float32]"
+    ),
+    ann: str = typer.Option(
+        None, "--ann", help="hnsw|ivf approximate search (float32 only; default: exact)"
+    ),
+    pipeline: Path = typer.Option(
+        None, "--pipeline", help="pipeline.json (from checkup); options given here override it"
+    ),
+    cache: Path = typer.Option(
+        None, "--cache", help="Folder for an on-disk vector cache (resumes after interruption)"
+    ),
+    batch_size: int = typer.Option(32, "--batch-size"),
+) -> None:
+    """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
+    from vecdoctor.data import load_corpus
+    from vecdoctor.errors import InputError
+    from vecdoctor.index.store import Index, encoder_spec, read_pipeline
+
+    if output.exists() and (
+        not output.is_dir() or (any(output.iterdir()) and not (output / "config.json").is_file())
+    ):
+        raise InputError(f"{output}: exists and is not a vecdoctor index; choose another --output")
+    from vecdoctor.config import Precision, Window
+    from vecdoctor.index.ann import AnnConfig
+
+    # check the cheap options before loading the corpus and the model
+    if precision is not None:
+        Precision.parse(precision)
+    AnnConfig.parse(ann)
+    Window.parse(window)
+    settings = read_pipeline(pipeline) if pipeline is not None else {}
+    encoder = encoder_spec(settings)
+    given = {"model": model, "pooling": pooling, "window": window, "max_length": max_length}
+    encoder.update({k: v for k, v in given.items() if v is not None})
+    encoder.setdefault("model", "minilm")
+    start = time.perf_counter()
+    docs = load_corpus(corpus)
+    index = Index.from_pipeline(
+        docs,
+        {
+            **settings,
+            "encoder": encoder,
+            **({"transform": str(transform)} if transform is not None else {}),
+            **({"precision": precision} if precision is not None else {}),
+            **({"ann": ann} if ann is not None else {}),
+        },
+        encoder_options={"cache": cache, "batch_size": batch_size},
+        show_progress=progress_enabled(),
+    )
+    index.save(output)
+    emit(
+        {
+            "index": str(output),
+            "documents": len(index),
+            "model": index.model_id,
+            "dim": index.dim,
+            "precision": str(index.precision),
+            "transform": type(index.transform).__name__ if index.transform is not None else None,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    )
+
+
+def _check_model(index: object, model: str | None) -> None:
+    if model is None:
+        return
+    from vecdoctor.errors import IncompatibleError
+    from vecdoctor.models import resolve
+
+    asked = resolve(model)
+    built = index.encoder_config.get("model_fingerprint")  # type: ignore[attr-defined]
+    if built and asked.fingerprint != built:
+        raise IncompatibleError(
+            f"the index was built with model {index.model_id!r} but -m asks for {model!r}; "  # type: ignore[attr-defined]
+            "drop -m (queries always use the index's model) or rebuild the index with that model"
+        )
+
+
+@command("search")
+def search_command(
+    index: Path = typer.Argument(..., help="Index folder written by `vecdoctor index`"),
+    query: str = typer.Argument(..., help="The query, or - to read one query a line from stdin"),
+    k: int = typer.Option(10, "-k", help="Results per query (clamped to the corpus size)"),
+    mode: str = typer.Option(
+        None, "--mode", help="bm25|dense|hybrid [default: the index's, else hybrid]"
+    ),
+    rerank: str = typer.Option(None, "--rerank", help="maxsim, or a local cross-encoder folder"),
+    fusion: str = typer.Option(
+        None, "--fusion", help="rrf|weighted [default: the index's, else rrf]"
+    ),
+    no_rescore: bool = typer.Option(
+        False, "--no-rescore", help="int8/binary: skip float rescoring"
+    ),
+    model: str = typer.Option(
+        None, "-m", "--model", help="Fail unless the index was built with this model"
+    ),
+    plain: bool = typer.Option(False, "--plain", help="Human-readable lines instead of JSON"),
+) -> None:
+    """Search an index (JSON by default)."""
+    from vecdoctor.index.store import Index
+    from vecdoctor.search import Searcher
+
+    idx = Index.load(index)
+    _check_model(idx, model)
+    searcher = Searcher(idx, fusion=fusion, rescore=not no_rescore, cache_size=0)
+    queries = (
+        [line.rstrip("\r\n") for line in sys.stdin if line.strip()] if query == "-" else [query]
+    )
+    results = searcher.search_batch(queries, k=k, mode=mode, rerank=rerank)
+    if plain:
+        for q, hits in zip(queries, results, strict=True):
+            if len(queries) > 1:
+                typer.echo(f"# {q}")
+            for rank, hit in enumerate(hits, start=1):
+                title = hit.title or hit.text[:80].replace("\n", " ")
+                typer.echo(f"{rank:>3}. {hit.score:10.4f}  {hit.id}  {title}")
+        return
+    payload = [
+        {"query": q, "hits": [h.to_dict() for h in hits]}
+        for q, hits in zip(queries, results, strict=True)
+    ]
+    emit(payload[0] if query != "-" else payload)
+
+
+@command("serve")
+def serve_command(
+    index: Path = typer.Argument(..., help="Index folder written by `vecdoctor index`"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    reranker: list[str] = typer.Option(
+        None, "--reranker", help="NAME=FOLDER cross-encoder clients may ask for (repeatable)"
+    ),
+    max_k: int = typer.Option(1000, "--max-k"),
+    max_query_chars: int = typer.Option(10_000, "--max-query-chars"),
+    max_batch: int = typer.Option(
+        256, "--max-batch", help="Most inputs per /v1/embeddings request"
+    ),
+) -> None:
+    """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /docs."""
+    from vecdoctor.errors import InputError, require
+    from vecdoctor.index.store import Index
+    from vecdoctor.server import ServerLimits, serve
+
+    require("fastapi", "server")
+    require("uvicorn", "server")
+    named: dict[str, object] = {}
+    for item in reranker or []:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(
+                f"--reranker {item!r}: expected NAME=FOLDER, e.g. ce=./my-cross-encoder"
+            )
+        from vecdoctor.rerank import CrossEncoderReranker
+
+        named[name] = CrossEncoderReranker(folder)
+    limits = ServerLimits(max_k=max_k, max_query_chars=max_query_chars, max_batch=max_batch)
+    serve(Index.load(index), host=host, port=port, limits=limits, rerankers=named)

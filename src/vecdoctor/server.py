@@ -1,0 +1,326 @@
+"""HTTP server (FastAPI): search, OpenAI-compatible embeddings, health and statistics.
+
+    app = create_app("my-index")          # or create_app(Searcher(...))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Requests are validated with pydantic; a value over a limit gets a 422 that names the field
+and the limit, a body over ``max_body_bytes`` a 413. Errors never carry stack traces. The
+searcher is shared by the worker threads and is safe to call concurrently.
+"""
+
+import base64
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.errors import InputError, VecdoctorError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Per-request limits; each one is reported by name when a request exceeds it."""
+
+    max_query_chars: int = 10_000
+    max_k: int = 1000
+    max_batch: int = 256
+    max_input_chars: int = 20_000
+    max_body_bytes: int = 4 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"server limit {name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class _Stats:
+    """Request counts and recent latencies per endpoint (thread-safe)."""
+
+    window: int = 10_000
+    started: float = field(default_factory=time.time)
+    counts: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    latencies: dict[str, deque[float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, path: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.counts[path] = self.counts.get(path, 0) + 1
+            self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+            self.latencies.setdefault(path, deque(maxlen=self.window)).append(seconds * 1000)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            latency = {}
+            for path, values in self.latencies.items():
+                arr = np.asarray(values)
+                latency[path] = {
+                    "count": int(arr.size),
+                    **{f"p{p}_ms": round(float(np.percentile(arr, p)), 3) for p in (50, 95, 99)},
+                }
+            return {
+                "uptime_s": round(time.time() - self.started, 1),
+                "requests": dict(self.counts),
+                "status_codes": dict(self.statuses),
+                "latency": latency,
+            }
+
+
+def _folder_bytes(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def create_app(
+    index: Any,
+    limits: ServerLimits | None = None,
+    rerankers: dict[str, Any] | None = None,
+    warmup: bool = True,
+) -> Any:
+    """Build the FastAPI app over an index folder, an Index, or a Searcher.
+
+    Args:
+        limits: request limits (:class:`ServerLimits`).
+        rerankers: names clients may ask for in ``rerank`` mapped to a reranker object or a
+            cross-encoder folder; ``maxsim`` is always available. Clients never pass paths.
+        warmup: load the encoder and encode one query before serving.
+    """
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+    from vecdoctor import __version__
+    from vecdoctor.config import SearchMode
+    from vecdoctor.search import Searcher
+
+    limits = limits or ServerLimits()
+    searcher = index if isinstance(index, Searcher) else Searcher(index)
+    searcher.max_query_chars = max(searcher.max_query_chars, limits.max_query_chars)
+    allowed = {"maxsim": "maxsim", **(rerankers or {})}
+    stats = _Stats()
+    size_bytes = _folder_bytes(searcher.index.path)
+    if warmup:
+        searcher.warmup()
+
+    def not_blank(value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain at least one non-space character")
+        return value
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        query: str = Field(
+            strict=True,
+            min_length=1,
+            max_length=limits.max_query_chars,
+            description=f"at most {limits.max_query_chars} characters",
+        )
+        k: int = Field(10, strict=True, ge=1, le=limits.max_k, description=f"1..{limits.max_k}")
+        mode: SearchMode | None = Field(None, description="default: the index's mode")
+        rerank: str | None = Field(None, description=f"one of: {', '.join(sorted(allowed))}")
+
+        _query = field_validator("query")(not_blank)
+
+        @field_validator("rerank")
+        @classmethod
+        def known_reranker(cls, value: str | None) -> str | None:
+            if value is not None and value not in allowed:
+                raise ValueError(
+                    f"unknown reranker {value!r}; available: {', '.join(sorted(allowed))}"
+                )
+            return value
+
+    class EmbeddingRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        input: str | list[str] = Field(
+            description=f"a string or at most {limits.max_batch} strings"
+        )
+        model: str | None = None
+        encoding_format: str = Field("float", pattern="^(float|base64)$")
+        dimensions: int | None = Field(None, strict=True, ge=1)
+        input_type: str = Field("query", pattern="^(query|document)$")
+
+        @field_validator("input")
+        @classmethod
+        def check_input(cls, value: str | list[str]) -> str | list[str]:
+            texts = [value] if isinstance(value, str) else value
+            if not texts:
+                raise ValueError("must hold at least one string")
+            if len(texts) > limits.max_batch:
+                raise ValueError(
+                    f"holds {len(texts)} strings, more than max_batch={limits.max_batch}"
+                )
+            for i, text in enumerate(texts):
+                if not text.strip():
+                    raise ValueError(f"item {i} is empty")
+                if len(text) > limits.max_input_chars:
+                    raise ValueError(
+                        f"item {i} has {len(text)} characters, "
+                        f"more than max_input_chars={limits.max_input_chars}"
+                    )
+            return value
+
+    app = FastAPI(
+        title="vecdoctor",
+        version=__version__,
+        description="Hybrid BM25 + dense search over a vecdoctor index.",
+    )
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            return JSONResponse(
+                status_code=413,
+                content={
+                    "detail": f"request body of {length} bytes exceeds "
+                    f"max_body_bytes={limits.max_body_bytes}"
+                },
+            )
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            stats.record(f"{request.method} {path}", status, time.perf_counter() - start)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ())]
+            errors.append(
+                {
+                    "field": ".".join(loc[1:] if loc[:1] == ["body"] else loc) or "body",
+                    "message": err.get("msg", "invalid"),
+                    "type": err.get("type", "invalid"),
+                }
+            )
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(VecdoctorError)
+    async def user_error(request: Request, exc: VecdoctorError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("error while serving %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal server error"})
+
+    @app.post("/search")
+    def search(body: SearchRequest) -> dict[str, Any]:
+        start = time.perf_counter()
+        rerank = allowed[body.rerank] if body.rerank else None
+        hits = searcher.search(body.query, k=body.k, mode=body.mode, rerank=rerank)
+        return {
+            "query": body.query,
+            "mode": str(body.mode or searcher.mode),
+            "k": body.k,
+            "took_ms": round((time.perf_counter() - start) * 1000, 3),
+            "hits": [h.to_dict() for h in hits],
+        }
+
+    @app.post("/v1/embeddings")
+    def embeddings(body: EmbeddingRequest) -> Any:
+        served = {searcher.index.model_id, Path(searcher.index.model_id).name}
+        if body.model is not None and body.model not in served:
+            return JSONResponse(
+                status_code=404,
+                content={
+                    "detail": f"model {body.model!r} is not served; "
+                    f"this server serves {searcher.index.model_id!r}"
+                },
+            )
+        if body.dimensions is not None and body.dimensions != searcher.index.dim:
+            return JSONResponse(
+                status_code=422,
+                content={
+                    "detail": [
+                        {
+                            "field": "dimensions",
+                            "type": "value_error",
+                            "message": f"this model returns {searcher.index.dim} dimensions; "
+                            "omit the field or pass that number",
+                        }
+                    ]
+                },
+            )
+        texts = [body.input] if isinstance(body.input, str) else list(body.input)
+        if body.input_type == "query":
+            vectors = searcher.embed(texts)
+        else:
+            vectors = searcher.index.embed_documents(texts)
+        tokens = int(np.sum(searcher.index.encoder.token_lengths(texts)))
+        data = []
+        for i, vec in enumerate(vectors):
+            value: Any = (
+                base64.b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+                if body.encoding_format == "base64"
+                else vec.tolist()
+            )
+            data.append({"object": "embedding", "index": i, "embedding": value})
+        return {
+            "object": "list",
+            "data": data,
+            "model": searcher.index.model_id,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "documents": len(searcher.index), "model": searcher.index.model_id}
+
+    @app.get("/stats")
+    def get_stats() -> dict[str, Any]:
+        idx = searcher.index
+        return {
+            "index": {
+                "documents": len(idx),
+                "dim": idx.dim,
+                "precision": str(idx.precision),
+                "path": str(idx.path) if idx.path else None,
+                "size_bytes": size_bytes,
+            },
+            "model": {
+                "id": idx.model_id,
+                "fingerprint": idx.fingerprint,
+                "pooling": idx.encoder_config.get("pooling"),
+            },
+            "cache": searcher.cache_stats(),
+            "searches_by_mode": dict(searcher.counts),
+            "limits": asdict(limits),
+            **stats.snapshot(),
+        }
+
+    app.state.searcher = searcher
+    app.state.limits = limits
+    return app
+
+
+def serve(
+    index: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    limits: ServerLimits | None = None,
+    rerankers: dict[str, Any] | None = None,
+) -> None:
+    """Run the app with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(index, limits=limits, rerankers=rerankers)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

