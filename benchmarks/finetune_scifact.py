@@ -1,0 +1,386 @@
+"""Does fine-tuning on SciFact train (809 queries) beat the base model on SciFact test?
+
+Trains the bi-encoder (MNRL + mined hard negatives) and vecdoctor's own cross-encoder
+reranker, then reports nDCG@10 on the 300 test queries for: BM25, base dense, base hybrid,
+fine-tuned dense, fine-tuned hybrid (RRF) and hybrid + reranker on the top 30; plus training
+wall times and reranking latency for 30 and 100 candidates.
+
+    python benchmarks/finetune_scifact.py                  # the default recipes, full train
+    python benchmarks/finetune_scifact.py --mode grid      # compare recipes on a held-out
+                                                           # part of train (and on test)
+
+Grid mode trains on train minus 150 held-out train queries and chooses by those (``val``),
+so the test queries never pick a recipe. Results go to benchmarks/results/finetune_scifact.json
+(or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from vecdoctor.data import Dataset, load_dataset  # noqa: E402
+
+BI_RECIPES = {
+    "inbatch-1ep": dict(negatives=0),
+    "bm25neg1-1ep": dict(negatives=1),
+    "bm25neg1-2ep": dict(negatives=1, epochs=2.0),
+    "bm25neg3-1ep": dict(negatives=3),
+    "modelneg1-1ep": dict(negatives=1, negative_source="model"),
+    "bothneg2-skip2-1ep": dict(negatives=2, negative_source="both", skip_top=2),
+    "bm25neg1-2ep-lr5e-5": dict(negatives=1, epochs=2.0, learning_rate=5e-5),
+}
+RERANK_RECIPES = {
+    "listnet-2ep": dict(loss="listnet"),
+    "mnrl-2ep": dict(loss="mnrl"),
+    "lambda-2ep": dict(loss="lambda"),
+    "listnet-base-2ep": dict(loss="listnet", init="base"),
+    "bce-base-1ep": dict(
+        loss="bce",
+        epochs=1.0,
+        learning_rate=2e-5,
+        head_learning_rate=2e-5,
+        batch_size=32,
+        init="base",
+    ),
+    "listnet-4ep-g16": dict(loss="listnet", epochs=4.0, group_size=16),
+    "listnet-distill0.3-2ep": dict(loss="listnet", distill=0.3),
+}
+DEFAULT_BI = "bm25neg1-2ep-lr5e-5"
+DEFAULT_RERANK = "listnet-2ep"
+
+
+def split_train(train: Dataset, held_out: int, seed: int = 7) -> tuple[Dataset, Dataset]:
+    qids = sorted(train.qrels)
+    random.Random(seed).shuffle(qids)
+    val_ids, fit_ids = set(qids[:held_out]), qids[held_out:]
+
+    def subset(ids: set[str] | list[str], name: str) -> Dataset:
+        return Dataset(
+            corpus=train.corpus,
+            queries={q: train.queries[q] for q in ids},
+            qrels={q: train.qrels[q] for q in ids},
+            name=train.name,
+            split=name,
+        )
+
+    return subset(fit_ids, "train-fit"), subset(val_ids, "train-val")
+
+
+def shrink(sets: dict[str, Dataset], queries: int, extra: int = 100) -> dict[str, Dataset]:
+    """The first ``queries`` judged queries of each set, over one small shared corpus."""
+    picked = {k: sorted(v.qrels)[:queries] for k, v in sets.items()}
+    keep = {d for k, qids in picked.items() for q in qids for d in sets[k].qrels[q]}
+    full = next(iter(sets.values())).corpus
+    corpus = [d for d in full if d.id in keep] + [d for d in full if d.id not in keep][:extra]
+    return {
+        k: Dataset(
+            corpus=corpus,
+            queries={q: v.queries[q] for q in picked[k]},
+            qrels={q: v.qrels[q] for q in picked[k]},
+            name=v.name,
+            split=v.split,
+        )
+        for k, v in sets.items()
+    }
+
+
+def first_stage_scores(model: str, evals: dict[str, Dataset], device: str) -> tuple[dict, dict]:
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.finetune._retrieval import FirstStage, metrics
+
+    any_data = next(iter(evals.values()))
+    stage = FirstStage(any_data.corpus, Encoder(model, device=device))
+    out = {}
+    for name, data in evals.items():
+        out[name] = {
+            "bm25": metrics(stage.bm25(data.queries, 100), data.qrels),
+            "dense": metrics(stage.dense(data.queries, 100), data.qrels),
+            "hybrid": metrics(stage.hybrid(data.queries, 100), data.qrels),
+        }
+    return out, {"stage": stage}
+
+
+def rerank_scores(
+    folder: Path, stage, evals: dict[str, Dataset], device: str, depths: tuple[int, ...] = (30, 100)
+) -> dict:
+    from vecdoctor.finetune._retrieval import metrics, rerank_run, rrf
+    from vecdoctor.rerank import CrossEncoderReranker
+
+    reranker = CrossEncoderReranker(folder, device=device, batch_size=64)
+    out = {}
+    for name, data in evals.items():
+        first = stage.hybrid(data.queries, 100)
+        docs = {d.id: d for d in data.corpus}
+        out[name] = {}
+        for k in depths:
+            reranked = rerank_run(reranker, first, data.queries, docs, k)
+            out[name][f"rerank@{k}"] = metrics(reranked, data.qrels)["ndcg@10"]
+            # the reranker's order fused (RRF) with the first stage's order over the same top k
+            fused = {q: rrf([reranked[q][:k], first[q][:k]]) + first[q][k:] for q in first}
+            fused = {q: [(d, -i) for i, (d, _) in enumerate(hits)] for q, hits in fused.items()}
+            out[name][f"rerank@{k}+rrf"] = metrics(fused, data.qrels)["ndcg@10"]
+    return out
+
+
+def latency(folder: Path, data: Dataset, device: str, queries: int = 10) -> dict:
+    from vecdoctor.rerank import CrossEncoderReranker
+
+    reranker = CrossEncoderReranker(folder, device=device, batch_size=32)
+    docs = data.corpus
+    qtexts = list(data.queries.values())[:queries]
+    out = {}
+    reranker.score(qtexts[0], docs[:8])  # warm-up
+    for n in (30, 100):
+        times = []
+        for i, q in enumerate(qtexts):
+            start = time.perf_counter()
+            reranker.score(q, [docs[(i * n + j) % len(docs)] for j in range(n)])
+            times.append(time.perf_counter() - start)
+        times.sort()
+        out[f"{n}_candidates_median_s"] = round(times[len(times) // 2], 3)
+    return out
+
+
+def measure_cost(args: argparse.Namespace, train: Dataset, test: Dataset, steps: int = 3) -> None:
+    """Seconds per training step of the default recipes and reranking latency, on this machine.
+
+    Full training on a CPU shared with other jobs can take longer than one sitting; the cost of
+    a few steps (trainer set-up included, so an upper bound) extrapolates to a whole run.
+    """
+    import torch
+
+    from vecdoctor.finetune.biencoder import FinetuneConfig, finetune
+    from vecdoctor.finetune.pairs import pairs_from_qrels
+    from vecdoctor.finetune.reranker import RerankerConfig, train_reranker
+
+    work = Path(args.work)
+    bi = replace(FinetuneConfig(device=args.device, save_steps=10_000), **BI_RECIPES[DEFAULT_BI])
+    pairs = pairs_from_qrels(train)
+    start = time.perf_counter()
+    res = finetune(
+        pairs,
+        work / "cost-bi",
+        model=args.model,
+        config=replace(bi, max_steps=steps),
+        corpus=train.corpus,
+        overwrite=True,
+        resume=False,
+    )
+    mining = time.perf_counter() - start - res.train_seconds
+    full_steps = int(-(-len(pairs) // bi.batch_size) * bi.epochs)
+    small = shrink({"train": train}, 60)["train"]
+    rr = replace(
+        RerankerConfig(device=args.device, save_steps=10_000), **RERANK_RECIPES[DEFAULT_RERANK]
+    )
+    rres = train_reranker(
+        small,
+        work / "cost-rr",
+        model=args.model,
+        config=replace(rr, max_steps=steps),
+        overwrite=True,
+        resume=False,
+    )
+    rr_steps = int(-(-len(train.qrels) // rr.batch_size) * rr.epochs)
+    result = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "device": args.device,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min": os.getloadavg()[0],
+        },
+        "bi_encoder": {
+            "recipe": DEFAULT_BI,
+            "measured_steps": steps,
+            "seconds_per_step": round(res.train_seconds / steps, 2),
+            "full_run_steps": full_steps,
+            "mining_seconds": round(mining, 1),
+            "estimated_full_train_seconds": round(res.train_seconds / steps * full_steps + mining),
+        },
+        "reranker": {
+            "recipe": DEFAULT_RERANK,
+            "measured_steps": steps,
+            "seconds_per_step": round(rres.train_seconds / steps, 2),
+            "full_run_steps": rr_steps,
+            "estimated_full_train_seconds": round(rres.train_seconds / steps * rr_steps),
+        },
+        "rerank_latency": {"device": args.device, **latency(work / "cost-rr", test, args.device)},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--mode", choices=["final", "grid", "cost"], default="final")
+    parser.add_argument("--bi", default=DEFAULT_BI, help="bi-encoder recipes, comma-separated")
+    parser.add_argument("--rerank", default=DEFAULT_RERANK, help="reranker recipes ('' for none)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--rerank-depths", default="30,100", help="candidates reranked, e.g. 30,100"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny data and 1 step: checks the script"
+    )
+    parser.add_argument("--work", default=str(ROOT / "out" / "finetune_scifact"))
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "results" / "finetune_scifact.json")
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    import torch
+
+    from vecdoctor.finetune.biencoder import FinetuneConfig, finetune
+    from vecdoctor.finetune.pairs import pairs_from_qrels
+    from vecdoctor.finetune.reranker import RerankerConfig, train_reranker
+
+    train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
+    if args.mode == "cost":
+        measure_cost(args, train, test)
+        return
+    evals = {"test": test}
+    if args.mode == "grid":
+        train, val = split_train(train, 150)
+        evals = {"val": val, "test": test}
+        bi_names, rr_names = list(BI_RECIPES), list(RERANK_RECIPES)
+    else:
+        bi_names = [n for n in args.bi.split(",") if n]
+        rr_names = [n for n in args.rerank.split(",") if n]
+    steps: dict = {}
+    if args.smoke:
+        small = shrink({"train": train, **evals}, 12)
+        train, evals = small.pop("train"), small
+        test = evals["test"]
+        bi_names, rr_names = bi_names[:2], rr_names[:2]
+        steps = {"max_steps": 1, "max_length": 32}
+    depths = tuple(int(k) for k in args.rerank_depths.split(",") if k)
+    if args.mode == "grid":
+        depths = (30,)
+    work = Path(args.work)
+    result: dict = {
+        "question": "fine-tuned MiniLM (+ BM25 RRF, + own reranker) vs base on SciFact test",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "device": args.device,
+            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "mode": args.mode,
+        "train_queries": len(train.qrels),
+        "eval_queries": {k: len(v.qrels) for k, v in evals.items()},
+        "base": {},
+        "bi_encoder": {},
+        "reranker": {},
+    }
+    import sentence_transformers
+    import transformers
+
+    result["versions"] |= {
+        "sentence_transformers": sentence_transformers.__version__,
+        "transformers": transformers.__version__,
+    }
+    out = Path(args.out)
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+    result["base"], _ = first_stage_scores(args.model, evals, args.device)
+    save()
+    pairs = pairs_from_qrels(train)
+    choose = "val" if args.mode == "grid" else "test"
+    best_bi, best_score = None, -1.0
+    for name in bi_names:
+        config = replace(
+            FinetuneConfig(device=args.device, save_steps=10_000), **BI_RECIPES[name], **steps
+        )
+        folder = work / f"bi-{name}"
+        start = time.perf_counter()
+        res = finetune(
+            pairs,
+            folder,
+            model=args.model,
+            config=config,
+            corpus=train.corpus,
+            overwrite=True,
+            resume=False,
+        )
+        wall = time.perf_counter() - start
+        scores, _ = first_stage_scores(str(folder), evals, args.device)
+        result["bi_encoder"][name] = {
+            "config": config.to_dict(),
+            "train_seconds": res.train_seconds,
+            "wall_seconds_with_mining": round(wall, 1),
+            "steps": res.steps,
+            "scores": scores,
+        }
+        save()
+        if scores[choose]["dense"]["ndcg@10"] > best_score:
+            best_bi, best_score = name, scores[choose]["dense"]["ndcg@10"]
+    result["best_bi_encoder"] = best_bi
+    if best_bi is None or not rr_names:
+        save()
+        return
+    bi_folder = str(work / f"bi-{best_bi}")
+    _, holder = first_stage_scores(bi_folder, {"test": test}, args.device)
+    stage = holder["stage"]
+    for name in rr_names:
+        recipe = dict(RERANK_RECIPES[name])
+        init = args.model if recipe.pop("init", "finetuned") == "base" else bi_folder
+        config = replace(RerankerConfig(device=args.device, save_steps=10_000), **recipe, **steps)
+        folder = work / f"rerank-{name}"
+        start = time.perf_counter()
+        res = train_reranker(
+            train,
+            folder,
+            model=init,
+            first_stage=bi_folder,
+            config=config,
+            overwrite=True,
+            resume=False,
+        )
+        wall = time.perf_counter() - start
+        entry = {
+            "config": config.to_dict(),
+            "init": "base" if init == args.model else best_bi,
+            "train_seconds": res.train_seconds,
+            "wall_seconds_with_mining": round(wall, 1),
+            "steps": res.steps,
+            "scores": rerank_scores(folder, stage, evals, args.device, depths),
+        }
+        result["reranker"][name] = entry
+        save()
+    best_rr = max(
+        result["reranker"], key=lambda n: result["reranker"][n]["scores"][choose]["rerank@30"]
+    )
+    result["best_reranker"] = best_rr
+    result["rerank_latency"] = {
+        "device": args.device,
+        **latency(work / f"rerank-{best_rr}", test, args.device),
+    }
+    save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Commands: finetune, train-reranker, terms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vecdoctor.cli._app import command, emit, progress_enabled
+
+
+def _labelled(data: str, split: str):  # type: ignore[no-untyped-def]
+    from vecdoctor.data import load_dataset
+
+    return load_dataset(Path(data), split=split)
+
+
+def _evaluation(data: str | None, split: str):  # type: ignore[no-untyped-def]
+    """The labelled split to evaluate on, or None when absent or turned off."""
+    if data is None or split.lower() == "none":
+        return None
+    qrels = Path(data) / "qrels" / f"{split}.tsv"
+    if not qrels.is_file():
+        import logging
+
+        logging.getLogger(__name__).info("no %s; skipping the evaluation", qrels)
+        return None
+    return _labelled(data, split)
+
+
+@command("finetune")
+def finetune(
+    data: str = typer.Argument(
+        None, help="BEIR folder (train qrels + corpus) or a corpus for --self-supervised"
+    ),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the fine-tuned model"),
+    model: str = typer.Option(
+        "minilm", "-m", "--model", help="Registry name or local model folder"
+    ),
+    split: str = typer.Option("train", "--split", help="qrels split that gives the training pairs"),
+    pairs: Path = typer.Option(
+        None, "--pairs", help="JSONL pairs file: anchor, positive, optional negative"
+    ),
+    self_supervised: bool = typer.Option(
+        False,
+        "--self-supervised",
+        help="Pairs from the corpus alone (sentence -> rest of its document)",
+    ),
+    eval_split: str = typer.Option(
+        "test", "--eval-split", help="Split to evaluate before/after on ('none' to skip)"
+    ),
+    epochs: float = typer.Option(2.0, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    learning_rate: float = typer.Option(5e-5, "--lr"),
+    max_length: int = typer.Option(192, "--max-length", help="Tokens per text while training"),
+    negatives: int = typer.Option(
+        1, "--negatives", help="Hard negatives per pair (0: in-batch only)"
+    ),
+    negative_source: str = typer.Option(
+        "bm25", "--negative-source", help="bm25 | model | both | none"
+    ),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps"),
+    seed: int = typer.Option(42, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    restart: bool = typer.Option(
+        False, "--restart", help="Ignore checkpoints of an interrupted run"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder"),
+) -> None:
+    """Fine-tune a bi-encoder with MultipleNegativesRankingLoss and mined hard negatives."""
+    from vecdoctor.errors import InputError
+    from vecdoctor.finetune.biencoder import FinetuneConfig
+    from vecdoctor.finetune.biencoder import finetune as run
+    from vecdoctor.finetune.pairs import pairs_from_qrels, read_pairs, self_supervised_pairs
+
+    config = FinetuneConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        max_length=max_length,
+        negatives=negatives,
+        negative_source=negative_source,
+        max_steps=max_steps,
+        seed=seed,
+        device=device,
+    )
+    corpus = None
+    if pairs is not None:
+        train_pairs = read_pairs(pairs)
+        if data is not None:
+            from vecdoctor.data import load_corpus
+
+            corpus = load_corpus(Path(data))
+    elif data is None:
+        raise InputError("give a BEIR folder or corpus (DATA), or a pairs file with --pairs")
+    elif self_supervised:
+        from vecdoctor.data import load_corpus
+
+        corpus = load_corpus(Path(data))
+        train_pairs = self_supervised_pairs(corpus, seed=seed)
+    else:
+        train = _labelled(data, split)
+        corpus, train_pairs = train.corpus, pairs_from_qrels(train)
+    evaluation = _evaluation(data, eval_split) if not self_supervised or data else None
+    result = run(
+        train_pairs,
+        output,
+        model=model,
+        config=config,
+        corpus=corpus,
+        evaluation=evaluation,
+        resume=not restart,
+        overwrite=overwrite,
+        show_progress=progress_enabled(),
+    )
+    emit(result.to_dict())
+
+
+@command("train-reranker")
+def train_reranker(
+    data: str = typer.Argument(..., help="BEIR folder with queries, corpus and qrels/<split>.tsv"),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the cross-encoder"),
+    model: str = typer.Option(
+        "minilm",
+        "-m",
+        "--model",
+        help="Initialise from this model (a fine-tuned bi-encoder works best)",
+    ),
+    first_stage: str = typer.Option(
+        None,
+        "--first-stage",
+        help="Bi-encoder whose hybrid candidates give the negatives (default: --model)",
+    ),
+    split: str = typer.Option("train", "--split"),
+    eval_split: str = typer.Option(
+        "test", "--eval-split", help="Split to compare with the first stage on ('none' to skip)"
+    ),
+    loss: str = typer.Option("listnet", "--loss", help="listnet | lambda | mnrl | bce"),
+    epochs: float = typer.Option(2.0, "--epochs"),
+    batch_size: int = typer.Option(8, "--batch-size", help="Queries per batch"),
+    group_size: int = typer.Option(8, "--group-size", help="Documents per query list"),
+    learning_rate: float = typer.Option(5e-5, "--lr"),
+    head_learning_rate: float = typer.Option(1e-3, "--head-lr"),
+    max_length: int = typer.Option(256, "--max-length"),
+    depth: int = typer.Option(30, "--depth", help="First-stage candidates to take negatives from"),
+    max_steps: int = typer.Option(None, "--max-steps"),
+    seed: int = typer.Option(42, "--seed"),
+    device: str = typer.Option("cpu", "--device"),
+    restart: bool = typer.Option(
+        False, "--restart", help="Ignore checkpoints of an interrupted run"
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Train vecdoctor's own cross-encoder reranker on labelled queries (listwise loss)."""
+    from vecdoctor.finetune.reranker import RerankerConfig
+    from vecdoctor.finetune.reranker import train_reranker as run
+
+    config = RerankerConfig(
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        group_size=group_size,
+        learning_rate=learning_rate,
+        head_learning_rate=head_learning_rate,
+        max_length=max_length,
+        depth=depth,
+        max_steps=max_steps,
+        seed=seed,
+        device=device,
+    )
+    result = run(
+        _labelled(data, split),
+        output,
+        model=model,
+        first_stage=first_stage,
+        config=config,
+        evaluation=_evaluation(data, eval_split),
+        resume=not restart,
+        overwrite=overwrite,
+        show_progress=progress_enabled(),
+    )
+    emit(result.to_dict())
+
+
+@command("terms")
+def terms(
+    model: str = typer.Argument(..., help="Registry name or model folder (e.g. a fine-tuned one)"),
+    pairs: Path = typer.Option(
+        ..., "--pairs", help="TSV 'term<TAB>term[<TAB>close|far]' or JSONL a/b/expect"
+    ),
+    baseline: str = typer.Option(
+        None, "--baseline", help="Also score this model (e.g. the base model)"
+    ),
+    close_min: float = typer.Option(0.7, "--close-min"),
+    far_max: float = typer.Option(0.5, "--far-max"),
+) -> None:
+    """Cosine of term pairs that should be close or far, for a model and optionally a baseline."""
+    from vecdoctor.finetune.terms import read_term_pairs, term_consistency
+
+    term_pairs = read_term_pairs(pairs)
+    report = {"model": term_consistency(model, term_pairs, close_min, far_max)}
+    if baseline:
+        report["baseline"] = term_consistency(baseline, term_pairs, close_min, far_max)
+    emit(report)

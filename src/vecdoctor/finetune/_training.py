@@ -1,0 +1,173 @@
+"""Plumbing shared by bi-encoder and reranker training: checkpoints, RNG, loss logging, cards."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.errors import InputError
+from vecdoctor.io import write_json
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "vecdoctor_run.json"
+
+
+def checkpoint_dir(output: Path) -> Path:
+    """Checkpoints live beside the output (``OUT.checkpoints``) until training finishes."""
+    return output.with_name(output.name + ".checkpoints")
+
+
+def prepare_checkpoints(output: Path, signature: dict[str, Any], resume: bool) -> str | None:
+    """Return the checkpoint to resume from, or ``None``; start a fresh folder otherwise.
+
+    A checkpoint is reused only when it was written by a run with the same ``signature``
+    (model, data size, hyperparameters); any other checkpoint folder is replaced.
+    """
+    folder = checkpoint_dir(output)
+    run_file = folder / RUN_FILE
+    previous = json.loads(run_file.read_text()) if run_file.is_file() else None
+    checkpoints = (
+        sorted(
+            (p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+        )
+        if folder.is_dir()
+        else []
+    )
+    if resume and checkpoints and previous == signature:
+        logger.info("resuming from %s", checkpoints[-1])
+        return str(checkpoints[-1])
+    if folder.exists():
+        if checkpoints and resume:
+            logger.warning("%s holds checkpoints of a different run; starting over", folder)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    write_json(run_file, signature)
+    return None
+
+
+def check_output(output: Path, overwrite: bool) -> Path:
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a folder; choose another output path")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise InputError(
+            f"{output}: already exists; pass overwrite=True (--overwrite) or another path"
+        )
+    return output
+
+
+@contextlib.contextmanager
+def preserve_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global RNG states after training seeds them."""
+    import torch
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def loss_logger() -> Any:
+    """A trainer callback that keeps every logged training loss as ``history``."""
+    from transformers import TrainerCallback
+
+    class _LossLog(TrainerCallback):
+        def __init__(self) -> None:
+            self.history: list[tuple[int, float]] = []
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if logs and "loss" in logs:
+                self.history.append((int(state.global_step), float(logs["loss"])))
+
+    return _LossLog()
+
+
+def common_args(
+    config: Any, folder: Path, show_progress: bool, steps_per_epoch: int
+) -> dict[str, Any]:
+    """TrainingArguments shared by both trainers (CPU-safe, no reporting, deterministic)."""
+    return {
+        "output_dir": str(folder),
+        "num_train_epochs": config.epochs,
+        "max_steps": config.max_steps if config.max_steps is not None else -1,
+        "learning_rate": config.learning_rate,
+        "warmup_steps": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "save_strategy": "steps",
+        "save_steps": config.save_steps,
+        "save_total_limit": 1,
+        "logging_steps": max(1, min(50, steps_per_epoch // 4 or 1)),
+        "report_to": "none",
+        "disable_tqdm": not show_progress,
+        "use_cpu": config.device == "cpu",
+        "dataloader_num_workers": 0,
+        "save_only_model": False,
+    }
+
+
+def card_markdown(title: str, facts: dict[str, Any], evaluation: dict[str, Any] | None) -> str:
+    lines = [f"# {title}", "", "Trained with vecdoctor.", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in facts.items()]
+    if evaluation:
+        lines += [
+            "",
+            f"## Evaluation ({evaluation.get('data', '')})",
+            "",
+            "| pipeline | " + " | ".join(evaluation["metrics"]) + " |",
+            "|---" * (len(evaluation["metrics"]) + 1) + "|",
+        ]
+        for name, row in evaluation["results"].items():
+            lines.append(
+                f"| {name} | " + " | ".join(f"{row[m]:.4f}" for m in evaluation["metrics"]) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def quiet_trainer(trainer: Any, show_progress: bool) -> None:
+    """Keep the trainer from printing its log dicts to stdout (the CLI writes JSON there)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    if show_progress:
+        trainer.remove_callback(ProgressCallback)
+
+        class _Bar(ProgressCallback):
+            def on_log(self, *args: Any, **kwargs: Any) -> None:
+                return None
+
+        trainer.add_callback(_Bar())
+
+
+def record_max_length(folder: Path, max_length: int) -> None:
+    """Write the inference token limit into ``sentence_bert_config.json``.
+
+    sentence-transformers 6 keeps it only in the tokenizer config; the key is read back by
+    sentence-transformers (as the Transformer module's ``max_seq_length``) and by vecdoctor.
+    """
+    path = Path(folder) / "sentence_bert_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config["max_seq_length"] = int(max_length)
+    write_json(path, config)
+
+
+def require_training_extras() -> None:
+    """The sentence-transformers trainers need ``datasets`` and ``accelerate``."""
+    from vecdoctor.errors import require
+
+    require("datasets", "train")
+    require("accelerate", "train")

@@ -1,0 +1,288 @@
+"""Contrastive bi-encoder fine-tuning: MultipleNegativesRankingLoss with mined hard negatives.
+
+Loss: InfoNCE over in-batch and hard negatives (Henderson et al., 2017, "Efficient Natural
+Language Response Suggestion"; Karpukhin et al., 2020, DPR), scaled cosine similarities.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vecdoctor.data import Dataset, Document
+from vecdoctor.errors import InputError
+from vecdoctor.finetune import _training
+from vecdoctor.finetune.negatives import MiningConfig, NegativeSource, mine_negatives
+from vecdoctor.finetune.pairs import Pair
+from vecdoctor.io import atomic_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+CARD_JSON = "vecdoctor_finetune.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Hyperparameters of bi-encoder fine-tuning. Defaults were measured on SciFact train
+    (919 pairs) on a 2-core CPU; see benchmarks/finetune_scifact.py."""
+
+    epochs: float = 2.0
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 192
+    """Tokens per text while training; the saved model keeps its original limit for inference."""
+    negatives: int = 1
+    """Hard negatives per pair (0: in-batch negatives only)."""
+    negative_source: NegativeSource | str = NegativeSource.BM25
+    negative_depth: int = 30
+    skip_top: int = 0
+    scale: float = 20.0
+    """Inverse temperature of the softmax over cosine similarities."""
+    seed: int = 42
+    save_steps: int = 50
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides ``epochs``)."""
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "negative_source", NegativeSource.parse(self.negative_source))
+        for name in ("batch_size", "max_length", "save_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if self.batch_size < 2:
+            raise InputError(
+                "batch_size must be >= 2: in-batch negatives need other pairs in the batch"
+            )
+        if not self.epochs > 0:
+            raise InputError(f"epochs must be > 0, got {self.epochs!r}")
+        if not 0 < self.learning_rate < 1:
+            raise InputError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
+        if self.max_steps is not None and (
+            not isinstance(self.max_steps, int) or self.max_steps < 1
+        ):
+            raise InputError(
+                f"max_steps must be a positive integer or None, got {self.max_steps!r}"
+            )
+        self.mining()  # validates the mining fields
+
+    def mining(self) -> MiningConfig:
+        return MiningConfig(
+            self.negative_source, self.negatives, self.negative_depth, self.skip_top, seed=self.seed
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["negative_source"] = str(self.negative_source)
+        return d
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a fine-tuning run did: steps, time, losses and the evaluation before and after."""
+
+    output: Path
+    pairs: int
+    steps: int
+    train_seconds: float
+    resumed_from_step: int | None
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["output"] = str(self.output)
+        return d
+
+
+def _load_sentence_transformer(model: str, device: str) -> tuple[Any, Any]:
+    from vecdoctor.models import resolve
+
+    resolved = resolve(model)
+    if resolved.backend != "torch" or not resolved.path.is_dir():
+        raise InputError(
+            f"model {model!r} runs on the {resolved.backend} backend; fine-tuning needs a PyTorch "
+            "sentence-transformers model such as 'minilm' or a local model folder"
+        )
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(resolved.path), device=device, local_files_only=True)
+    return st, resolved
+
+
+def _train_dataset(pairs: Sequence[Pair], query_prefix: str, doc_prefix: str) -> Any:
+    from datasets import Dataset as HFDataset
+
+    columns: dict[str, list[str]] = {
+        "anchor": [query_prefix + p.anchor for p in pairs],
+        "positive": [doc_prefix + p.positive for p in pairs],
+    }
+    n = len(pairs[0].negatives)
+    for i in range(n):
+        columns[f"negative_{i + 1}"] = [doc_prefix + p.negatives[i] for p in pairs]
+    return HFDataset.from_dict(columns)
+
+
+def evaluate_encoder(
+    model: str, data: Dataset, show_progress: bool = False, device: str = "cpu"
+) -> dict[str, dict[str, float]]:
+    """Dense and BM25+dense (RRF) ``ndcg@10`` / ``recall@100`` of ``model`` on ``data``."""
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.finetune._retrieval import FirstStage, metrics
+
+    stage = FirstStage(data.corpus, Encoder(model, device=device), show_progress=show_progress)
+    return {
+        "dense": metrics(stage.dense(data.queries, 100), data.qrels),
+        "hybrid": metrics(stage.hybrid(data.queries, 100), data.qrels),
+    }
+
+
+def finetune(
+    pairs: Sequence[Pair],
+    output: str | Path,
+    model: str = "minilm",
+    config: FinetuneConfig | None = None,
+    corpus: Sequence[Document] | None = None,
+    evaluation: Dataset | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    show_progress: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> FinetuneResult:
+    """Fine-tune a sentence-transformers bi-encoder on ``pairs`` and save it to ``output``.
+
+    Hard negatives are mined from ``corpus`` (or from the pairs' own texts) unless the pairs
+    already carry enough. Checkpoints go to ``OUTPUT.checkpoints`` every ``save_steps`` steps;
+    with ``resume`` an interrupted run with the same settings continues from the last one.
+    When ``evaluation`` (a labelled split) is given, the base and the fine-tuned model are both
+    evaluated on it and the numbers are written into the model card (README.md and
+    ``vecdoctor_finetune.json``). The output folder loads anywhere as ``-m OUTPUT``.
+    Training seeds the global RNGs (the trainer does); their states are restored afterwards.
+    """
+    config = config or FinetuneConfig()
+    _training.require_training_extras()
+    output = _training.check_output(Path(output), overwrite)
+    pairs = list(pairs)
+    if len(pairs) < 2:
+        raise InputError(f"need at least 2 training pairs for in-batch negatives, got {len(pairs)}")
+    if evaluation is not None and not evaluation.has_labels:
+        raise InputError("the evaluation dataset has no queries and qrels; pass a labelled split")
+    st, resolved = _load_sentence_transformer(model, config.device)
+    inference_length = st.max_seq_length
+
+    if config.negatives:
+        encoder = None
+        if config.negative_source in (NegativeSource.MODEL, NegativeSource.BOTH):
+            from vecdoctor.encode.encoder import Encoder
+
+            encoder = Encoder(model, max_length=min(config.max_length, resolved.max_length))
+        pairs = mine_negatives(pairs, corpus, config.mining(), encoder=encoder)
+    else:
+        pairs = [p.with_negatives(()) for p in pairs]
+
+    before = (
+        evaluate_encoder(model, evaluation, show_progress, config.device)
+        if evaluation is not None
+        else None
+    )
+
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    signature = {
+        "kind": "bi-encoder",
+        "model": resolved.id,
+        "pairs": len(pairs),
+        "config": config.to_dict(),
+    }
+    checkpoint = _training.prepare_checkpoints(output, signature, resume)
+    folder = _training.checkpoint_dir(output)
+    dataset = _train_dataset(pairs, resolved.query_prefix, resolved.document_prefix)
+    steps_per_epoch = -(-len(pairs) // config.batch_size)
+    args = SentenceTransformerTrainingArguments(
+        per_device_train_batch_size=config.batch_size,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        **_training.common_args(config, folder, show_progress, steps_per_epoch),
+    )
+    losses = _training.loss_logger()
+    st.max_seq_length = config.max_length
+    start = time.perf_counter()
+    with _training.preserve_rng():
+        trainer = SentenceTransformerTrainer(
+            model=st,
+            args=args,
+            train_dataset=dataset,
+            loss=MultipleNegativesRankingLoss(st, scale=config.scale),
+            callbacks=[losses, *callbacks],
+        )
+        _training.quiet_trainer(trainer, show_progress)
+        trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    resumed = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
+    st.max_seq_length = inference_length
+    logger.info(
+        "fine-tuned %s on %d pairs in %.0f s (%d steps)",
+        resolved.id,
+        len(pairs),
+        seconds,
+        trainer.state.global_step,
+    )
+
+    with atomic_dir(output) as tmp:
+        st.save(str(tmp), create_model_card=False)
+        _training.record_max_length(tmp, inference_length)
+        after = (
+            evaluate_encoder(str(tmp), evaluation, show_progress, config.device)
+            if evaluation is not None
+            else None
+        )
+        report = None
+        if evaluation is not None and before is not None and after is not None:
+            report = {
+                "data": f"{evaluation.name}/{evaluation.split}",
+                "metrics": ["ndcg@10", "recall@100"],
+                "results": {f"base {k}": v for k, v in before.items()}
+                | {f"fine-tuned {k}": v for k, v in after.items()},
+            }
+        result = FinetuneResult(
+            output=output,
+            pairs=len(pairs),
+            steps=int(trainer.state.global_step),
+            train_seconds=round(seconds, 1),
+            resumed_from_step=resumed,
+            loss_history=losses.history,
+            evaluation=report,
+        )
+        card = {
+            "base_model": resolved.id,
+            "config": config.to_dict(),
+            "pairs": len(pairs),
+            "steps": result.steps,
+            "train_seconds": result.train_seconds,
+            "loss_history": losses.history,
+            "evaluation": report,
+        }
+        write_json(tmp / CARD_JSON, card)
+        facts = {
+            "base model": resolved.id,
+            "pairs": len(pairs),
+            "steps": result.steps,
+            "train seconds": result.train_seconds,
+        } | config.to_dict()
+        (tmp / "README.md").write_text(
+            _training.card_markdown("Fine-tuned bi-encoder", facts, report), encoding="utf-8"
+        )
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    return result

@@ -1,0 +1,369 @@
+"""Training vecdoctor's own cross-encoder reranker on the user's labelled queries.
+
+Each training query gets a list of candidates from the pipeline's own first stage (BM25 +
+dense, RRF): its judged positives plus the hardest unjudged candidates as negatives. Listwise
+losses compare the candidates of one query with each other: ListNet (Cao et al., 2007),
+LambdaLoss (Wang et al., 2018), or a softmax over the positive against hard and in-batch
+negatives; pointwise binary cross-entropy is kept for comparison.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vecdoctor.config import _Choice
+from vecdoctor.data import Dataset
+from vecdoctor.errors import InputError
+from vecdoctor.finetune import _training
+from vecdoctor.io import atomic_dir, write_json
+
+logger = logging.getLogger(__name__)
+
+CARD_JSON = "vecdoctor_reranker.json"
+HEAD_PATTERN = r"\.(classifier|pooler)\."
+
+
+class RerankLoss(_Choice):
+    """Training objective of the cross-encoder."""
+
+    LISTNET = "listnet"
+    """Cross-entropy between the softmax of scores and of labels over one query's list."""
+    LAMBDA = "lambda"
+    """LambdaLoss with the NDCG-Loss2++ weighting: pairwise, weighted by the nDCG change."""
+    MNRL = "mnrl"
+    """Softmax over the positive, the query's hard negatives and other queries' documents."""
+    BCE = "bce"
+    """Pointwise binary cross-entropy on each (query, document, label)."""
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    """Hyperparameters of reranker training (see benchmarks/finetune_scifact.py for how the
+    defaults compare with the alternatives on SciFact)."""
+
+    loss: RerankLoss | str = RerankLoss.LISTNET
+    epochs: float = 2.0
+    batch_size: int = 8
+    """Queries per batch (listwise, mnrl) or (query, document) pairs per batch (bce)."""
+    group_size: int = 8
+    """Documents in each query's list: its positives (at most half) and hard negatives."""
+    learning_rate: float = 5e-5
+    head_learning_rate: float = 1e-3
+    """Learning rate of the new scoring head (classifier and pooler)."""
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_length: int = 256
+    depth: int = 30
+    """First-stage candidates the negatives are taken from."""
+    skip_top: int = 0
+    distill: float = 0.0
+    """Label of a negative = distill x its first-stage RRF score / the best one (0: hard labels)."""
+    seed: int = 42
+    save_steps: int = 100
+    max_steps: int | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", RerankLoss.parse(self.loss))
+        for name in ("batch_size", "group_size", "max_length", "depth", "save_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if self.group_size < 2:
+            raise InputError("group_size must be >= 2 (a positive and at least one negative)")
+        if self.depth < self.skip_top + self.group_size - 1:
+            raise InputError(
+                f"depth {self.depth} leaves too few candidates for group_size {self.group_size} "
+                f"after skip_top {self.skip_top}; raise depth"
+            )
+        if not 0 <= self.distill < 1:
+            raise InputError(f"distill must be in [0, 1), got {self.distill!r}")
+        if self.distill and self.loss in (RerankLoss.MNRL, RerankLoss.BCE):
+            raise InputError("distill needs a listwise loss (listnet or lambda)")
+        if not self.epochs > 0:
+            raise InputError(f"epochs must be > 0, got {self.epochs!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["loss"] = str(self.loss)
+        return d
+
+
+@dataclass(frozen=True)
+class RerankerResult:
+    output: Path
+    queries: int
+    steps: int
+    train_seconds: float
+    resumed_from_step: int | None
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["output"] = str(self.output)
+        return d
+
+
+def training_lists(
+    data: Dataset, candidates: dict[str, list[tuple[str, float]]], config: RerankerConfig
+) -> list[tuple[str, list[str], list[float]]]:
+    """Per query: (query text, document texts, labels) with positives first.
+
+    Negatives are the best first-stage candidates that are not judged positive; a query whose
+    candidates run out is topped up with random documents (seeded).
+    """
+    rng = random.Random(config.seed)
+    docs = {d.id: d for d in data.corpus}
+    ids = list(docs)
+    out = []
+    max_pos = max(1, config.group_size // 2)
+    for qid, rels in data.qrels.items():
+        positives = [d for d, s in rels.items() if s > 0 and d in docs][:max_pos]
+        if not positives:
+            continue
+        judged = set(rels)
+        ranked = [(d, s) for d, s in candidates.get(qid, []) if d not in judged]
+        ranked = ranked[config.skip_top :][: config.group_size - len(positives)]
+        best = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
+        negatives = [d for d, _ in ranked]
+        labels = [config.distill * s / best for _, s in ranked]
+        while len(negatives) < config.group_size - len(positives):
+            d = rng.choice(ids)
+            if d not in judged and d not in negatives:
+                negatives.append(d)
+                labels.append(0.0)
+        texts = [docs[d].content for d in positives + negatives]
+        out.append((data.queries[qid], texts, [1.0] * len(positives) + labels))
+    if not out:
+        raise InputError("no training query has a judged document in the corpus")
+    return out
+
+
+def _hf_dataset(lists: Sequence[tuple[str, list[str], list[float]]], loss: RerankLoss) -> Any:
+    from datasets import Dataset as HFDataset
+
+    if loss in (RerankLoss.LISTNET, RerankLoss.LAMBDA):
+        return HFDataset.from_dict(
+            {
+                "query": [q for q, _, _ in lists],
+                "docs": [d for _, d, _ in lists],
+                "labels": [lab for _, _, lab in lists],
+            }
+        )
+    if loss is RerankLoss.BCE:
+        rows = [
+            (q, d, lab) for q, docs, labels in lists for d, lab in zip(docs, labels, strict=True)
+        ]
+        return HFDataset.from_dict(
+            {
+                "query": [r[0] for r in rows],
+                "doc": [r[1] for r in rows],
+                "label": [float(r[2]) for r in rows],
+            }
+        )
+    columns: dict[str, list[str]] = {"query": [], "positive": []}
+    n_neg = min(sum(1 for lab in labels if lab < 1) for _, _, labels in lists)
+    for i in range(n_neg):
+        columns[f"negative_{i + 1}"] = []
+    for q, docs, labels in lists:
+        negatives = [d for d, lab in zip(docs, labels, strict=True) if lab < 1][:n_neg]
+        for d, lab in zip(docs, labels, strict=True):
+            if lab >= 1:
+                columns["query"].append(q)
+                columns["positive"].append(d)
+                for i, neg in enumerate(negatives):
+                    columns[f"negative_{i + 1}"].append(neg)
+    return HFDataset.from_dict(columns)
+
+
+def _loss(model: Any, loss: RerankLoss) -> Any:
+    from sentence_transformers.cross_encoder import losses
+
+    if loss is RerankLoss.LISTNET:
+        return losses.ListNetLoss(model)
+    if loss is RerankLoss.LAMBDA:
+        return losses.LambdaLoss(model)
+    if loss is RerankLoss.MNRL:
+        return losses.MultipleNegativesRankingLoss(model)
+    return losses.BinaryCrossEntropyLoss(model)
+
+
+def _load_cross_encoder(model: str, config: RerankerConfig) -> tuple[Any, str]:
+    from vecdoctor.models import resolve
+
+    resolved = resolve(model)
+    if resolved.backend != "torch" or not resolved.path.is_dir():
+        raise InputError(
+            f"model {model!r} runs on the {resolved.backend} backend; a reranker is initialised "
+            "from a PyTorch model such as 'minilm', a fine-tuned bi-encoder folder or a cross-encoder folder"
+        )
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(
+        str(resolved.path),
+        num_labels=1,
+        max_length=config.max_length,
+        device=config.device,
+        local_files_only=True,
+    )
+    return ce, resolved.id
+
+
+def evaluate_reranker(
+    reranker: Any, stage: Any, data: Dataset, depth: int = 30
+) -> dict[str, dict[str, float]]:
+    """``ndcg@10`` of the hybrid first stage and of the same list with its top ``depth`` reranked."""
+    from vecdoctor.finetune._retrieval import metrics, rerank_run
+
+    first = stage.hybrid(data.queries, 100)
+    docs = {d.id: d for d in data.corpus}
+    reranked = rerank_run(reranker, first, data.queries, docs, depth)
+    return {
+        "hybrid": metrics(first, data.qrels),
+        f"hybrid + rerank@{depth}": metrics(reranked, data.qrels),
+    }
+
+
+def train_reranker(
+    data: Dataset,
+    output: str | Path,
+    model: str = "minilm",
+    first_stage: str | None = None,
+    config: RerankerConfig | None = None,
+    evaluation: Dataset | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
+    show_progress: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> RerankerResult:
+    """Train a cross-encoder on ``data``'s queries and qrels and save it to ``output``.
+
+    ``model`` initialises the cross-encoder (a bi-encoder, ideally the fine-tuned one, or an
+    existing cross-encoder); ``first_stage`` is the bi-encoder whose BM25+dense candidates give
+    the negatives (default: ``model``). With ``evaluation`` the reranker is compared with the
+    first stage on that split and both numbers go into the card (README.md and
+    ``vecdoctor_reranker.json``, whose ``helps`` says whether reranking beat the first stage).
+    The folder loads with :class:`vecdoctor.rerank.CrossEncoderReranker` (``--rerank DIR``).
+    """
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.finetune._retrieval import FirstStage
+
+    config = config or RerankerConfig()
+    _training.require_training_extras()
+    output = _training.check_output(Path(output), overwrite)
+    if not data.has_labels:
+        raise InputError(
+            f"dataset {data.name!r} has no queries and qrels; reranker training needs a labelled "
+            "split (qrels/<split>.tsv)"
+        )
+    first_stage = first_stage or model
+    stage = FirstStage(
+        data.corpus, Encoder(first_stage, device=config.device), show_progress=show_progress
+    )
+    candidates = stage.hybrid(data.queries, config.depth)
+    lists = training_lists(data, candidates, config)
+    ce, model_id = _load_cross_encoder(model, config)
+
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+
+    signature = {
+        "kind": "reranker",
+        "model": model_id,
+        "first_stage": first_stage,
+        "queries": len(lists),
+        "config": config.to_dict(),
+    }
+    checkpoint = _training.prepare_checkpoints(output, signature, resume)
+    folder = _training.checkpoint_dir(output)
+    dataset = _hf_dataset(lists, config.loss)
+    steps_per_epoch = -(-len(dataset) // config.batch_size)
+    args = CrossEncoderTrainingArguments(
+        per_device_train_batch_size=config.batch_size,
+        learning_rate_mapping={HEAD_PATTERN: config.head_learning_rate},
+        **_training.common_args(config, folder, show_progress, steps_per_epoch),
+    )
+    losses = _training.loss_logger()
+    start = time.perf_counter()
+    with _training.preserve_rng():
+        trainer = CrossEncoderTrainer(
+            model=ce,
+            args=args,
+            train_dataset=dataset,
+            loss=_loss(ce, config.loss),
+            callbacks=[losses, *callbacks],
+        )
+        _training.quiet_trainer(trainer, show_progress)
+        trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    resumed = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
+    logger.info("trained reranker from %s on %d queries in %.0f s", model_id, len(lists), seconds)
+
+    with atomic_dir(output) as tmp:
+        ce.save(str(tmp), create_model_card=False)
+        _training.record_max_length(tmp, config.max_length)
+        report = None
+        if evaluation is not None:
+            from vecdoctor.rerank import CrossEncoderReranker
+
+            same = [d.id for d in evaluation.corpus] == stage.ids
+            eval_stage = (
+                stage
+                if same
+                else FirstStage(evaluation.corpus, Encoder(first_stage, device=config.device))
+            )
+            results = evaluate_reranker(
+                CrossEncoderReranker(tmp, device=config.device), eval_stage, evaluation
+            )
+            first, reranked = (row["ndcg@10"] for row in results.values())
+            report = {
+                "data": f"{evaluation.name}/{evaluation.split}",
+                "metrics": ["ndcg@10"],
+                "results": results,
+                "helps": reranked > first,
+            }
+        result = RerankerResult(
+            output=output,
+            queries=len(lists),
+            steps=int(trainer.state.global_step),
+            train_seconds=round(seconds, 1),
+            resumed_from_step=resumed,
+            loss_history=losses.history,
+            evaluation=report,
+        )
+        write_json(
+            tmp / CARD_JSON,
+            {
+                "init_model": model_id,
+                "first_stage": first_stage,
+                "config": config.to_dict(),
+                "queries": len(lists),
+                "steps": result.steps,
+                "train_seconds": result.train_seconds,
+                "loss_history": losses.history,
+                "evaluation": report,
+            },
+        )
+        facts = {
+            "initialised from": model_id,
+            "first stage": first_stage,
+            "queries": len(lists),
+            "steps": result.steps,
+            "train seconds": result.train_seconds,
+        } | config.to_dict()
+        (tmp / "README.md").write_text(
+            _training.card_markdown("vecdoctor cross-encoder reranker", facts, report),
+            encoding="utf-8",
+        )
+    shutil.rmtree(folder, ignore_errors=True)
+    return result
