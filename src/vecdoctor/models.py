@@ -187,8 +187,13 @@ def _st_folder_info(path: Path) -> dict[str, object]:
     """Max length, default pooling and prompts from a sentence-transformers folder."""
     info: dict[str, object] = {"max_length": 512, "pooling": "mean", "query": "", "document": ""}
     sbert = path / "sentence_bert_config.json"
-    if sbert.exists():
-        info["max_length"] = int(json.loads(sbert.read_text()).get("max_seq_length", 512))
+    tok_cfg = path / "tokenizer_config.json"
+    sbert_len = json.loads(sbert.read_text()).get("max_seq_length") if sbert.exists() else None
+    tok_len = json.loads(tok_cfg.read_text()).get("model_max_length") if tok_cfg.exists() else None
+    if sbert_len:
+        info["max_length"] = int(sbert_len)
+    elif isinstance(tok_len, int) and 0 < tok_len <= 8192:  # sentence-transformers >= 6 keeps it here
+        info["max_length"] = tok_len
     else:
         cfg = path / "config.json"
         if cfg.exists():
