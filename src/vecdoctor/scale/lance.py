@@ -1,0 +1,441 @@
+"""A LanceDB table as a vecdoctor index: same Searcher, same pipeline, storage anywhere.
+
+One table holds a row per document (``id``, ``title``, ``text``, ``vector``, ``fingerprint``);
+its schema metadata holds the pipeline (encoder config, transform parameters, fingerprint). A
+fitted transform's arrays live in a companion table ``<name>__transform``. Full-text indexes
+on ``title`` and ``text`` serve the lexical half, vector search (exact, or IVF-PQ once
+:meth:`LanceIndex.create_vector_index` has run) the dense half, and :class:`~vecdoctor.search.
+Searcher` fuses them exactly as it does for the built-in index folder.
+
+Rows that the Searcher passes around are Lance row ids; a search fetches titles and texts with
+its results, so building hits needs no second read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.config import Precision
+from vecdoctor.data import Document
+from vecdoctor.errors import IncompatibleError, InputError, require
+from vecdoctor.index.store import Index
+from vecdoctor.scale import _rows
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TABLE = "documents"
+TRANSFORM_SUFFIX = "__transform"
+TEXT_COLUMNS = ("title", "text")
+_DOC_CACHE = 4096
+
+
+def _connect(uri: str | Path, storage_options: dict[str, str] | None = None) -> Any:
+    lancedb = require("lancedb", "scale")
+    return lancedb.connect(str(uri), storage_options=storage_options)  # type: ignore[attr-defined]
+
+
+def table_uri(uri: str | Path, table: str = DEFAULT_TABLE) -> str:
+    """Where LanceDB keeps ``table`` of the database at ``uri`` (what Ray writes to)."""
+    return f"{str(uri).rstrip('/')}/{table}.lance"
+
+
+def _check_documents(docs: Iterable[Document]) -> list[Document]:
+    out = list(docs)
+    for i, d in enumerate(out):
+        if not isinstance(d, Document):
+            raise TypeError(f"documents[{i}] is {type(d).__name__}; expected vecdoctor.data.Document")
+        if not isinstance(d.id, str) or not d.id:
+            raise InputError(f"documents[{i}] has an empty or non-string id {d.id!r}")
+    seen: set[str] = set()
+    dup = sorted({d.id for d in out if d.id in seen or seen.add(d.id)})  # type: ignore[func-returns-value]
+    if dup:
+        more = f" and {len(dup) - 5} more" if len(dup) > 5 else ""
+        raise InputError(f"duplicate document ids: {dup[:5]}{more}; ids must be unique")
+    return out
+
+
+def _has_table(db: Any, name: str) -> bool:
+    try:
+        db.open_table(name)
+    except (ValueError, FileNotFoundError):
+        return False
+    return True
+
+
+def _sql_list(ids: Sequence[str]) -> str:
+    return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
+
+
+class LanceDocs:
+    """``docs[row]`` for Lance row ids, served from the rows the last searches returned."""
+
+    def __init__(self, index: LanceIndex) -> None:
+        self._index = index
+        self._cache: OrderedDict[int, Document] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, table: Any) -> None:
+        rows = table.column("_rowid").to_pylist()
+        ids, titles, texts = (table.column(c).to_pylist() for c in ("id", "title", "text"))
+        with self._lock:
+            for row, *doc in zip(rows, ids, titles, texts, strict=True):
+                self._cache[int(row)] = Document(id=doc[0], title=doc[1] or "", text=doc[2] or "")
+                self._cache.move_to_end(int(row))
+            while len(self._cache) > _DOC_CACHE:
+                self._cache.popitem(last=False)
+
+    def __getitem__(self, row: int) -> Document:
+        with self._lock:
+            doc = self._cache.get(int(row))
+        if doc is not None:
+            return doc
+        table = (self._index.table.take_row_ids([int(row)]).with_row_id(True)
+                 .select(["id", *TEXT_COLUMNS]).to_arrow())
+        if table.num_rows == 0:
+            raise InputError(f"no row {row} in table {self._index.name!r}")
+        self.remember(table)
+        return self._cache[int(row)]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+class LanceFullText:
+    """The lexical retriever: LanceDB full-text search over title and text (BM25 scores)."""
+
+    def __init__(self, index: LanceIndex) -> None:
+        self._index = index
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        from lancedb.query import MultiMatchQuery
+
+        if k <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        table = (self._index.table.search(MultiMatchQuery(query, list(TEXT_COLUMNS)),
+                                          query_type="fts")
+                 .limit(int(k)).with_row_id(True).select(["id", *TEXT_COLUMNS, "_score"])
+                 .to_arrow())
+        self._index.docs.remember(table)
+        rows = np.asarray(table.column("_rowid").to_pylist(), dtype=np.int64)
+        scores = np.asarray(table.column("_score").to_pylist(), dtype=np.float32)
+        keep = scores > 0
+        return rows[keep], scores[keep]
+
+
+class LanceVectors:
+    """The dense retriever: inner-product search in LanceDB (exact, or through an ANN index)."""
+
+    precision = Precision.FLOAT32
+    ann_config = None
+
+    def __init__(self, index: LanceIndex, dim: int) -> None:
+        self._index = index
+        self._dim = int(dim)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def search(
+        self, queries: np.ndarray, k: int, rescore: bool = True, oversample: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` rows and inner products per query, ``(m, k)`` arrays padded with -1."""
+        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self._dim)
+        rows = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        index = self._index
+        for i, q in enumerate(queries):
+            query = (index.table.search(q, vector_column_name="vector").distance_type("dot")
+                     .limit(int(k)).with_row_id(True)
+                     .select(["id", *TEXT_COLUMNS, "_distance"]))
+            if index.exact or not index.has_vector_index:
+                query = query.bypass_vector_index()
+            else:
+                query = query.nprobes(index.nprobes)
+                if index.refine_factor:
+                    query = query.refine_factor(index.refine_factor)
+            table = query.to_arrow()
+            index.docs.remember(table)
+            n = table.num_rows
+            rows[i, :n] = table.column("_rowid").to_pylist()
+            scores[i, :n] = 1.0 - np.asarray(table.column("_distance").to_pylist())  # dot: 1 - q.x
+        return rows, scores
+
+
+class LanceIndex(Index):
+    """An :class:`~vecdoctor.index.store.Index` stored in a LanceDB table (local or object storage).
+
+    It reuses Index's pipeline handling (encoder checks, query embedding through the same
+    encoder and transform) and replaces its storage; ``Searcher(LanceIndex.load(uri))`` works
+    like ``Searcher(Index.load(folder))``. Open with :meth:`load`, create with :meth:`build`
+    (in this process) or :meth:`build_with_ray` (an actor pool writing straight to the table).
+    """
+
+    def __init__(  # the parent's __init__ builds in-memory storage, which this class replaces
+        self,
+        table: Any,
+        encoder_config: dict[str, Any],
+        transform: Any = None,
+        encoder: Any = None,
+        uri: str | None = None,
+        search_defaults: dict[str, Any] | None = None,
+        nprobes: int = 20,
+        refine_factor: int | None = None,
+        exact: bool = False,
+    ) -> None:
+        self.table = table
+        self.name = str(table.name)
+        self.uri = uri
+        self.encoder_config = dict(encoder_config)
+        self.transform = transform
+        self._encoder = encoder
+        self._encoder_lock = threading.Lock()
+        self.path = Path(uri) if uri is not None and "://" not in uri else None
+        self.oversample = 1.0
+        self.search_defaults = dict(search_defaults or {})  # Searcher validates them
+        self.nprobes = int(nprobes)
+        self.refine_factor = refine_factor
+        self.exact = bool(exact)
+        dim = int(table.schema.field("vector").type.list_size)
+        self.docs = LanceDocs(self)  # type: ignore[assignment]
+        self.bm25 = LanceFullText(self)  # type: ignore[assignment]
+        self.vectors = LanceVectors(self, dim)  # type: ignore[assignment]
+
+    # -- opening ----------------------------------------------------------------------------
+    @classmethod
+    def load(  # type: ignore[override]
+        cls,
+        uri: str | Path,
+        table: str = DEFAULT_TABLE,
+        storage_options: dict[str, str] | None = None,
+        **options: Any,
+    ) -> LanceIndex:
+        """Open ``table`` of the LanceDB database at ``uri``; ``options``: see the constructor."""
+        db = _connect(uri, storage_options)
+        try:
+            tbl = db.open_table(table)
+        except (ValueError, FileNotFoundError) as exc:
+            raise InputError(
+                f"{uri}: no table {table!r} ({exc}); build one with `vecdoctor lance-index`"
+            ) from None
+        raw = (tbl.schema.metadata or {}).get(_rows.PIPELINE_KEY)
+        if raw is None:
+            raise IncompatibleError(f"{uri}: table {table!r} holds no vecdoctor pipeline metadata")
+        meta = json.loads(raw)
+        transform = None
+        if meta.get("transform"):
+            transform = _load_transform(db, table, meta["encoder"].get("fingerprint"))
+        return cls(tbl, meta["encoder"], transform, uri=str(uri),
+                   search_defaults=meta.get("search"), **options)
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(  # type: ignore[override]
+        cls,
+        corpus: Iterable[Document],
+        uri: str | Path,
+        encoder: Any = "minilm",
+        transform: Any = None,
+        table: str = DEFAULT_TABLE,
+        overwrite: bool = False,
+        chunk: int = 4096,
+        storage_options: dict[str, str] | None = None,
+        show_progress: bool = False,
+    ) -> LanceIndex:
+        """Encode ``corpus`` in this process and write it as ``table`` of the database at ``uri``."""
+        from vecdoctor.scale.ray_encode import _encoder
+        from vecdoctor.scale.ray_encode import _load_transform as resolve_transform
+
+        docs = _check_documents(corpus)
+        if not docs:
+            raise InputError("the corpus is empty; an index needs at least one document")
+        enc = _encoder(encoder)
+        fitted = resolve_transform(transform, enc)
+        fingerprint = _rows.pipeline_fingerprint(enc, fitted)
+        dim = int(fitted.output_dim if fitted is not None else enc.dimension)
+        meta = _rows.describe(enc, fitted, fingerprint, dim)
+        db = _connect(uri, storage_options)
+        if not overwrite and _has_table(db, table):
+            raise InputError(
+                f"{uri}: table {table!r} already exists; pass overwrite=True (--overwrite) to "
+                "replace it, or choose another table name"
+            )
+        tbl = db.create_table(table, schema=_rows.schema(dim, True, meta),
+                              mode="overwrite" if overwrite else "create")
+        index = cls(tbl, meta["encoder"], fitted, enc, uri=str(uri))
+        if fitted is not None:
+            _save_transform(db, table, fitted)
+        for start in range(0, len(docs), chunk):
+            index._append(docs[start : start + chunk], fingerprint, show_progress)
+        index.create_text_index()
+        logger.info("wrote %d documents to LanceDB table %s at %s", len(docs), table, uri)
+        return index
+
+    @classmethod
+    def build_with_ray(
+        cls,
+        source: Any,
+        uri: str | Path,
+        encoder: Any = "minilm",
+        transform: Any = None,
+        table: str = DEFAULT_TABLE,
+        storage_options: dict[str, str] | None = None,
+        **ray_options: Any,
+    ) -> LanceIndex:
+        """Encode ``source`` on Ray straight into the table (resumable: see ``encode_corpus``).
+
+        ``ray_options``: ``workers``, ``batch_size``, ``address``, ``retries``, ...
+        """
+        from vecdoctor.scale.ray_encode import _encoder, encode_corpus
+        from vecdoctor.scale.ray_encode import _load_transform as resolve_transform
+
+        enc = _encoder(encoder)
+        fitted = resolve_transform(transform, enc)
+        db = _connect(uri, storage_options)
+        if fitted is not None:
+            _save_transform(db, table, fitted)
+        encode_corpus(source, table_uri(uri, table), enc, fitted, keep_text=True, **ray_options)
+        index = cls.load(uri, table, storage_options)
+        index.use_encoder(enc)
+        index.create_text_index()
+        return index
+
+    def _append(self, docs: list[Document], fingerprint: str, show_progress: bool) -> None:
+        import pyarrow as pa
+
+        vectors = self.embed_documents([d.content for d in docs], show_progress=show_progress)
+        batch = pa.table({"id": [d.id for d in docs], "title": [d.title for d in docs],
+                          "text": [d.text for d in docs]})
+        self.table.add(_rows.output_table(batch, vectors, fingerprint, keep_text=True))
+
+    def create_text_index(self) -> None:
+        """(Re)build the full-text indexes on title and text (English stemming, stopwords)."""
+        for column in TEXT_COLUMNS:
+            self.table.create_fts_index(column, replace=True, language="English", stem=True,
+                                        remove_stop_words=True, lower_case=True)
+
+    def create_vector_index(
+        self,
+        num_partitions: int | None = None,
+        num_sub_vectors: int | None = None,
+        nprobes: int = 20,
+        refine_factor: int | None = None,
+    ) -> None:
+        """Build an IVF-PQ index for approximate dense search (inner product).
+
+        ``nprobes`` partitions are searched per query; ``refine_factor`` re-ranks that many
+        times k candidates with the stored float vectors.
+        """
+        self.table.create_index(metric="dot", index_type="IVF_PQ", vector_column_name="vector",
+                                num_partitions=num_partitions, num_sub_vectors=num_sub_vectors,
+                                replace=True)
+        self.nprobes, self.refine_factor = int(nprobes), refine_factor
+
+    @property
+    def has_vector_index(self) -> bool:
+        return any("vector" in i.columns for i in self.table.list_indices())
+
+    # -- documents --------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.table.count_rows())
+
+    def __contains__(self, doc_id: object) -> bool:
+        if not isinstance(doc_id, str):
+            return False
+        return bool(self.table.count_rows(f"id = {_sql_list([doc_id])}"))
+
+    def row(self, doc_id: str) -> int:
+        found = (self.table.search().where(f"id = {_sql_list([doc_id])}").with_row_id(True)
+                 .select(["id", *TEXT_COLUMNS]).limit(1).to_arrow())
+        if found.num_rows == 0:
+            raise InputError(f"no document with id {doc_id!r} in table {self.name!r}")
+        self.docs.remember(found)
+        return int(found.column("_rowid")[0].as_py())
+
+    def add(self, docs: Iterable[Document], show_progress: bool = False) -> None:
+        """Encode and append ``docs``; an id already in the table is an error."""
+        new = _check_documents(docs)
+        if not new:
+            return
+        taken = self.table.search().where(f"id IN ({_sql_list([d.id for d in new])})") \
+            .select(["id"]).limit(len(new)).to_arrow().column("id").to_pylist()
+        if taken:
+            raise InputError(f"documents already in the index: {taken[:5]}; "
+                             "delete them first or use new ids")
+        fingerprint = _rows.pipeline_fingerprint(self.encoder, self.transform)
+        self._append(new, fingerprint, show_progress)
+        self.table.optimize()  # folds the new rows into the full-text indexes
+
+    def delete(self, ids: Iterable[str]) -> None:
+        if isinstance(ids, str):
+            raise TypeError("ids must be a list of ids, not one string; wrap it: [doc_id]")
+        ids = list(ids)
+        if ids:
+            self.table.delete(f"id IN ({_sql_list(ids)})")
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Nothing to do: every change is committed to the table when it is made."""
+        raise InputError(
+            "a LanceIndex is saved as it is built; to copy it to a folder, build an Index from "
+            "the same corpus with `vecdoctor index`"
+        )
+
+    def config(self) -> dict[str, Any]:
+        raw = (self.table.schema.metadata or {}).get(_rows.PIPELINE_KEY)
+        meta = json.loads(raw) if raw else {}
+        return {
+            "class": "LanceIndex",
+            "uri": self.uri,
+            "table": self.name,
+            **meta,
+            "counts": {"documents": len(self)},
+            "vector_index": self.has_vector_index,
+        }
+
+    def __repr__(self) -> str:
+        return (f"LanceIndex({self.uri!r}, table={self.name!r}, model={self.model_id!r}, "
+                f"dim={self.dim})")
+
+
+# -- the transform's arrays, in a companion table -------------------------------------------
+def _save_transform(db: Any, table: str, transform: Any) -> None:
+    import pyarrow as pa
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "transform"
+        transform.save(folder)
+        files = sorted(p for p in folder.iterdir() if p.is_file())
+        data = pa.table({"file": [p.name for p in files],
+                         "data": pa.array([p.read_bytes() for p in files], pa.binary())})
+    db.create_table(table + TRANSFORM_SUFFIX, data=data, mode="overwrite")
+
+
+def _load_transform(db: Any, table: str, fingerprint: str | None) -> Any:
+    from vecdoctor.transform import load_transform
+
+    try:
+        rows = db.open_table(table + TRANSFORM_SUFFIX).to_arrow()
+    except (ValueError, FileNotFoundError):
+        raise InputError(
+            f"table {table!r} names a fitted transform but {table + TRANSFORM_SUFFIX!r} is "
+            "missing; rebuild the table"
+        ) from None
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in zip(rows.column("file").to_pylist(), rows.column("data").to_pylist(),
+                              strict=True):
+            if Path(name).name != name:
+                raise InputError(f"{table + TRANSFORM_SUFFIX}: bad file name {name!r}")
+            (Path(tmp) / name).write_bytes(data)
+        return load_transform(tmp, fingerprint=fingerprint)

@@ -1,0 +1,342 @@
+"""Distributed encoding on Ray Data: read a corpus, encode it in an actor pool, write vectors.
+
+Each actor builds the Encoder (and holds the fitted transform) once, then encodes the batches
+it is given. Output is either a folder of Parquet files or a Lance dataset; both hold one row
+per document: ``id``, ``vector`` (float32, fixed size) and the pipeline ``fingerprint``.
+
+Resuming and retries: before a run, the ids already in the output are read and dropped from
+the input, so a re-run encodes only what is missing. A batch that raises is retried inside its
+actor; a batch whose worker dies is re-run by Ray. A Parquet part is named after the ids it
+holds and written to a temporary name first, so a re-run of the same batch replaces its file
+instead of adding one; Lance fragments become visible only when the driver commits them, so
+the fragments of a failed attempt are never part of the table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.errors import IncompatibleError, InputError, require
+from vecdoctor.scale import _rows
+
+logger = logging.getLogger(__name__)
+
+IO_CPUS = 0.25  # reading, filtering and writing hardly use a core; leave the rest to encoders
+COMMIT_EVERY = 16  # Lance fragments per commit: how much work a crash can lose
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    """What one run did: ``encoded`` new rows, ``skipped`` rows already in the output."""
+
+    output: str
+    encoded: int
+    skipped: int
+    total: int
+    dimension: int
+    fingerprint: str
+    workers: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["docs_per_second"] = round(self.encoded / self.seconds, 1) if self.seconds > 0 else None
+        return out
+
+
+# -- the actor ------------------------------------------------------------------------------
+class EncodeActor:
+    """Ray Data callable class: one Encoder per actor, applied to every batch it receives.
+
+    Subclass it to change the per-batch work (the subclass must be importable on workers).
+    """
+
+    def __init__(
+        self,
+        encoder_config: dict[str, Any],
+        fingerprint: str,
+        transform: Any = None,
+        batch_size: int = 32,
+        retries: int = 2,
+        keep_text: bool = False,
+    ) -> None:
+        from vecdoctor.encode.encoder import Encoder
+
+        self.encoder = Encoder.from_config(encoder_config, batch_size=batch_size)
+        if self.encoder.fingerprint != encoder_config.get("fingerprint", self.encoder.fingerprint):
+            raise IncompatibleError(
+                f"this worker builds encoder {self.encoder.fingerprint} from the config, but the "
+                f"driver's is {encoder_config['fingerprint']}; install the same model and "
+                "vecdoctor version on every node"
+            )
+        self.transform = transform
+        self.fingerprint = fingerprint
+        self.retries = int(retries)
+        self.keep_text = bool(keep_text)
+
+    def encode(self, contents: list[str]) -> np.ndarray:
+        vectors = self.encoder.encode_documents(contents)
+        if self.transform is not None:
+            vectors = self.transform.transform(vectors, fingerprint=self.encoder.fingerprint)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def __call__(self, batch: Any) -> Any:
+        contents = _rows.contents(batch)
+        for attempt in range(self.retries + 1):
+            try:
+                vectors = self.encode(contents)
+                break
+            except Exception:
+                if attempt == self.retries:
+                    raise
+                logger.warning(
+                    "encoding a batch of %d documents failed (attempt %d of %d); retrying",
+                    len(contents), attempt + 1, self.retries + 1, exc_info=True,
+                )
+        return _rows.output_table(batch, vectors, self.fingerprint, self.keep_text)
+
+
+# -- helpers run as Ray tasks ---------------------------------------------------------------
+def _drop_written(batch: Any, written: np.ndarray) -> Any:
+    if len(written) == 0 or batch.num_rows == 0:
+        return batch
+    keys = _rows.id_keys(batch.column("id").to_pylist())
+    import pyarrow as pa
+
+    return batch.filter(pa.array(~np.isin(keys, written)))
+
+
+def _write_part(batch: Any, target: dict[str, Any]) -> Any:
+    import pyarrow as pa
+
+    if batch.num_rows == 0:
+        return pa.table({"part": pa.array([], pa.string()), "rows": pa.array([], pa.int64())})
+    if target["format"] == "lance":
+        from lance.fragment import write_fragments
+
+        schema = target["schema"]
+        fragments = write_fragments(batch.cast(schema), target["uri"], schema=schema)
+        parts = [json.dumps(f.to_json()) for f in fragments]
+    else:
+        parts = [_rows.write_parquet_part(batch, target["uri"])]
+    return pa.table({"part": parts, "rows": [batch.num_rows] + [0] * (len(parts) - 1)})
+
+
+# -- the driver -----------------------------------------------------------------------------
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """Use the Ray connection this process has, else start one (local without ``address``).
+
+    A connection started here is shut down on exit; one that existed before is left alone.
+    """
+    ray = require("ray", "scale")
+    if ray.is_initialized():  # type: ignore[attr-defined]
+        yield ray
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address is None:
+        kwargs["num_cpus"] = num_cpus
+    else:
+        kwargs["address"] = address
+    ray.init(**kwargs)  # type: ignore[attr-defined]
+    try:
+        yield ray
+    finally:
+        ray.shutdown()  # type: ignore[attr-defined]
+
+
+def read_source(source: Any) -> Any:
+    """A Ray Dataset of ``id``, ``title``, ``text`` from a BEIR corpus (JSONL/Parquet) or a Dataset.
+
+    ``source``: a ``corpus.jsonl[.gz]`` file, a ``.parquet`` file, a folder holding either
+    (a BEIR folder with ``corpus.jsonl[.gz]``, or Parquet files), a list of such paths, an
+    object-storage URI (``s3://...``), or a ``ray.data.Dataset``.
+    """
+    import ray.data
+
+    if isinstance(source, ray.data.Dataset):
+        ds = source
+    else:
+        paths, kind = _rows.resolve_source(source)
+        if kind == "parquet":
+            ds = ray.data.read_parquet(paths, num_cpus=IO_CPUS)
+        else:
+            ds = ray.data.read_json(paths, lines=True, num_cpus=IO_CPUS)
+    return ds.map_batches(_rows.normalise, batch_format="pyarrow", num_cpus=IO_CPUS)
+
+
+def _encoder(encoder: Any) -> Any:
+    from vecdoctor.encode.encoder import Encoder
+
+    if isinstance(encoder, str):
+        return Encoder(encoder)
+    if isinstance(encoder, dict):
+        return Encoder.from_config(encoder)
+    return encoder
+
+
+def _load_transform(transform: Any, encoder: Any) -> Any:
+    if transform is None or not isinstance(transform, (str, Path)):
+        if transform is not None:
+            transform.check_compatible(encoder)
+        return transform
+    from vecdoctor.transform import load_transform
+
+    return load_transform(transform, fingerprint=encoder.fingerprint, dim=encoder.dimension)
+
+
+def _actor_stage(
+    ds: Any, encoder: Any, fingerprint: str, transform: Any, workers: int, batch_size: int,
+    cpus_per_worker: float, retries: int, keep_text: bool, actor_cls: type,
+) -> Any:
+    import ray.data
+
+    config = {**encoder.config(), "fingerprint": encoder.fingerprint}
+    return ds.map_batches(
+        actor_cls,
+        fn_constructor_kwargs={
+            "encoder_config": config,
+            "fingerprint": fingerprint,
+            "transform": transform,
+            "batch_size": encoder.batch_size,
+            "retries": retries,
+            "keep_text": keep_text,
+        },
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cpus_per_worker,  # Ray Data restarts dead actors and re-runs their batches
+    )
+
+
+def _check_run(workers: int, batch_size: int, retries: int) -> None:
+    for name, value, low in (("workers", workers, 1), ("batch_size", batch_size, 1),
+                             ("retries", retries, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def encode_corpus(
+    source: Any,
+    output: str | Path,
+    encoder: Any = "minilm",
+    transform: Any = None,
+    workers: int = 1,
+    batch_size: int = 256,
+    address: str | None = None,
+    cpus_per_worker: float = 1.0,
+    retries: int = 2,
+    keep_text: bool = False,
+    actor_cls: type = EncodeActor,
+) -> EncodeResult:
+    """Encode ``source`` on Ray into ``output`` and return what was done.
+
+    Args:
+        source: see :func:`read_source`.
+        output: a folder of Parquet parts, or a Lance dataset when it ends in ``.lance``
+            (local path or object-storage URI). An existing output is resumed: its ids are
+            skipped; it must have been written by the same pipeline (same fingerprint).
+        encoder: an Encoder, a model name or an ``Encoder.config()`` dict; each actor
+            rebuilds it from its config.
+        transform: a fitted Whitening/AllButTheTop (or its folder), applied in the actors.
+        workers: encoder actors; ``batch_size``: documents per Ray batch.
+        address: a Ray cluster address; ``None`` uses this process's Ray connection, or
+            starts a local one for the duration of the call.
+        retries: times a failing batch is re-encoded before the job fails.
+        keep_text: also write ``title`` and ``text`` (what a LanceDB table needs).
+    """
+    _check_run(workers, batch_size, retries)
+    enc = _encoder(encoder)
+    fitted = _load_transform(transform, enc)
+    fingerprint = _rows.pipeline_fingerprint(enc, fitted)
+    dim = int(fitted.output_dim if fitted is not None else enc.dimension)
+    target = _rows.prepare_output(str(output), enc, fitted, fingerprint, dim, keep_text)
+    start = time.perf_counter()
+    with ray_session(address):
+        written = _rows.written_ids(target)
+        keys = np.unique(_rows.id_keys(written))
+        ds = read_source(source)
+        total = ds.count()
+        todo = ds.map_batches(_drop_written, fn_kwargs={"written": keys},
+                              batch_format="pyarrow", num_cpus=IO_CPUS)
+        vectors = _actor_stage(todo, enc, fingerprint, fitted, workers, batch_size,
+                               cpus_per_worker, retries, keep_text, actor_cls)
+        parts = vectors.map_batches(_write_part, fn_kwargs={"target": target},
+                                    batch_format="pyarrow", batch_size=None, num_cpus=IO_CPUS)
+        encoded = _collect(parts, target)
+    seconds = time.perf_counter() - start
+    skipped = total - encoded
+    logger.info("encoded %d documents (%d already written) into %s in %.1f s",
+                encoded, skipped, output, seconds)
+    return EncodeResult(str(output), encoded, skipped, total, dim, fingerprint, workers, seconds)
+
+
+def _collect(parts: Any, target: dict[str, Any]) -> int:
+    """Drive the pipeline; for Lance, commit fragments every :data:`COMMIT_EVERY`."""
+    encoded = 0
+    pending: list[str] = []
+    for block in parts.iter_batches(batch_size=None, batch_format="pyarrow"):
+        encoded += int(np.sum(block.column("rows").to_numpy())) if block.num_rows else 0
+        if target["format"] == "lance":
+            pending += block.column("part").to_pylist()
+            if len(pending) >= COMMIT_EVERY:
+                _rows.commit_fragments(target["uri"], pending)
+                pending = []
+    if pending:
+        _rows.commit_fragments(target["uri"], pending)
+    return encoded
+
+
+def fit_transform(
+    source: Any,
+    encoder: Any = "minilm",
+    kind: str = "whitening",
+    sample: int = 10_000,
+    seed: int = 0,
+    workers: int = 1,
+    batch_size: int = 256,
+    address: str | None = None,
+    **params: Any,
+) -> Any:
+    """Fit whitening or all-but-the-top on a random sample of ``source`` drawn and encoded by Ray.
+
+    ``sample`` documents (about; Ray samples each row with the same probability, seeded) are
+    encoded by the actor pool and the transform is fitted on the driver; pass the result to
+    :func:`encode_corpus` to apply it in the actors. ``params`` go to the transform.
+    """
+    from vecdoctor.transform import AllButTheTop, Whitening
+
+    classes = {"whitening": Whitening, "all-but-the-top": AllButTheTop, "abtt": AllButTheTop}
+    if kind not in classes:
+        raise InputError(f"unknown transform {kind!r}; valid values: {', '.join(classes)}")
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 2:
+        raise InputError(f"sample must be an integer >= 2, got {sample!r}")
+    _check_run(workers, batch_size, 0)
+    enc = _encoder(encoder)
+    with ray_session(address):
+        ds = read_source(source)
+        total = ds.count()
+        if total > sample:
+            ds = ds.random_sample(min(1.0, 1.2 * sample / total), seed=seed).limit(sample)
+        out = _actor_stage(ds, enc, enc.fingerprint, None, workers, batch_size, 1.0, 2, False,
+                           EncodeActor)
+        vectors = np.concatenate(
+            [_rows.vector_matrix(b.column("vector"))
+             for b in out.iter_batches(batch_size=None, batch_format="pyarrow")]
+        )
+    logger.info("fitting %s on %d sampled documents of %d", kind, len(vectors), total)
+    return classes[kind](**params).fit(vectors, fingerprint=enc.fingerprint, model_id=enc.model_id)
+
+
+def read_vectors(output: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
+    """Ids, vectors and the pipeline description of an output written by :func:`encode_corpus`."""
+    return _rows.read_output(str(output))
