@@ -98,14 +98,22 @@ def base_config(obj: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 def read_config(folder: str | Path, expected_class: str | tuple[str, ...]) -> dict[str, Any]:
     """Read and check ``folder/config.json`` of a saved fitted object."""
-    from vecdoctor.io import read_json
+    from vecdoctor.io import read_json, safe_child
 
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder; pass the folder written by save()")
-    config = read_json(folder / CONFIG)
+    config = read_json(safe_child(folder, CONFIG))
     if not isinstance(config, dict) or "class" not in config or "dim" not in config:
         raise InputError(f"{folder / CONFIG}: not a vecdoctor saved object (no 'class'/'dim')")
+    dim = config["dim"]
+    if not isinstance(config["class"], str) or isinstance(dim, bool) or not isinstance(dim, int):
+        raise InputError(
+            f"{folder / CONFIG}: 'class' must be a string and 'dim' an integer, got "
+            f"{config['class']!r} and {dim!r}; save the object again"
+        )
+    if dim < 1:
+        raise InputError(f"{folder / CONFIG}: 'dim' must be >= 1, got {dim}; save it again")
     names = (expected_class,) if isinstance(expected_class, str) else expected_class
     if config["class"] not in names:
         raise IncompatibleError(

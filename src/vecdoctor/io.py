@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -14,6 +16,71 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+_DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EFBIG: "the file size limit was reached",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
+
+
+def _write_error(target: Path, exc: OSError) -> InputError:
+    """A clear error for a failed write; the previous version of ``target`` is untouched."""
+    reason = _DISK_ERRORS.get(exc.errno or 0, exc.strerror or str(exc))
+    return InputError(
+        f"{target}: could not be written ({reason}: {exc.filename or target}); "
+        "the previous version is unchanged; free space or choose another output folder"
+    )
+
+
+def _temp_prefix(name: str) -> str:
+    """Temporary siblings carry the writer's pid, so a later writer can remove a dead one's."""
+    return f".{name}.{os.getpid()}."
+
+
+def _sweep_stale(parent: Path, name: str) -> None:
+    """Remove temporary siblings of ``name`` left by writers that were killed mid-write."""
+    prefix = f".{name}."
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        parts = entry.name[len(prefix) :].split(".")  # PID.RANDOM.tmp, RANDOM has no dots
+        if len(parts) != 3 or parts[2] != "tmp" or not parts[0].isdigit():
+            continue
+        pid_text = parts[0]
+        if int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # the writer is alive
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        logger.info("removing %s left by an interrupted write", entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (children before parents)."""
+    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(Path(dirpath))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -33,8 +100,12 @@ def _umask() -> int:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale(path.parent, path.name)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -43,9 +114,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() would give, not mkstemp's 0600
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+            raise _write_error(path, exc) from None
         raise
 
 
@@ -84,7 +157,9 @@ def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
         raise InputError(f"{path}: file not found; the saved folder is incomplete")
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001
+        # a damaged header reaches numpy's literal parser, which fails with SyntaxError,
+        # tokenize.TokenError, TypeError, MemoryError...: all mean the same to the caller
         raise InputError(f"{path}: cannot be read ({exc}); the file is truncated or corrupt") from None
 
 
@@ -117,24 +192,37 @@ def _exchange(a: Path, b: Path) -> None:
 def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``target`` in one rename.
 
-    If the block raises (or the process dies), ``target`` is left exactly as it was.
+    If the block raises (or the process dies), ``target`` is left exactly as it was. A full
+    disk, a size limit or a read-only folder becomes an :class:`InputError` saying so.
+    Temporary folders left by writers killed mid-write are removed on the next write.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from None
     if target.exists() and not target.is_dir():
         raise InputError(f"{target}: exists and is not a folder")
     if target.exists() and not overwrite:
         raise InputError(f"{target}: already exists; pass overwrite=True or choose another path")
     if not os.access(target.parent, os.W_OK):
         raise InputError(f"{target.parent}: folder is not writable")
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    tmp.chmod(0o777 & ~_umask())
+    _sweep_stale(target.parent, target.name)
     try:
-        yield tmp
-        for f in tmp.iterdir():
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
+        tmp = Path(
+            tempfile.mkdtemp(dir=target.parent, prefix=_temp_prefix(target.name), suffix=".tmp")
+        )
+        tmp.chmod(0o777 & ~_umask())
+    except OSError as exc:
+        raise _write_error(target, exc) from None
+    try:
+        try:
+            yield tmp
+            _fsync_tree(tmp)
+        except OSError as exc:
+            if exc.errno in _DISK_ERRORS:
+                raise _write_error(target, exc) from None
+            raise
         if target.exists():
             _exchange(tmp, target)  # tmp now holds the old version
             _fsync_dir(target.parent)

@@ -188,16 +188,16 @@ def _st_folder_info(path: Path) -> dict[str, object]:
     info: dict[str, object] = {"max_length": 512, "pooling": "mean", "query": "", "document": ""}
     sbert = path / "sentence_bert_config.json"
     tok_cfg = path / "tokenizer_config.json"
+    cfg = path / "config.json"
     sbert_len = json.loads(sbert.read_text()).get("max_seq_length") if sbert.exists() else None
     tok_len = json.loads(tok_cfg.read_text()).get("model_max_length") if tok_cfg.exists() else None
+    positions = json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.exists() else None
     if sbert_len:
         info["max_length"] = int(sbert_len)
     elif isinstance(tok_len, int) and 0 < tok_len <= 8192:  # sentence-transformers >= 6 keeps it here
         info["max_length"] = tok_len
-    else:
-        cfg = path / "config.json"
-        if cfg.exists():
-            info["max_length"] = min(int(json.loads(cfg.read_text()).get("max_position_embeddings", 512)), 512)
+    if isinstance(positions, int) and positions > 0:
+        info["max_length"] = min(int(info["max_length"]), positions)  # type: ignore[call-overload]
     pooling = path / "1_Pooling" / "config.json"
     if pooling.exists():
         p = json.loads(pooling.read_text())

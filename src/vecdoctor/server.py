@@ -4,11 +4,22 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)
 
 Requests are validated with pydantic; a value over a limit gets a 422 that names the field
-and the limit, a body over ``max_body_bytes`` a 413. Errors never carry stack traces. The
-searcher is shared by the worker threads and is safe to call concurrently.
+and the limit, a body over ``max_body_bytes`` a 413 (whether or not it declares its length).
+Errors never carry stack traces. The searcher is shared by the worker threads and is safe to
+call concurrently.
+
+Production guards (:class:`_Guard`, one ASGI layer in front of the app):
+
+- ``api_key``: every path except ``/health`` needs ``Authorization: Bearer KEY`` or
+  ``X-API-Key: KEY`` (compared in constant time); otherwise 401.
+- ``max_in_flight``: requests being served at once (``/health`` excluded); one more gets a 503
+  with ``Retry-After`` at once instead of waiting in a queue.
+- one log line per request (logger ``vecdoctor.server.access``): method, path, status,
+  milliseconds, body bytes, client address.
 """
 
 import base64
+import hmac
 import logging
 import threading
 import time
@@ -22,6 +33,9 @@ import numpy as np
 from vecdoctor.errors import InputError, VecdoctorError
 
 logger = logging.getLogger(__name__)
+access_logger = logging.getLogger(__name__ + ".access")
+
+OPEN_PATHS = frozenset({"/health"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,8 @@ class ServerLimits:
     max_batch: int = 256
     max_input_chars: int = 20_000
     max_body_bytes: int = 4 * 1024 * 1024
+    max_in_flight: int = 64
+    retry_after_s: int = 1
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -74,6 +90,144 @@ class _Stats:
             }
 
 
+class _BodyTooLarge(Exception):
+    pass
+
+
+class _Guard:
+    """ASGI layer: API key, body-size limit, in-flight limit, access log and statistics.
+
+    The body is read here (up to ``max_body_bytes``) and replayed to the app, so a chunked
+    request without ``Content-Length`` is held to the same limit as one that declares it.
+    """
+
+    def __init__(
+        self, app: Any, limits: ServerLimits, api_key: str | None, stats: "_Stats"
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.stats = stats
+        self.in_flight = 0  # only touched from the event loop thread
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        if self.api_key is None:
+            return True
+        given = headers.get(b"x-api-key")
+        auth = headers.get(b"authorization", b"")
+        if given is None and auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        return given is not None and hmac.compare_digest(given, self.api_key)
+
+    async def _read_body(self, receive: Any) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+        body_bytes = [0]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        path = scope.get("path", "")
+        try:
+            await self._dispatch(scope, receive, send_status, path, body_bytes)
+        finally:
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.stats.record(f"{scope.get('method', '?')} {route}", status[0], seconds)
+            client = scope.get("client") or ("-", 0)
+            access_logger.info(
+                "%s %s %d %.1fms %dB %s",
+                scope.get("method", "?"),
+                path,
+                status[0],
+                seconds * 1000,
+                body_bytes[0],
+                client[0],
+            )
+
+    async def _dispatch(
+        self, scope: Any, receive: Any, send: Any, path: str, body_bytes: list[int]
+    ) -> None:
+        from starlette.responses import JSONResponse
+
+        headers = dict(scope.get("headers") or [])
+        if path not in OPEN_PATHS and not self._authorised(headers):
+            response = JSONResponse(
+                status_code=401,
+                content={
+                    "detail": "missing or wrong API key; send the header "
+                    "'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+                },
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        too_large = JSONResponse(
+            status_code=413,
+            content={
+                "detail": "request body exceeds "
+                f"max_body_bytes={self.limits.max_body_bytes}; send a smaller request"
+            },
+        )
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
+            await too_large(scope, receive, send)
+            return
+        if path not in OPEN_PATHS and self.in_flight >= self.limits.max_in_flight:
+            busy = JSONResponse(
+                status_code=503,
+                content={
+                    "detail": f"server busy: {self.in_flight} requests in flight "
+                    f"(max_in_flight={self.limits.max_in_flight}); retry after "
+                    f"{self.limits.retry_after_s} s"
+                },
+                headers={"Retry-After": str(self.limits.retry_after_s)},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            try:
+                body = await self._read_body(receive)
+            except _BodyTooLarge:
+                await too_large(scope, receive, send)
+                return
+            body_bytes[0] = len(body)
+            replayed = False
+
+            async def replay() -> Any:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+        finally:
+            self.in_flight -= 1
+
+
 def _folder_bytes(path: Path | None) -> int | None:
     if path is None:
         return None
@@ -85,11 +239,13 @@ def create_app(
     limits: ServerLimits | None = None,
     rerankers: dict[str, Any] | None = None,
     warmup: bool = True,
+    api_key: str | None = None,
 ) -> Any:
     """Build the FastAPI app over an index folder, an Index, or a Searcher.
 
     Args:
         limits: request limits (:class:`ServerLimits`).
+        api_key: when set, every path but ``/health`` needs it (see the module docstring).
         rerankers: names clients may ask for in ``rerank`` mapped to a reranker object or a
             cross-encoder folder; ``maxsim`` is always available. Clients never pass paths.
         warmup: load the encoder and encode one query before serving.
@@ -175,28 +331,6 @@ def create_app(
         version=__version__,
         description="Hybrid BM25 + dense search over a vecdoctor index.",
     )
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
-            return JSONResponse(
-                status_code=413,
-                content={
-                    "detail": f"request body of {length} bytes exceeds "
-                    f"max_body_bytes={limits.max_body_bytes}"
-                },
-            )
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            stats.record(f"{request.method} {path}", status, time.perf_counter() - start)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -306,6 +440,9 @@ def create_app(
             **stats.snapshot(),
         }
 
+    if api_key is not None and not api_key.strip():
+        raise InputError("api_key is empty; pass a non-empty key or None for no key")
+    app.add_middleware(_Guard, limits=limits, api_key=api_key, stats=stats)
     app.state.searcher = searcher
     app.state.limits = limits
     return app
@@ -318,9 +455,33 @@ def serve(
     log_level: str = "info",
     limits: ServerLimits | None = None,
     rerankers: dict[str, Any] | None = None,
+    api_key: str | None = None,
 ) -> None:
-    """Run the app with uvicorn until interrupted."""
-    import uvicorn
+    """Run the app with uvicorn until interrupted.
 
-    app = create_app(index, limits=limits, rerankers=rerankers)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn's own access log is replaced by the one line per request of
+    ``vecdoctor.server.access`` (with timing), printed through uvicorn's handler.
+    """
+    import copy
+
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    if host not in {"127.0.0.1", "localhost", "::1"} and not api_key:
+        logger.warning("serving on %s without an API key; anyone who can reach it can search", host)
+    app = create_app(index, limits=limits, rerankers=rerankers, api_key=api_key)
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"]["vecdoctor"] = {
+        "handlers": ["default"],
+        "level": log_level.upper(),
+        "propagate": False,
+    }
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        log_config=log_config,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )

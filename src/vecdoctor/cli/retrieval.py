@@ -175,6 +175,22 @@ def serve_command(
     max_batch: int = typer.Option(
         256, "--max-batch", help="Most inputs per /v1/embeddings request"
     ),
+    max_body_bytes: int = typer.Option(
+        4 * 1024 * 1024, "--max-body-bytes", help="Larger request bodies get 413"
+    ),
+    queue_limit: int = typer.Option(
+        64,
+        "--queue-limit",
+        help="Requests served at once; one more gets 503 with Retry-After (/health excluded)",
+    ),
+    api_key: str = typer.Option(
+        None,
+        "--api-key",
+        envvar="VECDOCTOR_API_KEY",
+        help="Require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on every path but "
+        "/health (prefer the VECDOCTOR_API_KEY variable: arguments show in `ps`)",
+        show_envvar=True,
+    ),
 ) -> None:
     """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /docs."""
     from vecdoctor.errors import InputError, require
@@ -193,5 +209,15 @@ def serve_command(
         from vecdoctor.rerank import CrossEncoderReranker
 
         named[name] = CrossEncoderReranker(folder)
-    limits = ServerLimits(max_k=max_k, max_query_chars=max_query_chars, max_batch=max_batch)
-    serve(Index.load(index), host=host, port=port, limits=limits, rerankers=named)
+    limits = ServerLimits(
+        max_k=max_k,
+        max_query_chars=max_query_chars,
+        max_batch=max_batch,
+        max_body_bytes=max_body_bytes,
+        max_in_flight=queue_limit,
+    )
+    if api_key is not None and not api_key.strip():
+        raise InputError("--api-key / VECDOCTOR_API_KEY is empty; set a key or unset it")
+    serve(
+        Index.load(index), host=host, port=port, limits=limits, rerankers=named, api_key=api_key
+    )

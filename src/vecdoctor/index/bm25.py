@@ -172,16 +172,53 @@ class BM25Index:
 
         folder = Path(folder)
         meta = read_json(safe_child(folder, "config.json"))
-        if meta.get("class") != "BM25Index":
-            raise IncompatibleError(
-                f"{folder}: not a BM25 index folder (class {meta.get('class')!r})"
-            )
-        index = cls(BM25Config(**meta["config"]))
+        if not isinstance(meta, dict) or meta.get("class") != "BM25Index":
+            got = meta.get("class") if isinstance(meta, dict) else type(meta).__name__
+            raise IncompatibleError(f"{folder}: not a BM25 index folder (class {got!r})")
+        try:
+            settings = meta["config"]
+            if not isinstance(settings, dict):
+                raise TypeError(f"'config' is {type(settings).__name__}, expected an object")
+            config = BM25Config(**settings)
+            if not (config.stemmer is None or isinstance(config.stemmer, str)):
+                raise TypeError(f"stemmer {config.stemmer!r} is not a name")
+            num_docs = meta["num_docs"]
+            if isinstance(num_docs, bool) or not isinstance(num_docs, int) or num_docs < 0:
+                raise TypeError(f"num_docs {num_docs!r} is not a count")
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(
+                f"{folder / 'config.json'}: missing or bad entry ({exc}); rebuild the index"
+            ) from None
+        index = cls(config)
         arrays = {name: load_npy(safe_child(folder, name), mmap=mmap) for name in _FILES}
         vocab_path = safe_child(folder, "vocab.json")
         vocab = read_json(vocab_path)
-        num_docs = int(meta["num_docs"])
+        if not isinstance(vocab, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()
+        ):
+            raise InputError(f"{vocab_path}: expected an object of term -> id; rebuild the index")
         indptr = arrays["indptr.npy"]
+        for name, arr in arrays.items():
+            if arr.ndim != 1 or arr.dtype.kind not in "iuf":
+                raise InputError(
+                    f"{folder / name}: expected a 1-d numeric array, got {arr.dtype} "
+                    f"{arr.shape}; the index is corrupt, rebuild it"
+                )
+        data, indices = arrays["data.npy"], arrays["indices.npy"]
+        if (
+            len(indices) != len(data)
+            or len(indptr) == 0
+            or int(indptr[0]) != 0
+            or bool(np.any(np.diff(indptr) < 0))
+            or (len(indices) and (int(indices.min()) < 0 or int(indices.max()) >= num_docs))
+            or not bool(np.isfinite(data).all())
+        ):
+            raise InputError(
+                f"{folder}: BM25 arrays are inconsistent (offsets, document rows or scores out "
+                "of range); the index is corrupt, rebuild it"
+            )
         terms = sum(1 for t in vocab if t)  # bm25s adds "" for queries without known terms
         if len(indptr) != terms + 1 or int(indptr[-1]) != len(arrays["data.npy"]):
             raise InputError(

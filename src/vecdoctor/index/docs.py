@@ -64,12 +64,15 @@ def read_docs(path: Path, expected: int) -> list[Document]:
     if not path.is_file():
         raise InputError(f"{path}: file not found; the index folder is incomplete")
     docs: list[Document] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             try:
-                obj = json.loads(line)
-                docs.append(Document(id=obj["id"], text=obj["text"], title=obj.get("title", "")))
-            except (json.JSONDecodeError, KeyError, TypeError):
+                obj = json.loads(raw.decode("utf-8"))
+                doc_id, text, title = obj["id"], obj["text"], obj.get("title", "")
+                if not all(isinstance(v, str) for v in (doc_id, text, title)) or not doc_id:
+                    raise TypeError("id, text and title must be strings")
+                docs.append(Document(id=doc_id, text=text, title=title))
+            except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
                 raise InputError(
                     f"{path}:{lineno}: corrupt document line; rebuild the index"
                 ) from None

@@ -361,14 +361,35 @@ class Index:
 
     @classmethod
     def load(cls, path: str | Path, mmap: bool = True) -> Index:
-        """Open an index folder, checking every file against config.json."""
-        folder = Path(path)
+        """Open an index folder, checking every file against config.json.
+
+        A folder from elsewhere is data, never code: arrays load with ``allow_pickle=False``,
+        symlinks and names that leave the folder are refused, and any damaged file is an
+        :class:`InputError` naming the folder.
+        """
+        try:
+            return cls._load(Path(path), mmap)
+        except (InputError, IncompatibleError):
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
+                UnicodeDecodeError, RecursionError) as exc:
+            logger.debug("loading %s failed", path, exc_info=True)
+            raise InputError(
+                f"{path}: damaged or not a vecdoctor index ({type(exc).__name__}: {exc}); "
+                "rebuild it with `vecdoctor index`"
+            ) from None
+
+    @classmethod
+    def _load(cls, folder: Path, mmap: bool) -> Index:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such index folder; build one with `vecdoctor index`")
         meta = read_json(safe_child(folder, "config.json"))
         if not isinstance(meta, dict) or meta.get("class") != "Index":
             raise InputError(f"{folder / 'config.json'}: not a vecdoctor index config")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        version = meta.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InputError(f"{folder / 'config.json'}: format_version {version!r} is not a number")
+        if version > FORMAT_VERSION:
             raise IncompatibleError(
                 f"{folder}: index format {meta['format_version']} is newer than this vecdoctor "
                 f"supports ({FORMAT_VERSION}); upgrade vecdoctor"
@@ -376,7 +397,17 @@ class Index:
         try:
             n = int(meta["counts"]["documents"])
             dim = int(meta["dims"]["index"])
-            encoder_config = dict(meta["encoder"])
+            encoder_config = meta["encoder"]
+            if not isinstance(encoder_config, dict) or not isinstance(
+                encoder_config.get("model"), str
+            ):
+                raise TypeError("'encoder' must be an object naming a model")
+            encoder_config = dict(encoder_config)
+            oversample = float(meta.get("oversample", DEFAULT_OVERSAMPLE))
+            if not oversample >= 1 or oversample == float("inf"):
+                raise ValueError(f"oversample {oversample!r} must be a finite number >= 1")
+            if n < 1 or dim < 1:
+                raise ValueError(f"counts.documents={n} and dims.index={dim} must be >= 1")
             precision = Precision.parse(meta["precision"])
             ann = AnnConfig.parse(meta.get("ann"))
             bm25_config = BM25Config(**meta["bm25"])
@@ -407,7 +438,7 @@ class Index:
             transform,
             None,
             folder,
-            float(meta.get("oversample", DEFAULT_OVERSAMPLE)),
+            oversample,
             meta.get("search") or {},
         )
 
