@@ -405,3 +405,32 @@ def test_cli_encode_engine_ray(ray_cluster, corpus_file: Path, tmp_path: Path) -
     ids, vectors, meta = read_vectors(out)
     assert len(set(ids)) == N_DOCS and vectors.shape == (N_DOCS, 384)
     assert meta["encoder"]["max_length"] == 32
+
+
+def test_cli_index_store_lancedb_then_search_like_a_folder(tmp_path, scifact_corpus):
+    pytest.importorskip("lancedb")
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from vecdoctor.cli import app
+    from vecdoctor.data import write_corpus_jsonl
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus_jsonl(scifact_corpus[:40], corpus)
+    runner = CliRunner()
+    lance = runner.invoke(app, ["index", str(corpus), "-o", str(tmp_path / "db"), "--store", "lancedb",
+                                "--max-length", "128"])
+    assert lance.exit_code == 0, lance.output
+    folder = runner.invoke(app, ["index", str(corpus), "-o", str(tmp_path / "idx"), "--max-length", "128"])
+    assert folder.exit_code == 0, folder.output
+    query = scifact_corpus[7].title
+    hits = {}
+    for name in ("db", "idx"):
+        res = runner.invoke(app, ["search", str(tmp_path / name), query, "--mode", "dense", "-k", "5"])
+        assert res.exit_code == 0, res.output
+        hits[name] = [h["id"] for h in _json.loads(res.stdout)["hits"]]
+    assert hits["db"] == hits["idx"] and hits["db"][0] == scifact_corpus[7].id
+    bad = runner.invoke(app, ["index", str(corpus), "-o", str(tmp_path / "db2"), "--store", "lancedb",
+                              "--precision", "int8"])
+    assert bad.exit_code == 1 and "drop --precision" in bad.output

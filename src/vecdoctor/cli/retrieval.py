@@ -50,13 +50,24 @@ def index_command(
         None, "--cache", help="Folder for an on-disk vector cache (resumes after interruption)"
     ),
     batch_size: int = typer.Option(32, "--batch-size"),
+    store: str = typer.Option(
+        "dir", "--store", help="dir (an index folder) | lancedb (-o is then a LanceDB URI)"
+    ),
+    table: str = typer.Option("documents", "--table", help="--store lancedb: table name"),
 ) -> None:
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
     from vecdoctor.data import load_corpus
     from vecdoctor.errors import InputError
     from vecdoctor.index.store import Index, encoder_spec, read_pipeline
 
-    if output.exists() and (
+    if store not in {"dir", "lancedb"}:
+        raise InputError(f"--store must be dir or lancedb, got {store!r}")
+    if store == "lancedb" and ((precision or "float32") != "float32" or ann is not None):
+        raise InputError(
+            "--store lancedb keeps float32 vectors and builds its own IVF-PQ index "
+            "(vecdoctor lance-index --ivf-pq); drop --precision/--ann"
+        )
+    if store == "dir" and output.exists() and (
         not output.is_dir() or (any(output.iterdir()) and not (output / "config.json").is_file())
     ):
         raise InputError(f"{output}: exists and is not a vecdoctor index; choose another --output")
@@ -75,6 +86,20 @@ def index_command(
     encoder.setdefault("model", "minilm")
     start = time.perf_counter()
     docs = load_corpus(corpus)
+    if store == "lancedb":
+        from vecdoctor.encode.encoder import Encoder
+        from vecdoctor.scale.lance import LanceIndex
+
+        enc = Encoder(**{k: v for k, v in encoder.items() if k in {"model", "pooling", "window", "max_length"}},
+                      cache=cache, batch_size=batch_size)
+        lance = LanceIndex.build(
+            docs, str(output), enc, transform=transform or settings.get("transform"), table=table,
+            overwrite=True, show_progress=progress_enabled(),
+        )
+        emit({"index": str(output), "store": "lancedb", "table": table, "documents": len(lance),
+              "model": lance.model_id, "dim": lance.dim,
+              "seconds": round(time.perf_counter() - start, 2)})
+        return
     index = Index.from_pipeline(
         docs,
         {
@@ -99,6 +124,17 @@ def index_command(
             "seconds": round(time.perf_counter() - start, 2),
         }
     )
+
+
+def open_index(location: Path, table: str = "documents") -> object:
+    """An index folder, or a LanceDB database holding ``table`` (``<location>/<table>.lance``)."""
+    from vecdoctor.index.store import Index
+
+    if (Path(location) / f"{table}.lance").is_dir():
+        from vecdoctor.scale.lance import LanceIndex
+
+        return LanceIndex.load(str(location), table)
+    return Index.load(location)
 
 
 def _check_model(index: object, model: str | None) -> None:
@@ -137,10 +173,9 @@ def search_command(
     plain: bool = typer.Option(False, "--plain", help="Human-readable lines instead of JSON"),
 ) -> None:
     """Search an index (JSON by default)."""
-    from vecdoctor.index.store import Index
     from vecdoctor.search import Searcher
 
-    idx = Index.load(index)
+    idx = open_index(index)
     _check_model(idx, model)
     searcher = Searcher(idx, fusion=fusion, rescore=not no_rescore, cache_size=0)
     queries = (
@@ -194,7 +229,6 @@ def serve_command(
 ) -> None:
     """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /docs."""
     from vecdoctor.errors import InputError, require
-    from vecdoctor.index.store import Index
     from vecdoctor.server import ServerLimits, serve
 
     require("fastapi", "server")
@@ -219,5 +253,5 @@ def serve_command(
     if api_key is not None and not api_key.strip():
         raise InputError("--api-key / VECDOCTOR_API_KEY is empty; set a key or unset it")
     serve(
-        Index.load(index), host=host, port=port, limits=limits, rerankers=named, api_key=api_key
+        open_index(index), host=host, port=port, limits=limits, rerankers=named, api_key=api_key
     )
