@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -133,3 +133,76 @@ def load_array(folder: Path, name: str, shape: tuple[int, ...] | None = None) ->
             f"from {folder / CONFIG}; the folder is inconsistent, save it again"
         )
     return arr
+
+
+class SavedArrays:
+    """``save(folder)`` / ``load(folder)`` for fitted objects: a readable config.json holding
+    every constructor parameter, plus one ``.npy`` per fitted array named in ``_arrays``.
+
+    Subclasses provide ``to_config()``, ``_params_from(config)``-compatible ``params``,
+    ``_expected_shape(attr, config)`` and optionally ``_load_extra(config)`` (before the
+    arrays) and ``_after_load()`` (after them).
+    """
+
+    _arrays: ClassVar[tuple[str, ...]] = ()
+    _name: ClassVar[str] = "object"
+
+    def to_config(self) -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _require_fitted(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def save(self, folder: str | Path) -> Path:
+        """Write config.json and one .npy per fitted array; the folder is replaced atomically."""
+        from vecdoctor.io import atomic_dir, save_npy, write_json
+
+        self._require_fitted()
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            config = self.to_config()
+            for attr, filename in config["arrays"].items():
+                save_npy(tmp / filename, getattr(self, attr))
+            write_json(tmp / CONFIG, config)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, fingerprint: str | None = None, dim: int | None = None) -> Any:
+        """Load a saved object; ``fingerprint``/``dim``, if given, must match the fitted ones."""
+        folder = Path(folder)
+        config = read_config(folder, cls.__name__)
+        source = str(folder / CONFIG)
+        if dim is not None:
+            check_dim(int(config["dim"]), int(dim), cls._name, source)
+        check_fingerprint(config.get("fingerprint"), fingerprint, cls._name, source)
+        try:
+            obj = cls(**config["params"])
+        except TypeError as exc:
+            raise InputError(f"{source}: bad params ({exc})") from None
+        try:
+            obj.dim_ = int(config["dim"])
+            obj.n_samples_ = int(config["n_samples"])
+            obj.fingerprint_ = config.get("fingerprint")
+            obj.model_id_ = config.get("model_id")
+            obj._load_extra(config)
+            arrays = config["arrays"]
+            if not isinstance(arrays, dict) or set(arrays) != set(cls._arrays):
+                raise InputError(f"{source}: expected arrays {list(cls._arrays)}, got {arrays!r}")
+            for attr, filename in arrays.items():
+                setattr(obj, attr, load_array(folder, filename, obj._expected_shape(attr, config)))
+            obj._after_load()
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
+            raise InputError(f"{source}: missing or bad entry ({exc}); save it again") from None
+        obj.source_ = source
+        return obj
+
+    def _load_extra(self, config: dict[str, Any]) -> None:
+        pass
+
+    def _after_load(self) -> None:
+        pass
+
+    def _expected_shape(self, attr: str, config: dict[str, Any]) -> tuple[int, ...]:  # pragma: no cover
+        raise NotImplementedError

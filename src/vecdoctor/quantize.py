@@ -15,12 +15,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vecdoctor._vectors import (
-    CONFIG,
+    SavedArrays,
     as_vectors,
     base_config,
     check_dim,
     check_fingerprint,
-    load_array,
     read_config,
 )
 from vecdoctor.config import _Choice
@@ -82,7 +81,7 @@ def default_pq_m(d: int) -> int:
     return max(m for m in range(1, max(1, d // 8) + 1) if d % m == 0)
 
 
-class _Quantizer:
+class _Quantizer(SavedArrays):
     """Common fit/encode/decode/save/load behaviour."""
 
     _arrays: ClassVar[tuple[str, ...]] = ()
@@ -176,56 +175,6 @@ class _Quantizer:
         config["arrays"] = {name: f"{name.rstrip('_')}.npy" for name in self._arrays}
         return config
 
-    def save(self, folder: str | Path) -> Path:
-        """Write config.json and the calibration arrays as .npy (atomically)."""
-        from vecdoctor.io import atomic_dir, save_npy, write_json
-
-        self._require_fitted()
-        folder = Path(folder)
-        with atomic_dir(folder) as tmp:
-            config = self.to_config()
-            for attr, filename in config["arrays"].items():
-                save_npy(tmp / filename, getattr(self, attr))
-            write_json(tmp / CONFIG, config)
-        return folder
-
-    @classmethod
-    def load(
-        cls, folder: str | Path, fingerprint: str | None = None, dim: int | None = None
-    ) -> Any:
-        folder = Path(folder)
-        config = read_config(folder, cls.__name__)
-        source = str(folder / CONFIG)
-        if dim is not None:
-            check_dim(int(config["dim"]), int(dim), cls._name, source)
-        check_fingerprint(config.get("fingerprint"), fingerprint, cls._name, source)
-        try:
-            obj = cls(**config["params"])
-            obj.dim_ = int(config["dim"])
-            obj.n_samples_ = int(config["n_samples"])
-            obj.fingerprint_ = config.get("fingerprint")
-            obj.model_id_ = config.get("model_id")
-            arrays = config["arrays"]
-            if set(arrays) != set(cls._arrays):
-                raise InputError(
-                    f"{source}: expected arrays {list(cls._arrays)}, got {list(arrays)}"
-                )
-            for attr, filename in arrays.items():
-                setattr(obj, attr, load_array(folder, filename, obj._expected_shape(attr)))
-            obj._after_load()
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(f"{source}: missing or bad entry ({exc}); save it again") from None
-        obj.source_ = source
-        return obj
-
-    def _expected_shape(self, attr: str) -> tuple[int, ...]:  # pragma: no cover
-        raise NotImplementedError
-
-    def _after_load(self) -> None:
-        pass
-
     def __repr__(self) -> str:
         state = f"dim={self.dim_}" if self.is_fitted else "not fitted"
         return f"{type(self).__name__}({self.config}, {state})"
@@ -274,7 +223,7 @@ class ScalarQuantizer(_Quantizer):
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         return (self.offset_ + codes.astype(np.float32) * self.scale_).astype(np.float32)
 
-    def _expected_shape(self, attr: str) -> tuple[int, ...]:
+    def _expected_shape(self, attr: str, config: dict[str, Any]) -> tuple[int, ...]:
         return (self.dim_,)
 
 
@@ -308,7 +257,7 @@ class BinaryQuantizer(_Quantizer):
         bits = np.unpackbits(codes.astype(np.uint8, copy=False), axis=1, count=self.dim_)
         return np.where(bits > 0, self.scale_, -self.scale_).astype(np.float32)
 
-    def _expected_shape(self, attr: str) -> tuple[int, ...]:
+    def _expected_shape(self, attr: str, config: dict[str, Any]) -> tuple[int, ...]:
         return (self.dim_,)
 
 
@@ -382,7 +331,7 @@ class ProductQuantizer(_Quantizer):
     def _decode(self, codes: np.ndarray) -> np.ndarray:
         return self._pq.decode(np.ascontiguousarray(codes, dtype=np.uint8))
 
-    def _expected_shape(self, attr: str) -> tuple[int, ...]:
+    def _expected_shape(self, attr: str, config: dict[str, Any]) -> tuple[int, ...]:
         m = self.m_
         return (m, 2**self.config.nbits, self.dim_ // m)
 

@@ -15,13 +15,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from vecdoctor._vectors import (
-    CONFIG,
+    SavedArrays,
     as_vectors,
     base_config,
     check_dim,
     check_fingerprint,
     l2_normalize,
-    load_array,
     read_config,
 )
 from vecdoctor.errors import InputError
@@ -71,7 +70,7 @@ def _check_components(k: Any) -> None:
         raise InputError(f"n_components must be a positive integer or None, got {k!r}")
 
 
-class _Transform:
+class _Transform(SavedArrays):
     """Common fit/transform/save/load behaviour; subclasses define the maths."""
 
     _arrays: ClassVar[tuple[str, ...]] = ()
@@ -162,62 +161,6 @@ class _Transform:
 
     def _extra_config(self) -> dict[str, Any]:
         return {}
-
-    def save(self, folder: str | Path) -> Path:
-        """Write config.json and one .npy per fitted array; the folder is replaced atomically."""
-        from vecdoctor.io import atomic_dir, save_npy, write_json
-
-        self._require_fitted()
-        folder = Path(folder)
-        with atomic_dir(folder) as tmp:
-            config = self.to_config()
-            for attr, filename in config["arrays"].items():
-                save_npy(tmp / filename, getattr(self, attr))
-            write_json(tmp / CONFIG, config)
-        return folder
-
-    @classmethod
-    def load(
-        cls, folder: str | Path, fingerprint: str | None = None, dim: int | None = None
-    ) -> Any:
-        """Load a saved transform; ``fingerprint``/``dim``, if given, must match the fitted ones."""
-        folder = Path(folder)
-        config = read_config(folder, cls.__name__)
-        source = str(folder / CONFIG)
-        if dim is not None:
-            check_dim(int(config["dim"]), int(dim), cls._name, source)
-        check_fingerprint(config.get("fingerprint"), fingerprint, cls._name, source)
-        try:
-            obj = cls(**config["params"])
-        except TypeError as exc:
-            raise InputError(f"{source}: bad params ({exc})") from None
-        try:
-            obj.dim_ = int(config["dim"])
-            obj.n_samples_ = int(config["n_samples"])
-            obj.fingerprint_ = config.get("fingerprint")
-            obj.model_id_ = config.get("model_id")
-            obj._load_extra(config)
-            arrays = config["arrays"]
-            if set(arrays) != set(cls._arrays):
-                raise InputError(
-                    f"{source}: expected arrays {list(cls._arrays)}, got {list(arrays)}"
-                )
-            for attr, filename in arrays.items():
-                setattr(obj, attr, load_array(folder, filename, obj._expected_shape(attr, config)))
-        except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, InputError):
-                raise
-            raise InputError(
-                f"{source}: missing or bad entry ({exc}); save the transform again"
-            ) from None
-        obj.source_ = source
-        return obj
-
-    def _load_extra(self, config: dict[str, Any]) -> None:
-        pass
-
-    def _expected_shape(self, attr: str, config: dict[str, Any]) -> tuple[int, ...]:
-        raise NotImplementedError  # pragma: no cover
 
     def __repr__(self) -> str:
         state = f"dim={self.dim_}, n_samples={self.n_samples_}" if self.is_fitted else "not fitted"
