@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= all,dev
+EXTRAS ?= all,scale,dev
 
 .PHONY: demo test install lint bench mpnet clean
 
