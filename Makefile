@@ -7,7 +7,7 @@ EXTRAS ?= all,scale,dev
 
 .PHONY: demo test install lint bench mpnet clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first and pinned: the CPU build on this disk, never a CUDA one.
