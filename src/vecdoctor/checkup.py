@@ -96,8 +96,9 @@ def _fmt(name: str, variants: Any) -> str:
     if r is None:
         return "not measured"
     text = f"{name} nDCG@10 {r.ndcg:.4f}"
-    if base is not None:
-        text += f" vs {base.name} {base.ndcg:.4f} (Δ {r.delta_ndcg:+.4f}, p={r.p_value:.3f})"
+    if base is not None and r.delta_ndcg is not None:
+        p = "n/a" if r.p_value is None else f"{r.p_value:.3f}"
+        text += f" vs {base.name} {base.ndcg:.4f} (Δ {r.delta_ndcg:+.4f}, p={p})"
     return text
 
 
