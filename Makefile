@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/vecdoctor checkup --sample python-docs -o out/demo
+	$(BIN)/vecdoctor checkup --sample python-docs --quick -o out/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
