@@ -81,3 +81,20 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
 def emit(obj: Any) -> None:
     """Write a JSON result to stdout."""
     typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def run_searches(searcher: Any, query: str, k: int, mode: Any, rerank: Any, plain: bool) -> None:
+    """Search one query (or one per stdin line for ``-``) and print JSON or plain lines."""
+    queries = [q.rstrip("\r\n") for q in sys.stdin if q.strip()] if query == "-" else [query]
+    results = searcher.search_batch(queries, k=k, mode=mode, rerank=rerank)
+    if plain:
+        for q, hits in zip(queries, results, strict=True):
+            if len(queries) > 1:
+                typer.echo(f"# {q}")
+            for rank, hit in enumerate(hits, start=1):
+                title = hit.title or hit.text[:80].replace("\n", " ")
+                typer.echo(f"{rank:>3}. {hit.score:10.4f}  {hit.id}  {title}")
+        return
+    payload = [{"query": q, "hits": [h.to_dict() for h in hits]}
+               for q, hits in zip(queries, results, strict=True)]
+    emit(payload[0] if query != "-" else payload)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import typer
 
-from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.cli._app import command, emit, progress_enabled, run_searches
 
 
 @command("index")
@@ -178,23 +177,7 @@ def search_command(
     idx = open_index(index)
     _check_model(idx, model)
     searcher = Searcher(idx, fusion=fusion, rescore=not no_rescore, cache_size=0)
-    queries = (
-        [line.rstrip("\r\n") for line in sys.stdin if line.strip()] if query == "-" else [query]
-    )
-    results = searcher.search_batch(queries, k=k, mode=mode, rerank=rerank)
-    if plain:
-        for q, hits in zip(queries, results, strict=True):
-            if len(queries) > 1:
-                typer.echo(f"# {q}")
-            for rank, hit in enumerate(hits, start=1):
-                title = hit.title or hit.text[:80].replace("\n", " ")
-                typer.echo(f"{rank:>3}. {hit.score:10.4f}  {hit.id}  {title}")
-        return
-    payload = [
-        {"query": q, "hits": [h.to_dict() for h in hits]}
-        for q, hits in zip(queries, results, strict=True)
-    ]
-    emit(payload[0] if query != "-" else payload)
+    run_searches(searcher, query, k, mode, rerank, plain)
 
 
 @command("serve")

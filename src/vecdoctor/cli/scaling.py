@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from vecdoctor.cli._app import command, emit
+from vecdoctor.cli._app import command, emit, run_searches
 
 _SOURCE = "corpus.jsonl[.gz], a .parquet file, a BEIR or Parquet folder, or an s3:// / gs:// URI"
 _ADDRESS = "Ray cluster address (e.g. ray://head:10001); default: a local Ray started for this run"
@@ -109,19 +108,7 @@ def lance_search(
 
     index = LanceIndex.load(uri, table, nprobes=nprobes, refine_factor=refine_factor, exact=exact)
     searcher = Searcher(index, fusion=fusion, cache_size=0)
-    queries = [q.rstrip("\r\n") for q in sys.stdin if q.strip()] if query == "-" else [query]
-    results = searcher.search_batch(queries, k=k, mode=mode, rerank=rerank)
-    if plain:
-        for q, hits in zip(queries, results, strict=True):
-            if len(queries) > 1:
-                typer.echo(f"# {q}")
-            for rank, hit in enumerate(hits, start=1):
-                title = hit.title or hit.text[:80].replace("\n", " ")
-                typer.echo(f"{rank:>3}. {hit.score:10.4f}  {hit.id}  {title}")
-        return
-    payload = [{"query": q, "hits": [h.to_dict() for h in hits]}
-               for q, hits in zip(queries, results, strict=True)]
-    emit(payload[0] if query != "-" else payload)
+    run_searches(searcher, query, k, mode, rerank, plain)
 
 
 @command("ray-fit")
