@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contextlib
+
 from _common import RESULTS, machine, versions, write_result  # noqa: E402
 
 TARGETS = ("corpus", "queries", "qrels", "index_docs", "search_request", "embedding_request")
@@ -67,9 +69,9 @@ def _child(target: str, seconds: int, out: Path) -> None:
 
     if target in {"search_request", "embedding_request"}:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        import crash_worker as cw
         from starlette.testclient import TestClient
 
-        import crash_worker as cw
         from vecdoctor.index import Index
         from vecdoctor.search import Searcher
         from vecdoctor.server import create_app
@@ -94,10 +96,8 @@ def _child(target: str, seconds: int, out: Path) -> None:
         def one(blob: bytes) -> None:
             count["inputs"] += 1
             path.write_bytes(blob)
-            try:
+            with contextlib.suppress(VecdoctorError):
                 reader(path)
-            except VecdoctorError:
-                pass
 
     seeds = tmp / "seeds"
     _seed_corpus(target, seeds)
