@@ -3,12 +3,15 @@
     python crash_worker.py index FOLDER PRECISION   # Index.load/add/save, one generation a loop
     python crash_worker.py whitening FOLDER         # Whitening.fit/save
     python crash_worker.py cache FOLDER             # VectorCache.put_many (SQLite)
+    python crash_worker.py finetune FOLDER SCIFACT  # finetune: checkpoints, then the model
 
 Each loop prints ``ACK <generation>`` only after the write returned; the parent kills the
 process at a random moment and checks that every acknowledged generation is on disk. The
 index worker uses a small deterministic hashing encoder (no model) so each child starts in
 about a second; the write path is the one real indexes use. The parent imports the same
-helpers (``gen_docs``, ``HashEncoder``, ``whitening_data``, ``cache_batch``) to verify.
+helpers (``gen_docs``, ``HashEncoder``, ``whitening_data``, ``cache_batch``) to verify. The
+finetune worker trains the real MiniLM for a few steps per generation (its seed is the
+generation) and prints ``RESUMED <step>`` before each ``ACK``.
 """
 
 from __future__ import annotations
@@ -132,6 +135,42 @@ def run_cache(folder: Path) -> None:
         gen += 1
 
 
+FINETUNE_PAIRS = 8
+
+
+def finetune_config(gen: int):  # type: ignore[no-untyped-def]
+    """A checkpoint at every one of 3 steps; the seed names the generation."""
+    from vecdoctor.finetune.biencoder import FinetuneConfig
+
+    return FinetuneConfig(
+        batch_size=4, max_length=32, save_steps=1, max_steps=3, negatives=0, seed=gen
+    )
+
+
+def run_finetune(folder: Path, scifact: Path) -> None:
+    import json
+
+    from transformers.utils import logging as hf_logging
+
+    from vecdoctor.data import load_dataset
+    from vecdoctor.finetune.biencoder import CARD_JSON, finetune
+    from vecdoctor.finetune.pairs import pairs_from_qrels
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    pairs = pairs_from_qrels(load_dataset(scifact, "train"))[:FINETUNE_PAIRS]
+    card = folder / CARD_JSON
+    gen = json.loads(card.read_text())["config"]["seed"] + 1 if card.is_file() else 0
+    import sentence_transformers  # noqa: F401  (imported before READY: kills land in training)
+
+    print("READY", flush=True)
+    while True:
+        result = finetune(pairs, folder, config=finetune_config(gen), overwrite=True)
+        print(f"RESUMED {result.resumed_from_step}", flush=True)
+        _ack(gen)
+        gen += 1
+
+
 if __name__ == "__main__":
     kind, target = sys.argv[1], Path(sys.argv[2])
     if kind == "index":
@@ -140,5 +179,7 @@ if __name__ == "__main__":
         run_whitening(target)
     elif kind == "cache":
         run_cache(target)
+    elif kind == "finetune":
+        run_finetune(target, Path(sys.argv[3]))
     else:
         raise SystemExit(f"unknown worker {kind!r}")

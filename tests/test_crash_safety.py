@@ -5,6 +5,8 @@ read-only folder: clear errors, old state kept."""
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import random
 import signal
@@ -27,8 +29,12 @@ SEED = 20240611
 class Child:
     """A worker process whose ``ACK n`` lines are collected by a reader thread."""
 
-    def __init__(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+            **(env or {}),
+        }
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), *args],
             stdout=subprocess.PIPE,
@@ -37,24 +43,48 @@ class Child:
             text=True,
         )
         self.acks: list[int] = []
+        self.resumed: list[int | None] = []
+        self.err: collections.deque[str] = collections.deque(maxlen=100)
         self.ready = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
+        # stderr is drained as it comes, so a chatty worker never blocks on a full pipe
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             if line.startswith("ACK "):
                 self.acks.append(int(line.split()[1]))
+            elif line.startswith("RESUMED "):
+                step = line.split()[1]
+                self.resumed.append(None if step == "None" else int(step))
             elif line.startswith("READY"):
                 self.ready.set()
         self.ready.set()
 
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err.append(line)
+
+    def _fail(self, what: str) -> None:
+        self.drain.join(timeout=5)
+        pytest.fail(f"worker {what}: {''.join(self.err)[-2000:]}")
+
+    def wait_acks(self, count: int, timeout: float = 120) -> None:
+        """Wait until the worker has acknowledged ``count`` generations."""
+        deadline = time.monotonic() + timeout
+        while len(self.acks) < count:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self._fail(f"gave {len(self.acks)} of {count} acknowledgements")
+            time.sleep(0.02)
+
     def kill_after(self, delay: float) -> int | None:
         """SIGKILL ``delay`` seconds after READY; the last acknowledged generation."""
         if not self.ready.wait(timeout=120) or self.proc.poll() is not None:
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            pytest.fail(f"worker did not start: {err[-2000:]}")
+            self._fail("did not start")
         time.sleep(delay)
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
@@ -234,6 +264,59 @@ def test_stale_temporaries_of_dead_writers_are_removed(tmp_path):
     assert not stale.exists()
     assert live.exists() and other.exists()
     assert (target / "a.txt").read_text() == "new"
+
+
+def check_finetuned(folder: Path, acked: int) -> tuple[int, int | None]:
+    """The model folder loads and holds generation ``acked`` or the next one; returns that
+    generation and the step the next run must resume from (the newest checkpoint whose
+    trainer state is whole, if the checkpoints belong to that next run)."""
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.finetune.biencoder import CARD_JSON
+
+    gen = json.loads((folder / CARD_JSON).read_text())["config"]["seed"]
+    assert gen in (acked, acked + 1), (acked, gen)
+    vector = Encoder(str(folder)).encode(["Aspirin lowers the risk of heart attack."])
+    assert vector.shape == (1, 384) and np.isfinite(vector).all()
+    assert len(temp_siblings(folder)) <= 1, temp_siblings(folder)
+    checkpoints = folder.with_name(folder.name + ".checkpoints")
+    run_file = checkpoints / "vecdoctor_run.json"
+    if not run_file.is_file() or json.loads(run_file.read_text())["config"]["seed"] != gen + 1:
+        return gen, None
+    whole = []
+    for path in checkpoints.glob("checkpoint-*"):
+        try:
+            state = json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if state["global_step"] == int(path.name.split("-")[-1]):
+            whole.append(state["global_step"])
+    return gen, max(whole, default=None)
+
+
+@pytest.mark.slow
+def test_kill_during_finetune_checkpoints_and_model_save(tmp_path, scifact_dir):
+    """The real trainer on MiniLM, 3 steps a generation with a checkpoint after each, killed
+    at drawn moments within a generation: the fine-tuned folder always loads, and the next
+    run resumes from the newest whole checkpoint (or starts over), never from one cut short."""
+    folder = tmp_path / "ft"
+    args = ("finetune", str(folder), str(scifact_dir))
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    rng = random.Random(SEED)
+
+    first = Child(*args, env=env)
+    first.ready.wait(timeout=120)
+    started = time.perf_counter()
+    first.wait_acks(1)
+    span = time.perf_counter() - started  # one generation: load, 3 steps and checkpoints, save
+    acked = first.kill_after(rng.uniform(0.05, 1.0) * span)
+    assert acked is not None
+    gen, resume_from = check_finetuned(folder, acked)
+
+    second = Child(*args, env=env)
+    second.wait_acks(1)  # the interrupted generation, resumed where the checkpoints allow
+    assert second.acks[0] == gen + 1 and second.resumed[0] == resume_from
+    acked = second.kill_after(rng.uniform(0.05, 1.0) * span)
+    check_finetuned(folder, acked)
 
 
 def _cli(*args: str, env: dict) -> subprocess.Popen:

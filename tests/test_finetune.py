@@ -228,6 +228,50 @@ def test_term_pairs_files_and_consistency(tmp_path, minilm):
         read_term_pairs(bad)
 
 
+# -- checkpoints ------------------------------------------------------------------------------
+def _checkpoint(folder, step, state='{"global_step": STEP}'):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"weights")
+    if state is not None:
+        (path / "trainer_state.json").write_text(state.replace("STEP", str(step)))
+    return path
+
+
+@pytest.mark.parametrize(
+    "state", [None, '{"global_step": 3, "log_hi', '{"global_step": 2}'],
+    ids=["no-state", "truncated-state", "state-of-another-step"],
+)
+def test_resume_skips_and_removes_a_checkpoint_cut_short(tmp_path, caplog, state):
+    from vecdoctor.finetune import _training
+
+    out = tmp_path / "ft"
+    signature = {"kind": "bi-encoder", "pairs": 8}
+    assert _training.prepare_checkpoints(out, signature, resume=True) is None
+    folder = _training.checkpoint_dir(out)
+    whole = _checkpoint(folder, 2)
+    cut = _checkpoint(folder, 3, state)
+    with caplog.at_level("WARNING", logger="vecdoctor.finetune._training"):
+        assert _training.prepare_checkpoints(out, signature, resume=True) == str(whole)
+    assert not cut.exists() and whole.is_dir()
+    assert f"removing {cut}: it was cut short while being written" in caplog.text
+
+
+def test_resume_starts_over_when_no_checkpoint_is_complete(tmp_path, caplog):
+    from vecdoctor.finetune import _training
+
+    out = tmp_path / "ft"
+    signature = {"kind": "reranker", "queries": 8}
+    _training.prepare_checkpoints(out, signature, resume=True)
+    folder = _training.checkpoint_dir(out)
+    _checkpoint(folder, 1, state=None)
+    with caplog.at_level("WARNING", logger="vecdoctor.finetune._training"):
+        assert _training.prepare_checkpoints(out, signature, resume=True) is None
+    assert "holds no complete checkpoint; starting over" in caplog.text
+    assert "different run" not in caplog.text
+    assert sorted(p.name for p in folder.iterdir()) == [_training.RUN_FILE]
+
+
 # -- training (real MiniLM, a few steps) --------------------------------------------------------
 def _mnrl_loss(model_path, pairs):
     import torch

@@ -19,6 +19,7 @@ from vecdoctor.io import write_json
 logger = logging.getLogger(__name__)
 
 RUN_FILE = "vecdoctor_run.json"
+TRAINER_STATE = "trainer_state.json"  # transformers.trainer.TRAINER_STATE_NAME
 
 
 def checkpoint_dir(output: Path) -> Path:
@@ -26,11 +27,40 @@ def checkpoint_dir(output: Path) -> Path:
     return output.with_name(output.name + ".checkpoints")
 
 
+def checkpoint_complete(checkpoint: Path) -> bool:
+    """Whether the trainer finished writing ``checkpoint`` (``checkpoint-STEP``).
+
+    The trainer writes the weights, optimizer, scheduler and RNG states first and
+    ``trainer_state.json`` last, in place; a process killed before that file is whole leaves
+    a folder without it, or with a truncated one.
+    """
+    try:
+        state = json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
+        return int(state["global_step"]) == int(checkpoint.name.split("-")[-1])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _latest_complete(checkpoints: list[Path]) -> Path | None:
+    """The newest complete checkpoint; newer, incomplete ones are removed."""
+    for checkpoint in reversed(checkpoints):
+        if checkpoint_complete(checkpoint):
+            return checkpoint
+        logger.warning(
+            "removing %s: it was cut short while being written (no complete %s)",
+            checkpoint,
+            TRAINER_STATE,
+        )
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
+
 def prepare_checkpoints(output: Path, signature: dict[str, Any], resume: bool) -> str | None:
     """Return the checkpoint to resume from, or ``None``; start a fresh folder otherwise.
 
     A checkpoint is reused only when it was written by a run with the same ``signature``
-    (model, data size, hyperparameters); any other checkpoint folder is replaced.
+    (model, data size, hyperparameters); any other checkpoint folder is replaced. Resuming
+    takes the newest complete checkpoint: one whose writing was interrupted is removed.
     """
     folder = checkpoint_dir(output)
     run_file = folder / RUN_FILE
@@ -44,11 +74,14 @@ def prepare_checkpoints(output: Path, signature: dict[str, Any], resume: bool) -
         else []
     )
     if resume and checkpoints and previous == signature:
-        logger.info("resuming from %s", checkpoints[-1])
-        return str(checkpoints[-1])
+        latest = _latest_complete(checkpoints)
+        if latest is not None:
+            logger.info("resuming from %s", latest)
+            return str(latest)
+        logger.warning("%s holds no complete checkpoint; starting over", folder)
+    elif resume and checkpoints:
+        logger.warning("%s holds checkpoints of a different run; starting over", folder)
     if folder.exists():
-        if checkpoints and resume:
-            logger.warning("%s holds checkpoints of a different run; starting over", folder)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     write_json(run_file, signature)
