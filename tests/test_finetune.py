@@ -272,6 +272,52 @@ def test_resume_starts_over_when_no_checkpoint_is_complete(tmp_path, caplog):
     assert sorted(p.name for p in folder.iterdir()) == [_training.RUN_FILE]
 
 
+# -- results and model cards ------------------------------------------------------------------
+def test_result_cards_and_summaries_keep_their_fields_in_order(tmp_path):
+    from vecdoctor.finetune.biencoder import FinetuneResult
+    from vecdoctor.finetune.reranker import CARD_JSON as RERANK_CARD
+    from vecdoctor.finetune.reranker import RerankerResult
+
+    common = {
+        "steps": 4,
+        "train_seconds": 1.5,
+        "resumed_from_step": 2,
+        "loss_history": [(4, 0.75)],
+        "evaluation": {"data": "scifact/test", "metrics": ["ndcg@10"], "results": {}},
+    }
+    finetuned = FinetuneResult(output=tmp_path / "ft", pairs=8, **common)
+    reranker = RerankerResult(output=tmp_path / "rr", queries=5, **common)
+    assert finetuned.to_dict() == {"output": str(tmp_path / "ft"), "pairs": 8} | common
+    assert list(reranker.to_dict()) == ["output", "queries", *common]
+
+    config = FinetuneConfig(max_steps=4)
+    finetuned.write_card(
+        tmp_path, CARD_JSON, "Fine-tuned bi-encoder", config, {"base_model": ("base model", "m")}
+    )
+    card = json.loads((tmp_path / CARD_JSON).read_text())
+    assert list(card) == [
+        "base_model", "config", "pairs", "steps", "train_seconds", "loss_history", "evaluation"
+    ]
+    assert card["config"] == config.to_dict() and card["loss_history"] == [[4, 0.75]]
+    assert (card["base_model"], card["pairs"], card["steps"]) == ("m", 8, 4)
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.startswith("# Fine-tuned bi-encoder\n")
+    assert "| base model | m |\n| pairs | 8 |\n| steps | 4 |\n| train seconds | 1.5 |\n" in readme
+
+    rconfig = RerankerConfig(max_steps=4)
+    origin = {"init_model": ("initialised from", "m"), "first_stage": ("first stage", "f")}
+    reranker.write_card(tmp_path, RERANK_CARD, "vecdoctor cross-encoder reranker", rconfig, origin)
+    card = json.loads((tmp_path / RERANK_CARD).read_text())
+    assert list(card) == [
+        "init_model", "first_stage", "config", "queries", "steps", "train_seconds",
+        "loss_history", "evaluation",
+    ]
+    assert card["config"] == rconfig.to_dict() and card["queries"] == 5
+    assert "| initialised from | m |\n| first stage | f |\n| queries | 5 |" in (
+        tmp_path / "README.md"
+    ).read_text()
+
+
 # -- training (real MiniLM, a few steps) --------------------------------------------------------
 def _mnrl_loss(model_path, pairs):
     import torch

@@ -8,8 +8,9 @@ import logging
 import random
 import shutil
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -151,6 +152,60 @@ def common_args(
         "dataloader_num_workers": 0,
         "save_only_model": False,
     }
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training run did: steps, time, losses and the evaluation it was given.
+
+    Each trainer's result adds the one field that counts its examples (``COUNT``).
+    """
+
+    COUNT: ClassVar[str]
+    """Name of the field counting the training examples (``pairs``, ``queries``)."""
+
+    output: Path
+    steps: int
+    train_seconds: float
+    resumed_from_step: int | None
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"output": str(d.pop("output")), self.COUNT: d.pop(self.COUNT)} | d
+
+    def write_card(
+        self,
+        folder: Path,
+        card_json: str,
+        title: str,
+        config: Any,
+        origin: dict[str, tuple[str, Any]],
+    ) -> None:
+        """Write the model card: ``card_json`` and README.md, into ``folder``.
+
+        ``origin`` maps the card's JSON keys to (label in README.md, value) for the models
+        the run started from.
+        """
+        counts = {self.COUNT: getattr(self, self.COUNT), "steps": self.steps}
+        write_json(
+            Path(folder) / card_json,
+            {key: value for key, (_, value) in origin.items()}
+            | {"config": config.to_dict()}
+            | counts
+            | {
+                "train_seconds": self.train_seconds,
+                "loss_history": self.loss_history,
+                "evaluation": self.evaluation,
+            },
+        )
+        facts = (
+            dict(origin.values()) | counts | {"train seconds": self.train_seconds}
+        ) | config.to_dict()
+        (Path(folder) / "README.md").write_text(
+            card_markdown(title, facts, self.evaluation), encoding="utf-8"
+        )
 
 
 def card_markdown(title: str, facts: dict[str, Any], evaluation: dict[str, Any] | None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from vecdoctor.errors import InputError
 from vecdoctor.finetune import _training
 from vecdoctor.finetune.negatives import MiningConfig, NegativeSource, mine_negatives
 from vecdoctor.finetune.pairs import Pair
-from vecdoctor.io import atomic_dir, write_json
+from vecdoctor.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -83,22 +83,12 @@ class FinetuneConfig:
         return d
 
 
-@dataclass(frozen=True)
-class FinetuneResult:
+@dataclass(frozen=True, kw_only=True)
+class FinetuneResult(_training.TrainingResult):
     """What a fine-tuning run did: steps, time, losses and the evaluation before and after."""
 
-    output: Path
+    COUNT = "pairs"
     pairs: int
-    steps: int
-    train_seconds: float
-    resumed_from_step: int | None
-    loss_history: list[tuple[int, float]] = field(default_factory=list)
-    evaluation: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["output"] = str(self.output)
-        return d
 
 
 def _load_sentence_transformer(model: str, device: str) -> tuple[Any, Any]:
@@ -263,24 +253,12 @@ def finetune(
             loss_history=losses.history,
             evaluation=report,
         )
-        card = {
-            "base_model": resolved.id,
-            "config": config.to_dict(),
-            "pairs": len(pairs),
-            "steps": result.steps,
-            "train_seconds": result.train_seconds,
-            "loss_history": losses.history,
-            "evaluation": report,
-        }
-        write_json(tmp / CARD_JSON, card)
-        facts = {
-            "base model": resolved.id,
-            "pairs": len(pairs),
-            "steps": result.steps,
-            "train seconds": result.train_seconds,
-        } | config.to_dict()
-        (tmp / "README.md").write_text(
-            _training.card_markdown("Fine-tuned bi-encoder", facts, report), encoding="utf-8"
+        result.write_card(
+            tmp,
+            CARD_JSON,
+            "Fine-tuned bi-encoder",
+            config,
+            {"base_model": ("base model", resolved.id)},
         )
     import shutil
 

@@ -14,7 +14,7 @@ import random
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from vecdoctor.config import _Choice
 from vecdoctor.data import Dataset
 from vecdoctor.errors import InputError
 from vecdoctor.finetune import _training
-from vecdoctor.io import atomic_dir, write_json
+from vecdoctor.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
@@ -96,20 +96,12 @@ class RerankerConfig:
         return d
 
 
-@dataclass(frozen=True)
-class RerankerResult:
-    output: Path
-    queries: int
-    steps: int
-    train_seconds: float
-    resumed_from_step: int | None
-    loss_history: list[tuple[int, float]] = field(default_factory=list)
-    evaluation: dict[str, Any] | None = None
+@dataclass(frozen=True, kw_only=True)
+class RerankerResult(_training.TrainingResult):
+    """What a reranker training run did: steps, time, losses and the evaluation."""
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["output"] = str(self.output)
-        return d
+    COUNT = "queries"
+    queries: int
 
 
 def training_lists(
@@ -341,29 +333,15 @@ def train_reranker(
             loss_history=losses.history,
             evaluation=report,
         )
-        write_json(
-            tmp / CARD_JSON,
+        result.write_card(
+            tmp,
+            CARD_JSON,
+            "vecdoctor cross-encoder reranker",
+            config,
             {
-                "init_model": model_id,
-                "first_stage": first_stage,
-                "config": config.to_dict(),
-                "queries": len(lists),
-                "steps": result.steps,
-                "train_seconds": result.train_seconds,
-                "loss_history": losses.history,
-                "evaluation": report,
+                "init_model": ("initialised from", model_id),
+                "first_stage": ("first stage", first_stage),
             },
-        )
-        facts = {
-            "initialised from": model_id,
-            "first stage": first_stage,
-            "queries": len(lists),
-            "steps": result.steps,
-            "train seconds": result.train_seconds,
-        } | config.to_dict()
-        (tmp / "README.md").write_text(
-            _training.card_markdown("vecdoctor cross-encoder reranker", facts, report),
-            encoding="utf-8",
         )
     shutil.rmtree(folder, ignore_errors=True)
     return result
