@@ -35,7 +35,13 @@ def _main(
     """vecdoctor: find out what is wrong with your embeddings, fix it, and ship the pipeline."""
     _STATE["quiet"] = quiet
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # The level goes on the handler too: some libraries set their own logger's level
+    # (bm25s sets DEBUG), and records propagating from them skip the root logger's level.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
+    )
     # Models load from local folders only; nothing may hang on a hub call.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

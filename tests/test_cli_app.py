@@ -1,0 +1,44 @@
+"""What every command shares: log levels and progress bars, through the real executable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TEXTS = [
+    "Aspirin lowers the risk of heart attack in adults.",
+    "Volcanic eruptions in Iceland disrupt flights over Europe.",
+    "Insulin regulates the level of sugar in the blood.",
+    "Protein folding is studied with cryo electron microscopy.",
+]
+
+
+def index_command(tmp_path: Path, *options: str) -> subprocess.CompletedProcess:
+    """``vecdoctor [options] index`` on a four-document corpus; stderr is a pipe, not a terminal."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS))
+    )
+    exe = str(Path(sys.executable).with_name("vecdoctor"))
+    args = [exe, *options, "index", str(corpus), "--max-length", "32", "-o", str(tmp_path / "idx")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["documents"] == len(TEXTS)
+    return proc
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"), [(("-q",), set()), ((), {"INFO"})], ids=["quiet", "default"]
+)
+def test_index_logs_no_bm25s_lines_and_no_bars_off_a_terminal(tmp_path, options, shown):
+    stderr = index_command(tmp_path, *options).stderr.replace(str(tmp_path), "TMP")
+    lines = stderr.splitlines()
+    assert not [line for line in lines if "bm25s" in line.lower()], stderr
+    assert {line.split()[0] for line in lines} <= shown, stderr
+    assert "%|" not in stderr and "\r" not in stderr, stderr  # no progress bars in a pipe
