@@ -54,3 +54,36 @@ def test_cached_vectors_are_not_reused_across_poolings(tmp_path, scifact_texts):
     cls = cls_enc.encode(scifact_texts[:3])
     assert cls_enc.cache_stats.hits == 0
     assert not np.allclose(mean, cls)
+
+
+def test_normalised_and_raw_encoders_share_entries(minilm, scifact_texts):
+    cache = VectorCache(max_size=100)
+    normalised = Encoder("minilm", cache=cache).encode(scifact_texts[:6])
+    raw_enc = Encoder("minilm", normalize=False, cache=cache)
+    raw = raw_enc.encode(scifact_texts[:6])
+    assert raw_enc.cache_stats.hits == 6 and cache.stats.misses == 6
+    norms = np.linalg.norm(raw, axis=1)
+    assert not np.allclose(norms, 1.0)  # really unnormalised
+    np.testing.assert_allclose(raw / norms[:, None], normalised, atol=1e-6)
+
+
+def test_windows_reuse_the_plain_encoding_of_each_head(scifact_texts):
+    """A text's first window is the plain pipeline's input: the windowed encoder looks it up."""
+    texts = scifact_texts[:12]
+    window = "128:64:max"
+    uncached = Encoder("minilm", max_length=128, window=window).encode(texts)
+    cache = VectorCache(max_size=1000)
+    plain = Encoder("minilm", max_length=128, cache=cache)
+    plain.encode(texts)
+    windowed = Encoder("minilm", max_length=128, window=window, cache=cache)
+    calls = []
+    forward = windowed.backend.forward
+    windowed.backend.forward = lambda ids, *a, **kw: calls.append(ids.shape[0]) or forward(ids, *a, **kw)
+    vecs = windowed.encode(texts)
+    np.testing.assert_allclose(vecs, uncached, atol=1e-5)
+    seqs, _ = windowed._tok.sequences(texts, windowed.window)
+    assert len(seqs) > len(texts)  # some texts really are split
+    assert sum(calls) == len(seqs) - len(texts)  # every head came from the cache
+    assert windowed.cache_stats.hits == len(texts)  # the heads; the final vectors were misses
+    again = Encoder("minilm", max_length=128, window=window, cache=cache).encode(texts)
+    np.testing.assert_array_equal(again, vecs)  # now the windowed vectors themselves are cached

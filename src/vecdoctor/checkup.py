@@ -21,7 +21,8 @@ MIN_GAIN = 0.005  # nDCG@10 points a fix must add ...
 MAX_P = 0.05  # ... with a paired randomization test below this p-value
 PRECISION_KEEP = 0.99  # quantized storage must keep this share of float32 nDCG@10
 
-QUICK = {"max_queries": 100, "max_docs": 1000, "diagnose_sample": 400}
+QUICK = {"max_queries": 100, "max_docs": 1000, "diagnose_sample": 400, "layer_sample": 128,
+         "attention_sample": 64}
 
 
 @dataclass
@@ -193,8 +194,9 @@ def checkup(
     diagnosis = None
     say(f"diagnose {model}")
     try:
+        sizes = {k: QUICK[k] for k in ("layer_sample", "attention_sample")} if quick else {}
         sample = QUICK["diagnose_sample"] if quick else 2000
-        diagnosis = diagnose(ds, enc, sample=sample, seed=seed)
+        diagnosis = diagnose(ds, enc, sample=sample, seed=seed, **sizes)
     except VecdoctorError as exc:
         logger.warning("diagnosis of %s was incomplete: %s", model, exc)
     names = list(variants) if variants else list(DEFAULT_VARIANTS)

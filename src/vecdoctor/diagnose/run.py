@@ -109,10 +109,10 @@ def _texts_of(data: Any) -> tuple[list[str], Any]:
 
 
 def _raw_encoder(encoder: Any) -> Any:
-    """A shallow copy that shares the model but returns unnormalised vectors and skips the cache."""
+    """A shallow copy that shares the model and the cache but returns unnormalised vectors
+    (cache entries are stored before normalisation, so both encoders use the same ones)."""
     raw = copy.copy(encoder)
     raw.normalize = False
-    raw.cache = None
     return raw
 
 

@@ -22,6 +22,30 @@ from vecdoctor.models import ResolvedModel, resolve
 logger = logging.getLogger(__name__)
 
 
+def pipeline_fingerprint(config: dict[str, Any], leave_out: Sequence[str] = ()) -> str:
+    """A short hash of an encoder config (:meth:`Encoder.config`) without ``leave_out`` keys.
+
+    Keys at their default (None, fp32) are left out, so adding an option later does not change
+    the fingerprints of existing indexes and caches.
+    """
+    keys = {
+        k: v for k, v in config.items()
+        if k not in ("dimension", "fingerprint", *leave_out) and v is not None
+        and not (k == "precision" and v == "fp32")
+    }
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def same_vectors(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two encoder configs give the same vectors: equal but for the backend, at fp32.
+
+    The fp32 graphs vecdoctor converts are checked against PyTorch (cosine > 0.9999) when
+    they are made, so an index built on one backend can be queried through another.
+    """
+    fp32 = all(str(c.get("precision") or "fp32") == "fp32" for c in (a, b))
+    return fp32 and pipeline_fingerprint(a, ("backend",)) == pipeline_fingerprint(b, ("backend",))
+
+
 def _check_texts(texts: Sequence[str] | str) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("texts must be a list of strings, not one string; wrap it: [text]")
@@ -160,14 +184,19 @@ class Encoder:
         kwargs.update(overrides)
         return cls(**kwargs)
 
-    def _pipeline_fingerprint(self) -> str:
-        # Keys at their default (None, fp32) are left out, so adding an option later does not
-        # change the fingerprints of existing indexes and caches.
-        keys = {
-            k: v for k, v in self.config().items()
-            if k != "dimension" and v is not None and not (k == "precision" and v == "fp32")
-        }
-        return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+    def _pipeline_fingerprint(self, leave_out: tuple[str, ...] = ()) -> str:
+        return pipeline_fingerprint(self.config(), leave_out)
+
+    @property
+    def cache_fingerprint(self) -> str:
+        """What cache keys hash: the pipeline without normalisation (the cache holds vectors
+        before L2 normalisation, so normalised and raw encoders of a model share entries)."""
+        return self._pipeline_fingerprint(leave_out=("normalize",))
+
+    @property
+    def _head_fingerprint(self) -> str:
+        # A text's first token window is exactly its input without windows: same cache entry.
+        return self._pipeline_fingerprint(leave_out=("normalize", "window"))
 
     @property
     def cache_stats(self) -> CacheStats:
@@ -210,7 +239,8 @@ class Encoder:
         todo = list(range(n))
         keys: list[str] = []
         if self.cache is not None:
-            keys = [cache_key(self.fingerprint, t) for t in keyed]
+            fingerprint = self.cache_fingerprint
+            keys = [cache_key(fingerprint, t) for t in keyed]
             cached = self.cache.get_many(keys)
             todo = []
             for i, vec in enumerate(cached):
@@ -227,8 +257,6 @@ class Encoder:
                     vecs = self.backend.encode([texts[i] for i in idx], is_query=role == "query")
                 else:
                     vecs = self._encode_token_texts([keyed[i] for i in idx])
-                if self.normalize:
-                    vecs = _l2(vecs)
                 out[idx] = vecs
                 if self.cache is not None:
                     self.cache.put_many([keys[i] for i in idx], vecs)
@@ -236,9 +264,10 @@ class Encoder:
                     bar.update(len(idx))
             if bar is not None:
                 bar.close()
-        return out
+        return _l2(out) if self.normalize else out
 
     def _encode_token_texts(self, texts: list[str]) -> np.ndarray:
+        """Pooled (not normalised) vectors, one per text, windows reduced."""
         seqs, truncated = self._tok.sequences(texts, self.window)
         if truncated.any():
             self.truncated_count += int(truncated.sum())
@@ -247,10 +276,42 @@ class Encoder:
                 "(use a window to keep the rest)",
                 int(truncated.sum()), len(texts), self.max_length,
             )
-        pooled = self._pool_sequences(seqs)
+        pooled = self._pool_with_heads(seqs, texts)
         if len(seqs) == len(texts):
             return pooled
         return self._reduce(seqs, pooled, len(texts))
+
+    def _pool_with_heads(self, seqs: list[TokenSeq], texts: list[str]) -> np.ndarray:
+        """Pool ``seqs``; with windows and a cache, a text's head window is looked up first.
+
+        The head is the one input the same encoder without windows would see (a text that fits,
+        or the first window when windows are as long as the model input), so the windowed and
+        the plain pipeline share its vector instead of encoding it twice.
+        """
+        if self.window is None or self.cache is None:
+            return self._pool_sequences(seqs)
+        budget = self.max_length - self._tok.n_lead - self._tok.n_trail
+        full_windows = self.window.size >= budget
+        heads: dict[int, int] = {}  # owner -> index of its head sequence
+        counts = np.bincount([s.owner for s in seqs], minlength=len(texts))
+        for j, s in enumerate(seqs):
+            if s.owner not in heads and (full_windows or counts[s.owner] == 1):
+                heads[s.owner] = j
+        owners = sorted(heads)
+        fingerprint = self._head_fingerprint
+        keys = [cache_key(fingerprint, texts[o]) for o in owners]
+        found = self.cache.get_many(keys)
+        pooled = np.zeros((len(seqs), self.dimension), dtype=np.float32)
+        known = {heads[o]: vec for o, vec in zip(owners, found, strict=True) if vec is not None}
+        rest = [j for j in range(len(seqs)) if j not in known]
+        for j, vec in known.items():
+            pooled[j] = vec
+        if rest:
+            pooled[rest] = self._pool_sequences([seqs[j] for j in rest])
+        new = [(key, heads[o]) for key, o, vec in zip(keys, owners, found, strict=True) if vec is None]
+        if new:
+            self.cache.put_many([key for key, _ in new], pooled[[j for _, j in new]])
+        return pooled
 
     def _pool_sequences(self, seqs: list[TokenSeq]) -> np.ndarray:
         lengths = np.array([len(s) for s in seqs])
