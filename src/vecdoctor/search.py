@@ -110,6 +110,16 @@ class Hit:
         }
 
 
+def _check_backend(backend: str | None) -> str | None:
+    from vecdoctor.encode.backends import BACKENDS
+
+    if backend is None:
+        return None
+    if backend not in BACKENDS:
+        raise InputError(f"unknown query backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+    return backend
+
+
 def _check_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be an integer, got {type(k).__name__} {k!r}")
@@ -132,6 +142,10 @@ class Searcher:
         rescore: re-rank int8/binary candidates with float32 vectors (``oversample`` x k of them).
         cache_size: query vectors kept in an in-memory LRU (0 disables it).
         max_query_chars: longer queries are rejected.
+        query_backend: encode queries on this backend (``onnx``, ``openvino`` or ``torch``)
+            instead of the one the index was built with. Only an fp32 index accepts another
+            backend, since fp32 graphs give the same vectors (checked at conversion); a
+            converted graph answers one short query several times faster than PyTorch.
 
     ``k`` larger than the corpus is clamped to the corpus size; fewer than ``k`` hits come back
     when a retriever finds fewer matches (BM25 returns only documents sharing a term).
@@ -149,6 +163,7 @@ class Searcher:
         oversample: float | None = None,
         cache_size: int = 10_000,
         max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+        query_backend: str | None = None,
     ) -> None:
         from vecdoctor.index.store import Index
 
@@ -169,6 +184,9 @@ class Searcher:
         self.oversample = float(oversample if oversample is not None else index.oversample)
         self.cache_size = int(cache_size)
         self.max_query_chars = int(max_query_chars)
+        self.query_backend = _check_backend(query_backend)
+        if self.query_backend is not None:
+            self._check_query_backend()
         if encoder is not None:
             index.use_encoder(encoder)
         self._lock = threading.Lock()
@@ -180,15 +198,34 @@ class Searcher:
         """Load the encoder and run one query so the first request is not slow."""
         self.embed(["warm up"])
 
+    def _needs_encoder(self) -> bool:
+        current = self.index._encoder
+        if current is None:
+            return self.cache_size > 0 or self.query_backend is not None
+        return self.query_backend is not None and current.backend_name != self.query_backend
+
     def _ensure_encoder(self) -> Any:
-        if self.index._encoder is None and self.cache_size > 0:
+        if self._needs_encoder():
             from vecdoctor.encode.cache import VectorCache
 
             with self._lock:
-                if self.index._encoder is None:
-                    enc = self.index.load_encoder(cache=VectorCache(max_size=self.cache_size))
-                    self.index.use_encoder(enc)
+                if self._needs_encoder():
+                    overrides: dict[str, Any] = {}
+                    if self.cache_size > 0:
+                        overrides["cache"] = VectorCache(max_size=self.cache_size)
+                    if self.query_backend is not None:
+                        overrides["backend"] = self.query_backend
+                    self.index.use_encoder(self.index.load_encoder(**overrides))
         return self.index.encoder
+
+    def _check_query_backend(self) -> None:
+        precision = str(self.index.encoder_config.get("precision") or "fp32")
+        if precision != "fp32":
+            raise IncompatibleError(
+                f"query_backend={self.query_backend!r}: the index was built with a {precision} "
+                f"model on {self.index.encoder_config.get('backend')!r}, whose vectors only that "
+                "backend reproduces; drop the query backend or rebuild the index in fp32"
+            )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors through the index's encoder and transform (cached)."""

@@ -219,7 +219,7 @@ class Index:
             )
         expected = self.encoder_config.get("fingerprint")
         got = getattr(encoder, "fingerprint", None)
-        if expected and got and expected != got:
+        if expected and got and expected != got and not _same_vectors(self.encoder_config, encoder):
             theirs = encoder.config()
             keys = sorted((set(self.encoder_config) | set(theirs)) - {"fingerprint", "dimension"})
             diff = {
@@ -246,7 +246,8 @@ class Index:
             else:
                 vecs = enc.encode_documents(list(texts), show_progress=show_progress)
         if self.transform is not None:
-            vecs = self.transform.transform(vecs, fingerprint=enc.fingerprint)
+            # the encoder passed check_encoder: its vectors are those the transform was fitted on
+            vecs = self.transform.transform(vecs, fingerprint=self.fingerprint or enc.fingerprint)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -447,3 +448,10 @@ class Index:
             f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
             f"precision={self.precision}, path={str(self.path) if self.path else None!r})"
         )
+
+
+def _same_vectors(config: dict[str, Any], encoder: Any) -> bool:
+    from vecdoctor.encode.encoder import same_vectors
+
+    theirs = encoder.config() if hasattr(encoder, "config") else None
+    return isinstance(theirs, dict) and same_vectors(config, theirs)
