@@ -292,7 +292,7 @@ def _resolve_export(path: Path) -> ResolvedModel:
 
 def converted_variants() -> list[dict[str, object]]:
     """Converted variants in the models cache (``vecdoctor export``, or backend='openvino'/'onnx')."""
-    from vecdoctor.encode.convert import list_converted
+    from vecdoctor.encode.converted import list_converted
 
     return list_converted()
 

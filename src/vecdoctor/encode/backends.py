@@ -170,7 +170,7 @@ class OnnxBackend:
 def _hidden_size_from_export(graph: Path) -> int:
     import json
 
-    from vecdoctor.encode.convert import EXPORT_FILE
+    from vecdoctor.encode.converted import EXPORT_FILE
 
     meta = graph.parent / EXPORT_FILE
     if not meta.exists():
@@ -213,7 +213,7 @@ def load_backend(
     """Build the backend object for a resolved model, converting it first where needed.
 
     A PyTorch model asked for on ``openvino`` or ``onnx`` is converted to that backend and
-    precision (once; the models cache keeps it, see :mod:`vecdoctor.encode.convert`).
+    precision (once; the models cache keeps it, see :mod:`vecdoctor.encode.converted`).
     """
     kind = backend or model.backend
     wanted = ModelPrecision.parse(precision) if precision is not None else None
@@ -249,7 +249,7 @@ def load_backend(
                 f"{model.path} holds a {model.precision} graph, not {wanted}; export that precision "
                 "or drop the precision argument"
             )
-        from vecdoctor.encode.convert import load_converted
+        from vecdoctor.encode.converted import load_converted
 
         converted = load_converted(model.path)
         return _converted_backend(kind, model.path, converted.precision, converted.calibration)

@@ -1,148 +1,71 @@
-"""Converting a PyTorch model into OpenVINO or ONNX Runtime graphs, and the converted-models cache.
-
-A converted variant is one folder holding the graph, the tokenizer, the model's
-sentence-transformers settings and ``vecdoctor_export.json`` (backend, precision, source model
-and its fingerprint, calibration, the check against PyTorch, and the size and hash of every
-file). Variants live in ``cache_home()/converted/<model>-<fingerprint>/<backend>-<precision>``;
-a folder that fails its hash check is converted again, never used.
+"""Converting a PyTorch model into OpenVINO or ONNX Runtime graphs, checked against PyTorch.
 
 The graph takes ``input_ids`` and ``attention_mask`` and returns ``last_hidden_state``
 (b, L, d) and ``first_attention`` (b, L): the last layer's attention from the first token, mean
-of heads, so every pooling mode works on every backend.
+of heads, so every pooling mode works on every backend. Each backend's export and
+quantization is in its module (:mod:`vecdoctor.encode.openvino_backend`,
+:mod:`vecdoctor.encode.ort_backend`); the converted variants are kept and verified by the
+cache in :mod:`vecdoctor.encode.converted`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vecdoctor.config import ModelPrecision
+from vecdoctor.encode.converted import (
+    CONVERTED_BACKENDS,
+    EXPORT_FILE,
+    FORMAT_VERSION,
+    ConvertedModel,
+    check_backend,
+    copy_model_files,
+    describe_variant,
+    install_variant,
+    list_converted,
+    load_converted,
+    texts_digest,
+    variant_dir,
+)
 from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError
-from vecdoctor.models import ResolvedModel, cache_home, resolve
+from vecdoctor.models import ResolvedModel, resolve
+
+__all__ = [
+    "CALIBRATION_SIZE",
+    "CHECK_SIZE",
+    "CONVERTED_BACKENDS",
+    "EXPORT_FILE",
+    "FORMAT_VERSION",
+    "ConversionError",
+    "ConvertedModel",
+    "check_backend",
+    "ensure_converted",
+    "export_model",
+    "list_converted",
+    "load_converted",
+    "texts_digest",
+    "torch_module",
+    "variant_dir",
+]
 
 logger = logging.getLogger(__name__)
 
-EXPORT_FILE = "vecdoctor_export.json"
-FORMAT_VERSION = 1
-CONVERTED_BACKENDS = ("openvino", "onnx")
 CALIBRATION_SIZE = 300
 """Texts drawn from the calibration corpus for int8 (a seeded sample when there are more)."""
 CHECK_SIZE = 8
-_COPIED = (
-    "tokenizer.json",
-    "config.json",
-    "sentence_bert_config.json",
-    "config_sentence_transformers.json",
-    "modules.json",
-    "1_Pooling/config.json",
-)
 
 
 class ConversionError(VecdoctorError, RuntimeError):
     """A converted graph does not reproduce the PyTorch model within tolerance."""
-
-
-@dataclass(frozen=True)
-class ConvertedModel:
-    """A converted variant on disk."""
-
-    path: Path
-    backend: str
-    precision: ModelPrecision
-    graph: str  # file name of the graph inside ``path``
-    info: dict[str, Any] = field(repr=False)
-
-    @property
-    def graph_path(self) -> Path:
-        return self.path / self.graph
-
-    @property
-    def calibration(self) -> str | None:
-        return self.info.get("calibration", {}).get("sha256")
-
-
-def check_backend(backend: str) -> str:
-    if backend not in CONVERTED_BACKENDS:
-        raise InputError(
-            f"cannot convert to backend {backend!r}; valid backends: {', '.join(CONVERTED_BACKENDS)}"
-        )
-    return backend
-
-
-def variant_dir(
-    resolved: ResolvedModel, backend: str, precision: ModelPrecision | str, home: Path | None = None
-) -> Path:
-    """Where the cache keeps one converted variant of ``resolved``."""
-    name = Path(resolved.id).name if os.sep in resolved.id else resolved.id
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "model"
-    folder = f"{backend}-{ModelPrecision.parse(precision)}"
-    return (home or cache_home()) / "converted" / f"{slug}-{resolved.fingerprint}" / folder
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def texts_digest(texts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode())
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
-
-
-def load_converted(folder: Path) -> ConvertedModel:
-    """Open a converted variant, checking every file's size and hash.
-
-    Raises FileNotFoundError when the folder holds no export, IncompatibleError when a file is
-    missing or damaged (the message names the file).
-    """
-    folder = Path(folder)
-    meta = folder / EXPORT_FILE
-    if not meta.exists():
-        raise FileNotFoundError(f"{folder}: no converted model ({EXPORT_FILE} missing)")
-    try:
-        info = json.loads(meta.read_text())
-        files: dict[str, dict[str, Any]] = info["files"]
-        backend, precision, graph = (
-            info["backend"],
-            ModelPrecision.parse(info["precision"]),
-            info["graph"],
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IncompatibleError(
-            f"{meta}: unreadable export description ({exc}); convert again"
-        ) from None
-    if info.get("format") != FORMAT_VERSION:
-        raise IncompatibleError(
-            f"{meta}: export format {info.get('format')!r}, expected {FORMAT_VERSION}"
-        )
-    for rel, want in files.items():
-        path = folder / rel
-        if not path.exists():
-            raise IncompatibleError(
-                f"{path}: file of the converted model is missing; convert again"
-            )
-        if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
-            raise IncompatibleError(
-                f"{path}: file of the converted model is damaged (hash mismatch); convert again"
-            )
-    return ConvertedModel(folder, backend, precision, graph, info)
 
 
 def ensure_converted(
@@ -181,35 +104,6 @@ def ensure_converted(
         max_length=max_length,
         force=True,
     )
-
-
-def list_converted(home: Path | None = None) -> list[dict[str, Any]]:
-    """Every converted variant in the models cache: model, backend, precision, size, check, path."""
-    root = (home or cache_home()) / "converted"
-    rows = []
-    for meta in sorted(root.glob(f"*/*/{EXPORT_FILE}")):
-        try:
-            info = json.loads(meta.read_text())
-        except ValueError:
-            continue
-        size = sum(f.get("size", 0) for f in info.get("files", {}).values())
-        rows.append(
-            {
-                "name": info.get("model"),
-                "description": f"converted: {info.get('backend')} {info.get('precision')}",
-                "dimension": info.get("hidden_size"),
-                "backend": info.get("backend"),
-                "precision": info.get("precision"),
-                "installed": True,
-                "install": f"vecdoctor export {info.get('model')} --backend {info.get('backend')} "
-                f"--precision {info.get('precision')}",
-                "size_mb": round(size / 2**20, 1),
-                "min_cosine_to_torch": info.get("check", {}).get("min_cosine"),
-                "created": info.get("created"),
-                "path": str(meta.parent),
-            }
-        )
-    return rows
 
 
 # -- the PyTorch side --------------------------------------------------------------------------
@@ -393,8 +287,8 @@ def export_model(
                 check["min_cosine"],
                 check["texts"],
             )
-        _copy_model_files(resolved, tmp)
-        info = _describe(
+        copy_model_files(resolved, tmp)
+        info = describe_variant(
             resolved,
             backend,
             precision,
@@ -407,7 +301,7 @@ def export_model(
             module,
         )
         (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2))
-        _replace(tmp, target)
+        install_variant(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logger.info(
@@ -437,89 +331,3 @@ def _default_check_texts() -> list[str]:
     from vecdoctor.data import sample_corpus
 
     return [d.content for d in sample_corpus()[:CHECK_SIZE]]
-
-
-def _copy_model_files(resolved: ResolvedModel, folder: Path) -> None:
-    sources = {"tokenizer.json": resolved.tokenizer_path}
-    for rel in _COPIED[1:]:
-        sources[rel] = resolved.path / rel
-    for rel, src in sources.items():
-        if src is not None and Path(src).is_file():
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, folder / rel)
-
-
-def _describe(
-    resolved: ResolvedModel,
-    backend: str,
-    precision: ModelPrecision,
-    graph: str,
-    folder: Path,
-    calib: list[str],
-    check: dict[str, float],
-    max_length: int,
-    seconds: float,
-    module: Any,
-) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    def ver(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    files = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        files[path.relative_to(folder).as_posix()] = {
-            "size": path.stat().st_size,
-            "sha256": _sha256(path),
-        }
-    return {
-        "format": FORMAT_VERSION,
-        "model": resolved.id,
-        "model_fingerprint": resolved.fingerprint,
-        "backend": backend,
-        "precision": str(precision),
-        "graph": graph,
-        "outputs": ["last_hidden_state", "first_attention"],
-        "hidden_size": module.hidden_size,
-        "max_positions": module.max_positions,
-        "max_length": resolved.max_length,
-        "query_prefix": resolved.query_prefix,
-        "document_prefix": resolved.document_prefix,
-        "default_pooling": resolved.default_pooling,
-        "calibration": {
-            "texts": len(calib),
-            "sha256": texts_digest(calib),
-            "max_length": max_length,
-        }
-        if calib
-        else {},
-        "check": check,
-        "seconds": round(seconds, 1),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {
-            name: ver(name)
-            for name in (
-                "vecdoctor",
-                "torch",
-                "transformers",
-                "openvino",
-                "nncf",
-                "onnxruntime",
-                "onnx",
-            )
-        },
-        "files": files,
-    }
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``, removing an older folder only once the new one is complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)

@@ -152,7 +152,7 @@ class OpenVINOBackend:
 
 
 def _export_info(folder: Path) -> dict[str, Any]:
-    from vecdoctor.encode.convert import EXPORT_FILE
+    from vecdoctor.encode.converted import EXPORT_FILE
 
     path = folder / EXPORT_FILE
     return json.loads(path.read_text()) if path.exists() else {}
