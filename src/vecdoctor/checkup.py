@@ -107,10 +107,14 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str,
     """Turn measured variant results into a pipeline and the reasons for each choice."""
     decisions: list[Decision] = []
     if comparison is not None and comparison.recommended:
-        decisions.append(Decision("model", model, True, comparison.reason))
-    pipeline: dict[str, Any] = {"model": model, "pooling": None, "window": None, "transform": None,
+        choice = f"{model} on {comparison.backend} {comparison.precision}" if comparison.backend else model
+        decisions.append(Decision("model", choice, True, comparison.reason))
+    pipeline: dict[str, Any] = {"model": model, "backend": None, "model_precision": None,
+                                "pooling": None, "window": None, "transform": None,
                                 "mode": "dense", "fusion": "rrf", "rrf_k": 60, "rerank": None,
                                 "precision": "float32"}
+    if comparison is not None and comparison.backend:
+        pipeline["backend"], pipeline["model_precision"] = comparison.backend, comparison.precision
     modes = {m: variants.get(m) for m in ("bm25", "dense", "hybrid") if variants.get(m)}
     if modes:
         best = max(modes.values(), key=lambda r: r.ndcg)
@@ -233,7 +237,7 @@ def checkup(
         transform = _fit_transform(pipeline["transform"], tenc.encode_documents([d.content for d in ds.corpus]), tenc)
     for r in report.results:  # rates measured in the model comparison (same encoder settings)
         if r.docs_per_second is None and r.name not in {"bm25"}:
-            row = next((m for m in comparison.rows if m.model == model), None)
+            row = next((m for m in comparison.rows if m.model == model and not m.converted), None)
             r.docs_per_second = row.docs_per_second if row and _uses_default_encoder(r.name) else None
     meta = {
         "dataset": ds.name,

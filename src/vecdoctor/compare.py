@@ -26,12 +26,15 @@ class Prefer(_Choice):
     QUALITY = "quality"
     """Highest nDCG@10."""
     SPEED = "speed"
-    """Most documents per second among models within 2 points of nDCG@10 of the best."""
+    """Most documents per second among models within 2 points of nDCG@10 of the best, with
+    each PyTorch model also measured on the fast CPU backends (OpenVINO, ONNX Runtime)."""
     MEMORY = "memory"
     """Fewest bytes per vector among models within 2 points of nDCG@10 of the best."""
 
 
 QUALITY_MARGIN = 0.02
+BACKEND_KEEP = 0.995  # a fast backend must keep this share of the model's fp32 nDCG@10
+FAST_VARIANTS = (("openvino", "int8"), ("onnx", "int8"), ("openvino", "bf16"))
 
 
 @dataclass
@@ -39,6 +42,8 @@ class ModelRow:
     model: str
     dimension: int | None = None
     backend: str | None = None
+    precision: str = "fp32"
+    converted: bool = False  # measured on a backend vecdoctor converted the model to
     docs_per_second: float | None = None
     query_ms_p50: float | None = None
     ndcg_at_10: float | None = None
@@ -54,6 +59,13 @@ class ModelRow:
         d["recall@10"] = d.pop("recall_at_10")
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
 
+    @property
+    def label(self) -> str:
+        """The model, with its backend and precision when those are not the model's own."""
+        return self.model if self.precision == "fp32" and not self.converted else (
+            f"{self.model} ({self.backend} {self.precision})"
+        )
+
 
 @dataclass
 class Comparison:
@@ -62,23 +74,31 @@ class Comparison:
     recommended: str | None
     reason: str
     self_supervised: bool = False
+    backend: str | None = None  # set when a converted backend is recommended (prefer speed)
+    precision: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "prefer": str(self.prefer),
             "recommended": self.recommended,
+            "recommended_backend": self.backend,
+            "recommended_precision": self.precision,
             "reason": self.reason,
             "self_supervised": self.self_supervised,
             "models": [r.to_dict() for r in self.rows],
         }
 
 
-def _measure(model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any = None) -> ModelRow:
+def _measure(
+    model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any = None, **options: Any
+) -> ModelRow:
     from vecdoctor.diagnose.isotropy import isotropy_score, mean_pairwise_cosine
     from vecdoctor.encode.encoder import Encoder
 
-    enc = Encoder(model, cache=cache)
     texts = [d.content for d in dataset.corpus]
+    if options.get("precision") == "int8":
+        options["calibration_texts"] = texts  # calibrated on the user's corpus
+    enc = Encoder(model, cache=cache, **options)
     start = time.perf_counter()
     docs = enc.encode_documents(texts)
     rate = len(texts) / max(time.perf_counter() - start, 1e-9)
@@ -102,6 +122,8 @@ def _measure(model: str, dataset: Dataset, k: int, latency_queries: int, cache: 
         model=model,
         dimension=enc.dimension,
         backend=enc.backend_name,
+        precision=str(enc.precision),
+        converted="backend" in options,
         docs_per_second=rate,
         query_ms_p50=float(np.percentile(latencies, 50)),
         ndcg_at_10=metrics["ndcg@10"],
@@ -112,33 +134,58 @@ def _measure(model: str, dataset: Dataset, k: int, latency_queries: int, cache: 
     )
 
 
-def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[str | None, str]:
-    """Pick a model by priority; the reason quotes the measured numbers."""
+def _keeps_quality(row: ModelRow, rows: Sequence[ModelRow]) -> bool:
+    """A converted variant counts only if it keeps BACKEND_KEEP of its own model's fp32 nDCG@10."""
+    if not row.converted:
+        return True
+    own = next((r for r in rows if r.model == row.model and not r.converted and r.error is None), None)
+    return own is not None and (row.ndcg_at_10 or 0) >= BACKEND_KEEP * (own.ndcg_at_10 or 0)
+
+
+def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[ModelRow | None, str]:
+    """Pick a model (row) by priority; the reason quotes the measured numbers."""
     prefer = Prefer.parse(prefer)
     ok = [r for r in rows if r.error is None and r.ndcg_at_10 is not None]
     if not ok:
         return None, "no model could be measured"
-    best_q = max(ok, key=lambda r: r.ndcg_at_10 or 0)
+    plain = [r for r in ok if not r.converted]
+    best_q = max(plain or ok, key=lambda r: r.ndcg_at_10 or 0)
     floor = (best_q.ndcg_at_10 or 0) - QUALITY_MARGIN
-    close = [r for r in ok if (r.ndcg_at_10 or 0) >= floor]
+    close = [r for r in ok if (r.ndcg_at_10 or 0) >= floor and _keeps_quality(r, ok)]
     if prefer is Prefer.QUALITY or len(ok) == 1:
         pick = best_q
-        others = sorted((r for r in ok if r is not pick), key=lambda r: -(r.ndcg_at_10 or 0))
+        others = sorted((r for r in plain if r is not pick), key=lambda r: -(r.ndcg_at_10 or 0))
         runner = f"; next best {others[0].model} {others[0].ndcg_at_10:.4f}" if others else ""
-        return pick.model, f"{pick.model} has the highest nDCG@10 ({pick.ndcg_at_10:.4f}{runner})"
+        return pick, f"{pick.model} has the highest nDCG@10 ({pick.ndcg_at_10:.4f}{runner})"
     if prefer is Prefer.SPEED:
         pick = max(close, key=lambda r: r.docs_per_second or 0)
-        return pick.model, (
-            f"{pick.model} encodes {pick.docs_per_second:.1f} docs/s (query p50 {pick.query_ms_p50:.1f} ms) "
+        kept = ""
+        if pick.converted:
+            own = next(r for r in plain if r.model == pick.model)
+            kept = (f"; {pick.ndcg_at_10 / own.ndcg_at_10:.1%} of its fp32 nDCG@10 "
+                    f"({own.ndcg_at_10:.4f} at {own.docs_per_second:.1f} docs/s; rule: keep >= {BACKEND_KEEP:.1%})")
+        return pick, (
+            f"{pick.label} encodes {pick.docs_per_second:.1f} docs/s (query p50 {pick.query_ms_p50:.1f} ms) "
             f"with nDCG@10 {pick.ndcg_at_10:.4f}, within {QUALITY_MARGIN} of the best "
-            f"({best_q.model} {best_q.ndcg_at_10:.4f}, {best_q.docs_per_second:.1f} docs/s)"
+            f"({best_q.model} {best_q.ndcg_at_10:.4f}, {best_q.docs_per_second:.1f} docs/s){kept}"
         )
-    pick = min(close, key=lambda r: (r.bytes_per_vector or 0, -(r.ndcg_at_10 or 0)))
-    return pick.model, (
+    pick = min((r for r in close if not r.converted),
+               key=lambda r: (r.bytes_per_vector or 0, -(r.ndcg_at_10 or 0)))
+    return pick, (
         f"{pick.model} needs {pick.bytes_per_vector} bytes per float32 vector with nDCG@10 "
         f"{pick.ndcg_at_10:.4f}, within {QUALITY_MARGIN} of the best ({best_q.model} {best_q.ndcg_at_10:.4f}, "
         f"{best_q.bytes_per_vector} bytes); int8/binary storage divides this by 4/32"
     )
+
+
+def convertible(model: str) -> bool:
+    """Whether vecdoctor can convert ``model`` to the fast backends (a PyTorch model)."""
+    from vecdoctor.models import resolve
+
+    try:
+        return resolve(model).backend == "torch"
+    except VecdoctorError:
+        return False
 
 
 def compare_models(
@@ -149,8 +196,14 @@ def compare_models(
     latency_queries: int = 50,
     progress: Callable[[str], None] | None = None,
     cache: Any = None,
+    backends: bool = True,
 ) -> Comparison:
-    """Measure every model on ``dataset`` (queries and qrels needed; see self-supervised)."""
+    """Measure every model on ``dataset`` (queries and qrels needed; see self-supervised).
+
+    With ``prefer="speed"`` (and ``backends``), each PyTorch model within the quality margin
+    is also measured on OpenVINO int8/bf16 and ONNX Runtime int8 (converted and calibrated on
+    this corpus); a variant is eligible only if it keeps 99.5% of its fp32 nDCG@10.
+    """
     prefer = Prefer.parse(prefer)
     if not models:
         raise InputError("no models given to compare")
@@ -160,11 +213,32 @@ def compare_models(
     for model in models:
         if progress:
             progress(f"model {model}")
-        try:
-            rows.append(_measure(model, dataset, k, latency_queries, cache))
-        except VecdoctorError as exc:  # not installed, or unsupported: reported, not fatal
-            logger.warning("skipping %s: %s", model, exc)
-            rows.append(ModelRow(model=model, error=str(exc)))
+        rows.append(_measure_or_report(model, dataset, k, latency_queries, cache))
+    if prefer is Prefer.SPEED and backends:
+        # the fast backends of every PyTorch model that is close enough in quality to matter
+        best = max((r.ndcg_at_10 or 0 for r in rows if r.error is None), default=0.0)
+        for row in list(rows):
+            if row.error is None and (row.ndcg_at_10 or 0) >= best - QUALITY_MARGIN and convertible(row.model):
+                for backend, precision in FAST_VARIANTS:
+                    if progress:
+                        progress(f"model {row.model} on {backend} {precision}")
+                    rows.append(_measure_or_report(row.model, dataset, k, latency_queries, cache,
+                                                   backend=backend, precision=precision))
     pick, reason = recommend(rows, prefer)
-    return Comparison(rows=rows, prefer=prefer, recommended=pick, reason=reason,
-                      self_supervised=dataset.self_supervised)
+    return Comparison(
+        rows=rows, prefer=prefer, recommended=pick.model if pick else None, reason=reason,
+        self_supervised=dataset.self_supervised,
+        backend=pick.backend if pick is not None and pick.converted else None,
+        precision=pick.precision if pick is not None and pick.converted else None,
+    )
+
+
+def _measure_or_report(model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any,
+                       **options: Any) -> ModelRow:
+    try:
+        return _measure(model, dataset, k, latency_queries, cache, **options)
+    except VecdoctorError as exc:  # not installed, no fast extra, unsupported: reported, not fatal
+        logger.warning("skipping %s %s: %s", model, " ".join(options.values()), exc)
+        return ModelRow(model=model, backend=options.get("backend"),
+                        precision=options.get("precision", "fp32"), converted=bool(options),
+                        error=str(exc))

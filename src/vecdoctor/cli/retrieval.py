@@ -33,6 +33,14 @@ def index_command(
     max_length: int = typer.Option(
         None, "--max-length", help="Tokens per model input (default: the model's)"
     ),
+    backend: str = typer.Option(
+        None, "--backend", help="torch|openvino|onnx to encode with (default: the model's)"
+    ),
+    model_precision: str = typer.Option(
+        None,
+        "--model-precision",
+        help="fp32|bf16|int8 of the model (int8 is calibrated on this corpus) [default: fp32]",
+    ),
     transform: Path = typer.Option(
         None, "--transform", help="Folder of a fitted whitening / all-but-the-top"
     ),
@@ -78,9 +86,19 @@ def index_command(
         Precision.parse(precision)
     AnnConfig.parse(ann)
     Window.parse(window)
+    if model_precision is not None:
+        from vecdoctor.config import ModelPrecision
+
+        ModelPrecision.parse(model_precision)
+    if backend is not None:
+        from vecdoctor.encode.backends import BACKENDS
+
+        if backend not in BACKENDS:
+            raise InputError(f"unknown --backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
     settings = read_pipeline(pipeline) if pipeline is not None else {}
     encoder = encoder_spec(settings)
-    given = {"model": model, "pooling": pooling, "window": window, "max_length": max_length}
+    given = {"model": model, "pooling": pooling, "window": window, "max_length": max_length,
+             "backend": backend, "precision": model_precision}
     encoder.update({k: v for k, v in given.items() if v is not None})
     encoder.setdefault("model", "minilm")
     start = time.perf_counter()
@@ -89,8 +107,10 @@ def index_command(
         from vecdoctor.encode.encoder import Encoder
         from vecdoctor.scale.lance import LanceIndex
 
-        enc = Encoder(**{k: v for k, v in encoder.items() if k in {"model", "pooling", "window", "max_length"}},
-                      cache=cache, batch_size=batch_size)
+        keys = {"model", "pooling", "window", "max_length", "backend", "precision"}
+        calibration = [d.content for d in docs] if str(encoder.get("precision")) == "int8" else None
+        enc = Encoder(**{k: v for k, v in encoder.items() if k in keys},
+                      cache=cache, batch_size=batch_size, calibration_texts=calibration)
         lance = LanceIndex.build(
             docs, str(output), enc, transform=transform or settings.get("transform"), table=table,
             overwrite=True, show_progress=progress_enabled(),

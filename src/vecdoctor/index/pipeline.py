@@ -14,8 +14,11 @@ def encoder_spec(spec: dict[str, Any]) -> dict[str, Any]:
     nested = spec.get("encoder")
     if isinstance(nested, dict):
         return dict(nested)
-    keys = ("model", "pooling", "window", "max_length")
-    return {k: spec[k] for k in keys if spec.get(k) is not None}
+    keys = ("model", "backend", "pooling", "window", "max_length")
+    out = {k: spec[k] for k in keys if spec.get(k) is not None}
+    if spec.get("model_precision") is not None:  # "precision" is the stored vectors' precision
+        out["precision"] = spec["model_precision"]
+    return out
 
 
 def search_defaults(spec: dict[str, Any]) -> dict[str, Any]:

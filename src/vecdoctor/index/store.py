@@ -144,8 +144,8 @@ class Index:
     ) -> Index:
         """Build from a pipeline description (a dict or a pipeline.json path).
 
-        Keys: ``encoder`` (``Encoder.config()``) or flat ``model``/``pooling``/``window``/
-        ``max_length``; ``transform`` (folder), ``precision``, ``ann``, ``bm25``,
+        Keys: ``encoder`` (``Encoder.config()``) or flat ``model``/``backend``/``pooling``/
+        ``window``/``max_length``/``model_precision``; ``transform`` (folder), ``precision``, ``ann``, ``bm25``,
         ``oversample``; ``mode``/``fusion``/``rrf_k`` become the index's search defaults;
         other keys are ignored. ``encoder_options`` (``cache``,
         ``batch_size``) do not change the vectors and are not saved.
@@ -157,6 +157,9 @@ class Index:
         if not enc_spec.get("model"):
             raise InputError('the pipeline names no model; add "encoder": {"model": ...}')
         options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
+        if str(enc_spec.get("precision")) == "int8" and "calibration_texts" not in options:
+            corpus = list(corpus)  # an int8 model is calibrated on this corpus
+            options["calibration_texts"] = [d.content for d in corpus]
         encoder = Encoder.from_config(enc_spec, **options)
         bm25 = spec.get("bm25")
         index = cls.build(

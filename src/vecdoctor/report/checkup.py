@@ -11,7 +11,7 @@ from vecdoctor.report.html import Figure, Section, Table, render_html
 def recommendation_section(result: Any) -> Section:
     p = result.pipeline
     parts = [
-        f"model {p['model']}",
+        f"model {p['model']}" + (f" on {p['backend']} {p['model_precision']}" if p.get("backend") else ""),
         f"{p['mode']} retrieval" + (f" ({p['fusion']}, k={p['rrf_k']})" if p["mode"] == "hybrid" else ""),
         f"{p['pooling'] or 'default'} pooling",
         f"windows {p['window']}" if p["window"] else "no windows",
@@ -62,19 +62,19 @@ def models_section(result: Any) -> Section:
 
     comp = result.comparison
     rows = [
-        (r.model, r.dimension, r.backend, r.ndcg_at_10, r.recall_at_10, r.docs_per_second, r.query_ms_p50,
-         r.isotropy, r.mean_cosine, r.bytes_per_vector, r.error or "")
+        (r.model, r.dimension, r.backend, r.precision, r.ndcg_at_10, r.recall_at_10, r.docs_per_second,
+         r.query_ms_p50, r.isotropy, r.mean_cosine, r.bytes_per_vector, r.error or "")
         for r in comp.rows
     ]
     table = Table(
-        ("model", "dim", "backend", "nDCG@10", "recall@10", "docs/s", "query p50 ms", "isotropy",
-         "mean cosine", "bytes/vector", "note"),
+        ("model", "dim", "backend", "precision", "nDCG@10", "recall@10", "docs/s", "query p50 ms",
+         "isotropy", "mean cosine", "bytes/vector", "note"),
         tuple(rows), caption="Dense retrieval with each model's own pooling, exact search", digits=4,
     )
     ok = [r for r in comp.rows if r.error is None]
     figs: tuple[Figure, ...] = ()
     if ok:
-        png = figures.bars([r.model for r in ok], [("nDCG@10", [r.ndcg_at_10 for r in ok])], "nDCG@10")
+        png = figures.bars([r.label for r in ok], [("nDCG@10", [r.ndcg_at_10 for r in ok])], "nDCG@10")
         figs = (Figure("nDCG@10 per model", png),)
     text = (f"Priority: {comp.prefer}. Recommended: {comp.recommended} — {comp.reason}.",)
     return Section("Model comparison", text, (table,), figs, anchor="model-comparison")
