@@ -3,7 +3,8 @@
 One run builds the SciFact index with one model, then measures on the 300 test queries:
 nDCG@10 and recall@100 (pytrec_eval) for bm25, dense, hybrid (RRF and weighted), and
 int8/binary dense search with and without float rescoring; per-query latency (p50/p95,
-query encoding included) and QPS; and, as the baseline of the same run, the QPS of calling
+query encoding included) and QPS, with queries encoded in PyTorch and on converted fp32
+graphs (``--query-backends``); and, as the baseline of the same run, the QPS of calling
 bm25s directly with the same tokens.
 
     .venv/bin/python benchmarks/search_scifact.py [--data ../shared/data/scifact] [--threads 2]
@@ -103,6 +104,11 @@ def main() -> None:
         help="how many test queries the per-query latency loops use",
     )
     parser.add_argument(
+        "--query-backends",
+        default="onnx,openvino",
+        help="also time dense/hybrid with queries encoded on these fp32 backends ('' skips)",
+    )
+    parser.add_argument(
         "--out", default=str(ROOT / "benchmarks" / "results" / "search_scifact.json")
     )
     args = parser.parse_args()
@@ -184,6 +190,18 @@ def main() -> None:
         results[name] = row
         print(name, row, flush=True)
     index.vectors = float_store
+    # the same float32 index, queries encoded on a converted fp32 graph (same vectors)
+    for backend in args.query_backends.split(",") if args.query_backends else []:
+        searcher = Searcher(index, cache_size=0, query_backend=backend)
+        searcher.warmup()
+        for mode in ("dense", "hybrid"):
+            hits = searcher.search_batch(queries, k=100, mode=mode)
+            row = {"precision": "float32", "mode": mode, "query_backend": backend, "fusion": "rrf"}
+            row.update(evaluate(to_run(qids, hits), ds.qrels))
+            row.update(timings(lambda q, s=searcher, m=mode: s.search(q, k=10, mode=m), lat_queries))
+            name = f"{'hybrid_rrf' if mode == 'hybrid' else mode}_{backend}_queries"
+            results[name] = row
+            print(name, row, flush=True)
 
     ours_bm25 = results["bm25"]
     float_ndcg = results["dense"]["ndcg@10"]
@@ -198,6 +216,11 @@ def main() -> None:
         ),
         "hybrid_p50_ms": results["hybrid_rrf"]["p50_ms"],
     }
+    fast = {n: r["p50_ms"] for n, r in results.items() if n.startswith("hybrid_rrf_") and "query_backend" in r}
+    if fast:
+        best = min(fast, key=fast.get)
+        summary["hybrid_p50_ms_best_query_backend"] = {"variant": best, "p50_ms": fast[best],
+                                                      "ndcg@10": results[best]["ndcg@10"]}
     targets = {
         "bm25 ndcg@10 >= 0.68": results["bm25"]["ndcg@10"] >= 0.68,
         "bm25 qps >= 0.8x bm25s": summary["bm25_qps_ratio_vs_bm25s"] >= 0.8,
@@ -206,8 +229,12 @@ def main() -> None:
         and results["hybrid_rrf"]["ndcg@10"] > max(results["bm25"]["ndcg@10"], float_ndcg),
         "int8+rescore >= 99% of float": summary["int8_rescore_vs_float_ndcg"] >= 0.99,
         "binary+rescore >= 97% of float": summary["binary_rescore_vs_float_ndcg"] >= 0.97,
-        "hybrid p50 <= 15 ms": summary["hybrid_p50_ms"] <= 15,
+        "hybrid p50 <= 15 ms (torch query encoding)": summary["hybrid_p50_ms"] <= 15,
     }
+    if fast:
+        targets["hybrid p50 <= 15 ms (fastest fp32 query backend, same nDCG@10)"] = (
+            fast[best] <= 15 and abs(results[best]["ndcg@10"] - results["hybrid_rrf"]["ndcg@10"]) < 0.001
+        )
     from vecdoctor import __version__
 
     report = {
