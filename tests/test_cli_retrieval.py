@@ -98,12 +98,25 @@ def test_search_k_over_the_corpus_is_clamped(built):
         (["--mode", "semantic"], "valid values: bm25, dense, hybrid"),
         (["--fusion", "borda"], "valid values: rrf, weighted"),
         (["--rerank", "/no/such/folder"], "no such folder"),
+        (["--rerank-fusion", "borda"], "valid values: none, rrf, weighted"),
     ],
 )
 def test_search_bad_options_are_one_line_errors(built, args, text):
     out, _ = built
     line = one_error_line(run("search", out, "protein", *args))
     assert text in line
+
+
+def test_search_fuses_the_reranker_with_the_first_stage(built):
+    out, _ = built
+    result = run("search", out, "cancer cells", "-k", 5, "--rerank", "maxsim",
+                 "--rerank-fusion", "rrf")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)["hits"]
+    assert [h["ranks_by_stage"]["rerank_fused"] for h in hits] == [1, 2, 3, 4, 5]
+    for h in hits:
+        ranks = h["ranks_by_stage"]
+        assert h["score"] == pytest.approx(1 / (60 + ranks["fused"]) + 1 / (60 + ranks["rerank"]))
 
 
 def test_search_empty_and_huge_queries(built):

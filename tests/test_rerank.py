@@ -7,8 +7,15 @@ import pytest
 import retrieval_support as rs
 
 from vecdoctor.data import Document
-from vecdoctor.errors import InputError
-from vecdoctor.rerank import CrossEncoderReranker, MaxSimReranker, load_reranker, maxsim
+from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.rerank import (
+    CrossEncoderReranker,
+    MaxSimReranker,
+    RerankFusion,
+    fuse_with_first_stage,
+    load_reranker,
+    maxsim,
+)
 from vecdoctor.search import Searcher
 
 PAIRS = [
@@ -124,3 +131,113 @@ def test_bad_reranker_folders(tmp_path):
         load_reranker("maxsim")
     with pytest.raises(InputError, match="no such folder"):
         Searcher(rs.float_index()).search("cells", rerank=str(tmp_path / "nope"))
+
+
+# -- fusing the reranker's order with the first stage's --------------------------------------
+class FakeReranker:
+    """Scores documents from a table by id (unknown ids score 0); counts the calls."""
+
+    def __init__(self, table=None, constant=None):
+        self.table, self.constant, self.calls = table or {}, constant, 0
+
+    def score(self, query, docs):
+        self.calls += 1
+        if self.constant is not None:
+            return np.full(len(docs), self.constant)
+        return np.asarray([self.table.get(d.id, 0.0) for d in docs])
+
+
+def test_rrf_fusion_with_the_first_stage_hand_computed():
+    first = [("a", 0.9), ("b", 0.8), ("c", 0.7)]
+    reranked = [("c", 5.0), ("a", 4.0), ("b", 1.0)]
+    fused = dict(fuse_with_first_stage(first, reranked, "rrf"))
+    assert fused["a"] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused["b"] == pytest.approx(1 / 62 + 1 / 63)
+    assert fused["c"] == pytest.approx(1 / 63 + 1 / 61)
+    weighted = dict(fuse_with_first_stage(first, reranked, "rrf", k=0, weights=(1.0, 3.0)))
+    assert weighted["c"] == pytest.approx(1 / 3 + 3 / 1)
+
+
+def test_rerank_fusion_ties_keep_the_first_stage_order():
+    first = [("a", 2.0), ("b", 1.0)]
+    reranked = [("b", 3.0), ("a", 1.0)]
+    # 1/61 + 1/62 each: the first stage's order decides
+    assert [d for d, _ in fuse_with_first_stage(first, reranked, "rrf")] == ["a", "b"]
+    # min-max: a = 1 + 0, b = 0 + 1
+    assert [d for d, _ in fuse_with_first_stage(first, reranked, "weighted")] == ["a", "b"]
+    swapped = fuse_with_first_stage(first, reranked, "weighted", weights=(0.4, 0.6))
+    assert swapped == [("b", pytest.approx(0.6)), ("a", pytest.approx(0.4))]
+
+
+def test_rerank_fusion_documents_missing_from_one_list():
+    first = [("a", 1.0), ("b", 0.5)]
+    reranked = [("c", 2.0), ("a", 1.0)]
+    fused = dict(fuse_with_first_stage(first, reranked, "rrf"))
+    assert fused == {
+        "a": pytest.approx(1 / 61 + 1 / 62),
+        "b": pytest.approx(1 / 62),
+        "c": pytest.approx(1 / 61),
+    }
+    assert fuse_with_first_stage(first, [], "weighted") == [("a", 1.0), ("b", 0.0)]
+    assert fuse_with_first_stage([], [], "rrf") == []
+
+
+def test_rerank_fusion_none_and_bad_values():
+    reranked = [("b", 2.0), ("a", 1.0)]
+    assert fuse_with_first_stage([("a", 1.0), ("b", 0.0)], reranked, "none") == reranked
+    assert RerankFusion.parse("RRF") is RerankFusion.RRF
+    with pytest.raises(InputError, match="valid values: none, rrf, weighted"):
+        fuse_with_first_stage([], [], "borda")
+    with pytest.raises(InputError, match="weights"):
+        Searcher(rs.float_index(), rerank_fusion="rrf", rerank_weights=(1.0,))
+
+
+def test_searcher_fuses_the_reranker_with_the_first_stage():
+    query = next(iter(rs.subset()[1].values()))
+    first = Searcher(rs.float_index(), candidates=10).search(query, k=10)
+    # the reranker reverses the first stage's top 10
+    table = {h.id: float(i) for i, h in enumerate(first)}
+    plain = Searcher(rs.float_index(), candidates=10).search(
+        query, k=10, rerank=FakeReranker(table)
+    )
+    assert [h.id for h in plain] == [h.id for h in reversed(first)]
+    assert all("rerank_fused" not in h.ranks_by_stage for h in plain)
+    searcher = Searcher(rs.float_index(), candidates=10, rerank_fusion="rrf")
+    fused = searcher.search(query, k=10, rerank=FakeReranker(table))
+    # a full reversal gives 1/(60+r) + 1/(71-r), largest at the ends; the 1st and the 10th tie
+    # (so do the 2nd and 9th, ...), and ties keep the first stage's order
+    order = [0, 9, 1, 8, 2, 7, 3, 6, 4, 5]
+    assert [h.id for h in fused] == [first[i].id for i in order]
+    for rank, hit in enumerate(fused, start=1):
+        assert hit.ranks_by_stage["rerank_fused"] == rank
+        r1, r2 = hit.ranks_by_stage["fused"], hit.ranks_by_stage["rerank"]
+        assert r1 + r2 == 11
+        assert hit.score == pytest.approx(1 / (60 + r1) + 1 / (60 + r2))
+
+
+def test_searcher_rerank_fusion_moves_a_strong_reranker_pick_up():
+    query = next(iter(rs.subset()[1].values()))
+    first = Searcher(rs.float_index(), candidates=10).search(query, k=10)
+    table = {first[9].id: 10.0}  # the reranker puts the 10th document first, the rest tie at 0
+    fused = Searcher(rs.float_index(), candidates=10, rerank_fusion="rrf").search(
+        query, k=10, rerank=FakeReranker(table)
+    )
+    # the 10th: 1/70 + 1/61 = 0.03068 passes the 5th: 1/65 + 1/66 = 0.03054 (the 5th is 6th
+    # by the reranker) and stays behind the 4th: 1/64 + 1/65 = 0.03101
+    assert [h.id for h in fused] == [first[i].id for i in (0, 1, 2, 3, 9, 4, 5, 6, 7, 8)]
+    assert fused[4].ranks_by_stage == {**first[9].ranks_by_stage, "rerank": 1, "rerank_fused": 5}
+    weighted = Searcher(
+        rs.float_index(), candidates=10, rerank_fusion="weighted", rerank_weights=(0.4, 0.6)
+    ).search(query, k=10, rerank=FakeReranker(table))
+    # min-max: the 10th gets 0.4 x 0 + 0.6 x 1, the 1st 0.4 x 1 + 0.6 x 0
+    assert [h.id for h in weighted[:2]] == [first[9].id, first[0].id]
+    assert [h.score for h in weighted[:2]] == [pytest.approx(0.6), pytest.approx(0.4)]
+
+
+def test_reranker_returning_the_wrong_number_of_scores():
+    class Short:
+        def score(self, query, docs):
+            return np.zeros(len(docs) - 1)
+
+    with pytest.raises(IncompatibleError, match="one score per document"):
+        Searcher(rs.float_index(), candidates=5).search("cells", k=5, rerank=Short())

@@ -1,7 +1,9 @@
 """Rerankers for the last search stage: a cross-encoder, and training-free late interaction.
 
 A reranker has one method, ``score(query, docs) -> np.ndarray`` (higher is better), so the
-search stage can take any object with that method.
+search stage can take any object with that method. Its order can replace the first stage's or
+be fused with it (:func:`fuse_with_first_stage`): a reranker weaker than the first stage alone
+is often still complementary to it.
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from vecdoctor.config import _Choice
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
 
@@ -25,6 +28,40 @@ MAXSIM = "maxsim"
 
 class Reranker(Protocol):
     def score(self, query: str, docs: Sequence[Document]) -> np.ndarray: ...
+
+
+class RerankFusion(_Choice):
+    """How the reranker's order and the first stage's order over the same top-N are combined."""
+
+    NONE = "none"
+    """The reranker's order alone."""
+    RRF = "rrf"
+    """Reciprocal rank fusion of the two orders, sum of w / (k + rank) (Cormack et al., 2009)."""
+    WEIGHTED = "weighted"
+    """Weighted sum of the two lists' min-max normalised scores."""
+
+
+def fuse_with_first_stage(
+    first: Sequence[tuple[Hashable, float]],
+    reranked: Sequence[tuple[Hashable, float]],
+    fusion: RerankFusion | str = RerankFusion.RRF,
+    k: int = 60,
+    weights: Sequence[float] | None = None,
+) -> list[tuple[Hashable, float]]:
+    """Fuse the first stage's top-N (best first) with the reranker's order of the same documents.
+
+    ``weights`` are (first stage, reranker), default equal. Ties keep the first stage's order; a
+    document missing from one list gets nothing from it. ``none`` returns ``reranked``.
+    """
+    from vecdoctor.search import rrf, weighted
+
+    fusion = RerankFusion.parse(fusion)
+    if fusion is RerankFusion.NONE:
+        return list(reranked)
+    runs = [first, reranked]
+    if fusion is RerankFusion.RRF:
+        return rrf(runs, k=k, weights=weights)
+    return weighted(runs, weights)
 
 
 class CrossEncoderReranker:

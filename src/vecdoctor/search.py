@@ -18,6 +18,7 @@ import numpy as np
 
 from vecdoctor.config import Fusion, SearchMode
 from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.rerank import RerankFusion, fuse_with_first_stage
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,8 @@ def weighted(
 @dataclass(frozen=True)
 class Hit:
     """One search result. ``ranks_by_stage`` holds the 1-based rank in each stage it reached
-    (``bm25``, ``dense``, ``fused``, ``rerank``); a stage that did not return it is absent."""
+    (``bm25``, ``dense``, ``fused``, ``rerank``, and ``rerank_fused`` when the reranker's order
+    is fused with the first stage's); a stage that did not return it is absent."""
 
     id: str
     score: float
@@ -146,6 +148,9 @@ class Searcher:
             instead of the one the index was built with. Only an fp32 index accepts another
             backend, since fp32 graphs give the same vectors (checked at conversion); a
             converted graph answers one short query several times faster than PyTorch.
+        rerank_fusion: ``none`` (the reranker's order), ``rrf`` or ``weighted``: fuse the
+            reranker's order with the first stage's over the reranked candidates
+            (``rerank_weights``: first stage, reranker; RRF uses ``rrf_k``).
 
     ``k`` larger than the corpus is clamped to the corpus size; fewer than ``k`` hits come back
     when a retriever finds fewer matches (BM25 returns only documents sharing a term).
@@ -164,6 +169,8 @@ class Searcher:
         cache_size: int = 10_000,
         max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
         query_backend: str | None = None,
+        rerank_fusion: RerankFusion | str = RerankFusion.NONE,
+        rerank_weights: Sequence[float] | None = None,
     ) -> None:
         from vecdoctor.index.store import Index
 
@@ -180,6 +187,8 @@ class Searcher:
             weights = (1.0, 1.0) if self.fusion is Fusion.RRF else (0.5, 0.5)
         self.weights = tuple(_check_weights(weights, 2))
         self.candidates = _check_k(candidates)
+        self.rerank_fusion = RerankFusion.parse(rerank_fusion)
+        self.rerank_weights = tuple(_check_weights(rerank_weights, 2))
         self.rescore = bool(rescore)
         self.oversample = float(oversample if oversample is not None else index.oversample)
         self.cache_size = int(cache_size)
@@ -321,8 +330,13 @@ class Searcher:
                 stages["fused"] = [(int(d), float(s)) for d, s in fuse]  # type: ignore[call-overload]
             final = list(stages.values())[-1]
             if reranker is not None:
-                final = self._rerank(reranker, query, final[: self.candidates])
-                stages["rerank"] = final
+                head = final[: self.candidates]
+                final = stages["rerank"] = self._rerank(reranker, query, head)
+                if self.rerank_fusion is not RerankFusion.NONE:
+                    fused = fuse_with_first_stage(
+                        head, final, self.rerank_fusion, self.rrf_k, self.rerank_weights
+                    )
+                    final = stages["rerank_fused"] = [(int(d), float(s)) for d, s in fused]  # type: ignore[call-overload]
             results.append(self._hits(final[:k], stages))
         with self._lock:
             self.counts[str(mode)] = self.counts.get(str(mode), 0) + len(queries)
@@ -351,7 +365,12 @@ class Searcher:
         if not run:
             return []
         docs = [self.index.docs[row] for row, _ in run]
-        scores = np.asarray(reranker.score(query, docs), dtype=np.float64)
+        scores = np.asarray(reranker.score(query, docs), dtype=np.float64).reshape(-1)
+        if len(scores) != len(run):
+            raise IncompatibleError(
+                f"the reranker {reranker!r} returned {len(scores)} scores for {len(run)} "
+                "documents; a reranker's score(query, docs) must return one score per document"
+            )
         order = np.lexsort((np.arange(len(run)), -scores))
         return [(run[j][0], float(scores[j])) for j in order]
 

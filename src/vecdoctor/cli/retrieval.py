@@ -183,6 +183,11 @@ def search_command(
     fusion: str = typer.Option(
         None, "--fusion", help="rrf|weighted [default: the index's, else rrf]"
     ),
+    rerank_fusion: str = typer.Option(
+        "none",
+        "--rerank-fusion",
+        help="none|rrf|weighted: fuse the reranker's order with the first stage's",
+    ),
     no_rescore: bool = typer.Option(
         False, "--no-rescore", help="int8/binary: skip float rescoring"
     ),
@@ -203,7 +208,8 @@ def search_command(
     idx = open_index(index)
     _check_model(idx, model)
     searcher = Searcher(
-        idx, fusion=fusion, rescore=not no_rescore, cache_size=0, query_backend=query_backend
+        idx, fusion=fusion, rescore=not no_rescore, cache_size=0, query_backend=query_backend,
+        rerank_fusion=rerank_fusion,
     )
     run_searches(searcher, query, k, mode, rerank, plain)
 
@@ -215,6 +221,11 @@ def serve_command(
     port: int = typer.Option(8000, "--port"),
     reranker: list[str] = typer.Option(
         None, "--reranker", help="NAME=FOLDER cross-encoder clients may ask for (repeatable)"
+    ),
+    rerank_fusion: str = typer.Option(
+        "none",
+        "--rerank-fusion",
+        help="none|rrf|weighted: fuse the reranker's order with the first stage's",
     ),
     max_k: int = typer.Option(1000, "--max-k"),
     max_query_chars: int = typer.Option(10_000, "--max-query-chars"),
@@ -271,5 +282,7 @@ def serve_command(
         raise InputError("--api-key / VECDOCTOR_API_KEY is empty; set a key or unset it")
     from vecdoctor.search import Searcher
 
-    searcher = Searcher(open_index(index), query_backend=query_backend)
+    searcher = Searcher(
+        open_index(index), query_backend=query_backend, rerank_fusion=rerank_fusion
+    )
     serve(searcher, host=host, port=port, limits=limits, rerankers=named, api_key=api_key)

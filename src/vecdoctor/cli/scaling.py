@@ -97,6 +97,11 @@ def lance_search(
     mode: str = typer.Option(None, "--mode", help="bm25|dense|hybrid [default: hybrid]"),
     fusion: str = typer.Option(None, "--fusion", help="rrf|weighted [default: rrf]"),
     rerank: str = typer.Option(None, "--rerank", help="maxsim, or a local cross-encoder folder"),
+    rerank_fusion: str = typer.Option(
+        "none",
+        "--rerank-fusion",
+        help="none|rrf|weighted: fuse the reranker's order with the first stage's",
+    ),
     nprobes: int = typer.Option(20, "--nprobes", help="IVF partitions searched (with --ivf-pq)"),
     refine_factor: int = typer.Option(None, "--refine-factor", help="Re-rank k*N candidates exactly"),
     exact: bool = typer.Option(False, "--exact", help="Ignore any vector index: exact search"),
@@ -107,7 +112,7 @@ def lance_search(
     from vecdoctor.search import Searcher
 
     index = LanceIndex.load(uri, table, nprobes=nprobes, refine_factor=refine_factor, exact=exact)
-    searcher = Searcher(index, fusion=fusion, cache_size=0)
+    searcher = Searcher(index, fusion=fusion, cache_size=0, rerank_fusion=rerank_fusion)
     run_searches(searcher, query, k, mode, rerank, plain)
 
 
