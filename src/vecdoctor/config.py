@@ -70,6 +70,19 @@ class SearchMode(_Choice):
     HYBRID = "hybrid"
 
 
+class Store(_Choice):
+    """Where an index lives (``folder`` is accepted for ``dir``)."""
+
+    DIR = "dir"
+    """The built-in index folder (:class:`~vecdoctor.index.store.Index`)."""
+    LANCEDB = "lancedb"
+    """A LanceDB table (:class:`~vecdoctor.scale.lance.LanceIndex`; ``vecdoctor[scale]``)."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Store | None:
+        return cls.DIR if value == "folder" else None
+
+
 class Fusion(_Choice):
     """How the BM25 and dense lists are merged in hybrid mode."""
 

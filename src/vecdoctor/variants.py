@@ -1,30 +1,38 @@
 """Evaluate pipeline variants (BM25, dense, fixes, hybrid, rerank, quantized) on one dataset.
 
-Every variant runs through the real :class:`~vecdoctor.index.store.Index` and
-:class:`~vecdoctor.search.Searcher`, so the numbers are those of the pipeline a user would ship.
-Transforms are fitted on corpus vectors only, never on queries.
+Every variant runs through a real index, the built-in folder
+(:class:`~vecdoctor.index.store.Index`) or a LanceDB table
+(:class:`~vecdoctor.scale.lance.LanceIndex`), and :class:`~vecdoctor.search.Searcher`, so the
+numbers are those of the pipeline a user would ship. Transforms are fitted on corpus vectors
+only, never on queries. :func:`~vecdoctor.index_eval.evaluate_index` measures an index that is already built.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import Precision, SearchMode, Window
+from vecdoctor.config import Precision, SearchMode, Store, Window
 from vecdoctor.data import Dataset
-from vecdoctor.errors import InputError
-from vecdoctor.evaluate import (
-    DEFAULT_METRICS,
-    Evaluation,
-    evaluate_run,
-    randomization_test,
-    ranked_scores,
+from vecdoctor.errors import InputError, require
+from vecdoctor.evaluate import DEFAULT_METRICS
+from vecdoctor.measure import (
+    VariantResult,
+    VariantsReport,
+    bytes_per_doc,
+    compare_baselines,
+    location,
+    measure_queries,
+    write_runs,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,7 +53,10 @@ class VariantSpec:
 
 
 VARIANTS: dict[str, VariantSpec] = {
-    "bm25": VariantSpec("BM25 (bm25s, English stemming and stopwords)", SearchMode.BM25, baseline=None),
+    "bm25": VariantSpec(
+        "BM25, English stemming and stopwords (bm25s; LanceDB full-text search on lancedb)",
+        SearchMode.BM25, baseline=None,
+    ),
     "dense": VariantSpec("dense, the model's own pooling, float32, exact search", baseline="bm25"),
     "dense+whiten": VariantSpec("dense + whitening fitted on the corpus", transform="whitening"),
     "dense+abtt": VariantSpec("dense + all-but-the-top fitted on the corpus", transform="abtt"),
@@ -83,64 +94,30 @@ def parse_variants(names: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-@dataclass
-class VariantResult:
-    name: str
-    description: str
-    evaluation: Evaluation
-    docs_per_second: float | None
-    query_ms_p50: float
-    query_ms_p95: float
-    bytes_per_doc: int
-    run: dict[str, dict[str, float]] = field(repr=False)
-    baseline: str | None = None
-    delta_ndcg: float | None = None
-    p_value: float | None = None
-
-    @property
-    def ndcg(self) -> float:
-        return self.evaluation.metrics.get("ndcg@10", float("nan"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "variant": self.name,
-            "description": self.description,
-            **{k: round(v, 4) for k, v in self.evaluation.metrics.items()},
-            "docs_per_second": None if self.docs_per_second is None else round(self.docs_per_second, 1),
-            "query_ms_p50": round(self.query_ms_p50, 2),
-            "query_ms_p95": round(self.query_ms_p95, 2),
-            "bytes_per_doc": self.bytes_per_doc,
-            "baseline": self.baseline,
-            "delta_ndcg@10": None if self.delta_ndcg is None else round(self.delta_ndcg, 4),
-            "p_value": None if self.p_value is None else round(self.p_value, 4),
-        }
+def _parse_list(values: str | Sequence[str], parse: Callable[[str], Any], what: str) -> list[Any]:
+    """``"a,b"`` or ``["a", "b"]`` parsed one by one, repeats dropped; empty is an error."""
+    items = values.split(",") if isinstance(values, str) else list(values)
+    parsed = [parse(str(v).strip()) for v in items if str(v).strip()]
+    if not parsed:
+        raise InputError(f"no {what} given")
+    return list(dict.fromkeys(parsed))
 
 
-@dataclass
-class VariantsReport:
-    dataset: str
-    model: str
-    num_docs: int
-    num_queries: int
-    self_supervised: bool
-    results: list[VariantResult]
-    metrics: tuple[str, ...] = DEFAULT_METRICS
+def parse_stores(stores: str | Sequence[str]) -> list[Store]:
+    """``"dir,lancedb"`` -> ``[Store.DIR, Store.LANCEDB]``; a bad name lists the valid ones."""
+    return _parse_list(stores, Store.parse, "stores")
 
-    def get(self, name: str) -> VariantResult | None:
-        return next((r for r in self.results if r.name == name), None)
 
-    def table(self) -> list[dict[str, Any]]:
-        return [r.to_dict() for r in self.results]
+def parse_modes(modes: str | Sequence[str]) -> list[SearchMode]:
+    """``"bm25,dense"`` -> ``[SearchMode.BM25, SearchMode.DENSE]``."""
+    return _parse_list(modes, SearchMode.parse, "search modes")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "model": self.model,
-            "num_docs": self.num_docs,
-            "num_queries": self.num_queries,
-            "self_supervised": self.self_supervised,
-            "variants": self.table(),
-        }
+
+def unsupported(spec: VariantSpec, store: Store) -> str | None:
+    """Why ``store`` cannot run ``spec``, or ``None`` when it can."""
+    if store is Store.LANCEDB and spec.precision is not Precision.FLOAT32:
+        return "LanceDB stores float32 vectors; int8/binary need the index folder"
+    return None
 
 
 def _fit_transform(kind: str, vectors: np.ndarray, encoder: Any) -> Any:
@@ -150,10 +127,69 @@ def _fit_transform(kind: str, vectors: np.ndarray, encoder: Any) -> Any:
     return fitted.fit(vectors, fingerprint=encoder.fingerprint, model_id=encoder.model_id)
 
 
+def _plan(
+    names: list[str], specs: dict[str, VariantSpec], stores: list[Store], named: bool
+) -> tuple[list[tuple[str, Store]], list[dict[str, str]]]:
+    """The (variant, store) pairs to run and those skipped; a named variant that no store can
+    run is an error."""
+    pairs: list[tuple[str, Store]] = []
+    skipped: list[dict[str, str]] = []
+    for name in names:
+        for store in stores:
+            reason = unsupported(specs[name], store)
+            if reason is None:
+                pairs.append((name, store))
+            else:
+                skipped.append({"variant": name, "store": str(store), "reason": reason})
+    impossible = [n for n in names if all(p[0] != n for p in pairs)]
+    if named and impossible:
+        able = [n for n, spec in VARIANTS.items() if any(unsupported(spec, s) is None for s in stores)]
+        why = "; ".join(sorted({s["reason"] for s in skipped}))
+        raise InputError(
+            f"variant(s) {', '.join(map(repr, impossible))} cannot run on store "
+            f"{'/'.join(map(str, stores))} ({why}); variants that can: {', '.join(able)}"
+        )
+    for s in skipped:
+        logger.warning("skipping %s on %s: %s", s["variant"], s["store"], s["reason"])
+    return pairs, skipped
+
+
+def _table_names(pairs: list[tuple[str, Store]], specs: dict[str, VariantSpec]) -> dict[tuple[Any, ...], str]:
+    """One LanceDB table per distinct pipeline, named after the first variant that uses it."""
+    tables: dict[tuple[Any, ...], str] = {}
+    for name, store in pairs:
+        if store is Store.LANCEDB:
+            tables.setdefault(_pipeline_key(specs[name]), re.sub(r"[^A-Za-z0-9_-]", "_", name))
+    return tables
+
+
+def _pipeline_key(spec: VariantSpec) -> tuple[Any, ...]:
+    return (spec.pooling, spec.window, spec.transform, spec.precision)
+
+
+def _lance_location(uri: str | Path | None, tables: dict[tuple[Any, ...], str], stack: ExitStack) -> str:
+    """The LanceDB database to write to: ``uri`` (whose tables must not exist yet) or a
+    temporary folder that ``stack`` removes."""
+    from vecdoctor.scale.lance import table_exists
+
+    require("lancedb", "scale")
+    if uri is None:
+        return stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="vecdoctor-lancedb-", ignore_cleanup_errors=True)
+        )
+    taken = [t for t in tables.values() if table_exists(uri, t)]
+    if taken:
+        raise InputError(
+            f"{uri}: table(s) {', '.join(map(repr, taken))} already exist; give an empty LanceDB "
+            "folder, or none for a temporary one"
+        )
+    return str(uri)
+
+
 def evaluate_variants(
     dataset: Dataset,
     model: str = "minilm",
-    variants: Sequence[str] = DEFAULT_VARIANTS,
+    variants: Sequence[str] | None = None,
     *,
     reranker: str | None = None,
     rerank_depth: int = 30,
@@ -164,31 +200,49 @@ def evaluate_variants(
     encoder_options: dict[str, Any] | None = None,
     extra: dict[str, VariantSpec] | None = None,
     cache: Any = None,
+    store: str | Sequence[str] = Store.DIR,
+    uri: str | Path | None = None,
 ) -> VariantsReport:
     """Evaluate each variant on ``dataset`` (which must have queries and qrels).
 
-    ``extra`` adds ad-hoc variants (e.g. a recommended pipeline) by name; ``cache`` is a
-    :class:`~vecdoctor.encode.cache.VectorCache` shared with other steps so documents are
-    encoded once per pipeline setting.
+    ``variants`` defaults to :data:`DEFAULT_VARIANTS`. ``extra`` adds ad-hoc variants (e.g. a
+    recommended pipeline) by name; ``cache`` is a :class:`~vecdoctor.encode.cache.VectorCache`
+    shared with other steps so documents are encoded once per pipeline setting.
+
+    ``store`` is where each variant's index is built: ``dir`` (an in-memory index folder),
+    ``lancedb`` (a LanceDB table in the database at ``uri``, kept, or in a temporary folder
+    removed afterwards) or several, e.g. ``"dir,lancedb"``: each variant then runs on each store,
+    on the same vectors, as rows named ``VARIANT@STORE`` compared with baselines on the same
+    store. A pair that a store cannot run (int8/binary on LanceDB) is skipped and listed in
+    ``report.skipped``; a variant named in ``variants`` that no given store can run is an
+    :class:`InputError` naming the variants that can.
     """
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.index.store import Index
     from vecdoctor.search import Searcher
 
     specs = {**VARIANTS, **(extra or {})}
-    names = parse_variants([v for v in variants if v not in (extra or {})]) + list(extra or {})
+    chosen = DEFAULT_VARIANTS if variants is None else variants
+    names = parse_variants([v for v in chosen if v not in (extra or {})]) + list(extra or {})
+    stores = parse_stores(store)
     if not dataset.has_labels:
         raise InputError("evaluation needs queries and qrels; use self-supervised queries for unlabelled corpora")
-    if any(specs[n].rerank for n in names) and reranker is None:
+    if uri is not None and Store.LANCEDB not in stores:
+        raise InputError(f"uri {str(uri)!r} is for store lancedb; add it to the stores or drop the uri")
+    pairs, skipped = _plan(names, specs, stores, named=variants is not None)
+    if any(specs[n].rerank for n, _ in pairs) and reranker is None:
         reranker = "maxsim"
+    multi = len(stores) > 1
     texts = [d.content for d in dataset.corpus]
     qids = sorted(dataset.qrels)
     queries = [dataset.queries[q] for q in qids]
     encoders: dict[tuple[Any, ...], tuple[Any, VectorCache, float | None]] = {}
     vectors: dict[tuple[Any, ...], np.ndarray] = {}
     transforms: dict[tuple[Any, ...], Any] = {}
+    indexes: dict[tuple[Any, ...], Any] = {}
+    tables = _table_names(pairs, specs)
     results: list[VariantResult] = []
+    baseline_of: dict[str, str | None] = {}
     say = progress or (lambda _msg: None)
 
     def encoder_for(spec: VariantSpec) -> tuple[Any, VectorCache, float | None]:
@@ -206,58 +260,52 @@ def evaluate_variants(
             encoders[key] = (enc, shared, rate)
         return encoders[key]
 
-    for name in names:
-        spec = specs[name]
-        say(f"variant {name}")
-        enc, doc_cache, rate = encoder_for(spec)
-        transform = None
-        if spec.transform:
-            tkey = (spec.pooling, spec.window, spec.transform)
-            if tkey not in transforms:
-                transforms[tkey] = _fit_transform(spec.transform, vectors[(spec.pooling, spec.window)], enc)
-            transform = transforms[tkey]
-        enc.cache = doc_cache  # documents come from the cache filled above
-        index = Index.build(dataset.corpus, encoder=enc, transform=transform, precision=spec.precision)
-        enc.cache = None  # queries are encoded for real, so latencies are honest
-        searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100))
-        rerank = reranker if spec.rerank else None
-        searcher.search(queries[0], k=k, mode=spec.mode, rerank=rerank)  # warm-up
-        run: dict[str, dict[str, float]] = {}
-        latencies = []
-        for qid, query in zip(qids, queries, strict=True):
-            start = time.perf_counter()
-            hits = searcher.search(query, k=k, mode=spec.mode, rerank=rerank)
-            latencies.append((time.perf_counter() - start) * 1000)
-            run[qid] = ranked_scores([h.id for h in hits], [h.score for h in hits])
-        evaluation = evaluate_run(dataset.qrels, run, metrics)
-        dim = transform.output_dim if transform is not None else enc.dimension
-        per_doc = {Precision.FLOAT32: 4 * dim, Precision.INT8: dim, Precision.BINARY: (dim + 7) // 8}
-        result = VariantResult(
-            name=name,
-            description=spec.description + (f" ({reranker})" if spec.rerank else ""),
-            evaluation=evaluation,
-            docs_per_second=None if spec.mode is SearchMode.BM25 else rate,
-            query_ms_p50=float(np.percentile(latencies, 50)),
-            query_ms_p95=float(np.percentile(latencies, 95)),
-            bytes_per_doc=0 if spec.mode is SearchMode.BM25 else per_doc[spec.precision],
-            run=run,
-        )
-        results.append(result)
-        if runs_dir is not None:
-            from vecdoctor.evaluate import write_trec_run
+    def index_for(spec: VariantSpec, store: Store, lance_uri: str | None) -> Any:
+        key = (*_pipeline_key(spec), store)
+        if key not in indexes:
+            enc, doc_cache, _ = encoder_for(spec)
+            transform = None
+            if spec.transform:
+                tkey = (spec.pooling, spec.window, spec.transform)
+                if tkey not in transforms:
+                    transforms[tkey] = _fit_transform(spec.transform, vectors[(spec.pooling, spec.window)], enc)
+                transform = transforms[tkey]
+            enc.cache = doc_cache  # documents come from the cache filled above
+            if store is Store.LANCEDB:
+                from vecdoctor.scale.lance import LanceIndex
 
-            write_trec_run(run, Path(runs_dir) / f"{name}.trec", tag=name)
-        logger.info("%s: ndcg@10 %.4f", name, result.ndcg)
-    by_name = {r.name: r for r in results}
-    for r in results:
-        base = specs[r.name].baseline
-        if base and base in by_name and base != r.name:
-            ref = by_name[base]
-            r.baseline = base
-            r.delta_ndcg = r.ndcg - ref.ndcg
-            r.p_value = randomization_test(
-                r.evaluation.per_query["ndcg@10"], ref.evaluation.per_query["ndcg@10"]
-            ) if "ndcg@10" in r.evaluation.per_query else None
+                indexes[key] = LanceIndex.build(dataset.corpus, str(lance_uri), enc, transform,
+                                                table=tables[_pipeline_key(spec)])
+            else:
+                from vecdoctor.index.store import Index
+
+                indexes[key] = Index.build(dataset.corpus, encoder=enc, transform=transform,
+                                           precision=spec.precision)
+            enc.cache = None  # queries are encoded for real, so latencies are honest
+        return indexes[key]
+
+    with ExitStack() as stack:
+        lance_uri = _lance_location(uri, tables, stack) if tables else None
+        for name, store in pairs:
+            spec = specs[name]
+            row = f"{name}@{store}" if multi else name
+            say(f"variant {row}")
+            index = index_for(spec, store, lance_uri)
+            rate = encoders[(spec.pooling, spec.window)][2]
+            searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100))
+            run, latencies = measure_queries(searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None)
+            kept = location(index) if uri is not None else None  # LanceDB tables at uri stay
+            results.append(VariantResult.from_run(
+                row, spec.description + (f" ({reranker})" if spec.rerank else ""), dataset.qrels,
+                run, latencies, metrics,
+                docs_per_second=None if spec.mode is SearchMode.BM25 else rate,
+                bytes_per_doc=0 if spec.mode is SearchMode.BM25 else bytes_per_doc(index),
+                store=str(store), index=kept,
+            ))
+            baseline_of[row] = f"{spec.baseline}@{store}" if multi and spec.baseline else spec.baseline
+            logger.info("%s: ndcg@10 %.4f", row, results[-1].ndcg)
+    write_runs(results, runs_dir)
+    compare_baselines(results, baseline_of)
     return VariantsReport(
         dataset=dataset.name,
         model=model,
@@ -266,4 +314,5 @@ def evaluate_variants(
         self_supervised=dataset.self_supervised,
         results=results,
         metrics=tuple(metrics),
+        skipped=skipped,
     )

@@ -71,6 +71,12 @@ def _has_table(db: Any, name: str) -> bool:
     return True
 
 
+def table_exists(uri: str | Path, table: str = DEFAULT_TABLE,
+                 storage_options: dict[str, str] | None = None) -> bool:
+    """Whether the database at ``uri`` holds ``table`` (a missing database holds none)."""
+    return _has_table(_connect(uri, storage_options), table)
+
+
 def _sql_list(ids: Sequence[str]) -> str:
     return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
 
@@ -364,13 +370,22 @@ class LanceIndex(Index):
         self.docs.remember(found)
         return int(found.column("_rowid")[0].as_py())
 
+    def present(self, ids: Iterable[str], chunk: int = 1000) -> set[str]:
+        """The ``ids`` that the table holds (one filtered scan per ``chunk`` ids)."""
+        wanted = sorted({i for i in ids if isinstance(i, str)})
+        found: set[str] = set()
+        for start in range(0, len(wanted), chunk):
+            part = wanted[start : start + chunk]
+            found.update(self.table.search().where(f"id IN ({_sql_list(part)})").select(["id"])
+                         .limit(len(part)).to_arrow().column("id").to_pylist())
+        return found
+
     def add(self, docs: Iterable[Document], show_progress: bool = False) -> None:
         """Encode and append ``docs``; an id already in the table is an error."""
         new = _check_documents(docs)
         if not new:
             return
-        taken = self.table.search().where(f"id IN ({_sql_list([d.id for d in new])})") \
-            .select(["id"]).limit(len(new)).to_arrow().column("id").to_pylist()
+        taken = sorted(self.present(d.id for d in new))
         if taken:
             raise InputError(f"documents already in the index: {taken[:5]}; "
                              "delete them first or use new ids")
