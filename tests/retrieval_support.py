@@ -89,6 +89,20 @@ def write_corpus(path: Path, docs: list) -> Path:
     return path
 
 
+def write_beir(ds, folder: Path, with_qrels: bool = True, with_queries: bool = True) -> Path:
+    """``ds`` as a BEIR folder: corpus.jsonl, queries.jsonl and qrels/test.tsv."""
+    from vecdoctor.data import write_corpus_jsonl, write_qrels
+
+    folder.mkdir(parents=True)
+    write_corpus_jsonl(ds.corpus, folder / "corpus.jsonl")
+    if with_queries:
+        (folder / "queries.jsonl").write_text(
+            "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in ds.queries.items()))
+    if with_qrels:
+        write_qrels(ds.qrels, folder / "qrels" / "test.tsv")
+    return folder
+
+
 def recall_at(results: dict[str, list[str]], qrels: dict[str, dict[str, int]], k: int) -> float:
     values = []
     for qid, ids in results.items():

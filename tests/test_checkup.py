@@ -8,11 +8,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import retrieval_support as rs
 from typer.testing import CliRunner
 
 from vecdoctor.checkup import MIN_GAIN, checkup, decide, write_checkup
 from vecdoctor.cli import app
-from vecdoctor.data import write_corpus_jsonl, write_qrels
+from vecdoctor.data import write_corpus_jsonl
 from vecdoctor.errors import InputError
 from vecdoctor.evaluate import Evaluation, evaluate_run, read_trec_run, sample_dataset
 from vecdoctor.variants import VariantResult, VariantsReport, evaluate_variants
@@ -150,22 +151,11 @@ def test_report_renders_in_a_real_browser(report_dir, tmp_path):
     assert shot.read_bytes().startswith(b"\x89PNG") and shot.stat().st_size > 20_000
 
 
-def _beir_folder(ds, folder: Path, with_qrels=True, with_queries=True) -> Path:
-    folder.mkdir(parents=True)
-    write_corpus_jsonl(ds.corpus, folder / "corpus.jsonl")
-    if with_queries:
-        (folder / "queries.jsonl").write_text(
-            "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in ds.queries.items()))
-    if with_qrels:
-        write_qrels(ds.qrels, folder / "qrels" / "test.tsv")
-    return folder
-
-
 runner = CliRunner()
 
 
 def test_cli_evaluate_writes_runs(small, tmp_path):
-    data = _beir_folder(small, tmp_path / "data")
+    data = rs.write_beir(small, tmp_path / "data")
     out = tmp_path / "eval"
     result = runner.invoke(app, ["evaluate", str(data), "--variants", "bm25,dense", "-o", str(out)])
     assert result.exit_code == 0, result.output
@@ -191,7 +181,7 @@ def test_cli_evaluate_bad_input(small, tmp_path, setup, args, message):
         data.mkdir()
         (data / "queries.jsonl").write_text('{"_id": "q", "text": "x"}\n')
     else:
-        _beir_folder(small, data, with_qrels=setup != "no-qrels", with_queries=setup != "no-queries")
+        rs.write_beir(small, data, with_qrels=setup != "no-qrels", with_queries=setup != "no-queries")
         if setup == "no-qrels":
             (data / "qrels").mkdir()
     out = tmp_path / "out"

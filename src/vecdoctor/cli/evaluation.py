@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from vecdoctor.cli._app import command, emit, progress_enabled
+
+if TYPE_CHECKING:
+    from vecdoctor.measure import VariantsReport
 
 
 class _Steps:
@@ -45,47 +49,111 @@ def _dataset(data: Path, split: str, sample: str | None):  # type: ignore[no-unt
     return prepare_dataset(data, split=split)
 
 
+_VARIANTS_HELP = (
+    "Comma-separated variants, listed in the README (default: bm25,dense,dense+whiten,"
+    "dense+abtt,dense+window,hybrid,int8,binary, less those no --store can run)"
+)
+
+
 @command("evaluate")
 def evaluate(
     data: Path = typer.Argument(None, help="BEIR folder (corpus, queries, qrels) or a corpus without labels"),
-    model: str = typer.Option("minilm", "-m", "--model"),
-    variants: str = typer.Option(
-        "bm25,dense,dense+whiten,dense+abtt,dense+window,hybrid,int8,binary", "--variants",
-        help="Comma-separated variants (see the README for the list)",
+    model: str = typer.Option(None, "-m", "--model", help="Model (default: minilm); with --index: "
+                              "fail unless the index was built with this model"),
+    variants: str = typer.Option(None, "--variants", help=_VARIANTS_HELP),
+    store: str = typer.Option(
+        None, "--store", help="Where each variant's index is built: dir (an index folder; also: folder) | lancedb "
+        "| dir,lancedb for both in one table, rows named VARIANT@STORE (default: dir)",
     ),
+    uri: str = typer.Option(
+        None, "--uri", help="--store lancedb: keep the tables in this LanceDB database "
+        "(default: a temporary folder, removed afterwards)",
+    ),
+    index: Path = typer.Option(
+        None, "--index", help="Evaluate this saved index (folder or LanceDB) instead of building variants",
+    ),
+    modes: str = typer.Option(None, "--modes", help="With --index: bm25,dense,hybrid (default: all three)"),
+    table: str = typer.Option(None, "--table", help="With --index on a LanceDB database: the table "
+                              "(default: documents)"),
     split: str = typer.Option("test", "--split"),
     rerank: str = typer.Option(None, "--rerank", help="Reranker for hybrid+rerank: a cross-encoder folder or maxsim"),
     output: Path = typer.Option(None, "-o", "--output", help="Folder for results.json and TREC run files"),
     sample: str = typer.Option(None, "--sample", help="Use a built-in sample corpus instead of DATA"),
     plain: bool = typer.Option(False, "--plain", help="A table for people instead of JSON"),
 ) -> None:
-    """Evaluate pipeline variants: nDCG@10, recall, MRR, speed and size in one table."""
-    from vecdoctor.variants import evaluate_variants, parse_variants
+    """Evaluate pipeline variants, or a saved index: nDCG@10, recall, MRR, speed and size in one table."""
+    if index is not None:
+        report = _evaluate_saved(data, index, table or "documents", model, modes, split,
+                                 {"--variants": variants, "--store": store, "--uri": uri,
+                                  "--rerank": rerank, "--sample": sample})
+    else:
+        from vecdoctor.errors import InputError
+        from vecdoctor.variants import (
+            DEFAULT_VARIANTS,
+            evaluate_variants,
+            parse_stores,
+            parse_variants,
+        )
 
-    names = parse_variants(variants)
-    ds = _dataset(data, split, sample)
-    steps = _Steps(len(names))
-    report = evaluate_variants(ds, model, names, reranker=rerank, progress=steps)
+        if modes is not None or table is not None:
+            raise InputError("--modes and --table are for --index; to choose what is built, use --variants")
+        names = parse_variants(variants) if variants is not None else None
+        stores = parse_stores(store or "dir")
+        ds = _dataset(data, split, sample)
+        steps = _Steps(len(names or DEFAULT_VARIANTS) * len(stores))
+        report = evaluate_variants(ds, model or "minilm", names, reranker=rerank, progress=steps,
+                                   store=stores, uri=uri)
     out = report.to_dict()
     if output is not None:
-        from vecdoctor.evaluate import write_trec_run
-        from vecdoctor.io import atomic_dir
-
-        with atomic_dir(output) as tmp:
-            (tmp / "runs").mkdir()
-            for r in report.results:
-                write_trec_run(r.run, tmp / "runs" / f"{r.name}.trec", tag=r.name)
-            import json
-
-            (tmp / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+        _write_results(report, out, output)
         out["output"] = str(output)
     if plain:
         _print_table(report.table(), ["variant", "ndcg@10", "recall@10", "recall@100", "mrr@10",
                                       "docs_per_second", "query_ms_p50", "bytes_per_doc", "delta_ndcg@10", "p_value"])
-        if ds.self_supervised:
+        for s in report.skipped:
+            typer.echo(f"skipped {s['variant']} on {s['store']}: {s['reason']}")
+        if report.coverage and report.coverage["missing_from_index"]:
+            c = report.coverage
+            typer.echo(f"the index lacks {c['missing_from_index']} of the {c['judged_documents']} "
+                       "judged documents; they count as not found")
+        if report.self_supervised:
             typer.echo("(self-supervised queries: no labels were found)")
     else:
         emit(out)
+
+
+def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | None,
+                    modes: str | None, split: str, ignored: dict[str, str | None]) -> VariantsReport:
+    """`evaluate DATA --index PATH`: the dataset's queries through a saved index, per mode."""
+    from vecdoctor.cli.retrieval import _check_model, open_index
+    from vecdoctor.data import load_dataset
+    from vecdoctor.errors import InputError
+    from vecdoctor.index_eval import evaluate_index
+    from vecdoctor.variants import parse_modes
+
+    given = [name for name, value in ignored.items() if value is not None]
+    if given:
+        raise InputError(f"--index evaluates the saved pipeline as it is; drop {', '.join(given)}")
+    if data is None:
+        raise InputError("give the DATA folder (queries and qrels) to evaluate --index against")
+    chosen = parse_modes(modes or "bm25,dense,hybrid")
+    idx = open_index(location, table)
+    _check_model(idx, model)
+    ds = load_dataset(data, split=split)
+    return evaluate_index(idx, ds, chosen, progress=_Steps(len(chosen)))
+
+
+def _write_results(report: VariantsReport, out: dict[str, Any], output: Path) -> None:
+    """results.json and runs/<row>.trec, written atomically."""
+    import json
+
+    from vecdoctor.io import atomic_dir
+    from vecdoctor.measure import write_runs
+
+    with atomic_dir(output) as tmp:
+        (tmp / "runs").mkdir()
+        write_runs(report.results, tmp / "runs")
+        (tmp / "results.json").write_text(json.dumps(out, indent=2) + "\n")
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:
