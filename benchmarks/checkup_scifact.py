@@ -5,9 +5,10 @@ One run on SciFact test (300 queries, 5,183 documents):
      the diagnosis and every default pipeline variant of the chosen model;
   2. the quality gates on `minilm`'s variants: bm25 >= 0.68, dense >= 0.64, hybrid >= 0.71 and
      above both, int8/binary with rescoring, and whether the whitening verdict matches its effect;
-  3. a --quick checkup, its wall time, and whether its recommendations match the full run's.
+  3. a --quick checkup, its wall time, and whether its recommendations match the full run's;
+     then the quick checkup of the chosen model alone, with the time at which each step began.
 
-    .venv/bin/python benchmarks/checkup_scifact.py [--models minilm,minilm-l3-onnx] [--skip-quick]
+    .venv/bin/python benchmarks/checkup_scifact.py [--models minilm,minilm-l3-onnx] [--part all|full|quick]
 
 Writes benchmarks/results/checkup_scifact.json.
 """
@@ -15,6 +16,7 @@ Writes benchmarks/results/checkup_scifact.json.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -23,25 +25,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
+
+KEYS = ("model", "mode", "pooling", "window", "transform", "precision", "rerank")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, default=DATA / "scifact")
-    parser.add_argument("--skip-quick", action="store_true")
-    parser.add_argument("--models", default=None, help="comma-separated; default every installed model")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    from vecdoctor.checkup import checkup, installed_models
-    from vecdoctor.data import load_dataset
+def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
+    from vecdoctor.checkup import checkup
     from vecdoctor.variants import DEFAULT_VARIANTS, evaluate_variants
 
-    ds = load_dataset(args.data, "test")
-    models = args.models.split(",") if args.models else installed_models()
-    out: dict = {"machine": machine(), "versions": versions("torch", "sentence-transformers", "bm25s")}
-
-    keys = ("model", "mode", "pooling", "window", "transform", "precision", "rerank")
+    out: dict = {}
     t = time.perf_counter()
     full = checkup(ds, models)
     out["full_checkup"] = {"seconds": round(time.perf_counter() - t, 1), "pipeline": full.pipeline,
@@ -63,6 +56,7 @@ def main() -> int:
         "hybrid above bm25 and dense": nd["hybrid"] > max(nd["bm25"], nd["dense"]),
         "int8 >= 99% of dense": nd["int8"] >= 0.99 * nd["dense"],
         "binary >= 97% of dense": nd["binary"] >= 0.97 * nd["dense"],
+        "every given model in the comparison": {r.model for r in full.comparison.rows} >= set(models),
     }
     whiten = variants.get("dense+whiten")
     verdict = next((d for d in full.decisions if d.topic == "transform" and d.choice == "whitening"), None)
@@ -70,15 +64,62 @@ def main() -> int:
         out["gates"]["whitening verdict matches its measured effect"] = verdict.recommended == (
             whiten.delta_ndcg >= 0.005 and whiten.p_value < 0.05 and full.pipeline["mode"] != "bm25")
     print({k: round(v, 4) for k, v in nd.items()}, out["gates"], flush=True)
-    if not args.skip_quick:
-        t = time.perf_counter()
-        quick = checkup(ds, models, quick=True)
-        out["quick_checkup"] = {"seconds": round(time.perf_counter() - t, 1), "pipeline": quick.pipeline,
-                                "decisions": [d.to_dict() for d in quick.decisions]}
-        out["quick_matches_full"] = {k: quick.pipeline[k] == full.pipeline[k] for k in keys}
-        print("quick", out["quick_checkup"], out["quick_matches_full"], flush=True)
-    path = write_result("checkup_scifact", out)
-    print(f"wrote {path}")
+    return out
+
+
+def quick_part(ds, models: list[str], full_pipeline: dict) -> dict:  # type: ignore[no-untyped-def]
+    from vecdoctor.checkup import checkup
+
+    out: dict = {}
+    t = time.perf_counter()
+    quick = checkup(ds, models, quick=True)
+    out["quick_checkup"] = {"seconds": round(time.perf_counter() - t, 1), "pipeline": quick.pipeline,
+                            "decisions": [d.to_dict() for d in quick.decisions]}
+    out["quick_matches_full"] = {k: quick.pipeline[k] == full_pipeline[k] for k in KEYS}
+    print("quick", out["quick_checkup"], out["quick_matches_full"], flush=True)
+    # the same quick checkup with one model: what the wall time is made of without the comparison
+    t = time.perf_counter()
+    steps: list[tuple[str, float]] = []
+    one = checkup(ds, [full_pipeline["model"]], quick=True,
+                  progress=lambda m: steps.append((m, round(time.perf_counter() - t, 1))))
+    out["quick_checkup_one_model"] = {
+        "model": full_pipeline["model"], "seconds": round(time.perf_counter() - t, 1),
+        "steps_started_at_s": steps, "pipeline": one.pipeline,
+        "matches_full": {k: one.pipeline[k] == full_pipeline[k] for k in KEYS if k != "model"},
+    }
+    print("quick, one model", out["quick_checkup_one_model"], flush=True)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", type=Path, default=DATA / "scifact")
+    parser.add_argument("--part", choices=("all", "full", "quick"), default="all",
+                        help="quick reuses the full run's result file (run full first)")
+    parser.add_argument("--models", default=None, help="comma-separated; default every installed model")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    from vecdoctor.checkup import installed_models
+    from vecdoctor.data import load_dataset
+
+    ds = load_dataset(args.data, "test")
+    models = args.models.split(",") if args.models else installed_models()
+    head = {"machine": machine(), "versions": versions("torch", "sentence-transformers", "bm25s")}
+    path = RESULTS / "checkup_scifact.json"
+    if args.part == "quick":
+        saved = json.loads(path.read_text())
+        out = {**saved, "command_quick": " ".join([Path(sys.executable).name, *sys.argv]),
+               "machine_quick": head["machine"]}
+        out.update(quick_part(ds, models, saved["full_checkup"]["pipeline"]))
+        out.pop("command", None)
+        out = {"command_full": saved.get("command_full", saved.get("command")), **out}
+    else:
+        out = {**head}
+        out.update(full_part(ds, models))
+        if args.part == "all":
+            out.update(quick_part(ds, models, out["full_checkup"]["pipeline"]))
+    written = write_result("checkup_scifact", out)
+    print(f"wrote {written}")
     return 0
 
 

