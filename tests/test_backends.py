@@ -248,3 +248,14 @@ def test_export_rejects_an_unknown_precision_cleanly(tmp_path):
 
     result = CliRunner().invoke(app, ["export", "minilm", "--precision", "fp8", "-o", str(tmp_path / "x")])
     assert result.exit_code == 1 and "fp32, bf16, int8" in result.output
+
+
+def test_export_refuses_a_folder_that_is_not_a_converted_model(tmp_path):
+    from vecdoctor.cli import app
+
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("do not delete")
+    result = CliRunner().invoke(app, ["export", "minilm", "--backend", "onnx", "-o", str(keep)])
+    assert result.exit_code != 0 and "not a converted model folder" in result.output
+    assert (keep / "mine.txt").read_text() == "do not delete"

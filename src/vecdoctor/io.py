@@ -188,6 +188,20 @@ def _exchange(a: Path, b: Path) -> None:
     os.replace(side, a)
 
 
+def swap_in(tmp: Path, target: Path) -> None:
+    """Put the complete folder ``tmp`` at ``target`` in one atomic step; drop the old version.
+
+    ``tmp`` must be a sibling of ``target`` (same file system).
+    """
+    if target.exists():
+        _exchange(tmp, target)  # tmp now holds the old version
+        _fsync_dir(target.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces ``target`` in one rename.
@@ -223,13 +237,7 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
             if exc.errno in _DISK_ERRORS:
                 raise _write_error(target, exc) from None
             raise
-        if target.exists():
-            _exchange(tmp, target)  # tmp now holds the old version
-            _fsync_dir(target.parent)
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-            _fsync_dir(target.parent)
+        swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,13 +28,13 @@ from vecdoctor.encode.converted import (
     check_backend,
     copy_model_files,
     describe_variant,
-    install_variant,
     list_converted,
     load_converted,
     texts_digest,
     variant_dir,
 )
 from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError
+from vecdoctor.io import atomic_dir
 from vecdoctor.models import ResolvedModel, resolve
 
 __all__ = [
@@ -242,6 +240,12 @@ def export_model(
         )
     _require_packages(backend, precision)
     target = Path(output) if output is not None else variant_dir(resolved, backend, precision)
+    if output is not None and target.exists() and (
+        not target.is_dir() or (any(target.iterdir()) and not (target / EXPORT_FILE).exists())
+    ):
+        raise InputError(
+            f"{target}: exists and is not a converted model folder; choose a new or empty folder"
+        )
     if (target / EXPORT_FILE).exists() and not force:
         raise InputError(
             f"{target} already holds a converted model; pass force=True (--force) to replace it"
@@ -266,10 +270,7 @@ def export_model(
                 torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
             )
         )
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(target) as tmp:  # a kill or an error leaves the previous folder as it was
         graph, run = _converter(backend)(
             module, tmp, precision, _tokenize(resolved, calib, length) if calib else [], batch
         )
@@ -301,9 +302,6 @@ def export_model(
             module,
         )
         (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2))
-        install_variant(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     logger.info(
         "converted %s to %s %s in %.1fs (min cosine %.6f): %s",
         resolved.id,

@@ -238,10 +238,9 @@ def describe_variant(
 
 
 def install_variant(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` to ``target``, removing an older folder only once the new one is complete."""
+    """Put the complete folder ``tmp`` at ``target`` in one atomic step (the previous folder
+    stays whole until then, and no moment exists without one)."""
+    from vecdoctor.io import swap_in
+
     target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.parent / f".{target.name}.old-{os.getpid()}"
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, target)
