@@ -125,7 +125,7 @@ def evaluate(
 def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | None,
                     modes: str | None, split: str, ignored: dict[str, str | None]) -> VariantsReport:
     """`evaluate DATA --index PATH`: the dataset's queries through a saved index, per mode."""
-    from vecdoctor.cli.retrieval import _check_model, open_index
+    from vecdoctor.cli.retrieval import check_model, open_index
     from vecdoctor.data import load_dataset
     from vecdoctor.errors import InputError
     from vecdoctor.index_eval import evaluate_index
@@ -138,7 +138,7 @@ def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | 
         raise InputError("give the DATA folder (queries and qrels) to evaluate --index against")
     chosen = parse_modes(modes or "bm25,dense,hybrid")
     idx = open_index(location, table)
-    _check_model(idx, model)
+    check_model(idx, model)
     ds = load_dataset(data, split=split)
     return evaluate_index(idx, ds, chosen, progress=_Steps(len(chosen)))
 

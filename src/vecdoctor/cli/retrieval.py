@@ -22,7 +22,7 @@ def index_command(
         help="Index folder to write (an existing index is replaced atomically)",
     ),
     model: str = typer.Option(
-        None, "-m", "--model", help="Registry name or local model folder [default: minilm]"
+        None, "-m", "--model", help="Registry name or local model folder (default: minilm)"
     ),
     pooling: str = typer.Option(
         None, "--pooling", "-p", help="mean|cls|max|subword|attention (default: the model's)"
@@ -39,13 +39,13 @@ def index_command(
     model_precision: str = typer.Option(
         None,
         "--model-precision",
-        help="fp32|bf16|int8 of the model (int8 is calibrated on this corpus) [default: fp32]",
+        help="fp32|bf16|int8 of the model (int8 is calibrated on this corpus) (default: fp32)",
     ),
     transform: Path = typer.Option(
         None, "--transform", help="Folder of a fitted whitening / all-but-the-top"
     ),
     precision: str = typer.Option(
-        None, "--precision", help="float32|int8|binary [default: float32]"
+        None, "--precision", help="float32|int8|binary (default: float32)"
     ),
     ann: str = typer.Option(
         None, "--ann", help="hnsw|ivf approximate search (float32 only; default: exact)"
@@ -156,7 +156,7 @@ def open_index(location: Path, table: str = "documents") -> object:
     return Index.load(location)
 
 
-def _check_model(index: object, model: str | None) -> None:
+def check_model(index: object, model: str | None) -> None:
     if model is None:
         return
     from vecdoctor.errors import IncompatibleError
@@ -177,11 +177,11 @@ def search_command(
     query: str = typer.Argument(..., help="The query, or - to read one query a line from stdin"),
     k: int = typer.Option(10, "-k", help="Results per query (clamped to the corpus size)"),
     mode: str = typer.Option(
-        None, "--mode", help="bm25|dense|hybrid [default: the index's, else hybrid]"
+        None, "--mode", help="bm25|dense|hybrid (default: the index's, else hybrid)"
     ),
     rerank: str = typer.Option(None, "--rerank", help="maxsim, or a local cross-encoder folder"),
     fusion: str = typer.Option(
-        None, "--fusion", help="rrf|weighted [default: the index's, else rrf]"
+        None, "--fusion", help="rrf|weighted (default: the index's, else rrf)"
     ),
     rerank_fusion: str = typer.Option(
         "none",
@@ -206,7 +206,7 @@ def search_command(
     from vecdoctor.search import Searcher
 
     idx = open_index(index)
-    _check_model(idx, model)
+    check_model(idx, model)
     searcher = Searcher(
         idx, fusion=fusion, rescore=not no_rescore, cache_size=0, query_backend=query_backend,
         rerank_fusion=rerank_fusion,

@@ -94,8 +94,8 @@ def lance_search(
     query: str = typer.Argument(..., help="The query, or - to read one query a line from stdin"),
     table: str = typer.Option("documents", "--table"),
     k: int = typer.Option(10, "-k", help="Results per query"),
-    mode: str = typer.Option(None, "--mode", help="bm25|dense|hybrid [default: hybrid]"),
-    fusion: str = typer.Option(None, "--fusion", help="rrf|weighted [default: rrf]"),
+    mode: str = typer.Option(None, "--mode", help="bm25|dense|hybrid (default: hybrid)"),
+    fusion: str = typer.Option(None, "--fusion", help="rrf|weighted (default: rrf)"),
     rerank: str = typer.Option(None, "--rerank", help="maxsim, or a local cross-encoder folder"),
     rerank_fusion: str = typer.Option(
         "none",
