@@ -239,3 +239,20 @@ def test_diagnose_rejects_bad_corpora(minilm):
         diagnose(["a b", "c d"], minilm, sample=1)
     with pytest.raises(TypeError, match="Dataset"):
         diagnose(42, minilm)
+
+
+def test_pooled_only_model_is_diagnosed_without_token_checks(scifact_dir):
+    """e5-small-q4 returns pooled vectors only: the vector checks run, token checks say why not."""
+    from vecdoctor.data import load_dataset
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.evaluate import sample_dataset
+    from vecdoctor.report.diagnosis import render_diagnosis
+
+    small = sample_dataset(load_dataset(scifact_dir), max_queries=6, max_docs=40, seed=0)
+    rep = diagnose(small, Encoder("e5-small-q4"), sample=40, seed=0)
+    assert [name for name, _ in rep.checks()] == ["isotropy", "length", "truncation", "quantization"]
+    assert set(rep.meta["skipped"]) == {"hidden layers", "position", "vocabulary"}
+    no_windows = check_truncation(np.array([600, 700, 100]), 512, windows_possible=False)
+    assert "split documents" in no_windows.recommendation and "--window" not in no_windows.recommendation
+    html = render_diagnosis(rep)
+    assert "Vocabulary fragmentation" in html and "exposes no tokenizer" in html

@@ -47,7 +47,7 @@ class DiagnosisReport:
     isotropy: IsotropyResult
     length: LengthResult
     truncation: TruncationResult
-    vocabulary: VocabularyResult
+    vocabulary: VocabularyResult | None
     position: PositionResult | None
     quantization: QuantizationResult
     fixes: tuple[FixResult, ...] = field(default_factory=tuple)
@@ -166,7 +166,8 @@ def diagnose(
 
     t = step("tokenize")
     lengths = np.asarray(encoder.token_lengths(sample_texts))
-    truncation = check_truncation(lengths, encoder.max_length, windowed=encoder.window is not None)
+    truncation = check_truncation(lengths, encoder.max_length, windowed=encoder.window is not None,
+                                  windows_possible=encoder.tokenizer is not None)
     timings["tokenize"] = time.perf_counter() - t
 
     t = step("encode documents")
@@ -209,9 +210,11 @@ def diagnose(
     vocab_texts = texts
     if len(texts) > vocabulary_texts:
         vocab_texts = [texts[i] for i in rng.choice(len(texts), vocabulary_texts, replace=False)]
+    vocabulary = None
     if encoder.tokenizer is None:
-        raise InputError(f"model {encoder.model_id!r} exposes no tokenizer; cannot diagnose it")
-    vocabulary = check_vocabulary(vocab_texts, encoder.tokenizer)
+        skipped["vocabulary"] = f"model {encoder.model_id!r} exposes no tokenizer to inspect"
+    else:
+        vocabulary = check_vocabulary(vocab_texts, encoder.tokenizer)
     timings["vocabulary"] = time.perf_counter() - t
 
     t = step("quantization")

@@ -39,8 +39,12 @@ def check_truncation(
     max_length: int,
     windowed: bool = False,
     threshold: Threshold = SHARE_TRUNCATED,
+    windows_possible: bool = True,
 ) -> TruncationResult:
-    """Measure truncation; with token windows nothing is dropped, so the verdict is ok."""
+    """Measure truncation; with token windows nothing is dropped, so the verdict is ok.
+
+    ``windows_possible`` is False for models that only return pooled vectors: the advice is
+    then to split documents, since such a model cannot encode token windows."""
     lengths = np.asarray(token_lengths, dtype=np.int64)
     if lengths.ndim != 1 or len(lengths) == 0:
         raise InputError("token_lengths must be a non-empty 1-D array of token counts")
@@ -61,10 +65,15 @@ def check_truncation(
         if verdict is Verdict.OK:
             rec = f"Only {share:.1%} of texts exceed {max_length} tokens; no action needed."
         else:
+            fix = (
+                "encode with sliding windows (--window 256:128:max) or split documents into passages"
+                if windows_possible
+                else "split documents into passages (this model cannot encode token windows), or "
+                "choose a model that returns token states"
+            )
             rec = (
                 f"{share:.0%} of texts exceed {max_length} tokens and {dropped_share:.0%} of all "
-                "tokens are never encoded: encode with sliding windows (--window 256:128:max) "
-                "or split documents into passages."
+                f"tokens are never encoded: {fix}."
             )
     return TruncationResult(
         n=len(lengths),

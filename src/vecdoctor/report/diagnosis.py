@@ -114,6 +114,9 @@ def truncation_section(report: Any) -> Section:
 
 def vocabulary_section(report: Any) -> Section:
     res = report.vocabulary
+    if res is None:
+        reason = report.meta.get("skipped", {}).get("vocabulary", "not measured")
+        return Section("Vocabulary fragmentation", (f"Skipped: {reason}",))
     stats = Table(
         ("texts", "words", "distinct words", "sub-tokens per word",
          f"share of words in >= {res.min_pieces} pieces"),
