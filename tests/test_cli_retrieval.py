@@ -99,6 +99,8 @@ def test_search_k_over_the_corpus_is_clamped(built):
         (["--fusion", "borda"], "valid values: rrf, weighted"),
         (["--rerank", "/no/such/folder"], "no such folder"),
         (["--rerank-fusion", "borda"], "valid values: none, rrf, weighted"),
+        (["--rerank-backend", "tensorrt"], "valid backends: torch, onnx, openvino"),
+        (["--rerank-precision", "int8"], "int8 runs on backend 'onnx' or 'openvino'"),
     ],
 )
 def test_search_bad_options_are_one_line_errors(built, args, text):

@@ -72,6 +72,9 @@ class CrossEncoderReranker:
         model_dir: a local folder saved by ``CrossEncoder.save`` (one output label).
         batch_size: pairs per forward pass.
         max_length: tokens per pair; ``None`` keeps the model's own limit.
+        backend: ``torch``, or ``onnx`` / ``openvino``: a graph exported from the model on first
+            use, checked against PyTorch and cached (:mod:`vecdoctor.rerank_backends`).
+        precision: ``fp32``, or ``int8`` on ``onnx`` / ``openvino``.
     """
 
     def __init__(
@@ -80,7 +83,11 @@ class CrossEncoderReranker:
         batch_size: int = 32,
         max_length: int | None = None,
         device: str = "cpu",
+        backend: str = "torch",
+        precision: str = "fp32",
     ) -> None:
+        from vecdoctor.rerank_backends import check_rerank_backend
+
         folder = Path(model_dir)
         if not folder.is_dir():
             raise InputError(
@@ -91,6 +98,17 @@ class CrossEncoderReranker:
             raise InputError(f"{folder}: has no config.json; it is not a saved cross-encoder model")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.precision = str(check_rerank_backend(backend, precision))
+        self.backend = backend
+        self.path = folder
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+        if backend == "torch":
+            self._load_torch(folder, max_length, device)
+        else:
+            self._load_graph(folder, max_length)
+
+    def _load_torch(self, folder: Path, max_length: int | None, device: str) -> None:
         from sentence_transformers import CrossEncoder
 
         try:
@@ -99,13 +117,31 @@ class CrossEncoderReranker:
             )
         except (OSError, ValueError) as exc:
             raise InputError(f"{folder}: cannot be loaded as a cross-encoder ({exc})") from None
-        self.path = folder
-        self.batch_size = batch_size
-        self._lock = threading.Lock()
+
+    def _load_graph(self, folder: Path, max_length: int | None) -> None:
+        from vecdoctor.rerank_backends import (
+            GraphScorer,
+            PairTokenizer,
+            activation_of,
+            ensure_cross_encoder,
+        )
+
+        self.converted = ensure_cross_encoder(folder, self.backend, self.precision)
+        self._tokenize = PairTokenizer(folder, max_length)
+        self._graph = GraphScorer(self.converted)
+        self._activation = activation_of(folder)
 
     def score(self, query: str, docs: Sequence[Document]) -> np.ndarray:
         if not docs:
             return np.zeros(0, dtype=np.float32)
+        if self.backend != "torch":
+            texts = [d.content for d in docs]
+            with self._lock:
+                logits = np.concatenate([
+                    self._graph(self._tokenize(query, texts[i : i + self.batch_size]))
+                    for i in range(0, len(texts), self.batch_size)
+                ])
+            return self._activation(logits).astype(np.float32)
         pairs = [(query, d.content) for d in docs]
         with self._lock:
             scores = self.model.predict(
@@ -122,7 +158,8 @@ class CrossEncoderReranker:
         return scores
 
     def __repr__(self) -> str:
-        return f"CrossEncoderReranker({str(self.path)!r})"
+        extra = "" if self.backend == "torch" else f", backend={self.backend!r}, precision={self.precision!r}"
+        return f"CrossEncoderReranker({str(self.path)!r}{extra})"
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -186,10 +223,13 @@ class MaxSimReranker:
         return f"MaxSimReranker({getattr(self.encoder, 'model_id', '?')!r})"
 
 
-def load_reranker(spec: str | Path, encoder: Any = None) -> Reranker:
-    """``"maxsim"`` (needs the index's ``encoder``) or a local cross-encoder folder."""
+def load_reranker(
+    spec: str | Path, encoder: Any = None, backend: str = "torch", precision: str = "fp32"
+) -> Reranker:
+    """``"maxsim"`` (needs the index's ``encoder``) or a local cross-encoder folder (run on
+    ``backend`` in ``precision``)."""
     if str(spec).lower() == MAXSIM:
         if encoder is None:
             raise InputError("the maxsim reranker needs the index's encoder")
         return MaxSimReranker(encoder)
-    return CrossEncoderReranker(spec)
+    return CrossEncoderReranker(spec, backend=backend, precision=precision)

@@ -89,6 +89,33 @@ def emit(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
+# The reranker options of every command that takes --rerank (search, lance-search, serve).
+RERANK_FUSION = typer.Option(
+    "none", "--rerank-fusion", help="none|rrf|weighted: fuse the reranker's order with the first stage's"
+)
+RERANK_BACKEND = typer.Option(
+    "torch",
+    "--rerank-backend",
+    help="torch|onnx|openvino to run the cross-encoder on (converted once, then cached)",
+)
+RERANK_PRECISION = typer.Option(
+    "fp32", "--rerank-precision", help="fp32|int8 of the cross-encoder (int8: onnx, openvino)"
+)
+
+
+def reranker_option(rerank: str | None, backend: str, precision: str) -> Any:
+    """``--rerank`` as given, or a cross-encoder loaded on ``--rerank-backend`` in
+    ``--rerank-precision`` (converted on first use, then cached)."""
+    from vecdoctor.rerank_backends import check_rerank_backend
+
+    check_rerank_backend(backend, precision)
+    if rerank is None or rerank.lower() == "maxsim" or (backend, precision) == ("torch", "fp32"):
+        return rerank
+    from vecdoctor.rerank import CrossEncoderReranker
+
+    return CrossEncoderReranker(rerank, backend=backend, precision=precision)
+
+
 def run_searches(searcher: Any, query: str, k: int, mode: Any, rerank: Any, plain: bool) -> None:
     """Search one query (or one per stdin line for ``-``) and print JSON or plain lines."""
     queries = [q.rstrip("\r\n") for q in sys.stdin if q.strip()] if query == "-" else [query]

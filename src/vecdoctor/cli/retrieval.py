@@ -7,7 +7,16 @@ from pathlib import Path
 
 import typer
 
-from vecdoctor.cli._app import command, emit, progress_enabled, run_searches
+from vecdoctor.cli._app import (
+    RERANK_BACKEND,
+    RERANK_FUSION,
+    RERANK_PRECISION,
+    command,
+    emit,
+    progress_enabled,
+    reranker_option,
+    run_searches,
+)
 
 
 @command("index")
@@ -183,11 +192,9 @@ def search_command(
     fusion: str = typer.Option(
         None, "--fusion", help="rrf|weighted (default: the index's, else rrf)"
     ),
-    rerank_fusion: str = typer.Option(
-        "none",
-        "--rerank-fusion",
-        help="none|rrf|weighted: fuse the reranker's order with the first stage's",
-    ),
+    rerank_fusion: str = RERANK_FUSION,
+    rerank_backend: str = RERANK_BACKEND,
+    rerank_precision: str = RERANK_PRECISION,
     no_rescore: bool = typer.Option(
         False, "--no-rescore", help="int8/binary: skip float rescoring"
     ),
@@ -211,7 +218,9 @@ def search_command(
         idx, fusion=fusion, rescore=not no_rescore, cache_size=0, query_backend=query_backend,
         rerank_fusion=rerank_fusion,
     )
-    run_searches(searcher, query, k, mode, rerank, plain)
+    run_searches(
+        searcher, query, k, mode, reranker_option(rerank, rerank_backend, rerank_precision), plain
+    )
 
 
 @command("serve")
@@ -222,11 +231,9 @@ def serve_command(
     reranker: list[str] = typer.Option(
         None, "--reranker", help="NAME=FOLDER cross-encoder clients may ask for (repeatable)"
     ),
-    rerank_fusion: str = typer.Option(
-        "none",
-        "--rerank-fusion",
-        help="none|rrf|weighted: fuse the reranker's order with the first stage's",
-    ),
+    rerank_fusion: str = RERANK_FUSION,
+    rerank_backend: str = RERANK_BACKEND,
+    rerank_precision: str = RERANK_PRECISION,
     max_k: int = typer.Option(1000, "--max-k"),
     max_query_chars: int = typer.Option(10_000, "--max-query-chars"),
     max_batch: int = typer.Option(
@@ -270,7 +277,9 @@ def serve_command(
             )
         from vecdoctor.rerank import CrossEncoderReranker
 
-        named[name] = CrossEncoderReranker(folder)
+        named[name] = CrossEncoderReranker(
+            folder, backend=rerank_backend, precision=rerank_precision
+        )
     limits = ServerLimits(
         max_k=max_k,
         max_query_chars=max_query_chars,

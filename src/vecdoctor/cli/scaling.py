@@ -7,7 +7,15 @@ from typing import Any
 
 import typer
 
-from vecdoctor.cli._app import command, emit, run_searches
+from vecdoctor.cli._app import (
+    RERANK_BACKEND,
+    RERANK_FUSION,
+    RERANK_PRECISION,
+    command,
+    emit,
+    reranker_option,
+    run_searches,
+)
 
 _SOURCE = "corpus.jsonl[.gz], a .parquet file, a BEIR or Parquet folder, or an s3:// / gs:// URI"
 _ADDRESS = "Ray cluster address (e.g. ray://head:10001); default: a local Ray started for this run"
@@ -97,11 +105,9 @@ def lance_search(
     mode: str = typer.Option(None, "--mode", help="bm25|dense|hybrid (default: hybrid)"),
     fusion: str = typer.Option(None, "--fusion", help="rrf|weighted (default: rrf)"),
     rerank: str = typer.Option(None, "--rerank", help="maxsim, or a local cross-encoder folder"),
-    rerank_fusion: str = typer.Option(
-        "none",
-        "--rerank-fusion",
-        help="none|rrf|weighted: fuse the reranker's order with the first stage's",
-    ),
+    rerank_fusion: str = RERANK_FUSION,
+    rerank_backend: str = RERANK_BACKEND,
+    rerank_precision: str = RERANK_PRECISION,
     nprobes: int = typer.Option(20, "--nprobes", help="IVF partitions searched (with --ivf-pq)"),
     refine_factor: int = typer.Option(None, "--refine-factor", help="Re-rank k*N candidates exactly"),
     exact: bool = typer.Option(False, "--exact", help="Ignore any vector index: exact search"),
@@ -113,7 +119,9 @@ def lance_search(
 
     index = LanceIndex.load(uri, table, nprobes=nprobes, refine_factor=refine_factor, exact=exact)
     searcher = Searcher(index, fusion=fusion, cache_size=0, rerank_fusion=rerank_fusion)
-    run_searches(searcher, query, k, mode, rerank, plain)
+    run_searches(
+        searcher, query, k, mode, reranker_option(rerank, rerank_backend, rerank_precision), plain
+    )
 
 
 @command("ray-fit")

@@ -115,19 +115,12 @@ class OnnxBackend:
     supports_layers = False
 
     def __init__(self, path: Path, output: str | None = None, threads: int | None = None) -> None:
-        from vecdoctor.errors import require
+        from vecdoctor.encode.ort_backend import session
 
-        ort = require("onnxruntime", "fast")
         path = Path(path)
         if path.is_dir():
             path = path / "model.onnx"
-        options = ort.SessionOptions()  # type: ignore[attr-defined]
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(  # type: ignore[attr-defined]
-            str(path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self.session = session(path, threads)
         self._inputs = {i.name for i in self.session.get_inputs()}
         outputs = [o for o in self.session.get_outputs() if len(o.shape) == 3]
         names = [o.name for o in outputs]

@@ -97,6 +97,21 @@ def _quantize(model: Any, calibration: list[dict[str, np.ndarray]]) -> Any:
     return quantized
 
 
+def compile_graph(
+    graph: Path, precision: ModelPrecision, threads: int | None = None
+) -> tuple[Any, str]:
+    """The graph compiled for the CPU (latency hint), and the inference precision chosen."""
+    ov = require("openvino", "fast")
+    core = ov.Core()  # type: ignore[attr-defined]
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": _inference_precision(precision, core),
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return core.compile_model(str(graph), "CPU", config), config["INFERENCE_PRECISION_HINT"]
+
+
 class OpenVINOBackend:
     """A converted graph compiled by OpenVINO for the CPU; token states and first-token attention."""
 
@@ -107,18 +122,9 @@ class OpenVINOBackend:
     def __init__(
         self, graph: Path, precision: ModelPrecision | str, threads: int | None = None
     ) -> None:
-        ov = require("openvino", "fast")
         self.precision = ModelPrecision.parse(precision)
-        core = ov.Core()  # type: ignore[attr-defined]
-        config = {
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": _inference_precision(self.precision, core),
-        }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = core.compile_model(str(graph), "CPU", config)
+        self.compiled, self.inference_precision = compile_graph(graph, self.precision, threads)
         self._request = self.compiled.create_infer_request()
-        self.inference_precision = config["INFERENCE_PRECISION_HINT"]
         outputs = {n for o in self.compiled.outputs for n in o.get_names()}
         if "last_hidden_state" not in outputs:
             raise InputError(

@@ -34,40 +34,14 @@ def convert(
 
     ``calibration`` is unused: dynamic quantization computes activation ranges per batch.
     """
-    require("onnxruntime", "fast")
-    require("onnx", "fast")
-    require("onnxscript", "fast")
-    import torch
-
-    raw = folder / "raw.onnx"
-    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")}
-    # The exporter reports its steps on standard output; the library must not print.
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        torch.onnx.export(
-            module,
-            (torch.from_numpy(example["input_ids"]), torch.from_numpy(example["attention_mask"])),
-            str(raw),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["last_hidden_state", "first_attention"],
-            dynamic_shapes={"input_ids": axes, "attention_mask": axes},
-            opset_version=18,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    logger.debug("torch.onnx: %s", buffer.getvalue()[-2000:])
-    fused = folder / "fused.onnx"
-    _fuse(raw, fused, module.num_heads, module.hidden_size)
-    raw.unlink()
     target = folder / GRAPH
-    if precision is ModelPrecision.INT8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(str(fused), str(target), per_channel=True, weight_type=QuantType.QInt8)
-        fused.unlink()
-    else:
-        fused.rename(target)
+    export_graph(
+        module,
+        {"input_ids": example["input_ids"], "attention_mask": example["attention_mask"]},
+        ["last_hidden_state", "first_attention"],
+        target,
+        precision,
+    )
 
     from vecdoctor.encode.backends import OnnxBackend
 
@@ -78,6 +52,66 @@ def convert(
         return out.states, out.first_attention  # type: ignore[return-value]
 
     return GRAPH, run
+
+
+def export_graph(
+    module: Any,
+    example: dict[str, np.ndarray],
+    output_names: list[str],
+    target: Path,
+    precision: ModelPrecision,
+) -> Path:
+    """``torch.onnx.export`` of ``module`` (its inputs named and ordered as ``example``, batch
+    and sequence axes dynamic) to ``target``, with ONNX Runtime's fusions, and for int8 dynamic
+    quantization of the weights (signed, per channel)."""
+    require("onnxruntime", "fast")
+    require("onnx", "fast")
+    require("onnxscript", "fast")
+    import torch
+
+    folder = target.parent
+    raw = folder / "raw.onnx"
+    names = list(example)
+    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")}
+    # The exporter reports its steps on standard output; the library must not print.
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        torch.onnx.export(
+            module,
+            tuple(torch.from_numpy(example[name]) for name in names),
+            str(raw),
+            input_names=names,
+            output_names=output_names,
+            dynamic_shapes={name: axes for name in names},
+            opset_version=18,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    logger.debug("torch.onnx: %s", buffer.getvalue()[-2000:])
+    fused = folder / "fused.onnx"
+    _fuse(raw, fused, module.num_heads, module.hidden_size)
+    raw.unlink()
+    if precision is ModelPrecision.INT8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(fused), str(target), per_channel=True, weight_type=QuantType.QInt8)
+        fused.unlink()
+    else:
+        fused.rename(target)
+    return target
+
+
+def session(path: Path, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with every graph optimisation on."""
+    ort = require("onnxruntime", "fast")
+    options = ort.SessionOptions()  # type: ignore[attr-defined]
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # type: ignore[attr-defined]
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(  # type: ignore[attr-defined]
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
 def _fuse(source: Path, target: Path, num_heads: int, hidden_size: int) -> None:
