@@ -104,6 +104,10 @@ def main() -> None:
         help="how many test queries the per-query latency loops use",
     )
     parser.add_argument(
+        "--blas-threads", type=int, default=1,
+        help="NumPy BLAS threads, as `vecdoctor search`/`serve` set them (0: library default)",
+    )
+    parser.add_argument(
         "--query-backends",
         default="onnx,openvino",
         help="also time dense/hybrid with queries encoded on these fp32 backends ('' skips)",
@@ -123,6 +127,10 @@ def main() -> None:
     from vecdoctor.search import Searcher
 
     torch.set_num_threads(args.threads)
+    if args.blas_threads > 0:  # what `vecdoctor search` / `serve` do (see limit_blas_threads)
+        from vecdoctor.search import limit_blas_threads
+
+        limit_blas_threads(args.blas_threads)
     data = Path(args.data)
     if not data.is_dir():
         sys.exit(f"{data}: SciFact not found; pass --data PATH to a BEIR scifact folder")
@@ -253,6 +261,7 @@ def main() -> None:
         "index_build_s": round(build_s, 1),
         "encode_300_queries_batch_s": round(encode_queries_s, 2),
         "latency_k": 10,
+        "blas_threads": args.blas_threads or "library default",
         "latency_queries": len(lat_queries),
         "load_average_at_end": list(os.getloadavg()),
         "results": results,

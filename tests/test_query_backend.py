@@ -78,3 +78,14 @@ def test_search_command_takes_a_query_backend(saved):
     assert plain.exit_code == 0 and fast.exit_code == 0, fast.output
     ids = [h["id"] for h in json.loads(plain.stdout)["hits"]]
     assert len(ids) == 3 and ids == [h["id"] for h in json.loads(fast.stdout)["hits"]]
+
+
+def test_search_command_keeps_blas_to_one_thread():
+    """`vecdoctor search`/`serve` limit NumPy's BLAS threads (they compete with the model's)."""
+    from threadpoolctl import threadpool_info
+
+    from vecdoctor.search import limit_blas_threads
+
+    limit_blas_threads(1)
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas and all(i["num_threads"] == 1 for i in blas)

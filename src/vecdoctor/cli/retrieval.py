@@ -210,8 +210,9 @@ def search_command(
     ),
 ) -> None:
     """Search an index (JSON by default)."""
-    from vecdoctor.search import Searcher
+    from vecdoctor.search import Searcher, limit_blas_threads
 
+    limit_blas_threads()  # one query at a time: BLAS threads would only compete with the model
     idx = open_index(index)
     check_model(idx, model)
     searcher = Searcher(
@@ -289,8 +290,9 @@ def serve_command(
     )
     if api_key is not None and not api_key.strip():
         raise InputError("--api-key / VECDOCTOR_API_KEY is empty; set a key or unset it")
-    from vecdoctor.search import Searcher
+    from vecdoctor.search import Searcher, limit_blas_threads
 
+    limit_blas_threads()  # each request runs one search: BLAS threads would compete with the model
     searcher = Searcher(
         open_index(index), query_backend=query_backend, rerank_fusion=rerank_fusion
     )
