@@ -245,12 +245,15 @@ def evaluate_variants(
     baseline_of: dict[str, str | None] = {}
     say = progress or (lambda _msg: None)
 
+    # one cache for every encoder: a windowed pipeline reuses the plain one's head vectors
+    doc_cache = cache if cache is not None else VectorCache(max_size=4 * len(texts) + 64)
+
     def encoder_for(spec: VariantSpec) -> tuple[Any, VectorCache, float | None]:
         key = (spec.pooling, spec.window)
         if key not in encoders:
             opts = dict(encoder_options or {})
             enc = Encoder(model, pooling=spec.pooling or opts.pop("pooling", None), window=spec.window, **opts)
-            shared = cache if cache is not None else VectorCache(max_size=len(texts) + 16)
+            shared = doc_cache
             enc.cache = shared
             hits = shared.stats.hits
             start = time.perf_counter()
