@@ -41,24 +41,28 @@ BI_RECIPES = {
     "bothneg2-skip2-1ep": dict(negatives=2, negative_source="both", skip_top=2),
     "bm25neg1-2ep-lr5e-5": dict(negatives=1, epochs=2.0, learning_rate=5e-5),
 }
+# every recipe spells out epochs and list size, so a change of RerankerConfig's defaults keeps
+# the names true
+_RR2 = dict(epochs=2.0, group_size=8)
 RERANK_RECIPES = {
-    "listnet-2ep": dict(loss="listnet"),
-    "mnrl-2ep": dict(loss="mnrl"),
-    "lambda-2ep": dict(loss="lambda"),
-    "listnet-base-2ep": dict(loss="listnet", init="base"),
+    "listnet-2ep": dict(loss="listnet", **_RR2),
+    "mnrl-2ep": dict(loss="mnrl", **_RR2),
+    "lambda-2ep": dict(loss="lambda", **_RR2),
+    "listnet-base-2ep": dict(loss="listnet", init="base", **_RR2),
     "bce-base-1ep": dict(
         loss="bce",
         epochs=1.0,
+        group_size=8,
         learning_rate=2e-5,
         head_learning_rate=2e-5,
         batch_size=32,
         init="base",
     ),
     "listnet-4ep-g16": dict(loss="listnet", epochs=4.0, group_size=16),
-    "listnet-distill0.3-2ep": dict(loss="listnet", distill=0.3),
+    "listnet-distill0.3-2ep": dict(loss="listnet", distill=0.3, **_RR2),
 }
 DEFAULT_BI = "bm25neg1-2ep-lr5e-5"
-DEFAULT_RERANK = "listnet-2ep"
+DEFAULT_RERANK = "listnet-4ep-g16"
 
 
 def split_train(train: Dataset, held_out: int, seed: int = 7) -> tuple[Dataset, Dataset]:
@@ -115,8 +119,8 @@ def first_stage_scores(model: str, evals: dict[str, Dataset], device: str) -> tu
 def rerank_scores(
     folder: Path, stage, evals: dict[str, Dataset], device: str, depths: tuple[int, ...] = (30, 100)
 ) -> dict:
-    from vecdoctor.finetune._retrieval import metrics, rerank_run, rrf
-    from vecdoctor.rerank import CrossEncoderReranker
+    from vecdoctor.finetune._retrieval import metrics, rerank_run
+    from vecdoctor.rerank import CrossEncoderReranker, fuse_with_first_stage
 
     reranker = CrossEncoderReranker(folder, device=device, batch_size=64)
     out = {}
@@ -127,10 +131,15 @@ def rerank_scores(
         for k in depths:
             reranked = rerank_run(reranker, first, data.queries, docs, k)
             out[name][f"rerank@{k}"] = metrics(reranked, data.qrels)["ndcg@10"]
-            # the reranker's order fused (RRF) with the first stage's order over the same top k
-            fused = {q: rrf([reranked[q][:k], first[q][:k]]) + first[q][k:] for q in first}
-            fused = {q: [(d, -i) for i, (d, _) in enumerate(hits)] for q, hits in fused.items()}
-            out[name][f"rerank@{k}+rrf"] = metrics(fused, data.qrels)["ndcg@10"]
+            # the reranker's order fused with the first stage's over the same top k, as
+            # ``--rerank-fusion rrf|weighted`` does; ranks only, the tail keeps its order
+            for fusion in ("rrf", "weighted"):
+                fused = {
+                    q: fuse_with_first_stage(first[q][:k], reranked[q][:k], fusion) + first[q][k:]
+                    for q in first
+                }
+                fused = {q: [(d, -i) for i, (d, _) in enumerate(h)] for q, h in fused.items()}
+                out[name][f"rerank@{k}+{fusion}"] = metrics(fused, data.qrels)["ndcg@10"]
     return out
 
 
@@ -229,8 +238,10 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--mode", choices=["final", "grid", "cost"], default="final")
-    parser.add_argument("--bi", default=DEFAULT_BI, help="bi-encoder recipes, comma-separated")
-    parser.add_argument("--rerank", default=DEFAULT_RERANK, help="reranker recipes ('' for none)")
+    parser.add_argument("--bi", default=None, help="bi-encoder recipes, comma-separated "
+                        f"(default: {DEFAULT_BI}; every recipe in grid mode)")
+    parser.add_argument("--rerank", default=None, help="reranker recipes ('' for none; default: "
+                        f"{DEFAULT_RERANK}; every recipe in grid mode)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--rerank-depths", default="30,100", help="candidates reranked, e.g. 30,100"
@@ -260,10 +271,16 @@ def main() -> None:
     if args.mode == "grid":
         train, val = split_train(train, 150)
         evals = {"val": val, "test": test}
-        bi_names, rr_names = list(BI_RECIPES), list(RERANK_RECIPES)
-    else:
-        bi_names = [n for n in args.bi.split(",") if n]
-        rr_names = [n for n in args.rerank.split(",") if n]
+    bi_names = [n for n in (args.bi or DEFAULT_BI).split(",") if n]
+    rr_names = [n for n in (DEFAULT_RERANK if args.rerank is None else args.rerank).split(",") if n]
+    if args.mode == "grid":
+        # every recipe unless the command names some
+        bi_names = bi_names if args.bi else list(BI_RECIPES)
+        rr_names = rr_names if args.rerank is not None else list(RERANK_RECIPES)
+    unknown = sorted({*bi_names} - BI_RECIPES.keys() | {*rr_names} - RERANK_RECIPES.keys())
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; bi-encoder: {list(BI_RECIPES)}, "
+                     f"reranker: {list(RERANK_RECIPES)}")
     steps: dict = {}
     if args.smoke:
         small = shrink({"train": train, **evals}, 12)

@@ -112,6 +112,64 @@ def test_decide_recommends_only_fixes_that_help():
     assert verdicts[("transform", "abtt")] is True
 
 
+@pytest.mark.parametrize("gain", [0.08, -0.03])
+def test_decide_keeps_a_reranker_only_where_it_beats_hybrid(gain):
+    from vecdoctor.evaluate import randomization_test
+
+    hybrid = {f"q{i}": 0.5 + 0.002 * (i % 5) for i in range(50)}
+    results = [
+        _variant("bm25", {k: 0.4 for k in hybrid}),
+        _variant("dense", {k: 0.45 for k in hybrid}),
+        _variant("hybrid", hybrid),
+        _variant("hybrid+rerank", {k: v + gain for k, v in hybrid.items()}, "hybrid"),
+    ]
+    ref, rr = results[2], results[3]
+    rr.delta_ndcg = rr.ndcg - ref.ndcg
+    rr.p_value = randomization_test(rr.evaluation.per_query["ndcg@10"], ref.evaluation.per_query["ndcg@10"])
+    how = {"reranker": "/models/ce", "fusion": "rrf", "depth": 30, "backend": "onnx", "precision": "int8"}
+    report = VariantsReport("toy", "minilm", 10, 50, False, results, rerank=how)
+    pipeline, decisions = decide(report, "minilm")
+    verdict = next(d for d in decisions if d.topic == "rerank")
+    if gain > 0:
+        assert verdict.recommended
+        assert (pipeline["rerank"], pipeline["rerank_fusion"]) == ("/models/ce", "rrf")
+        assert (pipeline["rerank_backend"], pipeline["rerank_precision"]) == ("onnx", "int8")
+    else:
+        assert not verdict.recommended
+        assert pipeline["rerank"] is None and "rerank_fusion" not in pipeline
+
+
+def test_time_budget_skips_slow_models_but_never_all(small):
+    from vecdoctor.compare import compare_models
+
+    models = ["minilm", "minilm-l3-onnx"]
+    tight = compare_models(small, models, time_budget=1e-6)
+    measured = [r for r in tight.rows if r.measured]
+    skipped = [r for r in tight.rows if r.skipped]
+    assert len(measured) == 1 and len(skipped) == 1
+    assert tight.recommended == measured[0].model
+    assert skipped[0].ndcg_at_10 is None and skipped[0].docs_per_second > 0
+    assert "over the 0 s budget" in skipped[0].skipped and "without --quick" in skipped[0].skipped
+    assert skipped[0].to_dict()["skipped"] == skipped[0].skipped
+    roomy = compare_models(small, models, time_budget=1e9)
+    assert all(r.measured for r in roomy.rows) and len(roomy.rows) == 2
+    # the probe's encoder is the one measured: same numbers as a comparison without a budget
+    plain = compare_models(small, ["minilm-l3-onnx"])
+    row = next(r for r in roomy.rows if r.model == "minilm-l3-onnx")
+    assert row.ndcg_at_10 == pytest.approx(plain.rows[0].ndcg_at_10, abs=1e-6)
+    with pytest.raises(InputError, match="time_budget must be > 0"):
+        compare_models(small, models, time_budget=0)
+
+
+def test_cli_compare_models_time_budget(small, tmp_path):
+    folder = rs.write_beir(small, tmp_path / "data")
+    res = CliRunner().invoke(app, ["compare-models", str(folder), "-m", "minilm,minilm-l3-onnx",
+                                   "--time-budget", "0.000001"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)["models"]
+    assert sorted(bool(r["skipped"]) for r in rows) == [False, True]
+
+
 def test_unknown_variant_lists_valid_ones(small):
     with pytest.raises(InputError, match="valid variants: bm25, dense"):
         evaluate_variants(small, "minilm", ["dense", "dense+magic"])

@@ -410,4 +410,8 @@ def test_train_reranker_output_loads_as_vecdoctor_reranker(tmp_path, small_train
     assert scores.shape == (5,) and np.isfinite(scores).all() and np.ptp(scores) > 0
     card = json.loads((out / RERANK_CARD).read_text())
     assert isinstance(card["evaluation"]["helps"], bool)
-    assert set(card["evaluation"]["results"]) == {"hybrid", "hybrid + rerank@30"}
+    results = {k: v["ndcg@10"] for k, v in card["evaluation"]["results"].items()}
+    assert set(results) == {"hybrid", "hybrid + rerank@30", "hybrid + rerank@30 + rrf"}
+    alone, fused = results["hybrid + rerank@30"], results["hybrid + rerank@30 + rrf"]
+    assert card["evaluation"]["helps"] == (max(alone, fused) > results["hybrid"])
+    assert card["evaluation"]["best_fusion"] == ("rrf" if fused >= alone else "none")

@@ -86,7 +86,7 @@ def test_maxsim_reranker_caches_document_tokens():
 
 
 def test_maxsim_rerank_stage_in_search():
-    searcher = Searcher(rs.float_index(), candidates=15)
+    searcher = Searcher(rs.float_index(), candidates=15, rerank_fusion="none")
     _, queries, qrels = rs.subset()
     some = dict(list(queries.items())[:8])
     results = searcher.search_batch(list(some.values()), k=10, rerank="maxsim")
@@ -109,7 +109,7 @@ def test_cross_encoder_scores_positives_above_negatives(cross_encoder_dir):
 
 
 def test_cross_encoder_rerank_stage_in_search(cross_encoder_dir):
-    searcher = Searcher(rs.float_index(), candidates=12)
+    searcher = Searcher(rs.float_index(), candidates=12, rerank_fusion="none")
     query = next(iter(rs.subset()[1].values()))
     fused = searcher.search(query, k=12)
     hits = searcher.search(query, k=5, rerank=str(cross_encoder_dir))
@@ -197,13 +197,15 @@ def test_searcher_fuses_the_reranker_with_the_first_stage():
     first = Searcher(rs.float_index(), candidates=10).search(query, k=10)
     # the reranker reverses the first stage's top 10
     table = {h.id: float(i) for i, h in enumerate(first)}
-    plain = Searcher(rs.float_index(), candidates=10).search(
+    plain = Searcher(rs.float_index(), candidates=10, rerank_fusion="none").search(
         query, k=10, rerank=FakeReranker(table)
     )
     assert [h.id for h in plain] == [h.id for h in reversed(first)]
     assert all("rerank_fused" not in h.ranks_by_stage for h in plain)
-    searcher = Searcher(rs.float_index(), candidates=10, rerank_fusion="rrf")
-    fused = searcher.search(query, k=10, rerank=FakeReranker(table))
+    # RRF is the default
+    fused = Searcher(rs.float_index(), candidates=10).search(
+        query, k=10, rerank=FakeReranker(table)
+    )
     # a full reversal gives 1/(60+r) + 1/(71-r), largest at the ends; the 1st and the 10th tie
     # (so do the 2nd and 9th, ...), and ties keep the first stage's order
     order = [0, 9, 1, 8, 2, 7, 3, 6, 4, 5]
@@ -241,3 +243,37 @@ def test_reranker_returning_the_wrong_number_of_scores():
 
     with pytest.raises(IncompatibleError, match="one score per document"):
         Searcher(rs.float_index(), candidates=5).search("cells", k=5, rerank=Short())
+
+
+def test_evaluate_reranks_and_fuses_as_the_searcher_does(cross_encoder_dir):
+    from vecdoctor.data import Dataset
+    from vecdoctor.variants import evaluate_variants
+
+    docs, queries, qrels = rs.subset()
+    ds = Dataset(corpus=docs, queries=queries, qrels=qrels, name="scifact-subset", split="test")
+    reranker = CrossEncoderReranker(cross_encoder_dir)
+    runs = {}
+    for fusion in ("none", "rrf"):
+        report = evaluate_variants(
+            ds, "minilm", ["hybrid+rerank"], reranker=str(cross_encoder_dir), rerank_depth=10,
+            rerank_fusion=fusion, encoder_options={"max_length": rs.MAX_LENGTH},
+        )
+        row = report.get("hybrid+rerank")
+        assert f"{cross_encoder_dir}, fusion {fusion}" in row.description
+        assert report.rerank == {"reranker": str(cross_encoder_dir), "fusion": fusion, "depth": 10,
+                                 "backend": "torch", "precision": "fp32"}
+        searcher = Searcher(rs.float_index(), candidates=10, rerank_fusion=fusion)
+        for qid, query in queries.items():
+            got = sorted(row.run[qid], key=lambda d: -row.run[qid][d])[:10]
+            want = [h.id for h in searcher.search(query, k=100, rerank=reranker)][:10]
+            assert got == want, (fusion, qid)
+        runs[fusion] = row.run
+    # fusion really changes the order
+    assert any(
+        sorted(runs["none"][q], key=lambda d: -runs["none"][q][d])[:10]
+        != sorted(runs["rrf"][q], key=lambda d: -runs["rrf"][q][d])[:10]
+        for q in queries
+    )
+    report = evaluate_variants(ds, "minilm", ["hybrid"], reranker=str(cross_encoder_dir),
+                               encoder_options={"max_length": rs.MAX_LENGTH})
+    assert report.rerank is None

@@ -22,7 +22,9 @@ MAX_P = 0.05  # ... with a paired randomization test below this p-value
 PRECISION_KEEP = 0.99  # quantized storage must keep this share of float32 nDCG@10
 
 QUICK = {"max_queries": 100, "max_docs": 1000, "diagnose_sample": 400, "layer_sample": 128,
-         "attention_sample": 64}
+         "attention_sample": 64, "model_seconds": 40}
+"""Sample sizes of ``--quick``; ``model_seconds``: installed models (when none are named) whose
+estimated time to encode the sample is longer are listed as skipped instead of measured."""
 
 
 @dataclass
@@ -159,7 +161,11 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str,
     if g is not None:
         ok = _helps(g) and pipeline["mode"] == "hybrid"
         if ok:
-            pipeline["rerank"] = variants.get("hybrid+rerank").description.rsplit("(", 1)[-1].rstrip(")")
+            how = variants.rerank or {}
+            pipeline["rerank"] = how.get("reranker")
+            for key in ("fusion", "backend", "precision"):
+                if key in how:
+                    pipeline[f"rerank_{key}"] = how[key]
         decisions.append(Decision("rerank", "reranker on the hybrid top candidates", ok, _fmt("hybrid+rerank", variants)))
     return pipeline, decisions
 
@@ -173,10 +179,18 @@ def checkup(
     split: str = "test",
     variants: Sequence[str] | None = None,
     reranker: str | None = None,
+    rerank_fusion: str = "rrf",
+    rerank_backend: str = "torch",
+    rerank_precision: str = "fp32",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> CheckupResult:
-    """Run the whole checkup in memory; :func:`write_checkup` saves it."""
+    """Run the whole checkup in memory; :func:`write_checkup` saves it.
+
+    With ``reranker`` (``maxsim`` or a cross-encoder folder) ``hybrid+rerank`` is measured too,
+    fused with the first stage as ``rerank_fusion`` says and run on ``rerank_backend`` in
+    ``rerank_precision``; the pipeline keeps it only where it beats hybrid on this data.
+    """
     from vecdoctor.compare import compare_models
     from vecdoctor.diagnose.run import diagnose
     from vecdoctor.encode.cache import VectorCache
@@ -188,11 +202,14 @@ def checkup(
     started = time.perf_counter()
     full = prepare_dataset(data, split=split, seed=seed)
     ds = sample_dataset(full, QUICK["max_queries"], QUICK["max_docs"], seed) if quick else full
+    named = bool(models)
     models = list(models) if models else installed_models()
     if not models:
         raise InputError("no model is installed; run `vecdoctor models` to see how to install one")
     cache = VectorCache(max_size=4 * len(ds.corpus) + 64)
-    comparison = compare_models(ds, models, prefer=prefer, progress=say, cache=cache)
+    budget = QUICK["model_seconds"] if quick and not named else None  # named models always run
+    comparison = compare_models(ds, models, prefer=prefer, progress=say, cache=cache,
+                                time_budget=budget)
     model = comparison.recommended or models[0]
     enc = Encoder(model, cache=cache)
     diagnosis = None
@@ -209,7 +226,15 @@ def checkup(
     if enc.tokenizer is None:  # pooled-only models: no windows, no pooling choice
         names = [n for n in names if n not in {"dense+window"} and not n.startswith("dense+") or
                  n in {"dense+whiten", "dense+abtt"}]
-    report = evaluate_variants(ds, model, names, reranker=reranker, progress=say, cache=cache)
+    rerank_opts = {"reranker": reranker, "rerank_fusion": rerank_fusion,
+                   "rerank_backend": rerank_backend, "rerank_precision": rerank_precision}
+    if reranker is not None and str(reranker).lower() != "maxsim":
+        from vecdoctor.rerank import load_reranker
+
+        # loaded (and converted) once for the variants and the confirmation
+        rerank_opts["reranker"] = load_reranker(reranker, backend=rerank_backend,
+                                                precision=rerank_precision)
+    report = evaluate_variants(ds, model, names, progress=say, cache=cache, **rerank_opts)
     pipeline, decisions = decide(report, model, comparison)
     if pipeline != _baseline_pipeline(pipeline):
         say("confirm recommended pipeline")
@@ -223,8 +248,8 @@ def checkup(
             rerank=bool(pipeline["rerank"]),
             baseline=pipeline["mode"],
         )
-        confirm = evaluate_variants(ds, model, [pipeline["mode"]], reranker=reranker,
-                                    extra={"recommended": spec}, cache=cache)
+        confirm = evaluate_variants(ds, model, [pipeline["mode"]], extra={"recommended": spec},
+                                    cache=cache, **rerank_opts)
         rec = confirm.get("recommended")
         report.results.append(rec)
         decisions.append(Decision("confirmation", "recommended pipeline", True,

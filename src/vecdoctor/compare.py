@@ -35,6 +35,7 @@ class Prefer(_Choice):
 QUALITY_MARGIN = 0.02
 BACKEND_KEEP = 0.995  # a fast backend must keep this share of the model's fp32 nDCG@10
 FAST_VARIANTS = (("openvino", "int8"), ("onnx", "int8"), ("openvino", "bf16"))
+PROBE_TEXTS = 8  # documents timed per model to estimate its encoding time under a time budget
 
 
 @dataclass
@@ -52,6 +53,11 @@ class ModelRow:
     mean_cosine: float | None = None
     bytes_per_vector: int | None = None
     error: str | None = None
+    skipped: str | None = None  # left out by the time budget; docs_per_second is the probe's
+
+    @property
+    def measured(self) -> bool:
+        return self.error is None and self.skipped is None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,7 +96,8 @@ class Comparison:
 
 
 def _measure(
-    model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any = None, **options: Any
+    model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any = None,
+    encoder: Any = None, **options: Any,
 ) -> ModelRow:
     from vecdoctor.diagnose.isotropy import isotropy_score, mean_pairwise_cosine
     from vecdoctor.encode.encoder import Encoder
@@ -98,7 +105,8 @@ def _measure(
     texts = [d.content for d in dataset.corpus]
     if options.get("precision") == "int8":
         options["calibration_texts"] = texts  # calibrated on the user's corpus
-    enc = Encoder(model, cache=cache, **options)
+    enc = encoder if encoder is not None else Encoder(model, **options)
+    enc.cache = cache
     start = time.perf_counter()
     docs = enc.encode_documents(texts)
     rate = len(texts) / max(time.perf_counter() - start, 1e-9)
@@ -138,14 +146,14 @@ def _keeps_quality(row: ModelRow, rows: Sequence[ModelRow]) -> bool:
     """A converted variant counts only if it keeps BACKEND_KEEP of its own model's fp32 nDCG@10."""
     if not row.converted:
         return True
-    own = next((r for r in rows if r.model == row.model and not r.converted and r.error is None), None)
+    own = next((r for r in rows if r.model == row.model and not r.converted and r.measured), None)
     return own is not None and (row.ndcg_at_10 or 0) >= BACKEND_KEEP * (own.ndcg_at_10 or 0)
 
 
 def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[ModelRow | None, str]:
     """Pick a model (row) by priority; the reason quotes the measured numbers."""
     prefer = Prefer.parse(prefer)
-    ok = [r for r in rows if r.error is None and r.ndcg_at_10 is not None]
+    ok = [r for r in rows if r.measured and r.ndcg_at_10 is not None]
     if not ok:
         return None, "no model could be measured"
     plain = [r for r in ok if not r.converted]
@@ -197,12 +205,18 @@ def compare_models(
     progress: Callable[[str], None] | None = None,
     cache: Any = None,
     backends: bool = True,
+    time_budget: float | None = None,
 ) -> Comparison:
     """Measure every model on ``dataset`` (queries and qrels needed; see self-supervised).
 
     With ``prefer="speed"`` (and ``backends``), each PyTorch model within the quality margin
     is also measured on OpenVINO int8/bf16 and ONNX Runtime int8 (converted and calibrated on
     this corpus); a variant is eligible only if it keeps 99.5% of its fp32 nDCG@10.
+
+    With ``time_budget`` (seconds), each model first encodes a few documents; a model whose
+    estimated time to encode the corpus exceeds the budget is not measured but listed with
+    ``skipped`` saying why (its probe rate as ``docs_per_second``). The fastest model is always
+    measured, so the comparison never comes back empty. Converted variants are not probed.
     """
     prefer = Prefer.parse(prefer)
     if not models:
@@ -210,15 +224,23 @@ def compare_models(
     if not dataset.has_labels:
         raise InputError("model comparison needs queries and qrels (or self-supervised queries)")
     rows = []
+    probes = _probe(models, dataset, time_budget, progress) if time_budget is not None else {}
     for model in models:
+        probe = probes.get(model)
+        if probe is not None and probe.skipped:
+            rows.append(probe.row)
+            continue
         if progress:
             progress(f"model {model}")
-        rows.append(_measure_or_report(model, dataset, k, latency_queries, cache))
+        rows.append(_measure_or_report(model, dataset, k, latency_queries, cache,
+                                       encoder=probe.encoder if probe else None))
+        if probe is not None:
+            probe.encoder = None  # free the model before the next one loads
     if prefer is Prefer.SPEED and backends:
         # the fast backends of every PyTorch model that is close enough in quality to matter
-        best = max((r.ndcg_at_10 or 0 for r in rows if r.error is None), default=0.0)
+        best = max((r.ndcg_at_10 or 0 for r in rows if r.measured), default=0.0)
         for row in list(rows):
-            if row.error is None and (row.ndcg_at_10 or 0) >= best - QUALITY_MARGIN and convertible(row.model):
+            if row.measured and (row.ndcg_at_10 or 0) >= best - QUALITY_MARGIN and convertible(row.model):
                 for backend, precision in FAST_VARIANTS:
                     if progress:
                         progress(f"model {row.model} on {backend} {precision}")
@@ -233,10 +255,62 @@ def compare_models(
     )
 
 
+@dataclass
+class _Probe:
+    encoder: Any
+    seconds: float  # estimated time to encode the corpus
+    rate: float
+    row: ModelRow | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.row is not None
+
+
+def _probe(
+    models: Sequence[str], dataset: Dataset, budget: float, progress: Callable[[str], None] | None
+) -> dict[str, _Probe]:
+    """Time :data:`PROBE_TEXTS` documents per model; mark those that would overrun ``budget``."""
+    from vecdoctor.encode.encoder import Encoder
+
+    if budget <= 0:
+        raise InputError(f"time_budget must be > 0 seconds, got {budget!r}")
+    texts = [d.content for d in dataset.corpus]
+    picked = np.random.default_rng(0).permutation(len(texts))[:PROBE_TEXTS]
+    sample = [texts[i] for i in picked]
+    probes: dict[str, _Probe] = {}
+    for model in dict.fromkeys(models):
+        if progress:
+            progress(f"probe {model}")
+        try:
+            enc = Encoder(model)
+            enc.encode_documents(sample[:1])  # warm-up: first-call set-up is not per document
+            start = time.perf_counter()
+            enc.encode_documents(sample)
+            rate = len(sample) / max(time.perf_counter() - start, 1e-9)
+        except VecdoctorError:
+            continue  # measured (and reported) as usual
+        probes[model] = _Probe(enc, len(texts) / rate, rate)
+    over = {m for m, p in probes.items() if p.seconds > budget}
+    if probes and over == set(probes):
+        over.discard(min(probes, key=lambda m: probes[m].seconds))
+    for model in over:
+        p = probes[model]
+        p.encoder = None
+        p.row = ModelRow(
+            model=model, docs_per_second=p.rate,
+            skipped=(f"estimated {p.seconds:.0f} s to encode the {len(texts)} documents at "
+                     f"{p.rate:.1f} docs/s, over the {budget:.0f} s budget; run without --quick "
+                     "(or name it with -m) to measure it"),
+        )
+        logger.warning("skipping %s: %s", model, p.row.skipped)
+    return probes
+
+
 def _measure_or_report(model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any,
-                       **options: Any) -> ModelRow:
+                       encoder: Any = None, **options: Any) -> ModelRow:
     try:
-        return _measure(model, dataset, k, latency_queries, cache, **options)
+        return _measure(model, dataset, k, latency_queries, cache, encoder=encoder, **options)
     except VecdoctorError as exc:  # not installed, no fast extra, unsupported: reported, not fatal
         logger.warning("skipping %s %s: %s", model, " ".join(options.values()), exc)
         return ModelRow(model=model, backend=options.get("backend"),

@@ -92,6 +92,17 @@ class Fusion(_Choice):
     """Weighted sum of min-max normalised scores; a missing document scores 0 in that list."""
 
 
+class RerankFusion(_Choice):
+    """How the reranker's order and the first stage's order over the same top-N are combined."""
+
+    NONE = "none"
+    """The reranker's order alone."""
+    RRF = "rrf"
+    """Reciprocal rank fusion of the two orders, sum of w / (k + rank) (Cormack et al., 2009)."""
+    WEIGHTED = "weighted"
+    """Weighted sum of the two lists' min-max normalised scores."""
+
+
 @dataclass(frozen=True)
 class Window:
     """Sliding token windows for texts longer than the model's max length.

@@ -96,6 +96,7 @@ class VariantsReport:
     metrics: tuple[str, ...] = DEFAULT_METRICS
     skipped: list[dict[str, str]] = field(default_factory=list)  # variant, store, reason
     coverage: dict[str, int] | None = None  # judged documents found in a saved index
+    rerank: dict[str, Any] | None = None  # reranker, fusion, backend, precision, depth
 
     def get(self, name: str) -> VariantResult | None:
         return next((r for r in self.results if r.name == name), None)
@@ -113,6 +114,7 @@ class VariantsReport:
             "variants": self.table(),
             "skipped": self.skipped,
             **({"coverage": self.coverage} if self.coverage is not None else {}),
+            **({"rerank": self.rerank} if self.rerank is not None else {}),
         }
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from vecdoctor.config import _Choice
+from vecdoctor.config import RerankFusion
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
 
@@ -28,17 +28,6 @@ MAXSIM = "maxsim"
 
 class Reranker(Protocol):
     def score(self, query: str, docs: Sequence[Document]) -> np.ndarray: ...
-
-
-class RerankFusion(_Choice):
-    """How the reranker's order and the first stage's order over the same top-N are combined."""
-
-    NONE = "none"
-    """The reranker's order alone."""
-    RRF = "rrf"
-    """Reciprocal rank fusion of the two orders, sum of w / (k + rank) (Cormack et al., 2009)."""
-    WEIGHTED = "weighted"
-    """Weighted sum of the two lists' min-max normalised scores."""
 
 
 def fuse_with_first_stage(

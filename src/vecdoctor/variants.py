@@ -191,8 +191,11 @@ def evaluate_variants(
     model: str = "minilm",
     variants: Sequence[str] | None = None,
     *,
-    reranker: str | None = None,
+    reranker: Any = None,
     rerank_depth: int = 30,
+    rerank_fusion: str | None = "rrf",
+    rerank_backend: str = "torch",
+    rerank_precision: str = "fp32",
     k: int = 100,
     metrics: Sequence[str] = DEFAULT_METRICS,
     runs_dir: str | Path | None = None,
@@ -230,8 +233,19 @@ def evaluate_variants(
     if uri is not None and Store.LANCEDB not in stores:
         raise InputError(f"uri {str(uri)!r} is for store lancedb; add it to the stores or drop the uri")
     pairs, skipped = _plan(names, specs, stores, named=variants is not None)
-    if any(specs[n].rerank for n, _ in pairs) and reranker is None:
-        reranker = "maxsim"
+    from vecdoctor.rerank import MAXSIM, RerankFusion, load_reranker
+
+    rerank_fusion = str(RerankFusion.parse(rerank_fusion or RerankFusion.RRF))
+    rerank_info: dict[str, Any] | None = None
+    if any(specs[n].rerank for n, _ in pairs):
+        reranker = MAXSIM if reranker is None else reranker
+        if isinstance(reranker, (str, Path)) and str(reranker).lower() != MAXSIM:
+            # loaded (and converted, for a fast backend) once for every rerank variant
+            reranker = load_reranker(reranker, backend=rerank_backend, precision=rerank_precision)
+        rerank_info = {"reranker": str(getattr(reranker, "path", reranker)), "fusion": rerank_fusion,
+                       "depth": rerank_depth}
+        if hasattr(reranker, "backend"):
+            rerank_info |= {"backend": reranker.backend, "precision": reranker.precision}
     multi = len(stores) > 1
     texts = [d.content for d in dataset.corpus]
     qids = sorted(dataset.qrels)
@@ -295,11 +309,13 @@ def evaluate_variants(
             say(f"variant {row}")
             index = index_for(spec, store, lance_uri)
             rate = encoders[(spec.pooling, spec.window)][2]
-            searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100))
+            searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100),
+                                rerank_fusion=rerank_fusion)
             run, latencies = measure_queries(searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None)
             kept = location(index) if uri is not None else None  # LanceDB tables at uri stay
+            how = f"{(rerank_info or {}).get('reranker')}, fusion {rerank_fusion}"
             results.append(VariantResult.from_run(
-                row, spec.description + (f" ({reranker})" if spec.rerank else ""), dataset.qrels,
+                row, spec.description + (f" ({how})" if spec.rerank else ""), dataset.qrels,
                 run, latencies, metrics,
                 docs_per_second=None if spec.mode is SearchMode.BM25 else rate,
                 bytes_per_doc=0 if spec.mode is SearchMode.BM25 else bytes_per_doc(index),
@@ -318,4 +334,5 @@ def evaluate_variants(
         results=results,
         metrics=tuple(metrics),
         skipped=skipped,
+        rerank=rerank_info,
     )

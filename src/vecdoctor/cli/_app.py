@@ -91,7 +91,10 @@ def emit(obj: Any) -> None:
 
 # The reranker options of every command that takes --rerank (search, lance-search, serve).
 RERANK_FUSION = typer.Option(
-    "none", "--rerank-fusion", help="none|rrf|weighted: fuse the reranker's order with the first stage's"
+    None,
+    "--rerank-fusion",
+    help="rrf|weighted|none: fuse the reranker's order with the first stage's (none: the "
+    "reranker's order alone; default: the index pipeline's, else rrf)",
 )
 RERANK_BACKEND = typer.Option(
     "torch",

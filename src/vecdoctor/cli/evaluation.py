@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.cli._app import (
+    RERANK_BACKEND,
+    RERANK_FUSION,
+    RERANK_PRECISION,
+    command,
+    emit,
+    progress_enabled,
+)
 
 if TYPE_CHECKING:
     from vecdoctor.measure import VariantsReport
@@ -77,6 +84,9 @@ def evaluate(
                               "(default: documents)"),
     split: str = typer.Option("test", "--split"),
     rerank: str = typer.Option(None, "--rerank", help="Reranker for hybrid+rerank: a cross-encoder folder or maxsim"),
+    rerank_fusion: str = RERANK_FUSION,
+    rerank_backend: str = RERANK_BACKEND,
+    rerank_precision: str = RERANK_PRECISION,
     output: Path = typer.Option(None, "-o", "--output", help="Folder for results.json and TREC run files"),
     sample: str = typer.Option(None, "--sample", help="Use a built-in sample corpus instead of DATA"),
     plain: bool = typer.Option(False, "--plain", help="A table for people instead of JSON"),
@@ -85,7 +95,7 @@ def evaluate(
     if index is not None:
         report = _evaluate_saved(data, index, table or "documents", model, modes, split,
                                  {"--variants": variants, "--store": store, "--uri": uri,
-                                  "--rerank": rerank, "--sample": sample})
+                                  "--rerank": rerank, "--rerank-fusion": rerank_fusion, "--sample": sample})
     else:
         from vecdoctor.errors import InputError
         from vecdoctor.variants import (
@@ -102,7 +112,8 @@ def evaluate(
         ds = _dataset(data, split, sample)
         steps = _Steps(len(names or DEFAULT_VARIANTS) * len(stores))
         report = evaluate_variants(ds, model or "minilm", names, reranker=rerank, progress=steps,
-                                   store=stores, uri=uri)
+                                   store=stores, uri=uri, rerank_fusion=rerank_fusion or "rrf",
+                                   rerank_backend=rerank_backend, rerank_precision=rerank_precision)
     out = report.to_dict()
     if output is not None:
         _write_results(report, out, output)
@@ -173,6 +184,10 @@ def compare_models_cmd(
     prefer: str = typer.Option("quality", "--prefer", help="quality | speed | memory"),
     split: str = typer.Option("test", "--split"),
     sample: str = typer.Option(None, "--sample", help="Use a built-in sample corpus instead of DATA"),
+    time_budget: float = typer.Option(
+        None, "--time-budget", help="Seconds: models estimated to take longer to encode the corpus "
+        "are listed as skipped, not measured (the fastest always runs)",
+    ),
     plain: bool = typer.Option(False, "--plain"),
 ) -> None:
     """Compare models on your data and recommend one by your priority."""
@@ -182,11 +197,11 @@ def compare_models_cmd(
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else installed_models()
     ds = _dataset(data, split, sample)
-    comp = compare_models(ds, names, prefer=prefer, progress=_Steps(len(names)))
+    comp = compare_models(ds, names, prefer=prefer, progress=_Steps(len(names)), time_budget=time_budget)
     if plain:
         _print_table([r.to_dict() for r in comp.rows],
                      ["model", "dimension", "ndcg@10", "recall@10", "docs_per_second", "query_ms_p50",
-                      "isotropy", "mean_cosine", "bytes_per_vector", "error"])
+                      "isotropy", "mean_cosine", "bytes_per_vector", "error", "skipped"])
         typer.echo(f"recommended ({comp.prefer}): {comp.recommended} — {comp.reason}")
     else:
         emit(comp.to_dict())
@@ -201,6 +216,9 @@ def checkup_cmd(
     quick: bool = typer.Option(False, "--quick", help="Sample queries and documents; minutes instead of tens"),
     split: str = typer.Option("test", "--split"),
     rerank: str = typer.Option(None, "--rerank", help="Also test a reranker (cross-encoder folder or maxsim)"),
+    rerank_fusion: str = RERANK_FUSION,
+    rerank_backend: str = RERANK_BACKEND,
+    rerank_precision: str = RERANK_PRECISION,
     sample: str = typer.Option(None, "--sample", help="Run on a built-in sample corpus: python-docs"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -212,7 +230,9 @@ def checkup_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     ds = _dataset(data, split, sample)
     steps = _Steps(len(names or []) + 10)
-    result = checkup(ds, names, prefer=prefer, quick=quick, reranker=rerank, seed=seed, progress=steps)
+    result = checkup(ds, names, prefer=prefer, quick=quick, reranker=rerank, seed=seed, progress=steps,
+                     rerank_fusion=rerank_fusion or "rrf", rerank_backend=rerank_backend,
+                     rerank_precision=rerank_precision)
     write_checkup(result, output)
     emit(
         {

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.finetune.reranker import RerankerConfig as _RR
 
 
 def _labelled(data: str, split: str):  # type: ignore[no-untyped-def]
@@ -135,14 +136,18 @@ def train_reranker(
     eval_split: str = typer.Option(
         "test", "--eval-split", help="Split to compare with the first stage on ('none' to skip)"
     ),
-    loss: str = typer.Option("listnet", "--loss", help="listnet | lambda | mnrl | bce"),
-    epochs: float = typer.Option(2.0, "--epochs"),
-    batch_size: int = typer.Option(8, "--batch-size", help="Queries per batch"),
-    group_size: int = typer.Option(8, "--group-size", help="Documents per query list"),
-    learning_rate: float = typer.Option(5e-5, "--lr"),
-    head_learning_rate: float = typer.Option(1e-3, "--head-lr"),
-    max_length: int = typer.Option(256, "--max-length"),
-    depth: int = typer.Option(30, "--depth", help="First-stage candidates to take negatives from"),
+    loss: str = typer.Option(_RR.loss.value, "--loss", help="listnet | lambda | mnrl | bce"),
+    epochs: float = typer.Option(_RR.epochs, "--epochs"),
+    batch_size: int = typer.Option(_RR.batch_size, "--batch-size", help="Queries per batch"),
+    group_size: int = typer.Option(
+        _RR.group_size, "--group-size", help="Documents per query list"
+    ),
+    learning_rate: float = typer.Option(_RR.learning_rate, "--lr"),
+    head_learning_rate: float = typer.Option(_RR.head_learning_rate, "--head-lr"),
+    max_length: int = typer.Option(_RR.max_length, "--max-length"),
+    depth: int = typer.Option(
+        _RR.depth, "--depth", help="First-stage candidates to take negatives from"
+    ),
     max_steps: int = typer.Option(None, "--max-steps"),
     seed: int = typer.Option(42, "--seed"),
     device: str = typer.Option("cpu", "--device"),

@@ -22,8 +22,9 @@ def encoder_spec(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def search_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """The search settings a pipeline recommends (mode, fusion, rrf_k), validated."""
+    """The search settings a pipeline recommends (mode, fusion, rrf_k, rerank_fusion), validated."""
     from vecdoctor.config import Fusion, SearchMode
+    from vecdoctor.rerank import RerankFusion
 
     out: dict[str, Any] = {}
     if spec.get("mode"):
@@ -35,6 +36,8 @@ def search_defaults(spec: dict[str, Any]) -> dict[str, Any]:
         if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or rrf_k < 0:
             raise InputError(f"pipeline rrf_k must be a number >= 0, got {rrf_k!r}")
         out["rrf_k"] = rrf_k
+    if spec.get("rerank_fusion"):
+        out["rerank_fusion"] = str(RerankFusion.parse(spec["rerank_fusion"]))
     return out
 
 

@@ -63,7 +63,7 @@ def models_section(result: Any) -> Section:
     comp = result.comparison
     rows = [
         (r.model, r.dimension, r.backend, r.precision, r.ndcg_at_10, r.recall_at_10, r.docs_per_second,
-         r.query_ms_p50, r.isotropy, r.mean_cosine, r.bytes_per_vector, r.error or "")
+         r.query_ms_p50, r.isotropy, r.mean_cosine, r.bytes_per_vector, r.error or r.skipped or "")
         for r in comp.rows
     ]
     table = Table(
@@ -71,7 +71,7 @@ def models_section(result: Any) -> Section:
          "isotropy", "mean cosine", "bytes/vector", "note"),
         tuple(rows), caption="Dense retrieval with each model's own pooling, exact search", digits=4,
     )
-    ok = [r for r in comp.rows if r.error is None]
+    ok = [r for r in comp.rows if r.measured]
     figs: tuple[Figure, ...] = ()
     if ok:
         png = figures.bars([r.label for r in ok], [("nDCG@10", [r.ndcg_at_10 for r in ok])], "nDCG@10")
