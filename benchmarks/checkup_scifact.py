@@ -5,7 +5,9 @@ One run on SciFact test (300 queries, 5,183 documents):
      the diagnosis and every default pipeline variant of the chosen model;
   2. the quality gates on `minilm`'s variants: bm25 >= 0.68, dense >= 0.64, hybrid >= 0.71 and
      above both, int8/binary with rescoring, and whether the whitening verdict matches its effect;
-  3. a --quick checkup, its wall time, and whether its recommendations match the full run's;
+  3. a --quick checkup, its wall time, and whether its recommendations match the full run's
+     (without --models: every installed model under the quick time budget, so slow models are
+     skipped, and it is also compared with the full run's pick among the models it measured);
      then the quick checkup of minilm alone (when each step began) against the decisions that
      the full run's minilm variants give.
 
@@ -68,16 +70,39 @@ def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
-def quick_part(ds, models: list[str], full_pipeline: dict, minilm_table: list[dict]) -> dict:  # type: ignore[no-untyped-def]
+def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict]) -> dict:  # type: ignore[no-untyped-def]
+    """``models`` None: every installed model, under the quick time budget."""
     from vecdoctor.checkup import checkup, decide
+    from vecdoctor.compare import ModelRow, recommend
 
     out: dict = {}
     t = time.perf_counter()
-    quick = checkup(ds, models, quick=True)
-    out["quick_checkup"] = {"seconds": round(time.perf_counter() - t, 1), "pipeline": quick.pipeline,
-                            "decisions": [d.to_dict() for d in quick.decisions]}
-    out["quick_matches_full"] = {k: quick.pipeline[k] == full_pipeline[k] for k in KEYS}
-    print("quick", out["quick_checkup"], out["quick_matches_full"], flush=True)
+    steps: list[tuple[str, float]] = []
+    quick = checkup(ds, models, quick=True,
+                    progress=lambda m: steps.append((m, round(time.perf_counter() - t, 1))))
+    rows = quick.comparison.rows
+    out["quick_checkup"] = {
+        "seconds": round(time.perf_counter() - t, 1), "steps_started_at_s": steps,
+        "models_measured": [r.model for r in rows if r.measured],
+        "models_skipped": {r.model: r.skipped for r in rows if r.skipped},
+        "pipeline": quick.pipeline, "decisions": [d.to_dict() for d in quick.decisions],
+    }
+    out["quick_matches_full"] = {k: quick.pipeline[k] == full["full_checkup"]["pipeline"][k] for k in KEYS}
+    # what the full run recommends among the models the quick run measured
+    fields = {f for f in ModelRow.__dataclass_fields__}
+    full_rows = [ModelRow(**{k: v for k, v in {**r, "ndcg_at_10": r.get("ndcg@10"),
+                                                "recall_at_10": r.get("recall@10")}.items() if k in fields})
+                 for r in full["models"]["models"]]
+    measured = set(out["quick_checkup"]["models_measured"])
+    pick, _ = recommend([r for r in full_rows if r.model in measured], full["models"]["prefer"])
+    among = {"model": pick.model if pick else None}
+    if among["model"] == full.get("variants_model", "minilm"):
+        among = decide(_report_from_table(minilm_table), among["model"])[0]
+    out["quick_matches_full_among_measured_models"] = {
+        "reference": among, "matches": {k: quick.pipeline[k] == among[k] for k in KEYS if k in among},
+    }
+    print("quick", out["quick_checkup"], out["quick_matches_full"],
+          out["quick_matches_full_among_measured_models"], flush=True)
     # the quick checkup of minilm alone (the default model), with the time each step began,
     # against the decisions the full run's minilm variants give
     t = time.perf_counter()
@@ -123,21 +148,22 @@ def main() -> int:
     from vecdoctor.data import load_dataset
 
     ds = load_dataset(args.data, "test")
-    models = args.models.split(",") if args.models else installed_models()
+    named = args.models.split(",") if args.models else None
+    models = named or installed_models()
     head = {"machine": machine(), "versions": versions("torch", "sentence-transformers", "bm25s")}
     path = RESULTS / "checkup_scifact.json"
     if args.part == "quick":
         saved = json.loads(path.read_text())
         out = {**saved, "command_quick": " ".join([Path(sys.executable).name, *sys.argv]),
                "machine_quick": head["machine"]}
-        out.update(quick_part(ds, models, saved["full_checkup"]["pipeline"], saved["variants"]))
+        out.update(quick_part(ds, named, saved, saved["variants"]))
         out.pop("command", None)
         out = {"command_full": saved.get("command_full", saved.get("command")), **out}
     else:
         out = {**head}
         out.update(full_part(ds, models))
         if args.part == "all":
-            out.update(quick_part(ds, models, out["full_checkup"]["pipeline"], out["variants"]))
+            out.update(quick_part(ds, named, out, out["variants"]))
     written = write_result("checkup_scifact", out)
     print(f"wrote {written}")
     return 0

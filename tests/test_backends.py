@@ -176,6 +176,27 @@ def test_first_token_attention_matches_torch(encoders, texts):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_openvino_encodes_without_the_attention_output(encoders, texts):
+    enc = encoders("openvino", "fp32")
+    backend = enc.backend
+    # the encoding graph has only the token states; attention is a second graph, built on need
+    assert [o.get_any_name() for o in backend.compiled.outputs] == ["last_hidden_state"]
+    assert backend.supports_attention
+    torch_att = Encoder("minilm").first_token_attention(texts[:3])
+    for a, b in zip(torch_att, enc.first_token_attention(texts[:3]), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert backend._attention_request is not None
+    # both graphs give the same states
+    ids = np.array([[101, 7592, 2088, 2003, 102, 0]], dtype=np.int64)
+    mask = (ids != 0).astype(np.int64)
+    states = backend.forward(ids, mask).states
+    with_attention = backend.forward(ids, mask, attention=True)
+    np.testing.assert_allclose(with_attention.states, states, atol=1e-5)
+    assert with_attention.first_attention.shape == (1, 6)
+    attention = Encoder("minilm", backend="openvino", precision="fp32", pooling="attention")
+    assert np.isfinite(attention.encode_documents(texts[:2])).all()
+
+
 @pytest.mark.slow
 def test_fingerprints_differ_per_backend_and_precision(encoders, minilm):
     prints = {minilm.fingerprint}

@@ -29,6 +29,9 @@ def test_models_lists_every_registered_model_with_install_command():
     assert rows["minilm"]["installed"] is True
     for r in rows.values():
         assert r["install"] and r["dimension"] in (384, 768)
+    # the shipped weights' precision is a label; the int8 and 4-bit packages say so
+    assert {n: r["weights"] for n, r in rows.items() if r["weights"] != "fp32"} == {
+        "minilm-int8-onnx": "int8", "e5-small-q4": "4-bit"}
 
 
 def test_models_cli_plain_and_json():

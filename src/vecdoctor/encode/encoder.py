@@ -270,8 +270,12 @@ class Encoder:
         """Pooled (not normalised) vectors, one per text, windows reduced."""
         seqs, truncated = self._tok.sequences(texts, self.window)
         if truncated.any():
+            # INFO for a batch of several texts; one query at a time logs at DEBUG, else a
+            # latency loop repeats the same line for every long query
+            level = logging.INFO if len(texts) > 1 else logging.DEBUG
             self.truncated_count += int(truncated.sum())
-            logger.info(
+            logger.log(
+                level,
                 "%d of %d texts were longer than %d tokens and were truncated "
                 "(use a window to keep the rest)",
                 int(truncated.sum()), len(texts), self.max_length,
