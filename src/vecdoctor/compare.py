@@ -304,7 +304,7 @@ def _probe(
         p = probes[model]
         p.encoder = None
         p.row = ModelRow(
-            model=model, docs_per_second=p.rate,
+            model=model, precision=_shipped_weights(model), docs_per_second=p.rate,
             skipped=(f"estimated {p.seconds:.0f} s to encode the {len(texts)} documents at "
                      f"{p.rate:.1f} docs/s, over the {budget:.0f} s budget; run without --quick "
                      "(or name it with -m) to measure it"),
