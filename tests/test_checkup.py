@@ -195,6 +195,14 @@ def test_cli_compare_models_time_budget(small, tmp_path):
     assert sorted(bool(r["skipped"]) for r in rows) == [False, True]
 
 
+def test_quick_checkup_says_what_it_sampled(small, tmp_path):
+    quick = checkup(small, ["minilm"], quick=True, variants=["bm25", "dense", "hybrid"])
+    assert quick.meta["quick"] is True and quick.meta["models_skipped"] == []
+    assert quick.meta["sampled_from_documents"] == len(small.corpus)
+    assert quick.meta["sampled_from_queries"] == len(small.qrels)
+    assert quick.meta["documents"] <= len(small.corpus)
+
+
 def test_unknown_variant_lists_valid_ones(small):
     with pytest.raises(InputError, match="valid variants: bm25, dense"):
         evaluate_variants(small, "minilm", ["dense", "dense+magic"])

@@ -293,7 +293,11 @@ def checkup(
         "documents": len(ds.corpus),
         "queries": len(ds.qrels),
         "quick": quick,
+        # a quick sample is easier than the whole corpus: its numbers compare only with each other
+        **({"sampled_from_documents": len(full.corpus), "sampled_from_queries": len(full.qrels)}
+           if quick else {}),
         "models": models,
+        "models_skipped": [r.model for r in comparison.rows if r.skipped],
         "seconds": round(time.perf_counter() - started, 1),
     }
     return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform)

@@ -88,6 +88,8 @@ def render_checkup(result: Any) -> str:
         sections += diagnosis_sections(result.diagnosis)
     meta = {k: v for k, v in result.meta.items() if not isinstance(v, (dict, list))}
     meta["models"] = ", ".join(result.meta.get("models", []))
+    if result.meta.get("models_skipped"):
+        meta["models skipped (time budget)"] = ", ".join(result.meta["models_skipped"])
     return render_html(
         f"vecdoctor checkup: {result.meta.get('dataset')}",
         sections,
