@@ -163,8 +163,9 @@ class Searcher:
             backend, since fp32 graphs give the same vectors (checked at conversion); a
             converted graph answers one short query several times faster than PyTorch.
         rerank_fusion: ``rrf`` (default, unless the index's pipeline names another),
-            ``weighted`` or ``none`` (the reranker's order alone): fuse the reranker's order with the first stage's over the reranked candidates
-            (``rerank_weights``: first stage, reranker; RRF uses ``rrf_k``). On SciFact every
+            ``weighted`` or ``none`` (the reranker's order alone): fuse the reranker's order
+            with the first stage's over the reranked candidates (``rerank_weights``: first
+            stage, reranker; RRF uses ``rrf_k``). On SciFact every
             trained reranker did better fused than alone (e.g. nDCG@10 0.7725 alone, 0.7958
             with RRF on held-out train queries; benchmarks/finetune_scifact.py).
 

@@ -222,6 +222,7 @@ def evaluate_variants(
     """
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.rerank import MAXSIM, RerankFusion, load_reranker
     from vecdoctor.search import Searcher
 
     specs = {**VARIANTS, **(extra or {})}
@@ -233,8 +234,6 @@ def evaluate_variants(
     if uri is not None and Store.LANCEDB not in stores:
         raise InputError(f"uri {str(uri)!r} is for store lancedb; add it to the stores or drop the uri")
     pairs, skipped = _plan(names, specs, stores, named=variants is not None)
-    from vecdoctor.rerank import MAXSIM, RerankFusion, load_reranker
-
     rerank_fusion = str(RerankFusion.parse(rerank_fusion or RerankFusion.RRF))
     rerank_info: dict[str, Any] | None = None
     if any(specs[n].rerank for n, _ in pairs):
