@@ -250,6 +250,7 @@ def test_export_command_round_trip_and_models_listing(tmp_path, encoders, texts,
     assert summary["precision"] == "fp32" and summary["check"]["min_cosine"] > 0.9999
     exported = Encoder(str(out))  # a folder written by export loads as a model of its own
     assert exported.backend_name == "openvino" and exported.precision is ModelPrecision.FP32
+    assert exported.resolved.weights == "fp32"  # what comparison rows report as its precision
     np.testing.assert_allclose(exported.encode(texts[:4]), encoders("openvino", "fp32").encode(texts[:4]),
                                atol=1e-6)
     again = runner.invoke(app, ["export", "minilm", "--backend", "openvino", "-o", str(out)])

@@ -181,9 +181,9 @@ def test_time_budget_skips_slow_models_but_never_all(small):
         compare_models(small, models, time_budget=0)
     # rows of registry models name the precision of their shipped weights
     assert {r.precision for r in roomy.rows} == {"fp32"}
-    from vecdoctor.compare import _shipped_weights
+    from vecdoctor.models import resolve
 
-    assert (_shipped_weights("minilm-int8-onnx"), _shipped_weights("/any/folder")) == ("int8", "fp32")
+    assert (resolve("minilm-int8-onnx").weights, resolve("minilm").weights) == ("int8", "fp32")
 
 
 def test_cli_compare_models_time_budget(small, tmp_path):

@@ -128,8 +128,8 @@ def _measure(
         model=model,
         dimension=enc.dimension,
         backend=enc.backend_name,
-        # converted variants carry vecdoctor's precision; registry models their shipped weights'
-        precision=str(enc.precision) if "backend" in options else _shipped_weights(model),
+        # converted variants carry vecdoctor's precision; other models their weights' on disk
+        precision=str(enc.precision) if "backend" in options else enc.resolved.weights,
         converted="backend" in options,
         docs_per_second=rate,
         query_ms_p50=float(np.percentile(latencies, 50)),
@@ -139,13 +139,6 @@ def _measure(
         mean_cosine=mean_pairwise_cosine(sample),
         bytes_per_vector=4 * enc.dimension,
     )
-
-
-def _shipped_weights(model: str) -> str:
-    from vecdoctor.models import REGISTRY
-
-    spec = REGISTRY.get(model)
-    return spec.weights if spec is not None else "fp32"
 
 
 def _keeps_quality(row: ModelRow, rows: Sequence[ModelRow]) -> bool:
@@ -176,6 +169,7 @@ def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[ModelRow 
         kept = ""
         if pick.converted:
             own = next(r for r in plain if r.model == pick.model)
+            assert pick.ndcg_at_10 is not None and own.ndcg_at_10  # both measured (ok)
             kept = (f"; {pick.ndcg_at_10 / own.ndcg_at_10:.1%} of its fp32 nDCG@10 "
                     f"({own.ndcg_at_10:.4f} at {own.docs_per_second:.1f} docs/s; rule: keep >= {BACKEND_KEEP:.1%})")
         return pick, (
@@ -229,11 +223,11 @@ def compare_models(
         raise InputError("no models given to compare")
     if not dataset.has_labels:
         raise InputError("model comparison needs queries and qrels (or self-supervised queries)")
-    rows = []
+    rows: list[ModelRow] = []
     probes = _probe(models, dataset, time_budget, progress) if time_budget is not None else {}
     for model in models:
         probe = probes.get(model)
-        if probe is not None and probe.skipped:
+        if probe is not None and probe.row is not None:  # skipped by the budget
             rows.append(probe.row)
             continue
         if progress:
@@ -302,9 +296,10 @@ def _probe(
         over.discard(min(probes, key=lambda m: probes[m].seconds))
     for model in over:
         p = probes[model]
+        weights = p.encoder.resolved.weights if p.encoder is not None else "fp32"
         p.encoder = None
         p.row = ModelRow(
-            model=model, precision=_shipped_weights(model), docs_per_second=p.rate,
+            model=model, precision=weights, docs_per_second=p.rate,
             skipped=(f"estimated {p.seconds:.0f} s to encode the {len(texts)} documents at "
                      f"{p.rate:.1f} docs/s, over the {budget:.0f} s budget; run without --quick "
                      "(or name it with -m) to measure it"),

