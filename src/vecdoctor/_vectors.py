@@ -146,6 +146,12 @@ class SavedArrays:
 
     _arrays: ClassVar[tuple[str, ...]] = ()
     _name: ClassVar[str] = "object"
+    # set by fit() or load()
+    dim_: int
+    n_samples_: int
+    fingerprint_: str | None
+    model_id_: str | None
+    source_: str | None
 
     def to_config(self) -> dict[str, Any]:  # pragma: no cover
         raise NotImplementedError

@@ -237,7 +237,7 @@ def checkup(
     diagnosis = None
     say(f"diagnose {model}")
     try:
-        sizes = {k: QUICK[k] for k in ("layer_sample", "attention_sample")} if quick else {}
+        sizes: dict[str, Any] = {k: QUICK[k] for k in ("layer_sample", "attention_sample")} if quick else {}
         sample = QUICK["diagnose_sample"] if quick else 2000
         diagnosis = diagnose(ds, enc, sample=sample, seed=seed, **sizes)
     except VecdoctorError as exc:
@@ -248,7 +248,7 @@ def checkup(
     if enc.tokenizer is None:  # pooled-only models: no windows, no pooling choice
         names = [n for n in names if n not in {"dense+window"} and not n.startswith("dense+") or
                  n in {"dense+whiten", "dense+abtt"}]
-    rerank_opts = {"reranker": reranker, "rerank_fusion": rerank_fusion,
+    rerank_opts: dict[str, Any] = {"reranker": reranker, "rerank_fusion": rerank_fusion,
                    "rerank_backend": rerank_backend, "rerank_precision": rerank_precision}
     if reranker is not None and str(reranker).lower() != "maxsim":
         from vecdoctor.rerank import load_reranker
@@ -273,6 +273,7 @@ def checkup(
         confirm = evaluate_variants(ds, model, [pipeline["mode"]], extra={"recommended": spec},
                                     cache=cache, **rerank_opts)
         rec = confirm.get("recommended")
+        assert rec is not None  # evaluated above, under that name
         report.results.append(rec)
         decisions.append(Decision("confirmation", "recommended pipeline", True,
                                   _fmt("recommended", confirm)))

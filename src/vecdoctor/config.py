@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
 from vecdoctor.errors import InputError
 
@@ -13,7 +13,7 @@ class _Choice(enum.StrEnum):
     """A str-enum whose bad values produce an error listing the valid ones."""
 
     @classmethod
-    def parse(cls, value: str | _Choice) -> Any:
+    def parse(cls, value: str | _Choice) -> Self:
         if isinstance(value, cls):
             return value
         try:

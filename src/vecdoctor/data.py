@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from vecdoctor.errors import InputError
 
@@ -57,7 +57,9 @@ def _open_binary(path: Path) -> IO[bytes]:
         raise InputError(f"{path}: file not found")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, expected a file")
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+    if path.suffix == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return open(path, "rb")  # noqa: SIM115
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:

@@ -120,7 +120,7 @@ def write_trec_run(run: Run, path: str | Path, tag: str = "vecdoctor") -> None:
     """Save a run in TREC format: ``qid Q0 docid rank score tag``."""
     from vecdoctor.io import atomic_write_text
 
-    lines = []
+    lines: list[str] = []
     for qid in sorted(run):
         ranked = sorted(run[qid].items(), key=lambda x: (-x[1], x[0]))
         lines.extend(f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked, start=1))

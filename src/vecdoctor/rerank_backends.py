@@ -152,7 +152,7 @@ def torch_module(folder: Path) -> Any:
             return out.logits[:, 0]
 
     module = Logits().eval()
-    module.model_ref = model  # type: ignore[assignment]
+    module.model_ref = model
     module.hidden_size = int(model.config.hidden_size)  # type: ignore[assignment]
     module.num_heads = int(model.config.num_attention_heads)  # type: ignore[assignment]
     module.max_positions = int(getattr(model.config, "max_position_embeddings", 512))  # type: ignore[assignment]

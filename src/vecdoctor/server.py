@@ -259,9 +259,9 @@ def create_app(
     from vecdoctor.config import SearchMode
     from vecdoctor.search import Searcher
 
-    limits = limits or ServerLimits()
+    active: ServerLimits = limits or ServerLimits()
     searcher = index if isinstance(index, Searcher) else Searcher(index)
-    searcher.max_query_chars = max(searcher.max_query_chars, limits.max_query_chars)
+    searcher.max_query_chars = max(searcher.max_query_chars, active.max_query_chars)
     allowed = {"maxsim": "maxsim", **(rerankers or {})}
     stats = _Stats()
     size_bytes = _folder_bytes(searcher.index.path)
@@ -278,10 +278,10 @@ def create_app(
         query: str = Field(
             strict=True,
             min_length=1,
-            max_length=limits.max_query_chars,
-            description=f"at most {limits.max_query_chars} characters",
+            max_length=active.max_query_chars,
+            description=f"at most {active.max_query_chars} characters",
         )
-        k: int = Field(10, strict=True, ge=1, le=limits.max_k, description=f"1..{limits.max_k}")
+        k: int = Field(10, strict=True, ge=1, le=active.max_k, description=f"1..{active.max_k}")
         mode: SearchMode | None = Field(None, description="default: the index's mode")
         rerank: str | None = Field(None, description=f"one of: {', '.join(sorted(allowed))}")
 
@@ -299,7 +299,7 @@ def create_app(
     class EmbeddingRequest(BaseModel):
         model_config = ConfigDict(extra="ignore")
         input: str | list[str] = Field(
-            description=f"a string or at most {limits.max_batch} strings"
+            description=f"a string or at most {active.max_batch} strings"
         )
         model: str | None = None
         encoding_format: str = Field("float", pattern="^(float|base64)$")
@@ -312,17 +312,17 @@ def create_app(
             texts = [value] if isinstance(value, str) else value
             if not texts:
                 raise ValueError("must hold at least one string")
-            if len(texts) > limits.max_batch:
+            if len(texts) > active.max_batch:
                 raise ValueError(
-                    f"holds {len(texts)} strings, more than max_batch={limits.max_batch}"
+                    f"holds {len(texts)} strings, more than max_batch={active.max_batch}"
                 )
             for i, text in enumerate(texts):
                 if not text.strip():
                     raise ValueError(f"item {i} is empty")
-                if len(text) > limits.max_input_chars:
+                if len(text) > active.max_input_chars:
                     raise ValueError(
                         f"item {i} has {len(text)} characters, "
-                        f"more than max_input_chars={limits.max_input_chars}"
+                        f"more than max_input_chars={active.max_input_chars}"
                     )
             return value
 
@@ -436,15 +436,15 @@ def create_app(
             },
             "cache": searcher.cache_stats(),
             "searches_by_mode": dict(searcher.counts),
-            "limits": asdict(limits),
+            "limits": asdict(active),
             **stats.snapshot(),
         }
 
     if api_key is not None and not api_key.strip():
         raise InputError("api_key is empty; pass a non-empty key or None for no key")
-    app.add_middleware(_Guard, limits=limits, api_key=api_key, stats=stats)
+    app.add_middleware(_Guard, limits=active, api_key=api_key, stats=stats)
     app.state.searcher = searcher
-    app.state.limits = limits
+    app.state.limits = active
     return app
 
 

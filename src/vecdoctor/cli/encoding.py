@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -105,7 +106,7 @@ def encode(
     )
 
 
-def _write_vectors(path: Path, ids: list[str], vectors, fingerprint: str) -> None:  # type: ignore[no-untyped-def]
+def _write_vectors(path: Path, ids: list[str], vectors: Any, fingerprint: str) -> None:
     import io
 
     import numpy as np

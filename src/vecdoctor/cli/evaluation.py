@@ -44,7 +44,7 @@ class _Steps:
             typer.echo(f"[{elapsed:6.1f}s{eta}] {message}", err=True)
 
 
-def _dataset(data: Path, split: str, sample: str | None):  # type: ignore[no-untyped-def]
+def _dataset(data: Path, split: str, sample: str | None) -> Any:
     from vecdoctor.checkup import prepare_dataset
     from vecdoctor.data import Dataset, sample_corpus
     from vecdoctor.errors import InputError

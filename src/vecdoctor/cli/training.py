@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -10,13 +11,13 @@ from vecdoctor.cli._app import command, emit, progress_enabled
 from vecdoctor.finetune.recipes import RerankerConfig as _RR
 
 
-def _labelled(data: str, split: str):  # type: ignore[no-untyped-def]
+def _labelled(data: str, split: str) -> Any:
     from vecdoctor.data import load_dataset
 
     return load_dataset(Path(data), split=split)
 
 
-def _evaluation(data: str | None, split: str):  # type: ignore[no-untyped-def]
+def _evaluation(data: str | None, split: str) -> Any:
     """The labelled split to evaluate on, or None when absent or turned off."""
     if data is None or split.lower() == "none":
         return None
@@ -136,7 +137,7 @@ def train_reranker(
     eval_split: str = typer.Option(
         "test", "--eval-split", help="Split to compare with the first stage on ('none' to skip)"
     ),
-    loss: str = typer.Option(_RR.loss.value, "--loss", help="listnet | lambda | mnrl | bce"),
+    loss: str = typer.Option(str(_RR.loss), "--loss", help="listnet | lambda | mnrl | bce"),
     epochs: float = typer.Option(_RR.epochs, "--epochs"),
     batch_size: int = typer.Option(_RR.batch_size, "--batch-size", help="Queries per batch"),
     group_size: int = typer.Option(

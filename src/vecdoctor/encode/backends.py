@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class TorchBackend:
         self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 512))
         self._type_vocab = int(getattr(self.model.config, "type_vocab_size", 0) or 0)
 
-    def _eager_model(self):  # type: ignore[no-untyped-def]
+    def _eager_model(self) -> Any:
         if self._eager is None:
             from transformers import AutoModel
 
@@ -202,7 +202,7 @@ def load_backend(
     precision: ModelPrecision | str | None = None,
     calibration_texts: Sequence[str] | None = None,
     max_length: int | None = None,
-) -> object:
+) -> Any:
     """Build the backend object for a resolved model, converting it first where needed.
 
     A PyTorch model asked for on ``openvino`` or ``onnx`` is converted to that backend and
@@ -258,14 +258,16 @@ def _as_shipped(model: ResolvedModel, wanted: ModelPrecision | None) -> None:
         )
 
 
-def _converted_backend(kind: str, folder: Path, precision: ModelPrecision, calibration: str | None) -> object:
-    backend: OnnxBackend | object
+def _converted_backend(
+    kind: str, folder: Path, precision: ModelPrecision, calibration: str | None
+) -> Any:
+    backend: Any
     if kind == "openvino":
         from vecdoctor.encode.openvino_backend import GRAPH, OpenVINOBackend
 
         backend = OpenVINOBackend(folder / GRAPH, precision)
     else:
         backend = OnnxBackend(folder / "model.onnx")
-    backend.precision = precision  # type: ignore[attr-defined]
-    backend.calibration = calibration  # type: ignore[attr-defined]
+    backend.precision = precision
+    backend.calibration = calibration
     return backend

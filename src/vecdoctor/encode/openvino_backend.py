@@ -104,7 +104,7 @@ def compile_graph(
     inference precision chosen."""
     ov = require("openvino", "fast")
     core = ov.Core()  # type: ignore[attr-defined]
-    config = {
+    config: dict[str, Any] = {
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": _inference_precision(precision, core),
     }

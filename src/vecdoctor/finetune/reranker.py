@@ -221,7 +221,7 @@ def train_reranker(
     }
     checkpoint = _training.prepare_checkpoints(output, signature, resume)
     folder = _training.checkpoint_dir(output)
-    dataset = _hf_dataset(lists, config.loss)
+    dataset = _hf_dataset(lists, RerankLoss.parse(config.loss))
     steps_per_epoch = -(-len(dataset) // config.batch_size)
     args = CrossEncoderTrainingArguments(
         per_device_train_batch_size=config.batch_size,
@@ -235,7 +235,7 @@ def train_reranker(
             model=ce,
             args=args,
             train_dataset=dataset,
-            loss=_loss(ce, config.loss),
+            loss=_loss(ce, RerankLoss.parse(config.loss)),
             callbacks=[losses, *callbacks],
         )
         _training.quiet_trainer(trainer, show_progress)

@@ -120,6 +120,7 @@ class VectorStore:
                 return ann_search(self.ann, queries, k)
             return dense.exact_search(queries, self.vectors, k)
         fetch = dense.oversampled(k, oversample, n) if rescore else min(int(k), n)
+        assert self.codes is not None  # quantized precisions always hold codes
         if self.precision is Precision.INT8:
             rows, scores = dense.int8_search(queries, self.codes, self.quantizer.decode, fetch)
         else:

@@ -126,11 +126,13 @@ class LanceFullText:
 
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        table = (self._index.table.search(MultiMatchQuery(query, list(TEXT_COLUMNS)),
+        # boosts and operator have defaults; mypy reads pydantic's keyword-only fields as required
+        match = MultiMatchQuery(query, list(TEXT_COLUMNS))  # type: ignore[call-arg]
+        table = (self._index.table.search(match,
                                           query_type="fts")
                  .limit(int(k)).with_row_id(True).select(["id", *TEXT_COLUMNS, "_score"])
                  .to_arrow())
-        self._index.docs.remember(table)
+        self._index.lance_docs.remember(table)
         rows = np.asarray(table.column("_rowid").to_pylist(), dtype=np.int64)
         scores = np.asarray(table.column("_score").to_pylist(), dtype=np.float32)
         keep = scores > 0
@@ -173,7 +175,7 @@ class LanceVectors:
                 if index.refine_factor:
                     query = query.refine_factor(index.refine_factor)
             table = query.to_arrow()
-            index.docs.remember(table)
+            index.lance_docs.remember(table)
             n = table.num_rows
             rows[i, :n] = table.column("_rowid").to_pylist()
             scores[i, :n] = 1.0 - np.asarray(table.column("_distance").to_pylist())  # dot: 1 - q.x
@@ -215,7 +217,8 @@ class LanceIndex(Index):
         self.refine_factor = refine_factor
         self.exact = bool(exact)
         dim = int(table.schema.field("vector").type.list_size)
-        self.docs = LanceDocs(self)  # type: ignore[assignment]
+        self.lance_docs = LanceDocs(self)  # the same object as docs, with its own type
+        self.docs = self.lance_docs  # type: ignore[assignment]
         self.bm25 = LanceFullText(self)  # type: ignore[assignment]
         self.vectors = LanceVectors(self, dim)  # type: ignore[assignment]
 
@@ -367,7 +370,7 @@ class LanceIndex(Index):
                  .select(["id", *TEXT_COLUMNS]).limit(1).to_arrow())
         if found.num_rows == 0:
             raise InputError(f"no document with id {doc_id!r} in table {self.name!r}")
-        self.docs.remember(found)
+        self.lance_docs.remember(found)
         return int(found.column("_rowid")[0].as_py())
 
     def present(self, ids: Iterable[str], chunk: int = 1000) -> set[str]:
