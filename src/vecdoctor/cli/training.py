@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.finetune.recipes import FinetuneConfig as _FT
 from vecdoctor.finetune.recipes import RerankerConfig as _RR
 
 
@@ -51,19 +52,21 @@ def finetune(
     eval_split: str = typer.Option(
         "test", "--eval-split", help="Split to evaluate before/after on ('none' to skip)"
     ),
-    epochs: float = typer.Option(2.0, "--epochs"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    learning_rate: float = typer.Option(5e-5, "--lr"),
-    max_length: int = typer.Option(192, "--max-length", help="Tokens per text while training"),
+    epochs: float = typer.Option(_FT.epochs, "--epochs"),
+    batch_size: int = typer.Option(_FT.batch_size, "--batch-size"),
+    learning_rate: float = typer.Option(_FT.learning_rate, "--lr"),
+    max_length: int = typer.Option(
+        _FT.max_length, "--max-length", help="Tokens per text while training"
+    ),
     negatives: int = typer.Option(
-        1, "--negatives", help="Hard negatives per pair (0: in-batch only)"
+        _FT.negatives, "--negatives", help="Hard negatives per pair (0: in-batch only)"
     ),
     negative_source: str = typer.Option(
-        "bm25", "--negative-source", help="bm25 | model | both | none"
+        str(_FT.negative_source), "--negative-source", help="bm25 | model | both | none"
     ),
     max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps"),
-    seed: int = typer.Option(42, "--seed"),
-    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(_FT.seed, "--seed"),
+    device: str = typer.Option(_FT.device, "--device"),
     restart: bool = typer.Option(
         False, "--restart", help="Ignore checkpoints of an interrupted run"
     ),
@@ -71,11 +74,10 @@ def finetune(
 ) -> None:
     """Fine-tune a bi-encoder with MultipleNegativesRankingLoss and mined hard negatives."""
     from vecdoctor.errors import InputError
-    from vecdoctor.finetune.biencoder import FinetuneConfig
     from vecdoctor.finetune.biencoder import finetune as run
     from vecdoctor.finetune.pairs import pairs_from_qrels, read_pairs, self_supervised_pairs
 
-    config = FinetuneConfig(
+    config = _FT(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,

@@ -9,78 +9,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vecdoctor.data import Dataset, Document
 from vecdoctor.errors import InputError
 from vecdoctor.finetune import _training
-from vecdoctor.finetune.negatives import MiningConfig, NegativeSource, mine_negatives
+from vecdoctor.finetune.negatives import mine_negatives
 from vecdoctor.finetune.pairs import Pair
+from vecdoctor.finetune.recipes import FinetuneConfig, NegativeSource
 from vecdoctor.io import atomic_dir
 
 logger = logging.getLogger(__name__)
 
 CARD_JSON = "vecdoctor_finetune.json"
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Hyperparameters of bi-encoder fine-tuning. Defaults were measured on SciFact train
-    (919 pairs) on a 2-core CPU; see benchmarks/finetune_scifact.py."""
-
-    epochs: float = 2.0
-    batch_size: int = 32
-    learning_rate: float = 5e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_length: int = 192
-    """Tokens per text while training; the saved model keeps its original limit for inference."""
-    negatives: int = 1
-    """Hard negatives per pair (0: in-batch negatives only)."""
-    negative_source: NegativeSource | str = NegativeSource.BM25
-    negative_depth: int = 30
-    skip_top: int = 0
-    scale: float = 20.0
-    """Inverse temperature of the softmax over cosine similarities."""
-    seed: int = 42
-    save_steps: int = 50
-    max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides ``epochs``)."""
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "negative_source", NegativeSource.parse(self.negative_source))
-        for name in ("batch_size", "max_length", "save_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name} must be a positive integer, got {value!r}")
-        if self.batch_size < 2:
-            raise InputError(
-                "batch_size must be >= 2: in-batch negatives need other pairs in the batch"
-            )
-        if not self.epochs > 0:
-            raise InputError(f"epochs must be > 0, got {self.epochs!r}")
-        if not 0 < self.learning_rate < 1:
-            raise InputError(f"learning_rate must be in (0, 1), got {self.learning_rate!r}")
-        if self.max_steps is not None and (
-            not isinstance(self.max_steps, int) or self.max_steps < 1
-        ):
-            raise InputError(
-                f"max_steps must be a positive integer or None, got {self.max_steps!r}"
-            )
-        self.mining()  # validates the mining fields
-
-    def mining(self) -> MiningConfig:
-        return MiningConfig(
-            self.negative_source, self.negatives, self.negative_depth, self.skip_top, seed=self.seed
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["negative_source"] = str(self.negative_source)
-        return d
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,61 +6,18 @@ import logging
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from vecdoctor.config import _Choice
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
 from vecdoctor.finetune.pairs import Pair
+from vecdoctor.finetune.recipes import MiningConfig, NegativeSource
+
+__all__ = ["MiningConfig", "NegativeSource", "mine_negatives"]
 
 logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"\w+")
-
-
-class NegativeSource(_Choice):
-    """Which retriever proposes hard negatives."""
-
-    BM25 = "bm25"
-    """Lexical neighbours: documents that share the query's terms but are not judged relevant."""
-    MODEL = "model"
-    """Dense neighbours under the model being fine-tuned (before training)."""
-    BOTH = "both"
-    """BM25 and dense candidates interleaved, best first, duplicates removed."""
-    NONE = "none"
-    """No mining; missing negatives are drawn at random from the corpus."""
-
-
-@dataclass(frozen=True)
-class MiningConfig:
-    """How many negatives each pair gets and where they come from.
-
-    ``skip_top`` ranks are skipped after filtering, because the very top of an unjudged ranking
-    often holds relevant documents nobody labelled. A candidate whose word set overlaps a
-    positive's by more than ``max_overlap`` (Jaccard) counts as a near-duplicate and is skipped.
-    """
-
-    source: NegativeSource | str = NegativeSource.BM25
-    count: int = 1
-    depth: int = 30
-    skip_top: int = 0
-    max_overlap: float = 0.9
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "source", NegativeSource.parse(self.source))
-        for name in ("count", "depth", "skip_top"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InputError(f"mining {name} must be an integer >= 0, got {value!r}")
-        if self.depth < self.skip_top + self.count:
-            raise InputError(
-                f"mining depth {self.depth} is smaller than skip_top + count "
-                f"({self.skip_top} + {self.count}); raise the depth"
-            )
-        if not 0 < self.max_overlap <= 1:
-            raise InputError(f"max_overlap must be in (0, 1], got {self.max_overlap!r}")
 
 
 def _words(text: str) -> frozenset[str]:
