@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 RERANK_BACKENDS = ("torch", "onnx", "openvino")
 FP32_TOLERANCE = 1e-3
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-_EXTRAS = {"onnx": ["onnxruntime", "onnx", "onnxscript"], "openvino": ["openvino"]}
 
 
 class RerankConversionError(VecdoctorError, RuntimeError):
@@ -217,19 +216,9 @@ def _convert_onnx(module: Any, tmp: Path, precision: ModelPrecision, example: di
 def _convert_openvino(
     module: Any, tmp: Path, precision: ModelPrecision, example: dict, calibration: list[dict]
 ) -> str:
-    import torch
+    from vecdoctor.encode.openvino_backend import GRAPH, save_graph
 
-    from vecdoctor.encode.openvino_backend import GRAPH, _quantize
-    from vecdoctor.errors import require
-
-    ov = require("openvino", "fast")
-    model = ov.convert_model(  # type: ignore[attr-defined]
-        module, example_input={k: torch.from_numpy(v) for k, v in example.items()}
-    )
-    model.outputs[0].get_tensor().set_names({"logits"})
-    if precision is ModelPrecision.INT8:
-        model = _quantize(model, calibration)
-    ov.save_model(model, str(tmp / GRAPH), compress_to_fp16=False)  # type: ignore[attr-defined]
+    save_graph(module, example, ["logits"], tmp / GRAPH, precision, calibration)
     return GRAPH
 
 
@@ -261,15 +250,12 @@ def export_cross_encoder(
     """Export a saved cross-encoder to ``backend`` (``onnx`` or ``openvino``; int8 quantized),
     check its scores against PyTorch on ``check_pairs`` (default: built-in sample pairs, which
     also calibrate OpenVINO's int8) and save it (default: the reranker cache)."""
-    from vecdoctor.errors import require
+    from vecdoctor.encode.convert import require_packages
 
     source = Path(folder)
     backend = check_backend(backend)
     precision = check_rerank_backend(backend, precision)
-    for module_name in _EXTRAS[backend] + (
-        ["nncf"] if backend == "openvino" and precision is ModelPrecision.INT8 else []
-    ):
-        require(module_name, "fast")
+    require_packages(backend, precision)
     resolved = resolve(str(source))
     target = Path(output) if output is not None else reranker_variant_dir(source, backend, precision)
     if (target / EXPORT_FILE).exists() and not force:

@@ -238,7 +238,7 @@ def export_model(
             "bf16 runs on backend='openvino' only; ONNX Runtime's CPU provider has no "
             "bf16 kernels. Use precision 'fp32' or 'int8' with onnx"
         )
-    _require_packages(backend, precision)
+    require_packages(backend, precision)
     target = Path(output) if output is not None else variant_dir(resolved, backend, precision)
     if output is not None and target.exists() and (
         not target.is_dir() or (any(target.iterdir()) and not (target / EXPORT_FILE).exists())
@@ -314,7 +314,7 @@ def export_model(
     return load_converted(target)
 
 
-def _require_packages(backend: str, precision: ModelPrecision) -> None:
+def require_packages(backend: str, precision: ModelPrecision) -> None:
     """Fail before any work when a package of the ``fast`` extra is missing."""
     from vecdoctor.errors import require
 

@@ -57,17 +57,8 @@ def convert(
     example: dict[str, np.ndarray],
 ) -> tuple[str, Any]:
     """Trace ``module`` into an OpenVINO graph in ``folder`` (quantized for int8); return a runner."""
-    ov = require("openvino", "fast")
-    import torch
-
-    model = ov.convert_model(  # type: ignore[attr-defined]
-        module, example_input={k: torch.from_numpy(v) for k, v in example.items()}
-    )
-    for output, name in zip(model.outputs, ("last_hidden_state", "first_attention"), strict=True):
-        output.get_tensor().set_names({name})
-    if precision is ModelPrecision.INT8:
-        model = _quantize(model, calibration)
-    ov.save_model(model, str(folder / GRAPH), compress_to_fp16=False)  # type: ignore[attr-defined]
+    outputs = ["last_hidden_state", "first_attention"]
+    save_graph(module, example, outputs, folder / GRAPH, precision, calibration)
     backend = OpenVINOBackend(folder / GRAPH, precision)
 
     def run(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +66,29 @@ def convert(
         return out.states, out.first_attention  # type: ignore[return-value]
 
     return GRAPH, run
+
+
+def save_graph(
+    module: Any,
+    example: dict[str, np.ndarray],
+    output_names: list[str],
+    path: Path,
+    precision: ModelPrecision,
+    calibration: list[dict[str, np.ndarray]],
+) -> None:
+    """Trace ``module`` on ``example`` with OpenVINO's PyTorch frontend, name its outputs,
+    quantize it for int8 (calibrated on ``calibration`` batches) and save it to ``path``."""
+    ov = require("openvino", "fast")
+    import torch
+
+    model = ov.convert_model(  # type: ignore[attr-defined]
+        module, example_input={k: torch.from_numpy(v) for k, v in example.items()}
+    )
+    for output, name in zip(model.outputs, output_names, strict=True):
+        output.get_tensor().set_names({name})
+    if precision is ModelPrecision.INT8:
+        model = _quantize(model, calibration)
+    ov.save_model(model, str(path), compress_to_fp16=False)  # type: ignore[attr-defined]
 
 
 def _quantize(model: Any, calibration: list[dict[str, np.ndarray]]) -> Any:
