@@ -237,7 +237,9 @@ def checkup(
     diagnosis = None
     say(f"diagnose {model}")
     try:
-        sizes: dict[str, Any] = {k: QUICK[k] for k in ("layer_sample", "attention_sample")} if quick else {}
+        sizes: dict[str, Any] = {}
+        if quick:
+            sizes = {k: QUICK[k] for k in ("layer_sample", "attention_sample")}
         sample = QUICK["diagnose_sample"] if quick else 2000
         diagnosis = diagnose(ds, enc, sample=sample, seed=seed, **sizes)
     except VecdoctorError as exc:

@@ -169,7 +169,7 @@ def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[ModelRow 
         kept = ""
         if pick.converted:
             own = next(r for r in plain if r.model == pick.model)
-            assert pick.ndcg_at_10 is not None and own.ndcg_at_10  # both measured (ok)
+            assert pick.ndcg_at_10 is not None and own.ndcg_at_10  # rows in `ok` have nDCG
             kept = (f"; {pick.ndcg_at_10 / own.ndcg_at_10:.1%} of its fp32 nDCG@10 "
                     f"({own.ndcg_at_10:.4f} at {own.docs_per_second:.1f} docs/s; rule: keep >= {BACKEND_KEEP:.1%})")
         return pick, (
