@@ -188,6 +188,9 @@ def main() -> None:
     )
     ap.add_argument("--chunks", type=int, default=4, help="interleaving chunks")
     ap.add_argument("--variants", default="st-fp32,openvino-bf16,openvino-int8")
+    ap.add_argument(
+        "--name", default="cpu_roofline", help="result file: benchmarks/results/NAME.json"
+    )
     args = ap.parse_args()
 
     from vecdoctor.data import load_corpus
@@ -294,7 +297,7 @@ def main() -> None:
         "rows": rows,
         "profiles": profiles,
     }
-    path = write_result("cpu_roofline", result)
+    path = write_result(args.name, result)
     cols = [
         "variant",
         "docs_per_s",
