@@ -296,7 +296,7 @@ def _probe(
         over.discard(min(probes, key=lambda m: probes[m].seconds))
     for model in over:
         p = probes[model]
-        weights = p.encoder.resolved.weights if p.encoder is not None else "fp32"
+        weights = p.encoder.resolved.weights  # every probe holds the encoder it timed
         p.encoder = None
         p.row = ModelRow(
             model=model, precision=weights, docs_per_second=p.rate,
