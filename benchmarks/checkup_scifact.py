@@ -34,8 +34,8 @@ KEYS = ("model", "mode", "pooling", "window", "transform", "precision", "rerank"
 
 
 def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
-    from vecdoctor.checkup import checkup
-    from vecdoctor.variants import DEFAULT_VARIANTS, evaluate_variants
+    from vecdoctor.checkup.run import checkup
+    from vecdoctor.evaluate.variants import DEFAULT_VARIANTS, evaluate_variants
 
     out: dict = {}
     t = time.perf_counter()
@@ -72,8 +72,8 @@ def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
 
 def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict]) -> dict:  # type: ignore[no-untyped-def]
     """``models`` None: every installed model, under the quick time budget."""
-    from vecdoctor.checkup import checkup, decide
-    from vecdoctor.compare import ModelRow, recommend
+    from vecdoctor.checkup.run import checkup, decide
+    from vecdoctor.evaluate.compare import ModelRow, recommend
 
     out: dict = {}
     t = time.perf_counter()
@@ -121,8 +121,8 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
 
 def _report_from_table(rows: list[dict]):  # type: ignore[no-untyped-def]
     """The full run's minilm variant table (as saved) as a report decide() reads."""
-    from vecdoctor.evaluate import Evaluation
-    from vecdoctor.variants import VariantResult, VariantsReport
+    from vecdoctor.evaluate.metrics import Evaluation
+    from vecdoctor.evaluate.variants import VariantResult, VariantsReport
 
     results = [
         VariantResult(
@@ -144,7 +144,7 @@ def main() -> int:
     parser.add_argument("--models", default=None, help="comma-separated; default every installed model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from vecdoctor.checkup import installed_models
+    from vecdoctor.checkup.run import installed_models
     from vecdoctor.data import load_dataset
 
     ds = load_dataset(args.data, "test")

@@ -138,7 +138,7 @@ def profile(
     import openvino as ov
 
     from vecdoctor.config import ModelPrecision
-    from vecdoctor.encode.openvino_backend import _inference_precision, _states_only
+    from vecdoctor.encode.runtime.openvino import _inference_precision, _states_only
 
     core = ov.Core()
     model, _ = _states_only(graph)
@@ -194,7 +194,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from vecdoctor.data import load_corpus
-    from vecdoctor.encode.convert import variant_dir
+    from vecdoctor.encode.convert.export import variant_dir
     from vecdoctor.encode.tokens import TextTokenizer
     from vecdoctor.models import resolve
 

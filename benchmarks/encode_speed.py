@@ -96,7 +96,7 @@ def build(name: str, model: str, calibration: list[str], max_length: int):  # no
                   calibration_texts=calibration if precision == "int8" else None)
     facts = {"load_or_convert_seconds": round(time.perf_counter() - started, 1)}
     if backend != "torch":
-        from vecdoctor.encode.convert import variant_dir
+        from vecdoctor.encode.convert.export import variant_dir
 
         folder = variant_dir(enc.resolved, backend, precision)
         facts["disk_mb"] = round(sum(p.stat().st_size for p in folder.glob("model.*")) / 2**20, 1)

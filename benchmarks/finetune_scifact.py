@@ -120,7 +120,8 @@ def rerank_scores(
     folder: Path, stage, evals: dict[str, Dataset], device: str, depths: tuple[int, ...] = (30, 100)
 ) -> dict:
     from vecdoctor.finetune._retrieval import metrics, rerank_run
-    from vecdoctor.rerank import CrossEncoderReranker, fuse_with_first_stage
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
+    from vecdoctor.search.fusion import fuse_with_first_stage
 
     reranker = CrossEncoderReranker(folder, device=device, batch_size=64)
     out = {}
@@ -144,7 +145,7 @@ def rerank_scores(
 
 
 def latency(folder: Path, data: Dataset, device: str, queries: int = 10) -> dict:
-    from vecdoctor.rerank import CrossEncoderReranker
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
     reranker = CrossEncoderReranker(folder, device=device, batch_size=32)
     docs = data.corpus

@@ -73,8 +73,8 @@ def _child(target: str, seconds: int, out: Path) -> None:
         from starlette.testclient import TestClient
 
         from vecdoctor.index import Index
-        from vecdoctor.search import Searcher
-        from vecdoctor.server import create_app
+        from vecdoctor.search.searcher import Searcher
+        from vecdoctor.serve.app import create_app
 
         index = Index.build([d for g in range(4) for d in cw.gen_docs(g)], cw.HashEncoder())
         client = TestClient(create_app(Searcher(index), warmup=False), raise_server_exceptions=True)

@@ -193,7 +193,7 @@ def scored_runs(reranker, first: dict, data: Dataset, depth: int, cache: Path) -
 
 
 def fused(first: dict, reranked: dict, depth: int, method: str) -> dict:
-    from vecdoctor.rerank import fuse_with_first_stage
+    from vecdoctor.search.fusion import fuse_with_first_stage
 
     out = {}
     for q, hits in first.items():
@@ -205,7 +205,7 @@ def fused(first: dict, reranked: dict, depth: int, method: str) -> dict:
 
 def latency(folder: Path, first: dict, data: Dataset, queries: int, max_length: int) -> dict:
     """Median seconds to rerank 30 and 100 first-stage candidates, per backend (1 warm-up)."""
-    from vecdoctor.rerank import CrossEncoderReranker
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
     docs = {d.id: d for d in data.corpus}
     qids = list(first)[:queries]
@@ -238,7 +238,7 @@ def latency(folder: Path, first: dict, data: Dataset, queries: int, max_length: 
 
 def eval_stage(args: argparse.Namespace, result: dict, save) -> None:
     from vecdoctor.finetune._retrieval import metrics
-    from vecdoctor.rerank import CrossEncoderReranker
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
     test = load_dataset(args.data, "test")
     folder = Path(args.work) / "reranker"

@@ -124,11 +124,11 @@ def main() -> None:
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.index import Index
     from vecdoctor.index.vectors import VectorStore
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     torch.set_num_threads(args.threads)
     if args.blas_threads > 0:  # what `vecdoctor search` / `serve` do (see limit_blas_threads)
-        from vecdoctor.search import limit_blas_threads
+        from vecdoctor.search.searcher import limit_blas_threads
 
         limit_blas_threads(args.blas_threads)
     data = Path(args.data)

@@ -12,8 +12,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-SCIFACT = DATA / "scifact"
 
 
 def _transformers_quiet() -> None:
@@ -28,22 +26,31 @@ def _transformers_quiet() -> None:
 
 @pytest.fixture(scope="session")
 def scifact_dir() -> Path:
-    if not (SCIFACT / "corpus.jsonl.gz").exists():
-        pytest.skip(f"SciFact not found at {SCIFACT} (expected ../shared/data beside the repo)")
-    return SCIFACT
+    """SciFact itself, for tests that check its numbers (skipped where ../shared is absent)."""
+    from retrieval_support import require_scifact
+
+    return require_scifact()
 
 
 @pytest.fixture(scope="session")
-def scifact_corpus(scifact_dir: Path) -> list:
+def beir_dir() -> Path:
+    """Real labelled data: SciFact, or the built-in sample as a BEIR folder without ../shared."""
+    from retrieval_support import real_beir
+
+    return real_beir()
+
+
+@pytest.fixture(scope="session")
+def real_corpus(beir_dir: Path) -> list:
     from vecdoctor.data import load_corpus
 
-    return load_corpus(scifact_dir)
+    return load_corpus(beir_dir)
 
 
 @pytest.fixture(scope="session")
-def scifact_texts(scifact_corpus: list) -> list[str]:
-    """200 real SciFact documents (title + abstract)."""
-    return [d.content for d in scifact_corpus[:200]]
+def real_texts(real_corpus: list) -> list[str]:
+    """200 real documents (SciFact title + abstract, or passages of the built-in sample)."""
+    return [d.content for d in real_corpus[:200]]
 
 
 @pytest.fixture(scope="session")

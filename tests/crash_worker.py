@@ -112,7 +112,7 @@ def run_index(folder: Path, precision: str) -> None:
 
 
 def run_whitening(folder: Path) -> None:
-    from vecdoctor.transform import Whitening
+    from vecdoctor.fix.transform import Whitening
 
     print("READY", flush=True)
     gen = 0

@@ -1,26 +1,70 @@
-"""Shared, cached test material for the retrieval tests: a real SciFact subset, one encoder,
-indexes built once per test session (the machine running tests has few cores)."""
+"""Shared, cached test material in two tiers.
+
+- Real labelled data: SciFact from ``../shared/data`` when it is there, otherwise the built-in
+  sample (CPython's language reference, read at run time) written as a BEIR folder with
+  self-supervised queries. Tests that need *some* real text, labels and an index use
+  :func:`real_beir` / :func:`subset` and run on a fresh clone too.
+- SciFact itself: :func:`require_scifact`, only for tests that check SciFact's own numbers.
+
+Indexes are built once per test session (the machine running tests has few cores).
+``VECDOCTOR_TEST_DATA`` points the tests at another data folder (a missing one runs the
+fresh-clone tier).
+"""
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(os.environ.get("VECDOCTOR_TEST_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SCIFACT = DATA / "scifact"
 N_QUERIES = 30
 N_DOCS = 120
 MAX_LENGTH = 128  # shorter inputs keep encoding fast; the code paths are the same
 
 
+def has_scifact() -> bool:
+    return (SCIFACT / "corpus.jsonl.gz").is_file()
+
+
 def require_scifact() -> Path:
-    if not (SCIFACT / "corpus.jsonl.gz").is_file():
+    """SciFact, for tests that check its numbers; skipped with a message where it is absent."""
+    if not has_scifact():
         pytest.skip(f"SciFact not found at {SCIFACT}; place the BEIR scifact folder there")
     return SCIFACT
+
+
+@functools.lru_cache(maxsize=1)
+def sample_beir() -> Path:
+    """The built-in sample as a BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv and
+    qrels/train.tsv (self-supervised queries, split in two halves)."""
+    from vecdoctor.data import sample_corpus, write_corpus_jsonl, write_qrels
+    from vecdoctor.evaluate.metrics import self_supervised
+
+    folder = Path(tempfile.mkdtemp(prefix="vecdoctor-sample-beir-"))
+    atexit.register(shutil.rmtree, folder, True)
+    ds = self_supervised(sample_corpus("python-docs"), n_queries=200, seed=0)
+    write_corpus_jsonl(ds.corpus, folder / "corpus.jsonl")
+    (folder / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in ds.queries.items()))
+    qids = sorted(ds.qrels)
+    half = len(qids) // 2
+    write_qrels({q: ds.qrels[q] for q in qids[:half]}, folder / "qrels" / "test.tsv")
+    write_qrels({q: ds.qrels[q] for q in qids[half:]}, folder / "qrels" / "train.tsv")
+    return folder
+
+
+def real_beir() -> Path:
+    """Real labelled data: SciFact where it is present, else the built-in sample."""
+    return SCIFACT if has_scifact() else sample_beir()
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,7 +73,7 @@ def subset() -> tuple[list, dict[str, str], dict[str, dict[str, int]]]:
     to N_DOCS, in corpus order; the queries and qrels restricted to them."""
     from vecdoctor.data import load_dataset
 
-    ds = load_dataset(require_scifact(), split="test")
+    ds = load_dataset(real_beir(), split="test")
     qids = sorted(ds.qrels)[:N_QUERIES]
     wanted = {d for q in qids for d in ds.qrels[q]}
     docs = [d for d in ds.corpus if d.id in wanted]

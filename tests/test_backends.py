@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vecdoctor.config import ModelPrecision, Window
-from vecdoctor.encode.convert import (
+from vecdoctor.encode.convert.export import (
     EXPORT_FILE,
     ensure_converted,
     export_model,
@@ -31,8 +31,8 @@ POOLINGS = ["mean", "cls", "max", "subword", "attention"]
 
 
 @pytest.fixture(scope="module")
-def texts(scifact_texts):
-    return scifact_texts[:24]
+def texts(real_texts):
+    return real_texts[:24]
 
 
 @pytest.fixture(scope="module")

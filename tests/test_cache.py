@@ -10,11 +10,11 @@ from vecdoctor.encode.cache import VectorCache, cache_key
 from vecdoctor.encode.encoder import Encoder
 
 
-def test_memory_cache_counts_hits_and_misses(minilm, scifact_texts):
+def test_memory_cache_counts_hits_and_misses(minilm, real_texts):
     enc = Encoder("minilm", cache=VectorCache(max_size=100))
-    first = enc.encode(scifact_texts[:10])
+    first = enc.encode(real_texts[:10])
     assert enc.cache_stats.misses == 10 and enc.cache_stats.hits == 0
-    second = enc.encode(scifact_texts[:10])
+    second = enc.encode(real_texts[:10])
     assert enc.cache_stats.hits == 10
     np.testing.assert_array_equal(first, second)
 
@@ -30,13 +30,13 @@ def test_lru_evicts_and_ttl_expires():
     assert ttl.get_many(["a"])[0] is None
 
 
-def test_disk_cache_survives_a_new_process_and_resumes(tmp_path, scifact_texts):
+def test_disk_cache_survives_a_new_process_and_resumes(tmp_path, real_texts):
     folder = tmp_path / "cache"
     enc = Encoder("minilm", cache=folder)
-    part = enc.encode(scifact_texts[:5])  # an "interrupted" run that got through 5 texts
+    part = enc.encode(real_texts[:5])  # an "interrupted" run that got through 5 texts
     enc.cache.close()
     again = Encoder("minilm", cache=folder)
-    full = again.encode(scifact_texts[:8])
+    full = again.encode(real_texts[:8])
     assert again.cache_stats.hits == 5 and again.cache_stats.misses == 3
     np.testing.assert_array_equal(full[:5], part)
     assert len(again.cache) == 8
@@ -47,29 +47,29 @@ def test_keys_differ_between_pipelines(minilm):
     assert cache_key(minilm.fingerprint, "x") != cache_key(cls.fingerprint, "x")
 
 
-def test_cached_vectors_are_not_reused_across_poolings(tmp_path, scifact_texts):
+def test_cached_vectors_are_not_reused_across_poolings(tmp_path, real_texts):
     folder = tmp_path / "cache"
-    mean = Encoder("minilm", cache=folder).encode(scifact_texts[:3])
+    mean = Encoder("minilm", cache=folder).encode(real_texts[:3])
     cls_enc = Encoder("minilm", pooling="cls", cache=folder)
-    cls = cls_enc.encode(scifact_texts[:3])
+    cls = cls_enc.encode(real_texts[:3])
     assert cls_enc.cache_stats.hits == 0
     assert not np.allclose(mean, cls)
 
 
-def test_normalised_and_raw_encoders_share_entries(minilm, scifact_texts):
+def test_normalised_and_raw_encoders_share_entries(minilm, real_texts):
     cache = VectorCache(max_size=100)
-    normalised = Encoder("minilm", cache=cache).encode(scifact_texts[:6])
+    normalised = Encoder("minilm", cache=cache).encode(real_texts[:6])
     raw_enc = Encoder("minilm", normalize=False, cache=cache)
-    raw = raw_enc.encode(scifact_texts[:6])
+    raw = raw_enc.encode(real_texts[:6])
     assert raw_enc.cache_stats.hits == 6 and cache.stats.misses == 6
     norms = np.linalg.norm(raw, axis=1)
     assert not np.allclose(norms, 1.0)  # really unnormalised
     np.testing.assert_allclose(raw / norms[:, None], normalised, atol=1e-6)
 
 
-def test_windows_reuse_the_plain_encoding_of_each_head(scifact_texts):
+def test_windows_reuse_the_plain_encoding_of_each_head(real_texts):
     """A text's first window is the plain pipeline's input: the windowed encoder looks it up."""
-    texts = scifact_texts[:12]
+    texts = real_texts[:12]
     window = "128:64:max"
     uncached = Encoder("minilm", max_length=128, window=window).encode(texts)
     cache = VectorCache(max_size=1000)

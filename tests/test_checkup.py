@@ -11,22 +11,22 @@ import pytest
 import retrieval_support as rs
 from typer.testing import CliRunner
 
-from vecdoctor.checkup import MIN_GAIN, checkup, decide, write_checkup
+from vecdoctor.checkup.run import MIN_GAIN, checkup, decide, write_checkup
 from vecdoctor.cli import app
 from vecdoctor.data import write_corpus_jsonl
 from vecdoctor.errors import InputError
-from vecdoctor.evaluate import Evaluation, evaluate_run, read_trec_run, sample_dataset
-from vecdoctor.variants import VariantResult, VariantsReport, evaluate_variants
+from vecdoctor.evaluate.metrics import Evaluation, evaluate_run, read_trec_run, sample_dataset
+from vecdoctor.evaluate.variants import VariantResult, VariantsReport, evaluate_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="module")
-def small(scifact_dir):
+def small(beir_dir):
     from vecdoctor.data import load_dataset
 
-    return sample_dataset(load_dataset(scifact_dir), max_queries=15, max_docs=120, seed=0)
+    return sample_dataset(load_dataset(beir_dir), max_queries=15, max_docs=120, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,8 @@ def test_checkup_writes_report_pipeline_and_runs(report_dir, result):
     pipeline = json.loads((report_dir / "pipeline.json").read_text())
     assert pipeline["model"] in {"minilm", "minilm-l3-onnx"}
     assert pipeline["mode"] in {"bm25", "dense", "hybrid"}
-    assert pipeline["precision"] in {"float32", "int8"}
+    assert pipeline["storage"] in {"float32", "int8"}
+    assert (pipeline["class"], pipeline["format_version"]) == ("Pipeline", 2)
     data = json.loads((report_dir / "report.json").read_text())
     assert {r["model"] for r in data["model_comparison"]["models"]} == {"minilm", "minilm-l3-onnx"}
     assert data["diagnosis"]["summary"]
@@ -67,9 +68,9 @@ def test_retrieval_choice_is_the_best_measured_mode(result):
     modes = {n: result.variants.get(n).ndcg for n in ("bm25", "dense", "hybrid")}
     best = max(modes, key=modes.get)
     if best == "hybrid" or modes[best] - modes["hybrid"] < MIN_GAIN:
-        assert result.pipeline["mode"] == "hybrid"
+        assert result.pipeline.mode == "hybrid"
     else:
-        assert result.pipeline["mode"] in {best, "hybrid"}
+        assert result.pipeline.mode in {best, "hybrid"}
 
 
 @pytest.mark.parametrize(("dense_gain", "mode"), [(0.004, "hybrid"), (0.08, "dense"), (-0.02, "hybrid")])
@@ -81,7 +82,7 @@ def test_hybrid_stays_unless_one_retriever_is_measurably_better(dense_gain, mode
         _variant("hybrid", hybrid),
     ]
     pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, 60, False, results), "minilm")
-    assert pipeline["mode"] == mode
+    assert pipeline.mode == mode
     evidence = next(d.evidence for d in decisions if d.topic == "retrieval")
     assert "bm25 0.3000" in evidence
     if dense_gain == 0.004:
@@ -93,7 +94,7 @@ def test_every_fix_verdict_matches_its_measurement(result):
         if d.topic == "transform":
             r = result.variants.get("dense+" + ("abtt" if d.choice == "abtt" else "whiten"))
             helps = r.delta_ndcg >= MIN_GAIN and r.p_value < 0.05
-            assert d.recommended == (helps and result.pipeline["mode"] != "bm25")
+            assert d.recommended == (helps and result.pipeline.mode != "bm25")
             assert f"{r.ndcg:.4f}" in d.evidence
 
 
@@ -104,7 +105,7 @@ def _variant(name, per_query, baseline=None):
 
 
 def test_decide_recommends_only_fixes_that_help():
-    from vecdoctor.evaluate import randomization_test
+    from vecdoctor.evaluate.metrics import randomization_test
 
     base = {f"q{i}": 0.5 for i in range(50)}
     better = {f"q{i}": 0.6 + 0.001 * (i % 7) for i in range(50)}
@@ -124,9 +125,9 @@ def test_decide_recommends_only_fixes_that_help():
             r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], ref.evaluation.per_query["ndcg@10"])
     report = VariantsReport("toy", "minilm", 10, 50, False, results)
     pipeline, decisions = decide(report, "minilm")
-    assert pipeline["mode"] == "hybrid"
-    assert pipeline["transform"] == "abtt"
-    assert pipeline["precision"] == "int8"
+    assert pipeline.mode == "hybrid"
+    assert pipeline.transform == "abtt"
+    assert pipeline.storage == "int8"
     verdicts = {(d.topic, d.choice): d.recommended for d in decisions}
     assert verdicts[("transform", "whitening")] is False
     assert verdicts[("transform", "abtt")] is True
@@ -134,7 +135,7 @@ def test_decide_recommends_only_fixes_that_help():
 
 @pytest.mark.parametrize("gain", [0.08, -0.03])
 def test_decide_keeps_a_reranker_only_where_it_beats_hybrid(gain):
-    from vecdoctor.evaluate import randomization_test
+    from vecdoctor.evaluate.metrics import randomization_test
 
     hybrid = {f"q{i}": 0.5 + 0.002 * (i % 5) for i in range(50)}
     results = [
@@ -152,15 +153,15 @@ def test_decide_keeps_a_reranker_only_where_it_beats_hybrid(gain):
     verdict = next(d for d in decisions if d.topic == "rerank")
     if gain > 0:
         assert verdict.recommended
-        assert (pipeline["rerank"], pipeline["rerank_fusion"]) == ("/models/ce", "rrf")
-        assert (pipeline["rerank_backend"], pipeline["rerank_precision"]) == ("onnx", "int8")
+        assert (pipeline.rerank, pipeline.rerank_fusion) == ("/models/ce", "rrf")
+        assert (pipeline.rerank_backend, pipeline.rerank_precision) == ("onnx", "int8")
     else:
         assert not verdict.recommended
-        assert pipeline["rerank"] is None and "rerank_fusion" not in pipeline
+        assert pipeline.rerank is None and pipeline.rerank_backend is None
 
 
 def test_time_budget_skips_slow_models_but_never_all(small):
-    from vecdoctor.compare import compare_models
+    from vecdoctor.evaluate.compare import compare_models
 
     models = ["minilm", "minilm-l3-onnx"]
     tight = compare_models(small, models, time_budget=1e-6)

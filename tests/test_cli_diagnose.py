@@ -21,11 +21,11 @@ def _write_corpus(path, docs):
 
 
 @pytest.fixture(scope="module")
-def tiny_beir(tmp_path_factory, scifact_dir):
+def tiny_beir(tmp_path_factory, beir_dir):
     """A BEIR folder: 8 test queries, their relevant documents and 16 other documents."""
     from vecdoctor.data import load_dataset, write_qrels
 
-    full = load_dataset(scifact_dir)
+    full = load_dataset(beir_dir)
     qids = sorted(full.qrels)[:8]
     relevant = {d for q in qids for d in full.qrels[q]}
     docs = [d for d in full.corpus if d.id in relevant]
@@ -97,7 +97,7 @@ def test_diagnose_rejects_unknown_fix(tmp_path, tiny_beir):
 
 def test_fit_whitening_then_encode_with_transform(tmp_path, tiny_beir, minilm):
     from vecdoctor.data import load_corpus
-    from vecdoctor.transform import load_transform
+    from vecdoctor.fix.transform import load_transform
 
     out = tmp_path / "white"
     result = runner.invoke(

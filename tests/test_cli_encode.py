@@ -14,21 +14,21 @@ runner = CliRunner()
 
 
 @pytest.fixture()
-def small_corpus(tmp_path, scifact_corpus):
+def small_corpus(tmp_path, real_corpus):
     f = tmp_path / "corpus.jsonl"
     f.write_text(
-        "".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in scifact_corpus[:12])
+        "".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in real_corpus[:12])
     )
     return f
 
 
-def test_encode_to_npy_matches_library(tmp_path, small_corpus, minilm, scifact_corpus):
+def test_encode_to_npy_matches_library(tmp_path, small_corpus, minilm, real_corpus):
     out = tmp_path / "v.npy"
     result = runner.invoke(app, ["encode", str(small_corpus), "-o", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["count"] == 12 and summary["dimension"] == 384
-    np.testing.assert_allclose(np.load(out), minilm.encode([d.content for d in scifact_corpus[:12]]), atol=1e-6)
+    np.testing.assert_allclose(np.load(out), minilm.encode([d.content for d in real_corpus[:12]]), atol=1e-6)
 
 
 def test_encode_to_parquet_with_ids_and_window(tmp_path, small_corpus):

@@ -177,17 +177,18 @@ def test_index_from_checkup_pipeline_with_precision_override(tmp_path):
     )
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert config["precision"] == "int8" and config["encoder"]["max_length"] == 32
-    assert config["encoder"]["pooling"] == "mean"
-    assert config["search"] == {"mode": "dense", "fusion": "rrf", "rrf_k": 60}
+    assert config["pipeline"]["storage"] == "int8" and config["encoder"]["max_length"] == 32
+    assert config["encoder"]["pooling"] == "mean" and config["pipeline"]["max_length"] == 32
+    settings = {k: config["pipeline"][k] for k in ("mode", "fusion", "rrf_k")}
+    assert settings == {"mode": "dense", "fusion": "rrf", "rrf_k": 60}
     assert "codes.npy" in config["files"]
     hits = json.loads(run("search", out, docs[2].title, "-k", 2).stdout)["hits"]
     assert set(hits[0]["ranks_by_stage"]) == {"dense"}  # the pipeline's mode is the default
 
 
 def test_index_with_a_fitted_transform(tmp_path):
+    from vecdoctor.fix.transform import Whitening
     from vecdoctor.index import Index
-    from vecdoctor.transform import Whitening
 
     docs = rs.subset()[0][:30]
     enc = rs.encoder()

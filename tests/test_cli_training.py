@@ -13,11 +13,11 @@ runner = CliRunner()
 
 
 @pytest.fixture()
-def tiny_beir(tmp_path, scifact_dir):
+def tiny_beir(tmp_path, beir_dir):
     """A BEIR folder with 6 SciFact train queries, their documents and 30 others."""
     from vecdoctor.data import load_dataset, write_corpus_jsonl, write_qrels
 
-    train = load_dataset(scifact_dir, "train")
+    train = load_dataset(beir_dir, "train")
     qids = sorted(train.qrels)[:6]
     keep = {d for q in qids for d in train.qrels[q]}
     docs = [d for d in train.corpus if d.id in keep] + [

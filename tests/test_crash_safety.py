@@ -99,7 +99,7 @@ def temp_siblings(target: Path) -> list[Path]:
 
 def check_index(folder: Path, acked: int | None) -> int:
     from vecdoctor.index import Index
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     index = Index.load(folder)
     gens = len(index) // cw.DOCS_PER_GEN
@@ -138,7 +138,7 @@ def test_kill_during_index_add_and_save(tmp_path, precision, kills):
 
 
 def test_kill_during_whitening_save(tmp_path):
-    from vecdoctor.transform import Whitening
+    from vecdoctor.fix.transform import Whitening
 
     rng = random.Random(SEED)
     folder = tmp_path / "whitening"
@@ -294,12 +294,12 @@ def check_finetuned(folder: Path, acked: int) -> tuple[int, int | None]:
 
 
 @pytest.mark.slow
-def test_kill_during_finetune_checkpoints_and_model_save(tmp_path, scifact_dir):
+def test_kill_during_finetune_checkpoints_and_model_save(tmp_path, beir_dir):
     """The real trainer on MiniLM, 3 steps a generation with a checkpoint after each, killed
     at drawn moments within a generation: the fine-tuned folder always loads, and the next
     run resumes from the newest whole checkpoint (or starts over), never from one cut short."""
     folder = tmp_path / "ft"
-    args = ("finetune", str(folder), str(scifact_dir))
+    args = ("finetune", str(folder), str(beir_dir))
     env = {"OMP_NUM_THREADS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
     rng = random.Random(SEED)
 
@@ -326,7 +326,7 @@ def _cli(*args: str, env: dict) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_kill_during_vecdoctor_index_cli(tmp_path, scifact_corpus):
+def test_kill_during_vecdoctor_index_cli(tmp_path, real_corpus):
     """The real command with the real model: the previous index survives every kill, and the
     rerun finishes (reusing the disk cache)."""
     import json
@@ -340,8 +340,8 @@ def test_kill_during_vecdoctor_index_cli(tmp_path, scifact_corpus):
         return path
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    old = write(tmp_path / "old.jsonl", scifact_corpus[:20])
-    new = write(tmp_path / "new.jsonl", scifact_corpus[:60])
+    old = write(tmp_path / "old.jsonl", real_corpus[:20])
+    new = write(tmp_path / "new.jsonl", real_corpus[:60])
     out, cache = tmp_path / "index", tmp_path / "cache"
     args = ["--max-length", "32", "--cache", str(cache), "--batch-size", "4", "-o", str(out)]
     started = time.perf_counter()
@@ -364,5 +364,5 @@ def test_kill_during_vecdoctor_index_cli(tmp_path, scifact_corpus):
     final = _cli("index", str(new), *args, env=env)
     assert final.wait(timeout=300) == 0, final.stderr.read()[-2000:]
     loaded = Index.load(out)
-    assert [d.id for d in loaded.docs] == [d.id for d in scifact_corpus[:60]]
+    assert [d.id for d in loaded.docs] == [d.id for d in real_corpus[:60]]
     assert temp_siblings(out) == []

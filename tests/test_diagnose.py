@@ -113,9 +113,9 @@ def test_truncation_hand_computed():
 
 
 # -- vocabulary -------------------------------------------------------------------------------
-def test_fragmentation_finds_a_planted_compound(minilm, scifact_texts):
+def test_fragmentation_finds_a_planted_compound(minilm, real_texts):
     planted = "Zyntrexolabrin"
-    texts = [f"{t} The {planted} assay was repeated." for t in scifact_texts[:60]]
+    texts = [f"{t} The {planted} assay was repeated." for t in real_texts[:60]]
     res = check_vocabulary(texts, minilm.tokenizer)
     assert res.terms[0].word == planted
     assert res.terms[0].count == 60
@@ -157,8 +157,8 @@ def test_position_bias_matters_only_for_first_token_pooling():
 
 
 # -- quantization -----------------------------------------------------------------------------
-def test_quantization_check_on_real_vectors(minilm, scifact_texts):
-    vectors = minilm.encode_documents(scifact_texts[:50])
+def test_quantization_check_on_real_vectors(minilm, real_texts):
+    vectors = minilm.encode_documents(real_texts[:50])
     res = check_quantization(vectors, n_queries=20)
     names = [r.name for r in res.rows]
     assert names == ["float32", "int8", "int8-global-p95", "binary", "pq"]
@@ -171,11 +171,11 @@ def test_quantization_check_on_real_vectors(minilm, scifact_texts):
 
 # -- diagnose end to end ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_dataset(scifact_dir):
+def tiny_dataset(beir_dir):
     """40 SciFact test queries, their relevant documents and 40 more documents."""
     from vecdoctor.data import load_dataset
 
-    full = load_dataset(scifact_dir)
+    full = load_dataset(beir_dir)
     qids = sorted(full.qrels)[:12]
     relevant = {d for q in qids for d in full.qrels[q]}
     corpus = [d for d in full.corpus if d.id in relevant]
@@ -219,8 +219,8 @@ def test_diagnose_reports_before_and_after_each_fix(report):
         assert fix.improves == (fix.recall_after > fix.recall_before + 0.005)
 
 
-def test_diagnose_is_deterministic_for_a_seed(minilm, scifact_texts):
-    texts = scifact_texts[:20]
+def test_diagnose_is_deterministic_for_a_seed(minilm, real_texts):
+    texts = real_texts[:20]
     kwargs = dict(sample=8, fixes=(), layer_sample=4, attention_sample=4)
     a = diagnose(texts, minilm, seed=3, **kwargs).to_dict()
     b = diagnose(texts, minilm, seed=3, **kwargs).to_dict()
@@ -241,14 +241,14 @@ def test_diagnose_rejects_bad_corpora(minilm):
         diagnose(42, minilm)
 
 
-def test_pooled_only_model_is_diagnosed_without_token_checks(scifact_dir):
+def test_pooled_only_model_is_diagnosed_without_token_checks(beir_dir):
     """e5-small-q4 returns pooled vectors only: the vector checks run, token checks say why not."""
     from vecdoctor.data import load_dataset
     from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.evaluate import sample_dataset
+    from vecdoctor.evaluate.metrics import sample_dataset
     from vecdoctor.report.diagnosis import render_diagnosis
 
-    small = sample_dataset(load_dataset(scifact_dir), max_queries=6, max_docs=40, seed=0)
+    small = sample_dataset(load_dataset(beir_dir), max_queries=6, max_docs=40, seed=0)
     rep = diagnose(small, Encoder("e5-small-q4"), sample=40, seed=0)
     assert [name for name, _ in rep.checks()] == ["isotropy", "length", "truncation", "quantization"]
     assert set(rep.meta["skipped"]) == {"hidden layers", "position", "vocabulary"}

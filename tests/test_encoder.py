@@ -10,10 +10,10 @@ from vecdoctor.encode.encoder import Encoder
 from vecdoctor.errors import InputError, ModelNotAvailableError
 
 
-def test_mean_pooling_matches_sentence_transformers(minilm, minilm_path, scifact_texts):
+def test_mean_pooling_matches_sentence_transformers(minilm, minilm_path, real_texts):
     from sentence_transformers import SentenceTransformer
 
-    texts = scifact_texts[:64]
+    texts = real_texts[:64]
     st = SentenceTransformer(str(minilm_path), device="cpu")
     expected = st.encode(texts, batch_size=16, normalize_embeddings=True)
     got = minilm.encode(texts)
@@ -22,27 +22,27 @@ def test_mean_pooling_matches_sentence_transformers(minilm, minilm_path, scifact
     assert cos.min() > 0.9999
 
 
-def test_order_is_restored_after_length_sorting(minilm, scifact_texts):
-    texts = [scifact_texts[3][:50], scifact_texts[5], "short", scifact_texts[7][:300]]
+def test_order_is_restored_after_length_sorting(minilm, real_texts):
+    texts = [real_texts[3][:50], real_texts[5], "short", real_texts[7][:300]]
     together = minilm.encode(texts)
     alone = np.vstack([minilm.encode([t]) for t in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "max", "subword", "attention"])
-def test_every_pooling_gives_unit_vectors_that_differ_from_mean(pooling, minilm, scifact_texts):
+def test_every_pooling_gives_unit_vectors_that_differ_from_mean(pooling, minilm, real_texts):
     enc = Encoder("minilm", pooling=pooling)
-    vecs = enc.encode(scifact_texts[:8])
-    mean = minilm.encode(scifact_texts[:8])
+    vecs = enc.encode(real_texts[:8])
+    mean = minilm.encode(real_texts[:8])
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     assert np.all((vecs * mean).sum(axis=1) < 0.9999)
     assert np.isfinite(vecs).all()
 
 
-def test_cls_pooling_is_the_first_token_state(scifact_texts):
+def test_cls_pooling_is_the_first_token_state(real_texts):
     enc = Encoder("minilm", pooling="cls", normalize=False)
-    states = enc.token_embeddings(scifact_texts[:2])
-    vecs = enc.encode(scifact_texts[:2])
+    states = enc.token_embeddings(real_texts[:2])
+    vecs = enc.encode(real_texts[:2])
     np.testing.assert_allclose(vecs[0], states[0][0], atol=1e-5)
     np.testing.assert_allclose(vecs[1], states[1][0], atol=1e-5)
 
@@ -68,8 +68,8 @@ def test_attention_pooling_uses_first_token_attention():
     assert att.sum() == pytest.approx(1.0, abs=1e-5)
 
 
-def test_short_texts_are_identical_with_windows(minilm, scifact_texts):
-    short = [t for t in scifact_texts if len(minilm.tokenizer.encode(t).ids) < 200][:5]
+def test_short_texts_are_identical_with_windows(minilm, real_texts):
+    short = [t for t in real_texts if len(minilm.tokenizer.encode(t).ids) < 200][:5]
     windowed = Encoder("minilm", window=Window(128, 64)).encode(short)
     np.testing.assert_array_equal(windowed, minilm.encode(short))
 
@@ -143,10 +143,10 @@ def test_onnx_graph_rejects_attention_pooling():
         Encoder("minilm-int8-onnx", pooling="attention")
 
 
-def test_onnx_int8_model_agrees_with_pytorch(minilm, scifact_texts):
+def test_onnx_int8_model_agrees_with_pytorch(minilm, real_texts):
     pytest.importorskip("onnxruntime")
     enc = Encoder("minilm-int8-onnx")
-    cos = (enc.encode(scifact_texts[:16]) * minilm.encode(scifact_texts[:16])).sum(axis=1)
+    cos = (enc.encode(real_texts[:16]) * minilm.encode(real_texts[:16])).sum(axis=1)
     assert cos.min() > 0.99
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
-from vecdoctor.evaluate import (
+from vecdoctor.evaluate.metrics import (
     evaluate_run,
     paired_t_test,
     parse_metric,
@@ -75,16 +75,16 @@ def test_trec_run_round_trip(tmp_path):
     assert read_trec_run(tmp_path / "r.trec") == run
 
 
-def test_self_supervised_queries_are_removed_from_their_document(scifact_corpus):
-    ds = self_supervised(scifact_corpus[:300], n_queries=40, seed=3)
+def test_self_supervised_queries_are_removed_from_their_document(real_corpus):
+    ds = self_supervised(real_corpus[:300], n_queries=40, seed=3)
     assert ds.self_supervised and 30 <= len(ds.queries) <= 40
     by_id = {d.id: d for d in ds.corpus}
-    original = {d.id: d for d in scifact_corpus[:300]}
+    original = {d.id: d for d in real_corpus[:300]}
     for qid, query in ds.queries.items():
         (doc_id,) = ds.qrels[qid]
         assert query in original[doc_id].text
         assert query not in by_id[doc_id].text
-    again = self_supervised(scifact_corpus[:300], n_queries=40, seed=3)
+    again = self_supervised(real_corpus[:300], n_queries=40, seed=3)
     assert again.queries == ds.queries
 
 
@@ -97,10 +97,10 @@ def test_split_sentences():
     assert split_sentences("First one. Second one! Third? yes") == ["First one.", "Second one!", "Third? yes"]
 
 
-def test_sample_dataset_keeps_relevant_documents(scifact_dir):
+def test_sample_dataset_keeps_relevant_documents(beir_dir):
     from vecdoctor.data import load_dataset
 
-    ds = sample_dataset(load_dataset(scifact_dir), max_queries=20, max_docs=100, seed=1)
+    ds = sample_dataset(load_dataset(beir_dir), max_queries=20, max_docs=100, seed=1)
     ids = {d.id for d in ds.corpus}
     assert len(ds.qrels) == 20 and len(ds.corpus) == 100
     assert all(d in ids for rels in ds.qrels.values() for d in rels)

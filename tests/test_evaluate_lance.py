@@ -28,12 +28,12 @@ MODES = ("bm25", "dense", "hybrid")
 
 
 @pytest.fixture(scope="module")
-def small(scifact_dir):
+def small(beir_dir):
     pytest.importorskip("lancedb")
     from vecdoctor.data import load_dataset
-    from vecdoctor.evaluate import sample_dataset
+    from vecdoctor.evaluate.metrics import sample_dataset
 
-    return sample_dataset(load_dataset(scifact_dir), max_queries=12, max_docs=80, seed=0)
+    return sample_dataset(load_dataset(beir_dir), max_queries=12, max_docs=80, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def encoder(cache):
 
 @pytest.fixture(scope="module")
 def report(small, cache):
-    from vecdoctor.variants import evaluate_variants
+    from vecdoctor.evaluate.variants import evaluate_variants
 
     return evaluate_variants(small, "minilm", VARIANTS, store="folder,lancedb",
                              encoder_options={"max_length": MAX_LENGTH}, cache=cache)
@@ -97,7 +97,7 @@ def test_lancedb_bm25_is_its_own_scorer_and_is_reported(report) -> None:
 
 
 def test_a_variant_no_store_can_run_is_an_error(small) -> None:
-    from vecdoctor.variants import evaluate_variants
+    from vecdoctor.evaluate.variants import evaluate_variants
 
     with pytest.raises(InputError, match=r"'int8', 'binary' cannot run on store lancedb .*"
                                          r"variants that can: bm25, dense, "):
@@ -110,9 +110,9 @@ def test_a_variant_no_store_can_run_is_an_error(small) -> None:
 
 def test_tables_kept_in_a_database_and_never_overwritten(report, small, cache, encoder,
                                                           tmp_path: Path) -> None:
-    from vecdoctor.index_eval import evaluate_index
+    from vecdoctor.evaluate.saved import evaluate_index
+    from vecdoctor.evaluate.variants import evaluate_variants
     from vecdoctor.scale.lance import LanceIndex
-    from vecdoctor.variants import evaluate_variants
 
     kept = evaluate_variants(small, "minilm", ["dense"], store="lancedb", uri=tmp_path / "db",
                              encoder_options={"max_length": MAX_LENGTH}, cache=cache)
@@ -140,7 +140,7 @@ def saved(small, encoder, tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("store", ["dir", "lancedb"])
 def test_evaluate_index_reproduces_the_variants(report, small, saved, store) -> None:
     from vecdoctor.cli.retrieval import open_index
-    from vecdoctor.index_eval import evaluate_index
+    from vecdoctor.evaluate.saved import evaluate_index
 
     again = evaluate_index(open_index(saved[store]), small, MODES)
     assert [r.name for r in again.results] == list(MODES)
@@ -168,8 +168,8 @@ def test_cli_evaluate_index_writes_the_same_table(report, small, saved, tmp_path
 
 
 def test_judged_documents_missing_from_the_index_count_as_not_found(small, encoder) -> None:
+    from vecdoctor.evaluate.saved import evaluate_index
     from vecdoctor.index.store import Index
-    from vecdoctor.index_eval import evaluate_index
 
     judged = sorted({d for rels in small.qrels.values() for d in rels})
     dropped = set(judged[:4])

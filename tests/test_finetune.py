@@ -36,8 +36,8 @@ def _small(data: Dataset, queries: int, extra: int = 40) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def train(scifact_dir):
-    return load_dataset(scifact_dir, "train")
+def train(beir_dir):
+    return load_dataset(beir_dir, "train")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def small_train(train):
 
 
 @pytest.fixture(scope="module")
-def small_test(scifact_dir):
-    return _small(load_dataset(scifact_dir, "test"), 4, extra=20)
+def small_test(beir_dir):
+    return _small(load_dataset(beir_dir, "test"), 4, extra=20)
 
 
 # -- pairs ------------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ def test_finetune_resumes_from_the_last_checkpoint(tmp_path, small_train):
 @pytest.mark.slow
 def test_train_reranker_output_loads_as_vecdoctor_reranker(tmp_path, small_train, small_test):
     from vecdoctor.finetune.reranker import CARD_JSON as RERANK_CARD
-    from vecdoctor.rerank import CrossEncoderReranker
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
     out = tmp_path / "rr"
     config = RerankerConfig(batch_size=4, group_size=4, max_length=64, depth=10, max_steps=2)

@@ -8,7 +8,7 @@ import pytest
 
 from vecdoctor.config import Fusion
 from vecdoctor.errors import InputError
-from vecdoctor.search import min_max, rrf, weighted
+from vecdoctor.search.fusion import min_max, rrf, weighted
 
 
 def as_dict(fused):

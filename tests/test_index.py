@@ -136,7 +136,9 @@ def test_config_describes_the_pipeline(saved):
     assert config["encoder"]["max_length"] == rs.MAX_LENGTH
     assert config["fingerprint"] == rs.encoder().fingerprint
     assert config["model_fingerprint"] == rs.encoder().model_fingerprint
-    assert config["precision"] == "float32"
+    assert config["pipeline"]["storage"] == "float32"
+    assert config["pipeline"]["model"] == "minilm" and config["pipeline"]["transform_dir"] is None
+    assert (config["class"], config["format_version"]) == ("Index", 2)
     assert config["counts"]["documents"] == len(built)
     assert config["dims"] == {"encoder": 384, "index": 384}
     assert config["bm25"]["stemmer"] == "english"

@@ -7,13 +7,20 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from vecdoctor.checkup import decide
+from vecdoctor.checkup.run import decide
 from vecdoctor.cli import app
-from vecdoctor.compare import BACKEND_KEEP, Comparison, ModelRow, Prefer, compare_models, recommend
 from vecdoctor.data import write_corpus_jsonl
-from vecdoctor.evaluate import sample_dataset
+from vecdoctor.evaluate.compare import (
+    BACKEND_KEEP,
+    Comparison,
+    ModelRow,
+    Prefer,
+    compare_models,
+    recommend,
+)
+from vecdoctor.evaluate.metrics import sample_dataset
+from vecdoctor.evaluate.variants import VariantsReport
 from vecdoctor.index import Index
-from vecdoctor.variants import VariantsReport
 
 
 def _row(backend="torch", precision="fp32", rate=20.0, ndcg=0.60, converted=None):
@@ -39,15 +46,15 @@ def test_chosen_backend_goes_into_the_pipeline():
     comp = Comparison([_row()], Prefer.SPEED, "minilm", "why", backend="openvino", precision="int8")
     empty = VariantsReport("d", "minilm", 1, 1, False, [])
     pipeline, _ = decide(empty, "minilm", comp)
-    assert (pipeline["backend"], pipeline["model_precision"]) == ("openvino", "int8")
+    assert (pipeline.backend, pipeline.model_precision) == ("openvino", "int8")
 
 
-def test_speed_comparison_measures_fast_backends_and_indexes_with_the_pick(home, scifact_dir, tmp_path):
+def test_speed_comparison_measures_fast_backends_and_indexes_with_the_pick(home, beir_dir, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")
     from vecdoctor.data import load_dataset
 
-    small = sample_dataset(load_dataset(scifact_dir), max_queries=10, max_docs=40, seed=0)
+    small = sample_dataset(load_dataset(beir_dir), max_queries=10, max_docs=40, seed=0)
     comp = compare_models(small, ["minilm"], prefer="speed")
     measured = {(r.backend, r.precision): r for r in comp.rows}
     assert set(measured) == {("torch", "fp32"), ("openvino", "int8"), ("onnx", "int8"), ("openvino", "bf16")}

@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 
 from vecdoctor.data import Document, read_corpus_jsonl, read_qrels, read_queries
 from vecdoctor.errors import VecdoctorError
-from vecdoctor.search import rrf, weighted
+from vecdoctor.search.fusion import rrf, weighted
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -85,7 +85,7 @@ def matrices(min_rows: int = 2, max_rows: int = 30, max_dim: int = 12):
 @FAST
 @given(matrices())
 def test_int8_round_trip_error_is_within_half_a_step(tmp_path_factory, x):
-    from vecdoctor.quantize import ScalarQuantizer, load_quantizer
+    from vecdoctor.fix.quantize import ScalarQuantizer, load_quantizer
 
     q = ScalarQuantizer().fit(x)
     codes = q.encode(x)
@@ -104,7 +104,7 @@ def test_int8_round_trip_error_is_within_half_a_step(tmp_path_factory, x):
 @FAST
 @given(matrices())
 def test_binary_codes_keep_the_signs(tmp_path_factory, x):
-    from vecdoctor.quantize import BinaryQuantizer, load_quantizer
+    from vecdoctor.fix.quantize import BinaryQuantizer, load_quantizer
 
     q = BinaryQuantizer().fit(x)
     decoded = q.decode(q.encode(x))
@@ -118,7 +118,7 @@ def test_binary_codes_keep_the_signs(tmp_path_factory, x):
 @FAST
 @given(matrices(min_rows=3), st.sampled_from(["Whitening", "AllButTheTop"]))
 def test_transforms_are_finite_and_survive_save_load(tmp_path_factory, x, name):
-    from vecdoctor import transform as tr
+    from vecdoctor.fix import transform as tr
 
     t = tr.AllButTheTop(n_components=1) if name == "AllButTheTop" else tr.Whitening()
     try:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.quantize import (
+from vecdoctor.fix.quantize import (
     BinaryQuantizer,
     ProductQuantizer,
     ScalarQuantizer,
@@ -17,9 +17,9 @@ from vecdoctor.quantize import (
 
 
 @pytest.fixture(scope="module")
-def vectors(minilm, scifact_texts):
+def vectors(minilm, real_texts):
     """MiniLM vectors (unit length, 384-d) of 100 SciFact documents."""
-    return minilm.encode_documents(scifact_texts[:100])
+    return minilm.encode_documents(real_texts[:100])
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -9,14 +9,14 @@ from retrieval_support import MAX_LENGTH, subset
 from vecdoctor.encode.encoder import Encoder, same_vectors
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.index import Index
-from vecdoctor.search import Searcher
+from vecdoctor.search.searcher import Searcher
 
 pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def saved(home, tmp_path_factory):
-    from vecdoctor.transform import AllButTheTop
+    from vecdoctor.fix.transform import AllButTheTop
 
     docs, queries, _ = subset()
     enc = Encoder("minilm", max_length=MAX_LENGTH)
@@ -84,7 +84,7 @@ def test_search_command_keeps_blas_to_one_thread():
     """`vecdoctor search`/`serve` limit NumPy's BLAS threads (they compete with the model's)."""
     from threadpoolctl import threadpool_info
 
-    from vecdoctor.search import limit_blas_threads
+    from vecdoctor.search.searcher import limit_blas_threads
 
     limit_blas_threads(1)
     blas = [i for i in threadpool_info() if i["user_api"] == "blas"]

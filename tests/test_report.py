@@ -35,7 +35,7 @@ SECTIONS = (
 
 
 @pytest.fixture(scope="module")
-def report(minilm_path, scifact_corpus):
+def report(minilm_path, real_corpus):
     """A report assembled from the check functions on real texts and constructed vectors."""
     from tokenizers import Tokenizer
 
@@ -67,7 +67,7 @@ def report(minilm_path, scifact_corpus):
             lengths, raw, recall_by_length_quartile(queries, vectors, lengths, relevant)
         ),
         truncation=check_truncation(lengths, 256),
-        vocabulary=check_vocabulary([doc.content for doc in scifact_corpus[:40]], tokenizer),
+        vocabulary=check_vocabulary([doc.content for doc in real_corpus[:40]], tokenizer),
         position=check_position([rng.dirichlet(np.ones(m)) for m in (30, 200)], pooling="cls"),
         quantization=check_quantization(vectors, queries),
         fixes=evaluate_fixes(vectors, ("whitening", "abtt"), retrieval, before=iso.stats),

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import retrieval_support as rs
 
+from vecdoctor.config import RerankFusion
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.rerank import (
+from vecdoctor.rerank.rerankers import (
     CrossEncoderReranker,
     MaxSimReranker,
-    RerankFusion,
-    fuse_with_first_stage,
     load_reranker,
     maxsim,
 )
-from vecdoctor.search import Searcher
+from vecdoctor.search.fusion import fuse_with_first_stage
+from vecdoctor.search.searcher import Searcher
 
 PAIRS = [
     ("vitamin d and bone density", "Vitamin D supplements increase bone density in adults.", 1.0),
@@ -247,7 +247,7 @@ def test_reranker_returning_the_wrong_number_of_scores():
 
 def test_evaluate_reranks_and_fuses_as_the_searcher_does(cross_encoder_dir):
     from vecdoctor.data import Dataset
-    from vecdoctor.variants import evaluate_variants
+    from vecdoctor.evaluate.variants import evaluate_variants
 
     docs, queries, qrels = rs.subset()
     ds = Dataset(corpus=docs, queries=queries, qrels=qrels, name="scifact-subset", split="test")

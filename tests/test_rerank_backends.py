@@ -10,14 +10,14 @@ import pytest
 from test_rerank import PAIRS, cross_encoder_dir  # noqa: F401 - the fixture is used by name
 
 from vecdoctor.data import Document
-from vecdoctor.encode.converted import EXPORT_FILE
+from vecdoctor.encode.convert.cache import EXPORT_FILE
 from vecdoctor.errors import InputError, MissingExtraError
-from vecdoctor.rerank import CrossEncoderReranker
-from vecdoctor.rerank_backends import (
+from vecdoctor.rerank.backends import (
     export_cross_encoder,
     max_length_of,
     reranker_variant_dir,
 )
+from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
 QUERY = "vitamin d and bone density"
 DOCS = [Document(str(i), d) for i, (_, d, _) in enumerate(PAIRS)] + [

@@ -24,8 +24,8 @@ MAX_LENGTH = 64  # the tests compare vectors, not quality: short inputs keep the
 
 
 @pytest.fixture(scope="module")
-def docs(scifact_corpus: list) -> list:
-    return scifact_corpus[:N_DOCS]
+def docs(real_corpus: list) -> list:
+    return real_corpus[:N_DOCS]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
 
 
 def test_pipeline_fingerprint_covers_the_transform(encoder, reference: dict) -> None:
+    from vecdoctor.fix.transform import Whitening
     from vecdoctor.scale._rows import pipeline_fingerprint
-    from vecdoctor.transform import Whitening
 
     vectors = np.stack(list(reference.values()))
     a = Whitening(n_components=32).fit(vectors, fingerprint=encoder.fingerprint)
@@ -129,10 +129,10 @@ def lance_index(tmp_path_factory: pytest.TempPathFactory, docs: list, encoder):
 
 
 @pytest.fixture(scope="module")
-def queries(scifact_dir: Path) -> list[str]:
+def queries(beir_dir: Path) -> list[str]:
     from vecdoctor.data import read_queries
 
-    return list(read_queries(scifact_dir / "queries.jsonl.gz").values())[:20]
+    return list(read_queries(next(beir_dir.glob("queries.jsonl*"))).values())[:20]
 
 
 def test_lance_round_trip(lance_index, docs: list, reference: dict, encoder) -> None:
@@ -155,7 +155,7 @@ def test_lance_round_trip(lance_index, docs: list, reference: dict, encoder) -> 
 def test_lance_and_index_agree_on_exact_dense_top10(lance_index, docs: list, encoder,
                                                       queries: list[str]) -> None:
     from vecdoctor.index.store import Index
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     folder = Searcher(Index.build(docs, encoder), cache_size=0)
     lance = Searcher(lance_index, encoder=encoder, cache_size=0)
@@ -171,7 +171,7 @@ def test_lance_and_index_agree_on_exact_dense_top10(lance_index, docs: list, enc
 
 
 def test_lance_bm25_and_hybrid_through_searcher(lance_index, docs: list, encoder) -> None:
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     searcher = Searcher(lance_index, encoder=encoder, cache_size=0)
     target = docs[7]
@@ -203,8 +203,8 @@ def test_lance_add_and_delete(tmp_path: Path, docs: list, encoder) -> None:
 
 def test_lance_keeps_the_transform(tmp_path: Path, docs: list, encoder, reference: dict) -> None:
     pytest.importorskip("lancedb")
+    from vecdoctor.fix.transform import Whitening
     from vecdoctor.scale.lance import LanceIndex
-    from vecdoctor.transform import Whitening
 
     vectors = np.stack([reference[d.id] for d in docs])
     whitening = Whitening(n_components=64).fit(vectors, fingerprint=encoder.fingerprint)
@@ -222,7 +222,7 @@ def test_lance_keeps_the_transform(tmp_path: Path, docs: list, encoder, referenc
 def test_lance_ivf_pq_search(tmp_path: Path, docs: list, encoder, queries: list[str]) -> None:
     pytest.importorskip("lancedb")
     from vecdoctor.scale.lance import LanceIndex
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     index = LanceIndex.build(docs, tmp_path / "db", encoder)
     exact = [[h.id for h in Searcher(index, cache_size=0).search(q, k=10, mode="dense")]
@@ -338,7 +338,7 @@ def test_ray_fits_whitening_on_a_sample_and_writes_lancedb(
 ) -> None:
     from vecdoctor.scale.lance import LanceIndex
     from vecdoctor.scale.ray_encode import fit_transform
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     whitening = fit_transform(corpus_file, encoder, "whitening", sample=120, seed=1,
                               n_components=32)
@@ -407,7 +407,7 @@ def test_cli_encode_engine_ray(ray_cluster, corpus_file: Path, tmp_path: Path) -
     assert meta["encoder"]["max_length"] == 32
 
 
-def test_cli_index_store_lancedb_then_search_like_a_folder(tmp_path, scifact_corpus):
+def test_cli_index_store_lancedb_then_search_like_a_folder(tmp_path, real_corpus):
     pytest.importorskip("lancedb")
     import json as _json
 
@@ -417,20 +417,20 @@ def test_cli_index_store_lancedb_then_search_like_a_folder(tmp_path, scifact_cor
     from vecdoctor.data import write_corpus_jsonl
 
     corpus = tmp_path / "corpus.jsonl"
-    write_corpus_jsonl(scifact_corpus[:40], corpus)
+    write_corpus_jsonl(real_corpus[:40], corpus)
     runner = CliRunner()
     lance = runner.invoke(app, ["index", str(corpus), "-o", str(tmp_path / "db"), "--store", "lancedb",
                                 "--max-length", "128"])
     assert lance.exit_code == 0, lance.output
     folder = runner.invoke(app, ["index", str(corpus), "-o", str(tmp_path / "idx"), "--max-length", "128"])
     assert folder.exit_code == 0, folder.output
-    query = scifact_corpus[7].title
+    query = real_corpus[7].title
     hits = {}
     for name in ("db", "idx"):
         res = runner.invoke(app, ["search", str(tmp_path / name), query, "--mode", "dense", "-k", "5"])
         assert res.exit_code == 0, res.output
         hits[name] = [h["id"] for h in _json.loads(res.stdout)["hits"]]
-    assert hits["db"] == hits["idx"] and hits["db"][0] == scifact_corpus[7].id
+    assert hits["db"] == hits["idx"] and hits["db"][0] == real_corpus[7].id
     bad = runner.invoke(app, ["index", str(corpus), "-o", str(tmp_path / "db2"), "--store", "lancedb",
                               "--precision", "int8"])
     assert bad.exit_code == 1 and "drop --precision" in bad.output

@@ -22,8 +22,8 @@ def base_url(tmp_path_factory):
     import retrieval_support as rs
     import uvicorn
 
-    from vecdoctor.search import Searcher
-    from vecdoctor.server import ServerLimits, create_app
+    from vecdoctor.search.searcher import Searcher
+    from vecdoctor.serve.app import ServerLimits, create_app
 
     index = rs.saved_index_dir(str(tmp_path_factory.mktemp("schema")))
     limits = ServerLimits(max_k=50, max_batch=8, max_input_chars=2000, max_query_chars=2000)

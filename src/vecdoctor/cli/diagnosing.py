@@ -162,7 +162,7 @@ def fit_command(
 
     from vecdoctor.data import load_corpus
     from vecdoctor.diagnose.isotropy import space_stats
-    from vecdoctor.transform import AllButTheTop, Whitening
+    from vecdoctor.fix.transform import AllButTheTop, Whitening
 
     docs = load_corpus(corpus)
     if len(docs) < 2:

@@ -78,7 +78,7 @@ def encode(
     )
     fitted = None
     if transform is not None:
-        from vecdoctor.transform import load_transform
+        from vecdoctor.fix.transform import load_transform
 
         fitted = load_transform(transform)
     start = time.perf_counter()
@@ -136,10 +136,11 @@ def _write_vectors(path: Path, ids: list[str], vectors: Any, fingerprint: str) -
 @command("models")
 def models(plain: bool = typer.Option(False, "--plain", help="A table for people instead of JSON")) -> None:
     """List registered models (dimension, backend, installed, how to install) and converted variants."""
-    from vecdoctor.models import converted_variants, list_models
+    from vecdoctor.encode.convert.cache import list_converted
+    from vecdoctor.models import list_models
 
     rows = list_models()
-    variants = converted_variants()
+    variants = list_converted()
     if not plain:
         emit(rows + variants)
         return

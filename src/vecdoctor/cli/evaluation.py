@@ -17,7 +17,7 @@ from vecdoctor.cli._app import (
 )
 
 if TYPE_CHECKING:
-    from vecdoctor.measure import VariantsReport
+    from vecdoctor.evaluate.runs import VariantsReport
 
 
 class _Steps:
@@ -45,7 +45,7 @@ class _Steps:
 
 
 def _dataset(data: Path, split: str, sample: str | None) -> Any:
-    from vecdoctor.checkup import prepare_dataset
+    from vecdoctor.checkup.run import prepare_dataset
     from vecdoctor.data import Dataset, sample_corpus
     from vecdoctor.errors import InputError
 
@@ -98,7 +98,7 @@ def evaluate(
                                   "--rerank": rerank, "--rerank-fusion": rerank_fusion, "--sample": sample})
     else:
         from vecdoctor.errors import InputError
-        from vecdoctor.variants import (
+        from vecdoctor.evaluate.variants import (
             DEFAULT_VARIANTS,
             evaluate_variants,
             parse_stores,
@@ -139,8 +139,8 @@ def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | 
     from vecdoctor.cli.retrieval import check_model, open_index
     from vecdoctor.data import load_dataset
     from vecdoctor.errors import InputError
-    from vecdoctor.index_eval import evaluate_index
-    from vecdoctor.variants import parse_modes
+    from vecdoctor.evaluate.saved import evaluate_index
+    from vecdoctor.evaluate.variants import parse_modes
 
     given = [name for name, value in ignored.items() if value is not None]
     if given:
@@ -158,8 +158,8 @@ def _write_results(report: VariantsReport, out: dict[str, Any], output: Path) ->
     """results.json and runs/<row>.trec, written atomically."""
     import json
 
+    from vecdoctor.evaluate.runs import write_runs
     from vecdoctor.io import atomic_dir
-    from vecdoctor.measure import write_runs
 
     with atomic_dir(output) as tmp:
         (tmp / "runs").mkdir()
@@ -191,8 +191,8 @@ def compare_models_cmd(
     plain: bool = typer.Option(False, "--plain"),
 ) -> None:
     """Compare models on your data and recommend one by your priority."""
-    from vecdoctor.checkup import installed_models
-    from vecdoctor.compare import Prefer, compare_models
+    from vecdoctor.checkup.run import installed_models
+    from vecdoctor.evaluate.compare import Prefer, compare_models
 
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else installed_models()
@@ -223,8 +223,8 @@ def checkup_cmd(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """The main job: compare models, diagnose, evaluate fixes, recommend a pipeline, write a report."""
-    from vecdoctor.checkup import checkup, write_checkup
-    from vecdoctor.compare import Prefer
+    from vecdoctor.checkup.run import checkup, write_checkup
+    from vecdoctor.evaluate.compare import Prefer
 
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
@@ -238,7 +238,7 @@ def checkup_cmd(
         {
             "report": str(output / "report.html"),
             "pipeline": str(output / "pipeline.json"),
-            "recommended": result.pipeline,
+            "recommended": result.pipeline.to_dict(),
             "decisions": [d.to_dict() for d in result.decisions],
             "seconds": result.meta["seconds"],
         }

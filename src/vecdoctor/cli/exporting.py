@@ -24,7 +24,7 @@ def export(
     force: bool = typer.Option(False, "--force", help="Replace an existing export"),
 ) -> None:
     """Convert a model for fast CPU encoding; checked against PyTorch before it is saved."""
-    from vecdoctor.encode.convert import export_model
+    from vecdoctor.encode.convert.export import export_model
 
     texts = None
     if calibration is not None:

@@ -74,7 +74,8 @@ def index_command(
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
     from vecdoctor.data import load_corpus
     from vecdoctor.errors import InputError
-    from vecdoctor.index.store import Index, encoder_spec, read_pipeline
+    from vecdoctor.index.store import Index
+    from vecdoctor.pipeline import Pipeline
 
     if store not in {"dir", "lancedb"}:
         raise InputError(f"--store must be dir or lancedb, got {store!r}")
@@ -104,24 +105,26 @@ def index_command(
 
         if backend not in BACKENDS:
             raise InputError(f"unknown --backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-    settings = read_pipeline(pipeline) if pipeline is not None else {}
-    encoder = encoder_spec(settings)
-    given = {"model": model, "pooling": pooling, "window": window, "max_length": max_length,
-             "backend": backend, "precision": model_precision}
-    encoder.update({k: v for k, v in given.items() if v is not None})
-    encoder.setdefault("model", "minilm")
+    import dataclasses
+
+    chosen = Pipeline.load(pipeline) if pipeline is not None else Pipeline(model=model or "minilm")
+    chosen = chosen.replace(model=model, pooling=pooling, max_length=max_length, backend=backend,
+                            model_precision=model_precision, storage=precision, ann=ann,
+                            transform_dir=transform)
+    if window is not None:  # "off" turns the pipeline's windows off
+        chosen = dataclasses.replace(chosen, window=Window.parse(window))
     start = time.perf_counter()
     docs = load_corpus(corpus)
     if store == "lancedb":
         from vecdoctor.encode.encoder import Encoder
         from vecdoctor.scale.lance import LanceIndex
 
-        keys = {"model", "pooling", "window", "max_length", "backend", "precision"}
-        calibration = [d.content for d in docs] if str(encoder.get("precision")) == "int8" else None
-        enc = Encoder(**{k: v for k, v in encoder.items() if k in keys},
-                      cache=cache, batch_size=batch_size, calibration_texts=calibration)
+        int8 = str(chosen.model_precision) == "int8"
+        calibration = [d.content for d in docs] if int8 else None
+        enc = Encoder(**chosen.encoder_config(), cache=cache, batch_size=batch_size,
+                      calibration_texts=calibration)
         lance = LanceIndex.build(
-            docs, str(output), enc, transform=transform or settings.get("transform"), table=table,
+            docs, str(output), enc, transform=chosen.transform_dir, table=table,
             overwrite=True, show_progress=progress_enabled(),
         )
         emit({"index": str(output), "store": "lancedb", "table": table, "documents": len(lance),
@@ -130,13 +133,7 @@ def index_command(
         return
     index = Index.from_pipeline(
         docs,
-        {
-            **settings,
-            "encoder": encoder,
-            **({"transform": str(transform)} if transform is not None else {}),
-            **({"precision": precision} if precision is not None else {}),
-            **({"ann": ann} if ann is not None else {}),
-        },
+        chosen,
         encoder_options={"cache": cache, "batch_size": batch_size},
         show_progress=progress_enabled(),
     )
@@ -210,7 +207,7 @@ def search_command(
     ),
 ) -> None:
     """Search an index (JSON by default)."""
-    from vecdoctor.search import Searcher, limit_blas_threads
+    from vecdoctor.search.searcher import Searcher, limit_blas_threads
 
     limit_blas_threads()  # one query at a time: BLAS threads would only compete with the model
     idx = open_index(index)
@@ -265,7 +262,7 @@ def serve_command(
 ) -> None:
     """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /docs."""
     from vecdoctor.errors import InputError, require
-    from vecdoctor.server import ServerLimits, serve
+    from vecdoctor.serve.app import ServerLimits, serve
 
     require("fastapi", "server")
     require("uvicorn", "server")
@@ -276,7 +273,7 @@ def serve_command(
             raise InputError(
                 f"--reranker {item!r}: expected NAME=FOLDER, e.g. ce=./my-cross-encoder"
             )
-        from vecdoctor.rerank import CrossEncoderReranker
+        from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
         named[name] = CrossEncoderReranker(
             folder, backend=rerank_backend, precision=rerank_precision
@@ -290,7 +287,7 @@ def serve_command(
     )
     if api_key is not None and not api_key.strip():
         raise InputError("--api-key / VECDOCTOR_API_KEY is empty; set a key or unset it")
-    from vecdoctor.search import Searcher, limit_blas_threads
+    from vecdoctor.search.searcher import Searcher, limit_blas_threads
 
     limit_blas_threads()  # each request runs one search: BLAS threads would compete with the model
     searcher = Searcher(

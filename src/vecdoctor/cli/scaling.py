@@ -115,7 +115,7 @@ def lance_search(
 ) -> None:
     """Search a LanceDB table with the same Searcher (BM25/full-text, dense, hybrid, rerank)."""
     from vecdoctor.scale.lance import LanceIndex
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     index = LanceIndex.load(uri, table, nprobes=nprobes, refine_factor=refine_factor, exact=exact)
     searcher = Searcher(index, fusion=fusion, cache_size=0, rerank_fusion=rerank_fusion)

@@ -1,6 +1,13 @@
 """Diagnostics of an embedding space on the user's corpus: one module per check."""
 
-from vecdoctor.diagnose._common import Threshold, Verdict
-from vecdoctor.diagnose.run import DiagnosisReport, diagnose
+from vecdoctor._lazy import lazy_exports
 
-__all__ = ["DiagnosisReport", "Threshold", "Verdict", "diagnose"]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "Threshold": "vecdoctor.diagnose._common",
+        "Verdict": "vecdoctor.diagnose._common",
+        "DiagnosisReport": "vecdoctor.diagnose.run",
+        "diagnose": "vecdoctor.diagnose.run",
+    },
+)

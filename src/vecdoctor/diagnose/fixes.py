@@ -17,7 +17,7 @@ RECALL_MARGIN = 0.005
 
 
 def _registry() -> dict[str, Callable[[], Any]]:
-    from vecdoctor.transform import AllButTheTop, Whitening
+    from vecdoctor.fix.transform import AllButTheTop, Whitening
 
     return {"whitening": Whitening, "abtt": AllButTheTop}
 

@@ -92,7 +92,7 @@ def check_quantization(
 
     Without ``query_vectors``, ``n_queries`` documents serve as queries (each excluding itself).
     """
-    from vecdoctor.quantize import (
+    from vecdoctor.fix.quantize import (
         BinaryQuantizer,
         ProductQuantizer,
         ScalarQuantizer,

@@ -19,14 +19,14 @@ def metrics(
     run: Run, qrels: Qrels, names: Sequence[str] = ("ndcg@10", "recall@100")
 ) -> dict[str, float]:
     """Mean of each metric over the judged queries (unanswered queries count 0), 4 decimals."""
-    from vecdoctor.evaluate import evaluate_run
+    from vecdoctor.evaluate.metrics import evaluate_run
 
     scores = evaluate_run(qrels, {q: dict(hits) for q, hits in run.items()}, list(names))
     return {n: round(v, 4) for n, v in scores.metrics.items()}
 
 
 def rrf(runs: Sequence[list[tuple[str, float]]], k: int = 60) -> list[tuple[str, float]]:
-    from vecdoctor.search import rrf as fuse
+    from vecdoctor.search.fusion import rrf as fuse
 
     return [(str(d), s) for d, s in fuse(runs, k=k)]
 

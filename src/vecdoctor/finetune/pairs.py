@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vecdoctor.data import Dataset, Document, _jsonl
 from vecdoctor.errors import InputError
-from vecdoctor.evaluate import split_sentences
+from vecdoctor.evaluate.metrics import split_sentences
 
 logger = logging.getLogger(__name__)
 

@@ -149,7 +149,7 @@ def evaluate_reranker(
     """``ndcg@10`` of the hybrid first stage, of the same list with its top ``depth`` reranked,
     and of the reranked top fused with the first stage's (RRF, as ``--rerank-fusion rrf``)."""
     from vecdoctor.finetune._retrieval import metrics, rerank_run
-    from vecdoctor.rerank import fuse_with_first_stage
+    from vecdoctor.search.fusion import fuse_with_first_stage
 
     first = stage.hybrid(data.queries, 100)
     docs = {d.id: d for d in data.corpus}
@@ -186,7 +186,7 @@ def train_reranker(
     first stage on that split, alone and fused with the first stage's order (RRF), and the
     numbers go into the card (README.md and ``vecdoctor_reranker.json``, whose ``helps`` says
     whether reranking beat the first stage and ``best_fusion`` which way did better).
-    The folder loads with :class:`vecdoctor.rerank.CrossEncoderReranker` (``--rerank DIR``).
+    The folder loads with :class:`vecdoctor.rerank.rerankers.CrossEncoderReranker` (``--rerank DIR``).
     """
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.finetune._retrieval import FirstStage
@@ -249,7 +249,7 @@ def train_reranker(
         _training.record_max_length(tmp, config.max_length)
         report = None
         if evaluation is not None:
-            from vecdoctor.rerank import CrossEncoderReranker
+            from vecdoctor.rerank.rerankers import CrossEncoderReranker
 
             same = [d.id for d in evaluation.corpus] == stage.ids
             eval_stage = (

@@ -1,5 +1,5 @@
-"""Index directory: documents, BM25 (bm25s) and dense vectors (exact, int8, binary, faiss)."""
+"""Storage: the index folder (documents, BM25, dense vectors, ANN) and its parts."""
 
-from vecdoctor.index.store import Index
+from vecdoctor._lazy import lazy_exports
 
-__all__ = ["Index"]
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {"Index": "vecdoctor.index.store"})

@@ -2,7 +2,7 @@
 
 Layout of an index folder::
 
-    config.json     pipeline (encoder config, transform, precision), counts, dims, versions
+    config.json     header, the Pipeline, the resolved encoder, counts, dims, versions
     docs.jsonl      one {"id", "title", "text"} object a line, in row order
     vectors.npy     float32 (n, d) after encoder + transform (memory-mapped on load)
     codes.npy       int8 (n, d) or packed sign bits (n, ceil(d/8)) for int8/binary precision
@@ -25,22 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import Precision
+from vecdoctor.config import ModelPrecision, Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.index.bm25 import BM25Config, BM25Index
 from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
-from vecdoctor.index.pipeline import encoder_spec, read_pipeline
-from vecdoctor.index.pipeline import search_defaults as parse_search_defaults
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
 from vecdoctor.io import atomic_dir, read_json, safe_child, write_json
+from vecdoctor.pipeline import Pipeline, header, read_header
 
-__all__ = ["Index", "encoder_spec", "read_pipeline"]
+__all__ = ["Index"]
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: header, ``pipeline`` (:class:`Pipeline`); 1 (vecdoctor 0.1.0): flat pipeline keys."""
 DOCS = "docs.jsonl"
 TRANSFORM = "transform"
 BM25_DIR = "bm25"
@@ -73,7 +73,7 @@ class Index:
         encoder: Any = None,
         path: Path | None = None,
         oversample: float = DEFAULT_OVERSAMPLE,
-        search_defaults: dict[str, Any] | None = None,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.docs = docs
         self.bm25 = bm25
@@ -84,7 +84,7 @@ class Index:
         self._encoder_lock = threading.Lock()
         self.path = path
         self.oversample = float(oversample)
-        self.search_defaults = parse_search_defaults(search_defaults or {})
+        self.pipeline = pipeline if pipeline is not None else _pipeline_of(self)
         self._rows = {d.id: i for i, d in enumerate(docs)}
 
     # -- building ---------------------------------------------------------------------------
@@ -121,7 +121,7 @@ class Index:
             raise InputError(f"oversample must be >= 1, got {oversample!r}")
         enc = _make_encoder(encoder)
         if transform is not None and isinstance(transform, (str, Path)):
-            from vecdoctor.transform import load_transform
+            from vecdoctor.fix.transform import load_transform
 
             transform = load_transform(transform, fingerprint=enc.fingerprint, dim=enc.dimension)
         texts = [d.content for d in docs]
@@ -131,48 +131,67 @@ class Index:
         index = cls(docs, lexical, placeholder, encoder_config, transform, enc, None, oversample)
         vecs = index._embed(texts, role="documents", show_progress=show_progress)
         index.vectors = VectorStore.build(vecs, precision, ann)
+        index.pipeline = _pipeline_of(index)
         logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
         return index
+
+    @classmethod
+    def from_vectors(
+        cls,
+        corpus: Iterable[Document],
+        vectors: np.ndarray,
+        encoder: Any,
+        precision: Precision | str = Precision.FLOAT32,
+    ) -> Index:
+        """An index over documents ``encoder`` has already encoded (``encode_documents``, in
+        corpus order): what :meth:`build` would make, without encoding them again."""
+        docs = as_documents(corpus)
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vecs.ndim != 2 or len(vecs) != len(docs) or vecs.shape[1] != int(encoder.dimension):
+            raise InputError(
+                f"got vectors of shape {vecs.shape} for {len(docs)} documents of a "
+                f"{encoder.dimension}-d encoder; pass encode_documents() of these documents"
+            )
+        lexical = BM25Index().build([d.content for d in docs])
+        encoder_config = {**encoder.config(), "fingerprint": encoder.fingerprint}
+        store = VectorStore.build(vecs, precision)
+        return cls(docs, lexical, store, encoder_config, None, encoder)
 
     @classmethod
     def from_pipeline(
         cls,
         corpus: Iterable[Document],
-        pipeline: dict[str, Any] | str | Path,
+        pipeline: Pipeline | dict[str, Any] | str | Path,
         encoder_options: dict[str, Any] | None = None,
         show_progress: bool = False,
+        bm25: BM25Config | None = None,
     ) -> Index:
-        """Build from a pipeline description (a dict or a pipeline.json path).
-
-        Keys: ``encoder`` (``Encoder.config()``) or flat ``model``/``backend``/``pooling``/
-        ``window``/``max_length``/``model_precision``; ``transform`` (folder), ``precision``, ``ann``, ``bm25``,
-        ``oversample``; ``mode``/``fusion``/``rrf_k`` become the index's search defaults;
-        other keys are ignored. ``encoder_options`` (``cache``,
-        ``batch_size``) do not change the vectors and are not saved.
+        """Build from a :class:`~vecdoctor.pipeline.Pipeline` (or a pipeline.json path, or the
+        dict of one). Its search settings become the index's defaults. ``encoder_options``
+        (``cache``, ``batch_size``) do not change the vectors and are not saved.
         """
         from vecdoctor.encode.encoder import Encoder
 
-        spec = read_pipeline(pipeline) if isinstance(pipeline, (str, Path)) else dict(pipeline)
-        enc_spec = encoder_spec(spec)
-        if not enc_spec.get("model"):
-            raise InputError('the pipeline names no model; add "encoder": {"model": ...}')
+        if isinstance(pipeline, (str, Path)):
+            pipeline = Pipeline.load(pipeline)
+        elif not isinstance(pipeline, Pipeline):
+            pipeline = Pipeline.from_dict(pipeline)
         options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
-        if str(enc_spec.get("precision")) == "int8" and "calibration_texts" not in options:
+        if pipeline.model_precision is ModelPrecision.INT8 and "calibration_texts" not in options:
             corpus = list(corpus)  # an int8 model is calibrated on this corpus
             options["calibration_texts"] = [d.content for d in corpus]
-        encoder = Encoder.from_config(enc_spec, **options)
-        bm25 = spec.get("bm25")
+        encoder = Encoder.from_config(pipeline.encoder_config(), **options)
         index = cls.build(
             corpus,
             encoder,
-            transform=spec.get("transform"),
-            precision=spec.get("precision") or Precision.FLOAT32,
-            ann=spec.get("ann"),
-            bm25=BM25Config(**bm25) if isinstance(bm25, dict) else None,
-            oversample=float(spec.get("oversample") or DEFAULT_OVERSAMPLE),
+            transform=pipeline.transform_dir,
+            precision=pipeline.storage,
+            ann=pipeline.ann,
+            bm25=bm25,
+            oversample=pipeline.oversample,
             show_progress=show_progress,
         )
-        index.search_defaults = parse_search_defaults(spec)
+        index.pipeline = _pipeline_of(index, pipeline)
         return index
 
     # -- the pipeline ----------------------------------------------------------------------
@@ -192,6 +211,11 @@ class Index:
         enc = Encoder.from_config(self.encoder_config, **overrides)
         self.check_encoder(enc)
         return enc
+
+    @property
+    def search_defaults(self) -> dict[str, Any]:
+        """The searcher's default mode, fusion, rrf_k and reranker fusion (from the pipeline)."""
+        return self.pipeline.search_settings()
 
     @property
     def fingerprint(self) -> str:
@@ -313,26 +337,19 @@ class Index:
 
     # -- persistence ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        """What config.json holds: the full pipeline, counts, dims and versions."""
-        transform = None
-        if self.transform is not None:
-            transform = {
-                "class": type(self.transform).__name__,
-                "folder": TRANSFORM,
-                "output_dim": int(self.transform.output_dim),
-            }
+        """What config.json holds: header, the pipeline, the encoder, counts, dims, versions."""
+        self.pipeline = _pipeline_of(self, self.pipeline)
+        pipeline = self.pipeline.to_dict()
+        pipeline["transform_dir"] = TRANSFORM if self.transform is not None else None
+        for key in ("class", "format_version", "vecdoctor_version"):
+            pipeline.pop(key)
         return {
-            "class": "Index",
-            "format_version": FORMAT_VERSION,
+            **header("Index", FORMAT_VERSION),
+            "pipeline": pipeline,
             "encoder": self.encoder_config,
             "model_id": self.model_id,
             "model_fingerprint": self.encoder_config.get("model_fingerprint"),
             "fingerprint": self.encoder_config.get("fingerprint"),
-            "transform": transform,
-            "precision": str(self.precision),
-            "oversample": self.oversample,
-            "search": self.search_defaults,
-            "ann": self.vectors.ann_config.to_dict() if self.vectors.ann_config else None,
             "bm25": asdict(self.bm25.config),
             "counts": {
                 "documents": len(self.docs),
@@ -387,17 +404,11 @@ class Index:
     def _load(cls, folder: Path, mmap: bool) -> Index:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such index folder; build one with `vecdoctor index`")
+        source = folder / "config.json"
         meta = read_json(safe_child(folder, "config.json"))
         if not isinstance(meta, dict) or meta.get("class") != "Index":
-            raise InputError(f"{folder / 'config.json'}: not a vecdoctor index config")
-        version = meta.get("format_version", 0)
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise InputError(f"{folder / 'config.json'}: format_version {version!r} is not a number")
-        if version > FORMAT_VERSION:
-            raise IncompatibleError(
-                f"{folder}: index format {meta['format_version']} is newer than this vecdoctor "
-                f"supports ({FORMAT_VERSION}); upgrade vecdoctor"
-            )
+            raise InputError(f"{source}: not a vecdoctor index config")
+        version = read_header(meta, "Index", FORMAT_VERSION, source)
         try:
             n = int(meta["counts"]["documents"])
             dim = int(meta["dims"]["index"])
@@ -407,18 +418,18 @@ class Index:
             ):
                 raise TypeError("'encoder' must be an object naming a model")
             encoder_config = dict(encoder_config)
-            oversample = float(meta.get("oversample", DEFAULT_OVERSAMPLE))
-            if not oversample >= 1 or oversample == float("inf"):
-                raise ValueError(f"oversample {oversample!r} must be a finite number >= 1")
             if n < 1 or dim < 1:
                 raise ValueError(f"counts.documents={n} and dims.index={dim} must be >= 1")
-            precision = Precision.parse(meta["precision"])
-            ann = AnnConfig.parse(meta.get("ann"))
             bm25_config = BM25Config(**meta["bm25"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(
-                f"{folder / 'config.json'}: missing or bad entry ({exc}); rebuild the index"
-            ) from None
+            raise InputError(f"{source}: missing or bad entry ({exc}); rebuild the index") from None
+        spec = meta["pipeline"] if version >= 2 else _v1_pipeline(meta)
+        if version >= 2 and isinstance(spec, dict):
+            spec = {**header("Pipeline", 2), **spec}
+        pipeline = Pipeline.from_dict(spec, folder, source)
+        if pipeline.transform_dir is not None and pipeline.transform_dir != folder / TRANSFORM:
+            raise InputError(f"{source}: the transform of an index lives in {TRANSFORM}/")
+        precision, ann, oversample = pipeline.storage, pipeline.ann, pipeline.oversample
         docs = read_docs(safe_child(folder, DOCS), n)
         bm25 = BM25Index.load(safe_child(folder, BM25_DIR), mmap=False)
         if bm25.config != bm25_config or bm25.num_docs != n:
@@ -428,8 +439,8 @@ class Index:
             )
         vectors = VectorStore.load(folder, n, dim, precision, ann, mmap=mmap)
         transform = None
-        if meta.get("transform"):
-            from vecdoctor.transform import load_transform
+        if pipeline.transform_dir is not None:
+            from vecdoctor.fix.transform import load_transform
 
             transform = load_transform(
                 safe_child(folder, TRANSFORM), fingerprint=encoder_config.get("fingerprint")
@@ -443,7 +454,7 @@ class Index:
             None,
             folder,
             oversample,
-            meta.get("search") or {},
+            pipeline,
         )
 
     def __repr__(self) -> str:
@@ -458,3 +469,37 @@ def _same_vectors(config: dict[str, Any], encoder: Any) -> bool:
 
     theirs = encoder.config() if hasattr(encoder, "config") else None
     return isinstance(theirs, dict) and same_vectors(config, theirs)
+
+
+def _v1_pipeline(meta: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline part of a vecdoctor 0.1.0 index config (format 1)."""
+    keys = ("encoder", "transform", "precision", "ann", "oversample", "search")
+    return {k: meta[k] for k in keys if meta.get(k) is not None}
+
+
+def _pipeline_of(index: Index, chosen: Pipeline | None = None) -> Pipeline:
+    """The index's pipeline: its encoder, transform and stored vectors, with the search
+    settings, reranker and evidence of ``chosen`` (a default pipeline when ``None``)."""
+    import dataclasses
+
+    from vecdoctor.config import TransformKind
+
+    enc = index.encoder_config
+    kinds = {"Whitening": TransformKind.WHITENING, "AllButTheTop": TransformKind.ABTT}
+    transform = kinds.get(type(index.transform).__name__) if index.transform is not None else None
+    base = chosen if chosen is not None else Pipeline(model=str(enc.get("model") or "?"))
+    source = getattr(index.transform, "source_", None)
+    return dataclasses.replace(
+        base,
+        model=str(enc.get("model") or base.model),
+        backend=enc.get("backend"),
+        model_precision=enc.get("precision"),
+        pooling=enc.get("pooling"),
+        max_length=enc.get("max_length"),
+        window=enc.get("window"),
+        transform=transform,
+        transform_dir=Path(source) if transform is not None and source else None,
+        storage=index.vectors.precision,
+        ann=index.vectors.ann_config,
+        oversample=index.oversample,
+    )

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+import vecdoctor.index.dense as dense
 from vecdoctor.config import Precision
 from vecdoctor.errors import InputError
-from vecdoctor.index import dense
 from vecdoctor.index.ann import AnnConfig, ann_search, build_ann, load_ann, save_ann
 from vecdoctor.io import load_npy, safe_child, save_npy
 
@@ -28,7 +28,7 @@ DEFAULT_OVERSAMPLE = 4.0
 
 
 def _fit_quantizer(precision: Precision, vectors: np.ndarray) -> Any:
-    from vecdoctor.quantize import BinaryQuantizer, ScalarQuantizer
+    from vecdoctor.fix.quantize import BinaryQuantizer, ScalarQuantizer
 
     if precision is Precision.INT8:
         return ScalarQuantizer().fit(vectors)
@@ -165,7 +165,7 @@ class VectorStore:
         _check_shape(folder / VECTORS, vectors, (n_rows, dim), np.float32)
         codes = quantizer = None
         if precision is not Precision.FLOAT32:
-            from vecdoctor.quantize import load_quantizer
+            from vecdoctor.fix.quantize import load_quantizer
 
             quantizer = load_quantizer(safe_child(folder, QUANTIZER), dim=dim)
             codes = load_npy(safe_child(folder, CODES), mmap=mmap)

@@ -1,5 +1,13 @@
 """Reports: a generic HTML renderer (sections, tables, PNG figures) and the diagnosis report."""
 
-from vecdoctor.report.html import Figure, Section, Table, render_html
+from vecdoctor._lazy import lazy_exports
 
-__all__ = ["Figure", "Section", "Table", "render_html"]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "Figure": "vecdoctor.report.html",
+        "Section": "vecdoctor.report.html",
+        "Table": "vecdoctor.report.html",
+        "render_html": "vecdoctor.report.html",
+    },
+)

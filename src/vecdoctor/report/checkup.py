@@ -11,13 +11,13 @@ from vecdoctor.report.html import Figure, Section, Table, render_html
 def recommendation_section(result: Any) -> Section:
     p = result.pipeline
     parts = [
-        f"model {p['model']}" + (f" on {p['backend']} {p['model_precision']}" if p.get("backend") else ""),
-        f"{p['mode']} retrieval" + (f" ({p['fusion']}, k={p['rrf_k']})" if p["mode"] == "hybrid" else ""),
-        f"{p['pooling'] or 'default'} pooling",
-        f"windows {p['window']}" if p["window"] else "no windows",
-        f"transform {p['transform']}" if p["transform"] else "no transform",
-        f"{p['precision']} storage",
-        f"rerank {p['rerank']}" if p["rerank"] else "no reranking",
+        f"model {p.model}" + (f" on {p.backend} {p.model_precision}" if p.backend else ""),
+        f"{p.mode} retrieval" + (f" ({p.fusion}, k={p.rrf_k})" if str(p.mode) == "hybrid" else ""),
+        f"{p.pooling or 'default'} pooling",
+        f"windows {p.window}" if p.window else "no windows",
+        f"transform {p.transform}" if p.transform else "no transform",
+        f"{p.storage} storage",
+        f"rerank {p.rerank}" if p.rerank else "no reranking",
     ]
     note = (
         "Numbers come from self-supervised queries (a sentence removed from its document), not from "
@@ -94,5 +94,5 @@ def render_checkup(result: Any) -> str:
         f"vecdoctor checkup: {result.meta.get('dataset')}",
         sections,
         meta=meta,
-        subtitle=f"recommended model {result.pipeline['model']}",
+        subtitle=f"recommended model {result.pipeline.model}",
     )

@@ -4,7 +4,7 @@ One table holds a row per document (``id``, ``title``, ``text``, ``vector``, ``f
 its schema metadata holds the pipeline (encoder config, transform parameters, fingerprint). A
 fitted transform's arrays live in a companion table ``<name>__transform``. Full-text indexes
 on ``title`` and ``text`` serve the lexical half, vector search (exact, or IVF-PQ once
-:meth:`LanceIndex.create_vector_index` has run) the dense half, and :class:`~vecdoctor.search.
+:meth:`LanceIndex.create_vector_index` has run) the dense half, and :class:`~vecdoctor.search.searcher.
 Searcher` fuses them exactly as it does for the built-in index folder.
 
 Rows that the Searcher passes around are Lance row ids; a search fetches titles and texts with
@@ -28,6 +28,7 @@ from vecdoctor.config import Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.index.store import Index
+from vecdoctor.pipeline import Pipeline
 from vecdoctor.scale import _rows
 
 logger = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class LanceIndex(Index):
         self._encoder_lock = threading.Lock()
         self.path = Path(uri) if uri is not None and "://" not in uri else None
         self.oversample = 1.0
-        self.search_defaults = dict(search_defaults or {})  # Searcher validates them
+        self.pipeline = Pipeline.from_dict({"encoder": self.encoder_config, "search": search_defaults or {}})
         self.nprobes = int(nprobes)
         self.refine_factor = refine_factor
         self.exact = bool(exact)
@@ -441,7 +442,7 @@ def _save_transform(db: Any, table: str, transform: Any) -> None:
 
 
 def _load_transform(db: Any, table: str, fingerprint: str | None) -> Any:
-    from vecdoctor.transform import load_transform
+    from vecdoctor.fix.transform import load_transform
 
     try:
         rows = db.open_table(table + TRANSFORM_SUFFIX).to_arrow()

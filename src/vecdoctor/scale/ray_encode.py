@@ -189,7 +189,7 @@ def _load_transform(transform: Any, encoder: Any) -> Any:
         if transform is not None:
             transform.check_compatible(encoder)
         return transform
-    from vecdoctor.transform import load_transform
+    from vecdoctor.fix.transform import load_transform
 
     return load_transform(transform, fingerprint=encoder.fingerprint, dim=encoder.dimension)
 
@@ -313,7 +313,7 @@ def fit_transform(
     encoded by the actor pool and the transform is fitted on the driver; pass the result to
     :func:`encode_corpus` to apply it in the actors. ``params`` go to the transform.
     """
-    from vecdoctor.transform import AllButTheTop, Whitening
+    from vecdoctor.fix.transform import AllButTheTop, Whitening
 
     classes = {"whitening": Whitening, "all-but-the-top": AllButTheTop, "abtt": AllButTheTop}
     if kind not in classes:

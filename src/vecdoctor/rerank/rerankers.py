@@ -2,7 +2,7 @@
 
 A reranker has one method, ``score(query, docs) -> np.ndarray`` (higher is better), so the
 search stage can take any object with that method. Its order can replace the first stage's or
-be fused with it (:func:`fuse_with_first_stage`): a reranker weaker than the first stage alone
+be fused with it (:func:`vecdoctor.search.fusion.fuse_with_first_stage`): a reranker weaker than the first stage alone
 is often still complementary to it.
 """
 
@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from vecdoctor.config import RerankFusion
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
 
@@ -30,29 +29,6 @@ class Reranker(Protocol):
     def score(self, query: str, docs: Sequence[Document]) -> np.ndarray: ...
 
 
-def fuse_with_first_stage(
-    first: Sequence[tuple[Hashable, float]],
-    reranked: Sequence[tuple[Hashable, float]],
-    fusion: RerankFusion | str = RerankFusion.RRF,
-    k: int = 60,
-    weights: Sequence[float] | None = None,
-) -> list[tuple[Hashable, float]]:
-    """Fuse the first stage's top-N (best first) with the reranker's order of the same documents.
-
-    ``weights`` are (first stage, reranker), default equal. Ties keep the first stage's order; a
-    document missing from one list gets nothing from it. ``none`` returns ``reranked``.
-    """
-    from vecdoctor.search import rrf, weighted
-
-    fusion = RerankFusion.parse(fusion)
-    if fusion is RerankFusion.NONE:
-        return list(reranked)
-    runs = [first, reranked]
-    if fusion is RerankFusion.RRF:
-        return rrf(runs, k=k, weights=weights)
-    return weighted(runs, weights)
-
-
 class CrossEncoderReranker:
     """Score (query, document) pairs jointly with a sentence-transformers ``CrossEncoder``
     (Nogueira & Cho, 2019, "Passage Re-ranking with BERT").
@@ -62,7 +38,7 @@ class CrossEncoderReranker:
         batch_size: pairs per forward pass.
         max_length: tokens per pair; ``None`` keeps the model's own limit.
         backend: ``torch``, or ``onnx`` / ``openvino``: a graph exported from the model on first
-            use, checked against PyTorch and cached (:mod:`vecdoctor.rerank_backends`).
+            use, checked against PyTorch and cached (:mod:`vecdoctor.rerank.backends`).
         precision: ``fp32``, or ``int8`` on ``onnx`` / ``openvino``.
     """
 
@@ -75,7 +51,7 @@ class CrossEncoderReranker:
         backend: str = "torch",
         precision: str = "fp32",
     ) -> None:
-        from vecdoctor.rerank_backends import check_rerank_backend
+        from vecdoctor.rerank.backends import check_rerank_backend
 
         folder = Path(model_dir)
         if not folder.is_dir():
@@ -108,7 +84,7 @@ class CrossEncoderReranker:
             raise InputError(f"{folder}: cannot be loaded as a cross-encoder ({exc})") from None
 
     def _load_graph(self, folder: Path, max_length: int | None) -> None:
-        from vecdoctor.rerank_backends import (
+        from vecdoctor.rerank.backends import (
             GraphScorer,
             PairTokenizer,
             activation_of,

@@ -1,7 +1,7 @@
 """Measuring a searcher on labelled queries: timed runs, metrics rows, baselines, run files.
 
-Shared by :func:`~vecdoctor.variants.evaluate_variants` (indexes built per variant) and
-:func:`~vecdoctor.index_eval.evaluate_index` (an index that is already built), so both report
+Shared by :func:`~vecdoctor.evaluate.variants.evaluate_variants` (indexes built per variant) and
+:func:`~vecdoctor.evaluate.saved.evaluate_index` (an index that is already built), so both report
 the same numbers for the same pipeline.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from vecdoctor.config import Precision, SearchMode, Store
 from vecdoctor.data import Qrels
-from vecdoctor.evaluate import (
+from vecdoctor.evaluate.metrics import (
     DEFAULT_METRICS,
     Evaluation,
     Run,

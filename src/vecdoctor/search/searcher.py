@@ -1,28 +1,25 @@
-"""Search over an index: BM25, dense or hybrid retrieval, rank fusion, optional reranking.
+"""The Searcher: BM25, dense or hybrid retrieval over an index, rank fusion, optional reranking.
 
-Fusion functions take ranked runs, each a sequence of ``(doc, score)`` pairs best first, and
-return one fused run. A document absent from a run gets nothing from that run: it is never
-given a default rank or a default score that could beat a document that is present.
+Every number vecdoctor reports (variants, model comparison, saved indexes, the diagnosis'
+recall, fine-tuning's first stage) comes from this one retrieval path.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import Fusion, SearchMode
+from vecdoctor.config import Fusion, RerankFusion, SearchMode
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.rerank import RerankFusion, fuse_with_first_stage
+from vecdoctor.search.fusion import check_weights, fuse_with_first_stage, rrf, weighted
 
 logger = logging.getLogger(__name__)
-
-Run = Sequence[tuple[Hashable, float]]
 
 DEFAULT_CANDIDATES = 100
 DEFAULT_MAX_QUERY_CHARS = 10_000
@@ -40,67 +37,6 @@ def limit_blas_threads(threads: int = 1) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=int(threads), user_api="blas")
-
-
-# -- fusion ---------------------------------------------------------------------------------
-def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
-    if weights is None:
-        return [1.0] * n
-    weights = [float(w) for w in weights]
-    if len(weights) != n:
-        raise InputError(f"got {len(weights)} fusion weights for {n} runs; pass one weight per run")
-    if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
-        raise InputError(f"fusion weights must be >= 0 and not all 0, got {weights}")
-    return weights
-
-
-def _ordered(
-    scores: dict[Hashable, float], first_seen: dict[Hashable, int]
-) -> list[tuple[Hashable, float]]:
-    return sorted(scores.items(), key=lambda item: (-item[1], first_seen[item[0]]))
-
-
-def rrf(
-    runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None
-) -> list[tuple[Hashable, float]]:
-    """Reciprocal rank fusion (Cormack, Clarke & Buettcher, 2009): sum of w / (k + rank).
-
-    Ranks start at 1. Ties are broken by the order in which documents first appear.
-    """
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or k < 0:
-        raise InputError(f"RRF k must be a number >= 0, got {k!r}")
-    w = _check_weights(weights, len(runs))
-    scores: dict[Hashable, float] = {}
-    first_seen: dict[Hashable, int] = {}
-    for weight, run in zip(w, runs, strict=True):
-        for rank, (doc, _score) in enumerate(run, start=1):
-            first_seen.setdefault(doc, len(first_seen))
-            scores[doc] = scores.get(doc, 0.0) + weight / (k + rank)
-    return _ordered(scores, first_seen)
-
-
-def min_max(run: Run) -> list[tuple[Hashable, float]]:
-    """Scores rescaled to [0, 1] within the run; a run of equal scores maps to 1."""
-    if not run:
-        return []
-    values = np.asarray([s for _, s in run], dtype=np.float64)
-    lo, hi = float(values.min()), float(values.max())
-    span = hi - lo
-    return [(doc, (s - lo) / span if span > 0 else 1.0) for doc, s in run]
-
-
-def weighted(
-    runs: Sequence[Run], weights: Sequence[float] | None = None
-) -> list[tuple[Hashable, float]]:
-    """Weighted sum of min-max normalised scores; a run that lacks a document adds 0 for it."""
-    w = _check_weights(weights, len(runs))
-    scores: dict[Hashable, float] = {}
-    first_seen: dict[Hashable, int] = {}
-    for weight, run in zip(w, runs, strict=True):
-        for doc, score in min_max(run):
-            first_seen.setdefault(doc, len(first_seen))
-            scores[doc] = scores.get(doc, 0.0) + weight * score
-    return _ordered(scores, first_seen)
 
 
 # -- results --------------------------------------------------------------------------------
@@ -202,12 +138,12 @@ class Searcher:
         self.mode = SearchMode.parse(defaults.get("mode", SearchMode.HYBRID))
         if weights is None:
             weights = (1.0, 1.0) if self.fusion is Fusion.RRF else (0.5, 0.5)
-        self.weights = tuple(_check_weights(weights, 2))
+        self.weights = tuple(check_weights(weights, 2))
         self.candidates = _check_k(candidates)
         self.rerank_fusion = RerankFusion.parse(
             rerank_fusion or defaults.get("rerank_fusion", RerankFusion.RRF)
         )
-        self.rerank_weights = tuple(_check_weights(rerank_weights, 2))
+        self.rerank_weights = tuple(check_weights(rerank_weights, 2))
         self.rescore = bool(rescore)
         self.oversample = float(oversample if oversample is not None else index.oversample)
         self.cache_size = int(cache_size)
@@ -291,7 +227,7 @@ class Searcher:
         key = str(rerank)
         with self._lock:
             if key not in self._rerankers:
-                from vecdoctor.rerank import MAXSIM, load_reranker
+                from vecdoctor.rerank.rerankers import MAXSIM, load_reranker
 
                 encoder = self._ensure_encoder() if key.lower() == MAXSIM else None
                 self._rerankers[key] = load_reranker(key, encoder)

@@ -1,7 +1,7 @@
 """Evaluate an index that is already built (a folder or a LanceDB table) on a dataset's labels.
 
-The dataset's queries run through :class:`~vecdoctor.search.Searcher` in each search mode, as
-:func:`~vecdoctor.variants.evaluate_variants` runs them, so an index built with the same
+The dataset's queries run through :class:`~vecdoctor.search.searcher.Searcher` in each search mode, as
+:func:`~vecdoctor.evaluate.variants.evaluate_variants` runs them, so an index built with the same
 pipeline reproduces the numbers that evaluation reported.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 from vecdoctor.config import SearchMode, Store
 from vecdoctor.data import Dataset, Qrels
 from vecdoctor.errors import InputError
-from vecdoctor.evaluate import DEFAULT_METRICS
-from vecdoctor.measure import (
+from vecdoctor.evaluate.metrics import DEFAULT_METRICS
+from vecdoctor.evaluate.runs import (
     VariantResult,
     VariantsReport,
     bytes_per_doc,
@@ -26,7 +26,7 @@ from vecdoctor.measure import (
     store_of,
     write_runs,
 )
-from vecdoctor.variants import VARIANTS, parse_modes
+from vecdoctor.evaluate.variants import VARIANTS, parse_modes
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def evaluate_index(
     none of them is an error (it was built from another corpus). ``encoder`` replaces the
     index's own query encoder (it must be the same pipeline).
     """
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     store = store_of(index)
     if not dataset.has_labels:

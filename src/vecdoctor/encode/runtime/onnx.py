@@ -1,8 +1,7 @@
 """ONNX Runtime: export from PyTorch (``torch.onnx.export``, dynamic batch and sequence axes),
 graph fusions, and dynamic int8 quantization (per-channel signed weights).
 
-Running the graph is :class:`vecdoctor.encode.backends.OnnxBackend`, which also runs ONNX
-graphs shipped in packages.
+Running the graph is :class:`OnnxBackend`, which also runs ONNX graphs shipped in packages.
 """
 
 from __future__ import annotations
@@ -16,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.config import ModelPrecision
-from vecdoctor.errors import require
+from vecdoctor.encode.runtime.base import ForwardOutput, hidden_size_from_export
+from vecdoctor.errors import InputError, require
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +42,6 @@ def convert(
         target,
         precision,
     )
-
-    from vecdoctor.encode.backends import OnnxBackend
 
     backend = OnnxBackend(target)
 
@@ -134,3 +132,58 @@ def _fuse(source: Path, target: Path, num_heads: int, hidden_size: int) -> None:
     except Exception as exc:  # noqa: BLE001 - fusions are an optimisation, never required
         logger.info("onnxruntime fusions skipped (%s); using the exported graph as is", exc)
         onnx.save(onnx.load(str(source)), str(target))
+
+
+class OnnxBackend:
+    """An ONNX graph run with ONNX Runtime whose output holds last-layer token states.
+
+    Graphs that vecdoctor converted also output ``first_attention`` (attention pooling works);
+    graphs shipped in packages usually expose token states only.
+    """
+
+    name = "onnx"
+    supports_attention = False
+    supports_layers = False
+
+    def __init__(self, path: Path, output: str | None = None, threads: int | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.onnx"
+        self.session = session(path, threads)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        outputs = [o for o in self.session.get_outputs() if len(o.shape) == 3]
+        names = [o.name for o in outputs]
+        if output is None:
+            output = "last_hidden_state" if "last_hidden_state" in names else (names[0] if names else None)
+        if output not in names:
+            raise InputError(
+                f"{path}: the ONNX graph exposes no token states (3-d outputs: {names or 'none'}); "
+                "only pooled outputs are available, so pooling modes cannot be applied"
+            )
+        self._output = output
+        self.supports_attention = "first_attention" in {o.name for o in self.session.get_outputs()}
+        dim = outputs[names.index(output)].shape[-1]
+        self.hidden_size = int(dim) if isinstance(dim, int) else hidden_size_from_export(path)
+
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        *,
+        attention: bool = False,
+        layers: bool = False,
+    ) -> ForwardOutput:
+        if layers or (attention and not self.supports_attention):
+            raise InputError(
+                "this onnx graph returns last-layer token states only; use the torch backend "
+                "for positional and per-layer diagnostics (and for attention pooling on graphs "
+                "vecdoctor did not convert)"
+            )
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        if attention:
+            states, first = self.session.run([self._output, "first_attention"], feeds)
+            return ForwardOutput(np.asarray(states, dtype=np.float32), np.asarray(first, dtype=np.float32))
+        (states,) = self.session.run([self._output], feeds)
+        return ForwardOutput(np.asarray(states, dtype=np.float32))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.config import ModelPrecision
-from vecdoctor.encode.backends import ForwardOutput
+from vecdoctor.encode.runtime.base import EXPORT_FILE, ForwardOutput
 from vecdoctor.errors import InputError, require
 
 logger = logging.getLogger(__name__)
@@ -203,7 +203,5 @@ class OpenVINOBackend:
 
 
 def _export_info(folder: Path) -> dict[str, Any]:
-    from vecdoctor.encode.converted import EXPORT_FILE
-
     path = folder / EXPORT_FILE
     return json.loads(path.read_text()) if path.exists() else {}

@@ -2,9 +2,9 @@
 
 Every variant runs through a real index, the built-in folder
 (:class:`~vecdoctor.index.store.Index`) or a LanceDB table
-(:class:`~vecdoctor.scale.lance.LanceIndex`), and :class:`~vecdoctor.search.Searcher`, so the
+(:class:`~vecdoctor.scale.lance.LanceIndex`), and :class:`~vecdoctor.search.searcher.Searcher`, so the
 numbers are those of the pipeline a user would ship. Transforms are fitted on corpus vectors
-only, never on queries. :func:`~vecdoctor.index_eval.evaluate_index` measures an index that is already built.
+only, never on queries. :func:`~vecdoctor.evaluate.saved.evaluate_index` measures an index that is already built.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 from vecdoctor.config import Precision, SearchMode, Store, Window
 from vecdoctor.data import Dataset
 from vecdoctor.errors import InputError, require
-from vecdoctor.evaluate import DEFAULT_METRICS
-from vecdoctor.measure import (
+from vecdoctor.evaluate.metrics import DEFAULT_METRICS
+from vecdoctor.evaluate.runs import (
     VariantResult,
     VariantsReport,
     bytes_per_doc,
@@ -121,7 +121,7 @@ def unsupported(spec: VariantSpec, store: Store) -> str | None:
 
 
 def _fit_transform(kind: str, vectors: np.ndarray, encoder: Any) -> Any:
-    from vecdoctor.transform import AllButTheTop, Whitening
+    from vecdoctor.fix.transform import AllButTheTop, Whitening
 
     fitted = Whitening() if kind == "whitening" else AllButTheTop()
     return fitted.fit(vectors, fingerprint=encoder.fingerprint, model_id=encoder.model_id)
@@ -220,10 +220,11 @@ def evaluate_variants(
     ``report.skipped``; a variant named in ``variants`` that no given store can run is an
     :class:`InputError` naming the variants that can.
     """
+    from vecdoctor.config import RerankFusion
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.rerank import MAXSIM, RerankFusion, load_reranker
-    from vecdoctor.search import Searcher
+    from vecdoctor.rerank.rerankers import MAXSIM, load_reranker
+    from vecdoctor.search.searcher import Searcher
 
     specs = {**VARIANTS, **(extra or {})}
     chosen = DEFAULT_VARIANTS if variants is None else variants

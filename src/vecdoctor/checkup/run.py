@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vecdoctor.config import Precision, SearchMode
+from vecdoctor.config import Precision
 from vecdoctor.data import Dataset, load_dataset
 from vecdoctor.errors import InputError, VecdoctorError
+from vecdoctor.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Decision:
 @dataclass
 class CheckupResult:
     dataset: Dataset
-    pipeline: dict[str, Any]
+    pipeline: Pipeline
     decisions: list[Decision]
     comparison: Any
     diagnosis: Any
@@ -55,7 +56,7 @@ class CheckupResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "meta": self.meta,
-            "pipeline": self.pipeline,
+            "pipeline": self.pipeline.to_dict(),
             "decisions": [d.to_dict() for d in self.decisions],
             "model_comparison": self.comparison.to_dict() if self.comparison else None,
             "variants": self.variants.to_dict() if self.variants else None,
@@ -72,7 +73,7 @@ def installed_models() -> list[str]:
 def prepare_dataset(data: str | Path | Dataset, split: str = "test", seed: int = 0,
                     n_self_supervised: int = 300) -> Dataset:
     """Load labelled data, or make self-supervised queries when the corpus has no labels."""
-    from vecdoctor.evaluate import self_supervised
+    from vecdoctor.evaluate.metrics import self_supervised
 
     ds = data if isinstance(data, Dataset) else load_dataset(data, split=split)
     if ds.has_labels:
@@ -96,7 +97,7 @@ def _helps(g: tuple[float, float | None] | None) -> bool:
 def _choose_mode(modes: dict[str, Any]) -> tuple[str, str]:
     """Hybrid (the searcher's default) unless BM25 or dense alone is measurably better: by
     MIN_GAIN nDCG@10 with p < MAX_P when per-query values are known. Without hybrid, the best."""
-    from vecdoctor.evaluate import randomization_test
+    from vecdoctor.evaluate.metrics import randomization_test
 
     listing = ", ".join(f"{n} {r.ndcg:.4f}" for n, r in modes.items())
     hybrid = modes.get("hybrid")
@@ -129,7 +130,7 @@ def _fmt(name: str, variants: Any) -> str:
     return text
 
 
-def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str, Any], list[Decision]]:
+def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline, list[Decision]]:
     """Turn measured variant results into a pipeline and the reasons for each choice."""
     decisions: list[Decision] = []
     if comparison is not None and comparison.recommended:
@@ -138,7 +139,7 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str,
     pipeline: dict[str, Any] = {"model": model, "backend": None, "model_precision": None,
                                 "pooling": None, "window": None, "transform": None,
                                 "mode": "dense", "fusion": "rrf", "rrf_k": 60, "rerank": None,
-                                "precision": "float32"}
+                                "storage": "float32"}
     if comparison is not None and comparison.backend:
         pipeline["backend"], pipeline["model_precision"] = comparison.backend, comparison.precision
     modes = {m: variants.get(m) for m in ("bm25", "dense", "hybrid") if variants.get(m)}
@@ -170,9 +171,9 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str,
         if r is None or dense is None:
             continue
         share = r.ndcg / dense.ndcg if dense.ndcg > 0 else 0.0
-        ok = uses_dense and share >= PRECISION_KEEP and pipeline["precision"] == "float32"
+        ok = uses_dense and share >= PRECISION_KEEP and pipeline["storage"] == "float32"
         if ok:
-            pipeline["precision"] = prec
+            pipeline["storage"] = prec
         decisions.append(Decision(
             "precision", prec, ok,
             f"{prec} with rescoring keeps {share:.1%} of float32 nDCG@10 ({r.ndcg:.4f} vs {dense.ndcg:.4f}) "
@@ -189,7 +190,7 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[dict[str,
                 if key in how:
                     pipeline[f"rerank_{key}"] = how[key]
         decisions.append(Decision("rerank", "reranker on the hybrid top candidates", ok, _fmt("hybrid+rerank", variants)))
-    return pipeline, decisions
+    return Pipeline(**pipeline), decisions
 
 
 def checkup(
@@ -213,12 +214,12 @@ def checkup(
     fused with the first stage as ``rerank_fusion`` says and run on ``rerank_backend`` in
     ``rerank_precision``; the pipeline keeps it only where it beats hybrid on this data.
     """
-    from vecdoctor.compare import compare_models
     from vecdoctor.diagnose.run import diagnose
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.evaluate import sample_dataset
-    from vecdoctor.variants import DEFAULT_VARIANTS, VariantSpec, evaluate_variants
+    from vecdoctor.evaluate.compare import compare_models
+    from vecdoctor.evaluate.metrics import sample_dataset
+    from vecdoctor.evaluate.variants import DEFAULT_VARIANTS, VariantSpec, evaluate_variants
 
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -253,7 +254,7 @@ def checkup(
     rerank_opts: dict[str, Any] = {"reranker": reranker, "rerank_fusion": rerank_fusion,
                    "rerank_backend": rerank_backend, "rerank_precision": rerank_precision}
     if reranker is not None and str(reranker).lower() != "maxsim":
-        from vecdoctor.rerank import load_reranker
+        from vecdoctor.rerank.rerankers import load_reranker
 
         # loaded (and converted) once for the variants and the confirmation
         rerank_opts["reranker"] = load_reranker(reranker, backend=rerank_backend,
@@ -264,15 +265,15 @@ def checkup(
         say("confirm recommended pipeline")
         spec = VariantSpec(
             "the recommended pipeline, measured end to end",
-            mode=SearchMode.parse(pipeline["mode"]),
-            pooling=pipeline["pooling"],
-            window=_window(pipeline["window"]),
-            transform=pipeline["transform"],
-            precision=Precision.parse(pipeline["precision"]),
-            rerank=bool(pipeline["rerank"]),
-            baseline=pipeline["mode"],
+            mode=pipeline.mode,
+            pooling=str(pipeline.pooling) if pipeline.pooling else None,
+            window=pipeline.window,
+            transform=str(pipeline.transform) if pipeline.transform else None,
+            precision=pipeline.storage,
+            rerank=bool(pipeline.rerank),
+            baseline=str(pipeline.mode),
         )
-        confirm = evaluate_variants(ds, model, [pipeline["mode"]], extra={"recommended": spec},
+        confirm = evaluate_variants(ds, model, [str(pipeline.mode)], extra={"recommended": spec},
                                     cache=cache, **rerank_opts)
         rec = confirm.get("recommended")
         assert rec is not None  # evaluated above, under that name
@@ -280,11 +281,11 @@ def checkup(
         decisions.append(Decision("confirmation", "recommended pipeline", True,
                                   _fmt("recommended", confirm)))
     transform = None
-    if pipeline["transform"]:
-        from vecdoctor.variants import _fit_transform
+    if pipeline.transform:
+        from vecdoctor.evaluate.variants import _fit_transform
 
-        tenc = Encoder(model, pooling=pipeline["pooling"], window=_window(pipeline["window"]), cache=cache)
-        transform = _fit_transform(pipeline["transform"], tenc.encode_documents([d.content for d in ds.corpus]), tenc)
+        tenc = Encoder(model, pooling=pipeline.pooling, window=pipeline.window, cache=cache)
+        transform = _fit_transform(str(pipeline.transform), tenc.encode_documents([d.content for d in ds.corpus]), tenc)
     for r in report.results:  # rates measured in the model comparison (same encoder settings)
         if r.docs_per_second is None and r.name not in {"bm25"}:
             row = next((m for m in comparison.rows if m.model == model and not m.converted), None)
@@ -306,23 +307,23 @@ def checkup(
     return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform)
 
 
-def pipeline_file(result: CheckupResult) -> dict[str, Any]:
-    """The content of pipeline.json, which `vecdoctor index --pipeline` accepts."""
-    from vecdoctor import __version__
+def pipeline_file(result: CheckupResult, transform_dir: Path | None = None) -> Pipeline:
+    """The recommended pipeline with its evidence and data: what pipeline.json holds."""
+    import dataclasses
 
-    p = dict(result.pipeline)
-    p["transform_dir"] = "transform" if result.transform is not None else None
-    p["evidence"] = {d.topic + ":" + d.choice: d.evidence for d in result.decisions if d.recommended}
-    p["measured_on"] = {k: result.meta[k] for k in ("dataset", "documents", "queries", "self_supervised", "quick")}
-    p["vecdoctor_version"] = __version__
-    return p
+    return dataclasses.replace(
+        result.pipeline,
+        transform_dir=transform_dir,
+        evidence={d.topic + ":" + d.choice: d.evidence for d in result.decisions if d.recommended},
+        measured_on={k: result.meta[k] for k in ("dataset", "documents", "queries", "self_supervised", "quick")},
+    )
 
 
 def write_checkup(result: CheckupResult, folder: str | Path) -> Path:
     """Write report.html, report.json, pipeline.json, runs/ and transform/ atomically."""
     import json
 
-    from vecdoctor.evaluate import write_trec_run
+    from vecdoctor.evaluate.metrics import write_trec_run
     from vecdoctor.io import atomic_dir
     from vecdoctor.report.checkup import render_checkup
 
@@ -337,9 +338,11 @@ def write_checkup(result: CheckupResult, folder: str | Path) -> Path:
         (tmp / "runs").mkdir()
         for r in result.variants.results:
             write_trec_run(r.run, tmp / "runs" / f"{r.name}.trec", tag=r.name)
+        transform_dir = None
         if result.transform is not None:
-            result.transform.save(tmp / "transform")
-        (tmp / "pipeline.json").write_text(json.dumps(pipeline_file(result), indent=2) + "\n")
+            transform_dir = tmp / "transform"
+            result.transform.save(transform_dir)
+        pipeline_file(result, transform_dir).save(tmp / "pipeline.json")
         (tmp / "report.json").write_text(payload, encoding="utf-8")
         (tmp / "report.html").write_text(html, encoding="utf-8")
     return folder
@@ -352,17 +355,14 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _uses_default_encoder(name: str) -> bool:
-    from vecdoctor.variants import VARIANTS
+    from vecdoctor.evaluate.variants import VARIANTS
 
     spec = VARIANTS.get(name)
     return spec is not None and spec.pooling is None and spec.window is None
 
 
-def _baseline_pipeline(p: dict[str, Any]) -> dict[str, Any]:
-    return {**p, "pooling": None, "window": None, "transform": None, "rerank": None, "precision": "float32"}
+def _baseline_pipeline(p: Pipeline) -> Pipeline:
+    import dataclasses
 
-
-def _window(spec: str | None) -> Any:
-    from vecdoctor.config import Window
-
-    return Window.parse(spec) if spec else None
+    return dataclasses.replace(p, pooling=None, window=None, transform=None, rerank=None,
+                               storage=Precision.FLOAT32)

@@ -3,9 +3,9 @@
 The graph takes ``input_ids`` and ``attention_mask`` and returns ``last_hidden_state``
 (b, L, d) and ``first_attention`` (b, L): the last layer's attention from the first token, mean
 of heads, so every pooling mode works on every backend. Each backend's export and
-quantization is in its module (:mod:`vecdoctor.encode.openvino_backend`,
-:mod:`vecdoctor.encode.ort_backend`); the converted variants are kept and verified by the
-cache in :mod:`vecdoctor.encode.converted`.
+quantization is in its module (:mod:`vecdoctor.encode.runtime.openvino`,
+:mod:`vecdoctor.encode.runtime.onnx`); the converted variants are kept and verified by the
+cache in :mod:`vecdoctor.encode.convert.cache`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.config import ModelPrecision
-from vecdoctor.encode.converted import (
+from vecdoctor.encode.convert.cache import (
     CONVERTED_BACKENDS,
     EXPORT_FILE,
     FORMAT_VERSION,
@@ -197,9 +197,9 @@ def _compare(
 
 def _converter(backend: str) -> Callable[..., tuple[str, Callable[[dict[str, np.ndarray]], tuple]]]:
     if backend == "openvino":
-        from vecdoctor.encode.openvino_backend import convert
+        from vecdoctor.encode.runtime.openvino import convert
     else:
-        from vecdoctor.encode.ort_backend import convert
+        from vecdoctor.encode.runtime.onnx import convert
     return convert
 
 

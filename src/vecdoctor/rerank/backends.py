@@ -5,7 +5,7 @@ The graph takes ``input_ids``, ``attention_mask`` and ``token_type_ids`` (a quer
 is two segments) and returns ``logits`` (b,), before the model's activation. Variants live in
 ``cache_home()/rerankers/converted/<model>-<fingerprint>/<backend>-<precision>`` with a
 ``vecdoctor_export.json`` that lists every file's hash, like the bi-encoder's
-(:mod:`vecdoctor.encode.converted`); a damaged folder is converted again. An fp32 graph must
+(:mod:`vecdoctor.encode.convert.cache`); a damaged folder is converted again. An fp32 graph must
 reproduce PyTorch's logits within ``FP32_TOLERANCE``; the int8 difference is recorded.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.config import ModelPrecision
-from vecdoctor.encode.converted import (
+from vecdoctor.encode.convert.cache import (
     EXPORT_FILE,
     ConvertedModel,
     check_backend,
@@ -186,11 +186,11 @@ class GraphScorer:
                 f"{converted.path}: not a converted cross-encoder; convert the reranker again"
             )
         if self.backend == "onnx":
-            from vecdoctor.encode.ort_backend import session
+            from vecdoctor.encode.runtime.onnx import session
 
             self._session = session(converted.graph_path, threads)
         else:
-            from vecdoctor.encode.openvino_backend import compile_graph
+            from vecdoctor.encode.runtime.openvino import compile_graph
 
             compiled, self.inference_precision = compile_graph(
                 converted.graph_path, self.precision, threads
@@ -207,7 +207,7 @@ class GraphScorer:
 
 # -- conversion ----------------------------------------------------------------------------------
 def _convert_onnx(module: Any, tmp: Path, precision: ModelPrecision, example: dict) -> str:
-    from vecdoctor.encode.ort_backend import GRAPH, export_graph
+    from vecdoctor.encode.runtime.onnx import GRAPH, export_graph
 
     export_graph(module, example, ["logits"], tmp / GRAPH, precision)
     return GRAPH
@@ -216,7 +216,7 @@ def _convert_onnx(module: Any, tmp: Path, precision: ModelPrecision, example: di
 def _convert_openvino(
     module: Any, tmp: Path, precision: ModelPrecision, example: dict, calibration: list[dict]
 ) -> str:
-    from vecdoctor.encode.openvino_backend import GRAPH, save_graph
+    from vecdoctor.encode.runtime.openvino import GRAPH, save_graph
 
     save_graph(module, example, ["logits"], tmp / GRAPH, precision, calibration)
     return GRAPH
@@ -250,7 +250,7 @@ def export_cross_encoder(
     """Export a saved cross-encoder to ``backend`` (``onnx`` or ``openvino``; int8 quantized),
     check its scores against PyTorch on ``check_pairs`` (default: built-in sample pairs, which
     also calibrate OpenVINO's int8) and save it (default: the reranker cache)."""
-    from vecdoctor.encode.convert import require_packages
+    from vecdoctor.encode.convert.export import require_packages
 
     source = Path(folder)
     backend = check_backend(backend)

@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import _Choice
+from vecdoctor.config import SearchMode, _Choice
 from vecdoctor.data import Dataset
 from vecdoctor.errors import InputError, VecdoctorError
-from vecdoctor.evaluate import evaluate_run
+from vecdoctor.evaluate.metrics import evaluate_run
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +99,9 @@ def _measure(
 ) -> ModelRow:
     from vecdoctor.diagnose.isotropy import isotropy_score, mean_pairwise_cosine
     from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.evaluate.runs import measure_queries
+    from vecdoctor.index.store import Index
+    from vecdoctor.search.searcher import Searcher
 
     texts = [d.content for d in dataset.corpus]
     if options.get("precision") == "int8":
@@ -108,21 +111,17 @@ def _measure(
     start = time.perf_counter()
     docs = enc.encode_documents(texts)
     rate = len(texts) / max(time.perf_counter() - start, 1e-9)
-    qids = sorted(dataset.qrels)
+    # the model's nDCG comes from the Searcher over an index of these vectors, as the `dense`
+    # variant's does: one retrieval path, so the two numbers agree
+    index = Index.from_vectors(dataset.corpus, docs, enc)
+    searcher = Searcher(index, cache_size=0)
     enc.cache = None  # queries (and their latency) are always computed for real
-    qvecs = enc.encode_queries([dataset.queries[q] for q in qids])
-    scores = qvecs @ docs.T
-    top = np.argsort(-scores, axis=1)[:, :k]
-    ids = [d.id for d in dataset.corpus]
-    run = {q: {ids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
+    qids = sorted(dataset.qrels)
+    run, latencies = measure_queries(
+        searcher, qids, [dataset.queries[q] for q in qids], k, SearchMode.DENSE, None
+    )
     metrics = evaluate_run(dataset.qrels, run, ("ndcg@10", "recall@10")).metrics
-    latencies = []
-    for q in qids[:latency_queries]:
-        t = time.perf_counter()
-        v = enc.encode_queries([dataset.queries[q]])
-        s = docs @ v[0]
-        np.argpartition(-s, min(k, len(s) - 1))[:k]
-        latencies.append((time.perf_counter() - t) * 1000)
+    latencies = latencies[: max(1, latency_queries)]
     sample = docs[np.random.default_rng(0).permutation(len(docs))[:2000]]
     return ModelRow(
         model=model,

@@ -14,7 +14,7 @@ Production guards (:class:`_Guard`, one ASGI layer in front of the app):
   ``X-API-Key: KEY`` (compared in constant time); otherwise 401.
 - ``max_in_flight``: requests being served at once (``/health`` excluded); one more gets a 503
   with ``Retry-After`` at once instead of waiting in a queue.
-- one log line per request (logger ``vecdoctor.server.access``): method, path, status,
+- one log line per request (logger ``vecdoctor.serve.app.access``): method, path, status,
   milliseconds, body bytes, client address.
 """
 
@@ -257,7 +257,7 @@ def create_app(
 
     from vecdoctor import __version__
     from vecdoctor.config import SearchMode
-    from vecdoctor.search import Searcher
+    from vecdoctor.search.searcher import Searcher
 
     active: ServerLimits = limits or ServerLimits()
     searcher = index if isinstance(index, Searcher) else Searcher(index)
@@ -460,7 +460,7 @@ def serve(
     """Run the app with uvicorn until interrupted.
 
     uvicorn's own access log is replaced by the one line per request of
-    ``vecdoctor.server.access`` (with timing), printed through uvicorn's handler.
+    ``vecdoctor.serve.app.access`` (with timing), printed through uvicorn's handler.
     """
     import copy
 

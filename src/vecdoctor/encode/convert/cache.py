@@ -5,7 +5,7 @@ sentence-transformers settings and ``vecdoctor_export.json`` (backend, precision
 and its fingerprint, calibration, the check against PyTorch, and the size and hash of every
 file). Variants live in ``cache_home()/converted/<model>-<fingerprint>/<backend>-<precision>``;
 a folder that fails its hash check is converted again, never used. Conversion itself is in
-:mod:`vecdoctor.encode.convert`.
+:mod:`vecdoctor.encode.convert.export`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from vecdoctor.config import ModelPrecision
+from vecdoctor.encode.runtime.base import EXPORT_FILE
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.models import ResolvedModel, cache_home
 
-EXPORT_FILE = "vecdoctor_export.json"
 FORMAT_VERSION = 1
 CONVERTED_BACKENDS = ("openvino", "onnx")
 _COPIED = (

@@ -1,0 +1,323 @@
+"""The :class:`Pipeline`: every choice from text to ranked hits, in one frozen object.
+
+``pipeline.json`` (written by ``vecdoctor checkup``, read by ``vecdoctor index --pipeline``) and
+the ``pipeline`` entry of an index folder's ``config.json`` are its serialisation::
+
+    {"class": "Pipeline", "format_version": 2, "vecdoctor_version": "0.2.0",
+     "model": "minilm", "backend": null, "model_precision": null, "pooling": null,
+     "max_length": null, "window": null,
+     "transform": "whitening", "transform_dir": "transform",
+     "storage": "int8", "ann": null, "oversample": 4.0,
+     "mode": "hybrid", "fusion": "rrf", "rrf_k": 60,
+     "rerank": null, "rerank_fusion": "rrf", "rerank_backend": null, "rerank_precision": null,
+     "evidence": {...}, "measured_on": {...}}
+
+``model_precision`` is the precision the model runs in (fp32, bf16, int8); ``storage`` is the
+precision of the stored vectors (float32, int8, binary). Files written by vecdoctor 0.1.0
+(no header; ``precision`` for the storage, ``transform_dir`` or a nested ``encoder``) still load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vecdoctor.config import (
+    Backend,
+    Fusion,
+    ModelPrecision,
+    Pooling,
+    Precision,
+    RerankFusion,
+    SearchMode,
+    TransformKind,
+    Window,
+)
+from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.index.ann import AnnConfig
+from vecdoctor.io import read_json, write_json
+
+__all__ = ["FORMAT_VERSION", "Pipeline", "header", "read_header"]
+
+FORMAT_VERSION = 2
+"""2: the header and ``storage``; 1 (vecdoctor 0.1.0): no header, ``precision`` for storage."""
+
+DEFAULT_OVERSAMPLE = 4.0
+
+_ENCODER_KEYS = ("model", "backend", "pooling", "window", "max_length")
+
+
+def header(kind: str, format_version: int) -> dict[str, Any]:
+    """The header every folder or file vecdoctor saves starts with."""
+    from vecdoctor import __version__
+
+    return {"class": kind, "format_version": format_version, "vecdoctor_version": __version__}
+
+
+def read_header(meta: Any, kind: str, latest: int, source: str | Path) -> int:
+    """Check ``meta``'s header names ``kind``; return its format version (0.1.0 files: 1).
+
+    A newer format than this vecdoctor reads is an :class:`IncompatibleError` that says to
+    upgrade; anything else wrong is an :class:`InputError` naming ``source``.
+    """
+    if not isinstance(meta, dict):
+        raise InputError(f"{source}: expected a JSON object describing a {kind}")
+    named = meta.get("class", kind)
+    if named != kind:
+        raise InputError(f"{source}: holds a {named!r}, not a {kind}")
+    version = meta.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise InputError(f"{source}: format_version {version!r} is not a whole number")
+    if version > latest:
+        raise IncompatibleError(
+            f"{source}: {kind} format {version} is newer than this vecdoctor reads ({latest}); "
+            "upgrade vecdoctor"
+        )
+    return version
+
+
+def _optional(parse: Any, value: Any) -> Any:
+    return None if value is None else parse(value)
+
+
+def _number(name: str, value: Any, low: float, integer: bool = False) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        what = "a whole number" if integer else "a finite number"
+        raise InputError(f"pipeline {name} must be {what} >= {low:g}, got {value!r}")
+    if value < low:
+        raise InputError(f"pipeline {name} must be >= {low:g}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Model, backend, model precision, pooling, max length, windows, fitted transform, storage
+    precision, ANN, search mode, fusion and reranker: what turns a corpus into ranked hits.
+
+    Every field is validated on construction (strings become enums; numbers must be finite and
+    in range), so a Pipeline that exists is one vecdoctor can build. ``transform_dir`` is the
+    fitted transform's folder; ``evidence`` and ``measured_on`` record why each choice was made
+    and on what data (they do not take part in comparisons).
+    """
+
+    model: str = "minilm"
+    backend: Backend | None = None
+    model_precision: ModelPrecision | None = None
+    pooling: Pooling | None = None
+    max_length: int | None = None
+    window: Window | None = None
+    transform: TransformKind | None = None
+    transform_dir: Path | None = None
+    storage: Precision = Precision.FLOAT32
+    ann: AnnConfig | None = None
+    oversample: float = DEFAULT_OVERSAMPLE
+    mode: SearchMode = SearchMode.HYBRID
+    fusion: Fusion = Fusion.RRF
+    rrf_k: float = 60
+    rerank: str | None = None
+    rerank_fusion: RerankFusion = RerankFusion.RRF
+    rerank_backend: Backend | None = None
+    rerank_precision: ModelPrecision | None = None
+    evidence: Mapping[str, str] = field(default_factory=dict, compare=False)
+    measured_on: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise InputError(f'the pipeline names no model; set "model", got {self.model!r}')
+        put("backend", _optional(Backend.parse, self.backend))
+        put("model_precision", _optional(ModelPrecision.parse, self.model_precision))
+        put("pooling", _optional(Pooling.parse, self.pooling))
+        if self.max_length is not None:
+            _number("max_length", self.max_length, 1, integer=True)
+        window = self.window
+        put("window", Window(**window) if isinstance(window, dict) else Window.parse(window))
+        put("transform", _optional(TransformKind.parse, self.transform))
+        put("transform_dir", _optional(Path, self.transform_dir))
+        put("storage", Precision.parse(self.storage))
+        put("ann", AnnConfig.parse(self.ann))
+        put("oversample", float(_number("oversample", self.oversample, 1)))
+        put("mode", SearchMode.parse(self.mode))
+        put("fusion", Fusion.parse(self.fusion))
+        _number("rrf_k", self.rrf_k, 0)
+        if self.rerank is not None and (not isinstance(self.rerank, str) or not self.rerank):
+            raise InputError(f"pipeline rerank must be a reranker folder or 'maxsim', got {self.rerank!r}")
+        put("rerank_fusion", RerankFusion.parse(self.rerank_fusion))
+        put("rerank_backend", _optional(Backend.parse, self.rerank_backend))
+        put("rerank_precision", _optional(ModelPrecision.parse, self.rerank_precision))
+        for name in ("evidence", "measured_on"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise InputError(f"pipeline {name} must be an object, got {getattr(self, name)!r}")
+        if self.ann is not None and self.storage is not Precision.FLOAT32:
+            raise InputError(
+                f"an ANN index ({self.ann.kind}) searches float32 vectors; storage is {self.storage}"
+            )
+
+    # -- derived views ---------------------------------------------------------------------
+    def replace(self, **changes: Any) -> Pipeline:
+        """A copy with ``changes`` applied; ``None`` values leave a field as it is."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def encoder_config(self) -> dict[str, Any]:
+        """The keyword arguments of :meth:`Encoder.from_config` this pipeline asks for."""
+        out: dict[str, Any] = {"model": self.model}
+        for key in ("backend", "pooling", "max_length"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value if key == "max_length" else str(value)
+        if self.window is not None:
+            out["window"] = self.window
+        if self.model_precision is not None:
+            out["precision"] = str(self.model_precision)
+        return out
+
+    def search_settings(self) -> dict[str, Any]:
+        """Default settings of a :class:`~vecdoctor.search.searcher.Searcher` on this pipeline."""
+        return {
+            "mode": str(self.mode),
+            "fusion": str(self.fusion),
+            "rrf_k": self.rrf_k,
+            "rerank_fusion": str(self.rerank_fusion),
+        }
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_dict(self, folder: str | Path | None = None) -> dict[str, Any]:
+        """The JSON object, with the header; ``transform_dir`` relative to ``folder``.
+
+        The transform folder must lie inside ``folder`` (that is where a loader looks for it).
+        """
+        out = header("Pipeline", FORMAT_VERSION)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "transform_dir":
+                value = _relative(value, folder)
+            elif f.name == "ann":
+                value = value.to_dict() if value is not None else None
+            elif f.name in {"evidence", "measured_on"}:
+                value = dict(value)
+            elif value is not None and not isinstance(value, (int, float, str)):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, spec: Any, folder: str | Path | None = None, source: str | Path = "pipeline") -> Pipeline:
+        """Parse a pipeline object (this format or 0.1.0's); ``transform_dir`` is resolved
+        inside ``folder`` (no symbolic link, nothing outside it) and must exist."""
+        version = read_header(spec, "Pipeline", FORMAT_VERSION, source)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if version >= 2:
+            unknown = sorted(set(spec) - fields - {"class", "format_version", "vecdoctor_version"})
+            if unknown:
+                raise InputError(
+                    f"{source}: unknown pipeline keys {unknown}; valid keys: {', '.join(sorted(fields))}"
+                )
+            values = {k: v for k, v in spec.items() if k in fields}
+        else:
+            values = _from_v1(spec, fields)
+        if values.get("transform_dir") is not None:
+            values["transform_dir"] = _confined(values["transform_dir"], folder, source)
+        try:
+            pipeline = cls(**values)
+        except TypeError as exc:  # a field of the wrong JSON type deep inside (e.g. ann)
+            raise InputError(f"{source}: bad pipeline entry ({exc})") from None
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
+        if pipeline.transform_dir is None and pipeline.transform is not None and folder is not None:
+            raise InputError(
+                f"{source}: names transform {str(pipeline.transform)!r} but no fitted transform "
+                "folder (transform_dir); keep the transform/ folder written next to pipeline.json"
+            )
+        return pipeline
+
+    @classmethod
+    def load(cls, path: str | Path) -> Pipeline:
+        """Read a pipeline.json (this format or vecdoctor 0.1.0's)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "pipeline.json"
+        if not path.is_file():
+            raise InputError(f"{path}: no such pipeline file; `vecdoctor checkup` writes one")
+        return cls.from_dict(read_json(path), path.parent, path)
+
+    def save(self, path: str | Path) -> Path:
+        """Write pipeline.json atomically (``transform_dir`` must lie in its folder)."""
+        path = Path(path)
+        write_json(path, self.to_dict(path.parent))
+        return path
+
+    def validate(self) -> Pipeline:
+        """Round-trip through JSON: the check a loader would make, without a file."""
+        json.dumps(self.to_dict(self.transform_dir.parent if self.transform_dir else None))
+        return self
+
+
+def _from_v1(spec: dict[str, Any], fields: set[str]) -> dict[str, Any]:
+    """vecdoctor 0.1.0's pipeline.json: flat or nested encoder keys, ``precision`` for storage,
+    ``transform`` a kind name or a folder, ``transform_dir`` the folder."""
+    values = {k: v for k, v in spec.items() if k in fields and k not in {"transform", "transform_dir"}}
+    nested = spec.get("encoder")
+    if isinstance(nested, dict):
+        values.update({k: nested[k] for k in _ENCODER_KEYS if nested.get(k) is not None})
+        if nested.get("precision") is not None:
+            values["model_precision"] = nested["precision"]
+    if spec.get("precision") is not None:
+        values["storage"] = spec["precision"]
+    values = {k: v for k, v in values.items() if v is not None}
+    named, folder = spec.get("transform"), spec.get("transform_dir")
+    if isinstance(named, dict):  # {"class": ..., "folder": ...} as in a 0.1.0 index config
+        folder = folder or named.get("folder")
+        named = {"Whitening": "whitening", "AllButTheTop": "abtt"}.get(str(named.get("class")))
+    elif isinstance(named, str) and named.lower() not in set(TransformKind):
+        folder, named = folder or named, None  # a folder given as "transform"
+    values["transform"] = named
+    values["transform_dir"] = folder
+    search = spec.get("search")
+    if isinstance(search, dict):  # a 0.1.0 index config's search defaults
+        values.update({k: v for k, v in search.items() if k in fields and v is not None})
+    return values
+
+
+def _relative(folder: Path | None, base: str | Path | None) -> str | None:
+    if folder is None:
+        return None
+    if base is None:
+        return str(folder)
+    try:
+        return Path(folder).resolve().relative_to(Path(base).resolve()).as_posix()
+    except ValueError:
+        raise InputError(
+            f"the transform folder {folder} is not inside {base}; copy it there so that the "
+            "pipeline travels as one folder"
+        ) from None
+
+
+def _confined(name: Any, folder: str | Path | None, source: str | Path) -> Path:
+    """``folder/name``, refusing absolute names, ``..``, symbolic links and missing folders."""
+    if not isinstance(name, str) or not name:
+        raise InputError(f"{source}: transform_dir must be a folder name, got {name!r}")
+    if folder is None:
+        return Path(name)
+    base = Path(folder)
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise InputError(
+            f"{source}: transform_dir {name!r} leaves the pipeline's folder; keep the fitted "
+            "transform in a folder beside pipeline.json and name it relatively"
+        )
+    current = base
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            raise InputError(f"{source}: {current} is a symbolic link; saved folders hold plain files")
+    if not current.is_dir():
+        raise InputError(f"{source}: transform folder {current} not found")
+    return current

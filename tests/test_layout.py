@@ -1,0 +1,134 @@
+"""The package's import graph: data flows one way, so no module imports one that imports it.
+
+Every import counts, also those inside functions (they run sooner or later), and importing a
+module imports its parent packages first.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vecdoctor
+
+ROOT = Path(vecdoctor.__file__).parent
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _targets(module: str, node: ast.Import | ast.ImportFrom, is_package: bool) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = module.split(".")
+        parts = parts if is_package else parts[:-1]
+        parts = parts[: len(parts) - node.level + 1]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for target in _targets(name, node, path.name == "__init__.py"):
+                while target and target not in modules:  # an attribute, not a module
+                    target = target.rpartition(".")[0]
+                while target.startswith("vecdoctor"):  # the module and its parent packages
+                    if target != name and not name.startswith(target + "."):
+                        deps.add(target)
+                    target = target.rpartition(".")[0]
+        graph[name] = deps
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_lower_layers_do_not_import_higher_ones():
+    graph = import_graph()
+    lower = ("vecdoctor.config", "vecdoctor.io", "vecdoctor.errors", "vecdoctor.encode",
+             "vecdoctor.fix", "vecdoctor.index", "vecdoctor.pipeline")
+    higher = ("vecdoctor.evaluate", "vecdoctor.checkup", "vecdoctor.serve", "vecdoctor.cli",
+              "vecdoctor.scale", "vecdoctor.finetune", "vecdoctor.report")
+    wrong = sorted(
+        (module, dep)
+        for module, deps in graph.items()
+        if module.startswith(lower)
+        for dep in deps
+        if dep.startswith(higher)
+    )
+    assert wrong == []
+
+
+def test_package_inits_only_re_export():
+    heavy = []
+    for name, path in _modules().items():
+        if path.name != "__init__.py" or name in {"vecdoctor", "vecdoctor.cli"}:
+            continue  # the root's lazy map and the CLI's entry point (the top layer)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        if any(getattr(n, "module", None) not in {"vecdoctor._lazy", None} for n in imports):
+            heavy.append(name)
+    assert heavy == []
