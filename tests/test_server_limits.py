@@ -158,7 +158,7 @@ def test_requests_beyond_the_queue_limit_get_503_and_health_stays_fast(base_url,
 
 
 def test_one_access_log_line_per_request(base_url, caplog):
-    with caplog.at_level(logging.INFO, logger="vecdoctor.serve.app.access"):
+    with caplog.at_level(logging.INFO, logger="vecdoctor.serve.access"):
         with httpx.Client(base_url=base_url, timeout=30) as c:
             c.post("/search", json={"query": "insulin"}, headers=AUTH)
             c.get("/health")
@@ -166,7 +166,7 @@ def test_one_access_log_line_per_request(base_url, caplog):
         deadline = time.time() + 5
         while len(caplog.records) < 3 and time.time() < deadline:
             time.sleep(0.05)
-    lines = [r.getMessage() for r in caplog.records if r.name == "vecdoctor.serve.app.access"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "vecdoctor.serve.access"]
     assert len(lines) == 3, lines
     assert lines[0].startswith("POST /search 200 ") and "ms" in lines[0]
     assert lines[1].startswith("GET /health 200 ")

@@ -1,4 +1,5 @@
-"""The :class:`Pipeline`: every choice from text to ranked hits, in one frozen object.
+"""The :class:`Pipeline`: every choice from text to ranked hits, in one frozen object; and the
+:class:`Embedder`, the one path from text to a stored vector (encoder, then transform).
 
 ``pipeline.json`` (written by ``vecdoctor checkup``, read by ``vecdoctor index --pipeline``) and
 the ``pipeline`` entry of an index folder's ``config.json`` are its serialisation::
@@ -22,10 +23,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vecdoctor.config import (
     Backend,
@@ -42,7 +46,7 @@ from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.io import read_json, write_json
 
-__all__ = ["FORMAT_VERSION", "Pipeline", "header", "read_header"]
+__all__ = ["FORMAT_VERSION", "Embedder", "Pipeline", "header", "read_header"]
 
 FORMAT_VERSION = 2
 """2: the header and ``storage``; 1 (vecdoctor 0.1.0): no header, ``precision`` for storage."""
@@ -321,3 +325,110 @@ def _confined(name: Any, folder: str | Path | None, source: str | Path) -> Path:
     if not current.is_dir():
         raise InputError(f"{source}: transform folder {current} not found")
     return current
+
+
+class Embedder:
+    """The one path from text to a stored vector: the encoder, then the fitted transform.
+
+    Documents at build time and queries at search time go through the same object, so they
+    can never be embedded differently. The encoder is loaded from ``encoder_config`` on first
+    use; another one (a cache, another backend) can be put in with :meth:`use`, which checks
+    that it makes the same vectors.
+    """
+
+    def __init__(
+        self, encoder_config: dict[str, Any], transform: Any = None, encoder: Any = None
+    ) -> None:
+        self.encoder_config = dict(encoder_config)
+        self.transform = transform
+        self._encoder = encoder
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> Any:
+        """The encoder in use, or ``None`` before the first one is loaded."""
+        return self._encoder
+
+    @property
+    def encoder(self) -> Any:
+        """The encoder that made the vectors (loaded from the saved config on first use)."""
+        if self._encoder is None:
+            with self._lock:
+                if self._encoder is None:
+                    self._encoder = self.load_encoder()
+        return self._encoder
+
+    def load_encoder(self, **overrides: Any) -> Any:
+        """A new encoder from the saved config (``overrides``: e.g. ``cache``, ``batch_size``)."""
+        from vecdoctor.encode.encoder import Encoder
+
+        enc = Encoder.from_config(self.encoder_config, **overrides)
+        self.check_encoder(enc)
+        return enc
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.encoder_config.get("fingerprint", ""))
+
+    @property
+    def model_id(self) -> str:
+        return str(self.encoder_config.get("model", ""))
+
+    def check_encoder(self, encoder: Any) -> None:
+        """Raise :class:`IncompatibleError` unless ``encoder`` makes the vectors this path made."""
+        expected = self.encoder_config.get("model_fingerprint")
+        got = getattr(encoder, "model_fingerprint", None)
+        if expected and got and expected != got:
+            raise IncompatibleError(
+                f"the index was built with model {self.model_id!r} (fingerprint {expected}) "
+                "but the "
+                f"query encoder is {getattr(encoder, 'model_id', '?')!r} (fingerprint {got}); "
+                f"search with model {self.model_id!r} or rebuild the index with the new model"
+            )
+        expected = self.encoder_config.get("fingerprint")
+        got = getattr(encoder, "fingerprint", None)
+        if expected and got and expected != got and not _same_vectors(self.encoder_config, encoder):
+            theirs = encoder.config()
+            keys = sorted((set(self.encoder_config) | set(theirs)) - {"fingerprint", "dimension"})
+            diff = {
+                k: (self.encoder_config.get(k), theirs.get(k))
+                for k in keys
+                if self.encoder_config.get(k) != theirs.get(k)
+            }
+            raise IncompatibleError(
+                "the index was built with other encoder settings than the query encoder "
+                f"(setting: (index, query) = {diff}); use the index's settings or rebuild the index"
+            )
+
+    def use(self, encoder: Any) -> None:
+        """Encode queries and new documents with ``encoder`` (checked against the index)."""
+        self.check_encoder(encoder)
+        with self._lock:
+            self._encoder = encoder
+
+    def embed(self, texts: Sequence[str], role: str, show_progress: bool = False) -> np.ndarray:
+        """Vectors of ``texts`` as ``queries`` or ``documents``: encoder, then transform."""
+        enc = self.encoder
+        with self._lock:  # one forward pass at a time; torch already uses every core
+            if role == "queries":
+                vecs = enc.encode_queries(list(texts), show_progress=show_progress)
+            else:
+                vecs = enc.encode_documents(list(texts), show_progress=show_progress)
+        if self.transform is not None:
+            # the encoder passed check_encoder: its vectors are those the transform was fitted on
+            vecs = self.transform.transform(vecs, fingerprint=self.fingerprint or enc.fingerprint)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors through the index's own encoder and transform."""
+        return self.embed(texts, role="queries")
+
+    def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.embed(texts, role="documents", show_progress=show_progress)
+
+
+def _same_vectors(config: dict[str, Any], encoder: Any) -> bool:
+    from vecdoctor.encode.encoder import same_vectors
+
+    theirs = encoder.config() if hasattr(encoder, "config") else None
+    return isinstance(theirs, dict) and same_vectors(config, theirs)

@@ -262,7 +262,8 @@ def serve_command(
 ) -> None:
     """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /docs."""
     from vecdoctor.errors import InputError, require
-    from vecdoctor.serve.app import ServerLimits, serve
+    from vecdoctor.serve.guard import ServerLimits
+    from vecdoctor.serve.runner import serve
 
     require("fastapi", "server")
     require("uvicorn", "server")

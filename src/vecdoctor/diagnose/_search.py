@@ -1,17 +1,16 @@
-"""Exact dense top-k by inner product, in numpy, used by the retrieval-based checks."""
+"""Exact dense top-k for the retrieval-based checks: the index's own top-k functions
+(:mod:`vecdoctor.index.dense`), which the Searcher's dense search uses too."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from vecdoctor.index.dense import chunked_top_k, top_k_rows
+
 
 def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k highest scores per row, best first (ties broken by lower index)."""
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    rows = np.arange(len(scores))[:, None]
-    order = np.lexsort((part, -scores[rows, part]), axis=1)
-    return np.take_along_axis(part, order, axis=1)
+    return top_k_rows(np.asarray(scores), k)[0]
 
 
 def exact_topk(
@@ -19,17 +18,20 @@ def exact_topk(
     docs: np.ndarray,
     k: int,
     exclude: np.ndarray | None = None,
-    chunk: int = 256,
 ) -> np.ndarray:
     """Top-k document indices per query by inner product; ``exclude[i]`` is a doc to skip."""
-    out = np.empty((len(queries), min(k, len(docs) - (exclude is not None))), dtype=np.int64)
-    for start in range(0, len(queries), chunk):
-        scores = queries[start : start + chunk] @ docs.T
+    queries = np.asarray(queries, dtype=np.float32)
+    docs = np.asarray(docs, dtype=np.float32)
+    k = min(k, len(docs) - (exclude is not None))
+
+    def score(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        scores = q @ docs[lo:hi].T
         if exclude is not None:
-            rows = np.arange(len(scores))
-            scores[rows, exclude[start : start + chunk]] = -np.inf
-        out[start : start + chunk] = topk_from_scores(scores, out.shape[1])
-    return out
+            inside = (exclude >= lo) & (exclude < hi)
+            scores[np.flatnonzero(inside), exclude[inside] - lo] = -np.inf
+        return scores
+
+    return chunked_top_k(queries, len(docs), k, score)[0]
 
 
 def overlap_at_k(a: np.ndarray, b: np.ndarray) -> float:

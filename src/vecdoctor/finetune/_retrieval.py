@@ -1,12 +1,11 @@
-"""First-stage retrieval (BM25, dense, RRF hybrid) and nDCG for training and its evaluation."""
+"""First-stage retrieval (BM25, dense, RRF hybrid) for training and its evaluation, through the
+Searcher, and nDCG of the runs."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from vecdoctor.data import Document, Qrels
 
@@ -32,7 +31,12 @@ def rrf(runs: Sequence[list[tuple[str, float]]], k: int = 60) -> list[tuple[str,
 
 
 class FirstStage:
-    """BM25 and (optionally) dense retrieval over one corpus, plus their RRF fusion."""
+    """BM25, dense and hybrid (RRF) first-stage runs over one corpus.
+
+    Dense and hybrid runs come from the :class:`~vecdoctor.search.searcher.Searcher` over an
+    index of the corpus, BM25 from the same BM25 index it searches: the first stage that
+    training mines and evaluates on is the one a built index serves.
+    """
 
     def __init__(
         self, corpus: Sequence[Document], encoder: Any = None, show_progress: bool = False
@@ -41,12 +45,17 @@ class FirstStage:
 
         self.docs = list(corpus)
         self.ids = [d.id for d in self.docs]
-        texts = [d.content for d in self.docs]
-        self.bm25_index = BM25Index().build(texts)
         self.encoder = encoder
-        self.vectors = None
+        self.searcher: Any = None
         if encoder is not None:
-            self.vectors = encoder.encode_documents(texts, show_progress=show_progress)
+            from vecdoctor.index.store import Index
+            from vecdoctor.search.searcher import Searcher
+
+            index = Index.build(self.docs, encoder, show_progress=show_progress)
+            self.searcher = Searcher(index, cache_size=0, max_query_chars=1 << 30)
+            self.bm25_index = index.bm25
+        else:
+            self.bm25_index = BM25Index().build([d.content for d in self.docs])
 
     def bm25(self, queries: dict[str, str], depth: int) -> Run:
         out: Run = {}
@@ -55,39 +64,32 @@ class FirstStage:
             out[qid] = [(self.ids[r], float(s)) for r, s in zip(rows, scores, strict=True)]
         return out
 
-    def dense(self, queries: dict[str, str], depth: int) -> Run:
-        from vecdoctor.index.dense import top_k_rows
-
-        if self.encoder is None or self.vectors is None:
-            raise ValueError("dense retrieval needs an encoder")
+    def _search(self, queries: dict[str, str], depth: int, mode: str) -> Run:
+        if self.searcher is None:
+            raise ValueError(f"{mode} retrieval needs an encoder")
         qids = list(queries)
-        out: Run = {}
-        for start in range(0, len(qids), 256):
-            chunk = qids[start : start + 256]
-            vecs = self.encoder.encode_queries([queries[q] for q in chunk])
-            rows, scores = top_k_rows(vecs @ self.vectors.T, depth)
-            for q, rr, ss in zip(chunk, rows, scores, strict=True):
-                out[q] = [(self.ids[r], float(s)) for r, s in zip(rr, ss, strict=True)]
-        return out
+        hits = self.searcher.search_batch([queries[q] for q in qids], depth, mode)
+        return {q: [(h.id, h.score) for h in found] for q, found in zip(qids, hits, strict=True)}
 
-    def hybrid(self, queries: dict[str, str], depth: int, candidates: int = 100) -> Run:
-        lexical = self.bm25(queries, candidates)
-        dense = self.dense(queries, candidates)
-        return {q: rrf([lexical[q], dense[q]])[:depth] for q in queries}
+    def dense(self, queries: dict[str, str], depth: int) -> Run:
+        return self._search(queries, depth, "dense")
+
+    def hybrid(self, queries: dict[str, str], depth: int) -> Run:
+        """RRF (k=60) of the BM25 and dense top-100 (or top-``depth`` when deeper)."""
+        return self._search(queries, depth, "hybrid")
 
 
 def rerank_run(
     reranker: Any, run: Run, queries: dict[str, str], docs: dict[str, Document], depth: int
 ) -> Run:
-    """Reorder the top ``depth`` of each query with ``reranker.score``; the rest keep their order."""
+    """Reorder the top ``depth`` of each query with ``reranker.score`` (as the Searcher's
+    rerank stage does); the rest keep their order below."""
+    from vecdoctor.search.searcher import rerank_order
+
     out: Run = {}
     for qid, hits in run.items():
         head, tail = hits[:depth], hits[depth:]
-        scores = np.asarray(
-            reranker.score(queries[qid], [docs[d] for d, _ in head]), dtype=np.float64
-        )
-        order = np.lexsort((np.arange(len(head)), -scores))
-        floor = float(scores.min()) if len(scores) else 0.0
-        reranked = [(head[j][0], float(scores[j])) for j in order]
+        reranked = rerank_order(reranker, queries[qid], [docs[d] for d, _ in head], head)
+        floor = min((s for _, s in reranked), default=0.0)
         out[qid] = reranked + [(d, floor - 1.0 - i) for i, (d, _) in enumerate(tail)]
     return out

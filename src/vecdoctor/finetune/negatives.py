@@ -30,25 +30,17 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def _bm25_rankings(anchors: list[str], texts: list[str], depth: int) -> list[list[int]]:
-    from vecdoctor.index.bm25 import BM25Index
-
-    index = BM25Index().build(texts)
-    return [[int(r) for r in index.search(a, depth)[0]] for a in anchors]
-
-
-def _dense_rankings(
-    anchors: list[str], texts: list[str], depth: int, encoder: Any
+def _rankings(
+    anchors: list[str], texts: list[str], depth: int, encoder: Any = None
 ) -> list[list[int]]:
-    from vecdoctor.index.dense import top_k_rows
+    """Rows of ``texts`` ranked for each anchor: BM25 without an encoder, dense with one; both
+    through the first stage that search uses."""
+    from vecdoctor.finetune._retrieval import FirstStage
 
-    docs = encoder.encode_documents(texts)
-    out: list[list[int]] = []
-    for start in range(0, len(anchors), 256):
-        queries = encoder.encode_queries(anchors[start : start + 256])
-        rows, _ = top_k_rows(queries @ docs.T, depth)
-        out.extend([[int(r) for r in row] for row in rows])
-    return out
+    stage = FirstStage([Document(str(i), t) for i, t in enumerate(texts)], encoder)
+    queries = {str(i): a for i, a in enumerate(anchors)}
+    run = stage.dense(queries, depth) if encoder is not None else stage.bm25(queries, depth)
+    return [[int(doc) for doc, _ in run[str(i)]] for i in range(len(anchors))]
 
 
 def _interleave(a: list[int], b: list[int]) -> list[int]:
@@ -106,12 +98,12 @@ def mine_negatives(
     rankings: dict[str, list[int]] = {a: [] for a in anchors}
     if config.count and source is not NegativeSource.NONE:
         lexical = (
-            _bm25_rankings(anchors, contents, depth)
+            _rankings(anchors, contents, depth)
             if source in (NegativeSource.BM25, NegativeSource.BOTH)
             else None
         )
         dense = (
-            _dense_rankings(anchors, contents, depth, encoder)
+            _rankings(anchors, contents, depth, encoder)
             if source in (NegativeSource.MODEL, NegativeSource.BOTH)
             else None
         )

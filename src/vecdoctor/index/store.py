@@ -17,7 +17,6 @@ Every write goes to a temporary sibling folder that replaces the old one in one 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,9 +32,9 @@ from vecdoctor.index.bm25 import BM25Config, BM25Index
 from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
 from vecdoctor.io import atomic_dir, read_json, safe_child, write_json
-from vecdoctor.pipeline import Pipeline, header, read_header
+from vecdoctor.pipeline import Embedder, Pipeline, header, read_header
 
-__all__ = ["Index"]
+__all__ = ["DocumentIndex", "Index"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +55,87 @@ def _make_encoder(encoder: Any) -> Any:
     return encoder
 
 
-class Index:
+
+class DocumentIndex:
+    """What every index offers the :class:`~vecdoctor.search.searcher.Searcher`: documents
+    (``docs[row]``, ``row(id)``, ``len``), ``bm25.search``, ``vectors.search``, the
+    :class:`Embedder` that makes its vectors and the :class:`Pipeline` it was built with.
+
+    The folder index (:class:`Index`) and the LanceDB table
+    (:class:`~vecdoctor.scale.lance.LanceIndex`) are the two implementations.
+    """
+
+    docs: Any
+    bm25: Any
+    vectors: Any
+
+    def __init__(
+        self, embedder: Embedder, pipeline: Pipeline, path: Path | None, oversample: float
+    ) -> None:
+        self.embedder = embedder
+        self.pipeline = pipeline
+        self.path = path
+        self.oversample = float(oversample)
+
+    # the embedding path, delegated to the embedder
+    @property
+    def encoder_config(self) -> dict[str, Any]:
+        return self.embedder.encoder_config
+
+    @property
+    def transform(self) -> Any:
+        return self.embedder.transform
+
+    @property
+    def encoder(self) -> Any:
+        """The encoder that made the vectors (loaded from the saved config on first use)."""
+        return self.embedder.encoder
+
+    @property
+    def fingerprint(self) -> str:
+        return self.embedder.fingerprint
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def load_encoder(self, **overrides: Any) -> Any:
+        """A new encoder from the saved config (``overrides``: e.g. ``cache``, ``batch_size``)."""
+        return self.embedder.load_encoder(**overrides)
+
+    def check_encoder(self, encoder: Any) -> None:
+        """Raise :class:`IncompatibleError` unless ``encoder`` is the pipeline the index used."""
+        self.embedder.check_encoder(encoder)
+
+    def use_encoder(self, encoder: Any) -> None:
+        """Encode queries and new documents with ``encoder`` (checked against the index)."""
+        self.embedder.use(encoder)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Query vectors through the index's own encoder and transform."""
+        return self.embedder.embed(texts, role="queries")
+
+    def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
+        return self.embedder.embed(texts, role="documents", show_progress=show_progress)
+
+    @property
+    def search_defaults(self) -> dict[str, Any]:
+        """The searcher's default mode, fusion, rrf_k and reranker fusion (from the pipeline)."""
+        return self.pipeline.search_settings()
+
+    @property
+    def precision(self) -> Precision:
+        return Precision.parse(self.vectors.precision)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.dim)
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+
+class Index(DocumentIndex):
     """Documents with their BM25 and dense representations, searchable by :class:`Searcher`.
 
     Build with :meth:`build`, persist with :meth:`save`, reopen with :meth:`load`. ``add`` and
@@ -78,13 +157,10 @@ class Index:
         self.docs = docs
         self.bm25 = bm25
         self.vectors = vectors
-        self.encoder_config = dict(encoder_config)
-        self.transform = transform
-        self._encoder = encoder
-        self._encoder_lock = threading.Lock()
-        self.path = path
-        self.oversample = float(oversample)
-        self.pipeline = pipeline if pipeline is not None else _pipeline_of(self)
+        embedder = Embedder(encoder_config, transform, encoder)
+        super().__init__(embedder, pipeline or Pipeline(), path, oversample)
+        if pipeline is None:
+            self.pipeline = _pipeline_of(self)
         self._rows = {d.id: i for i, d in enumerate(docs)}
 
     # -- building ---------------------------------------------------------------------------
@@ -129,7 +205,7 @@ class Index:
         encoder_config = {**enc.config(), "fingerprint": enc.fingerprint}
         placeholder = VectorStore(np.zeros((0, int(enc.dimension)), np.float32))
         index = cls(docs, lexical, placeholder, encoder_config, transform, enc, None, oversample)
-        vecs = index._embed(texts, role="documents", show_progress=show_progress)
+        vecs = index.embedder.embed(texts, role="documents", show_progress=show_progress)
         index.vectors = VectorStore.build(vecs, precision, ann)
         index.pipeline = _pipeline_of(index)
         logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
@@ -193,96 +269,6 @@ class Index:
         )
         index.pipeline = _pipeline_of(index, pipeline)
         return index
-
-    # -- the pipeline ----------------------------------------------------------------------
-    @property
-    def encoder(self) -> Any:
-        """The encoder that made the vectors (loaded from the saved config on first use)."""
-        if self._encoder is None:
-            with self._encoder_lock:
-                if self._encoder is None:
-                    self._encoder = self.load_encoder()
-        return self._encoder
-
-    def load_encoder(self, **overrides: Any) -> Any:
-        """A new encoder from the saved config (``overrides``: e.g. ``cache``, ``batch_size``)."""
-        from vecdoctor.encode.encoder import Encoder
-
-        enc = Encoder.from_config(self.encoder_config, **overrides)
-        self.check_encoder(enc)
-        return enc
-
-    @property
-    def search_defaults(self) -> dict[str, Any]:
-        """The searcher's default mode, fusion, rrf_k and reranker fusion (from the pipeline)."""
-        return self.pipeline.search_settings()
-
-    @property
-    def fingerprint(self) -> str:
-        return str(self.encoder_config.get("fingerprint", ""))
-
-    @property
-    def model_id(self) -> str:
-        return str(self.encoder_config.get("model", ""))
-
-    @property
-    def precision(self) -> Precision:
-        return self.vectors.precision
-
-    @property
-    def dim(self) -> int:
-        return self.vectors.dim
-
-    def check_encoder(self, encoder: Any) -> None:
-        """Raise :class:`IncompatibleError` unless ``encoder`` is the pipeline the index used."""
-        expected = self.encoder_config.get("model_fingerprint")
-        got = getattr(encoder, "model_fingerprint", None)
-        if expected and got and expected != got:
-            raise IncompatibleError(
-                f"the index was built with model {self.model_id!r} (fingerprint {expected}) "
-                "but the "
-                f"query encoder is {getattr(encoder, 'model_id', '?')!r} (fingerprint {got}); "
-                f"search with model {self.model_id!r} or rebuild the index with the new model"
-            )
-        expected = self.encoder_config.get("fingerprint")
-        got = getattr(encoder, "fingerprint", None)
-        if expected and got and expected != got and not _same_vectors(self.encoder_config, encoder):
-            theirs = encoder.config()
-            keys = sorted((set(self.encoder_config) | set(theirs)) - {"fingerprint", "dimension"})
-            diff = {
-                k: (self.encoder_config.get(k), theirs.get(k))
-                for k in keys
-                if self.encoder_config.get(k) != theirs.get(k)
-            }
-            raise IncompatibleError(
-                "the index was built with other encoder settings than the query encoder "
-                f"(setting: (index, query) = {diff}); use the index's settings or rebuild the index"
-            )
-
-    def use_encoder(self, encoder: Any) -> None:
-        """Encode queries and new documents with ``encoder`` (checked against the index)."""
-        self.check_encoder(encoder)
-        with self._encoder_lock:
-            self._encoder = encoder
-
-    def _embed(self, texts: Sequence[str], role: str, show_progress: bool = False) -> np.ndarray:
-        enc = self.encoder
-        with self._encoder_lock:  # one forward pass at a time; torch already uses every core
-            if role == "queries":
-                vecs = enc.encode_queries(list(texts), show_progress=show_progress)
-            else:
-                vecs = enc.encode_documents(list(texts), show_progress=show_progress)
-        if self.transform is not None:
-            # the encoder passed check_encoder: its vectors are those the transform was fitted on
-            vecs = self.transform.transform(vecs, fingerprint=self.fingerprint or enc.fingerprint)
-        return np.ascontiguousarray(vecs, dtype=np.float32)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors through the index's own encoder and transform."""
-        return self._embed(texts, role="queries")
-
-    def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return self._embed(texts, role="documents", show_progress=show_progress)
 
     # -- documents --------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -462,13 +448,6 @@ class Index:
             f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
             f"precision={self.precision}, path={str(self.path) if self.path else None!r})"
         )
-
-
-def _same_vectors(config: dict[str, Any], encoder: Any) -> bool:
-    from vecdoctor.encode.encoder import same_vectors
-
-    theirs = encoder.config() if hasattr(encoder, "config") else None
-    return isinstance(theirs, dict) and same_vectors(config, theirs)
 
 
 def _v1_pipeline(meta: dict[str, Any]) -> dict[str, Any]:

@@ -22,20 +22,17 @@ import numpy as np
 
 from vecdoctor.config import ModelPrecision
 from vecdoctor.encode.convert.cache import (
-    EXPORT_FILE,
     ConvertedModel,
     check_backend,
-    describe_variant,
-    load_converted,
     variant_dir,
 )
+from vecdoctor.encode.convert.core import Built, cached_variant, check_target, save_variant
+from vecdoctor.encode.runtime.base import BACKENDS
 from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError
-from vecdoctor.io import atomic_dir
 from vecdoctor.models import cache_home, resolve
 
 logger = logging.getLogger(__name__)
 
-RERANK_BACKENDS = ("torch", "onnx", "openvino")
 FP32_TOLERANCE = 1e-3
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -46,9 +43,9 @@ class RerankConversionError(VecdoctorError, RuntimeError):
 
 def check_rerank_backend(backend: str, precision: ModelPrecision | str) -> ModelPrecision:
     """Validate a (backend, precision) pair; fp32 everywhere, int8 on onnx and openvino."""
-    if backend not in RERANK_BACKENDS:
+    if backend not in BACKENDS:
         raise InputError(
-            f"unknown reranker backend {backend!r}; valid backends: {', '.join(RERANK_BACKENDS)}"
+            f"unknown reranker backend {backend!r}; valid backends: {', '.join(BACKENDS)}"
         )
     precision = ModelPrecision.parse(precision)
     if precision is ModelPrecision.BF16 or (backend == "torch" and precision is not ModelPrecision.FP32):
@@ -258,15 +255,15 @@ def export_cross_encoder(
     require_packages(backend, precision)
     resolved = resolve(str(source))
     target = Path(output) if output is not None else reranker_variant_dir(source, backend, precision)
-    if (target / EXPORT_FILE).exists() and not force:
-        raise InputError(f"{target} already holds a converted model; pass force=True to replace it")
+    check_target(target, force, refuse_foreign=output is not None)
     started = time.perf_counter()
     pairs = list(check_pairs or _sample_pairs())
     tokenizer = PairTokenizer(source)
     batch = tokenizer.pairs([q for q, _ in pairs], [d for _, d in pairs])
     module = torch_module(source)
     reference = _reference(module, batch)
-    with atomic_dir(target) as tmp:  # a kill or an error leaves the previous folder as it was
+
+    def build(tmp: Path) -> Built:
         if backend == "onnx":
             graph = _convert_onnx(module, tmp, precision, batch)
         else:
@@ -281,18 +278,19 @@ def export_cross_encoder(
                 f"{len(pairs)} pairs); not saved"
             )
         calibrated = backend == "openvino" and precision is ModelPrecision.INT8
-        info = describe_variant(
-            resolved, backend, precision, graph, tmp,
+        return Built(
+            graph, check, module, tokenizer.max_length,
             [f"{q}\x00{d}" for q, d in pairs] if calibrated else [],
-            check, tokenizer.max_length, time.perf_counter() - started, module,
+            {"kind": "cross-encoder", "outputs": ["logits"], "inputs": list(INPUTS)},
         )
-        info.update({"kind": "cross-encoder", "outputs": ["logits"], "inputs": list(INPUTS)})
-        (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2))
+
+    converted = save_variant(resolved, backend, precision, target, build, started)
     logger.info(
         "converted cross-encoder %s to %s %s in %.1fs (largest logit difference %.2g): %s",
-        source, backend, precision, info["seconds"], check["max_abs_logit_difference"], target,
+        source, backend, precision, converted.info["seconds"],
+        converted.info["check"]["max_abs_logit_difference"], target,
     )
-    return load_converted(target)
+    return converted
 
 
 def ensure_cross_encoder(
@@ -300,10 +298,7 @@ def ensure_cross_encoder(
 ) -> ConvertedModel:
     """The cached variant, converted (again) when it is missing or damaged."""
     target = reranker_variant_dir(folder, backend, precision)
-    try:
-        return load_converted(target)
-    except FileNotFoundError:
-        pass
-    except IncompatibleError as exc:
-        logger.warning("%s; converting again", exc)
+    found = cached_variant(target)
+    if found is not None:
+        return found
     return export_cross_encoder(folder, backend, precision, output=target, force=True)

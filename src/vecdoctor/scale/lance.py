@@ -27,8 +27,8 @@ import numpy as np
 from vecdoctor.config import Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
-from vecdoctor.index.store import Index
-from vecdoctor.pipeline import Pipeline
+from vecdoctor.index.store import DocumentIndex
+from vecdoctor.pipeline import Embedder, Pipeline
 from vecdoctor.scale import _rows
 
 logger = logging.getLogger(__name__)
@@ -183,16 +183,17 @@ class LanceVectors:
         return rows, scores
 
 
-class LanceIndex(Index):
-    """An :class:`~vecdoctor.index.store.Index` stored in a LanceDB table (local or object storage).
+class LanceIndex(DocumentIndex):
+    """An index stored in a LanceDB table (local or object storage).
 
-    It reuses Index's pipeline handling (encoder checks, query embedding through the same
-    encoder and transform) and replaces its storage; ``Searcher(LanceIndex.load(uri))`` works
+    Like the folder :class:`~vecdoctor.index.store.Index` it is a
+    :class:`~vecdoctor.index.store.DocumentIndex`: the same :class:`~vecdoctor.pipeline.Embedder`
+    (encoder checks, queries embedded through the same encoder and transform), its own storage; ``Searcher(LanceIndex.load(uri))`` works
     like ``Searcher(Index.load(folder))``. Open with :meth:`load`, create with :meth:`build`
     (in this process) or :meth:`build_with_ray` (an actor pool writing straight to the table).
     """
 
-    def __init__(  # the parent's __init__ builds in-memory storage, which this class replaces
+    def __init__(
         self,
         table: Any,
         encoder_config: dict[str, Any],
@@ -204,28 +205,24 @@ class LanceIndex(Index):
         refine_factor: int | None = None,
         exact: bool = False,
     ) -> None:
+        pipeline = Pipeline.from_dict({"encoder": encoder_config, "search": search_defaults or {}})
+        path = Path(uri) if uri is not None and "://" not in uri else None
+        super().__init__(Embedder(encoder_config, transform, encoder), pipeline, path, 1.0)
         self.table = table
         self.name = str(table.name)
         self.uri = uri
-        self.encoder_config = dict(encoder_config)
-        self.transform = transform
-        self._encoder = encoder
-        self._encoder_lock = threading.Lock()
-        self.path = Path(uri) if uri is not None and "://" not in uri else None
-        self.oversample = 1.0
-        self.pipeline = Pipeline.from_dict({"encoder": self.encoder_config, "search": search_defaults or {}})
         self.nprobes = int(nprobes)
         self.refine_factor = refine_factor
         self.exact = bool(exact)
         dim = int(table.schema.field("vector").type.list_size)
         self.lance_docs = LanceDocs(self)  # the same object as docs, with its own type
-        self.docs = self.lance_docs  # type: ignore[assignment]
-        self.bm25 = LanceFullText(self)  # type: ignore[assignment]
-        self.vectors = LanceVectors(self, dim)  # type: ignore[assignment]
+        self.docs = self.lance_docs
+        self.bm25 = LanceFullText(self)
+        self.vectors = LanceVectors(self, dim)
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
-    def load(  # type: ignore[override]
+    def load(
         cls,
         uri: str | Path,
         table: str = DEFAULT_TABLE,
@@ -252,7 +249,7 @@ class LanceIndex(Index):
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def build(  # type: ignore[override]
+    def build(
         cls,
         corpus: Iterable[Document],
         uri: str | Path,

@@ -125,11 +125,11 @@ class Searcher:
         rerank_fusion: RerankFusion | str | None = None,
         rerank_weights: Sequence[float] | None = None,
     ) -> None:
-        from vecdoctor.index.store import Index
+        from vecdoctor.index.store import DocumentIndex, Index
 
         if isinstance(index, (str, Path)):
             index = Index.load(index)
-        if not isinstance(index, Index):
+        if not isinstance(index, DocumentIndex):
             raise TypeError(f"index must be an Index or a folder path, got {type(index).__name__}")
         self.index = index
         defaults = index.search_defaults
@@ -163,7 +163,7 @@ class Searcher:
         self.embed(["warm up"])
 
     def _needs_encoder(self) -> bool:
-        current = self.index._encoder
+        current = self.index.embedder.loaded
         if current is None:
             return self.cache_size > 0 or self.query_backend is not None
         return self.query_backend is not None and current.backend_name != self.query_backend
@@ -197,7 +197,7 @@ class Searcher:
         return self.index.embed_queries(texts)
 
     def cache_stats(self) -> dict[str, float]:
-        enc = self.index._encoder
+        enc = self.index.embedder.loaded
         stats = getattr(enc, "cache_stats", None)
         if stats is None:
             return {"hits": 0, "misses": 0, "hit_rate": 0.0}
@@ -317,17 +317,7 @@ class Searcher:
     def _rerank(
         self, reranker: Any, query: str, run: list[tuple[int, float]]
     ) -> list[tuple[int, float]]:
-        if not run:
-            return []
-        docs = [self.index.docs[row] for row, _ in run]
-        scores = np.asarray(reranker.score(query, docs), dtype=np.float64).reshape(-1)
-        if len(scores) != len(run):
-            raise IncompatibleError(
-                f"the reranker {reranker!r} returned {len(scores)} scores for {len(run)} "
-                "documents; a reranker's score(query, docs) must return one score per document"
-            )
-        order = np.lexsort((np.arange(len(run)), -scores))
-        return [(run[j][0], float(scores[j])) for j in order]
+        return rerank_order(reranker, query, [self.index.docs[row] for row, _ in run], run)
 
     def _hits(
         self, final: list[tuple[int, float]], stages: dict[str, list[tuple[int, float]]]
@@ -342,3 +332,18 @@ class Searcher:
             by_stage = {name: table[row] for name, table in ranks.items() if row in table}
             hits.append(Hit(doc.id, float(score), doc.title, doc.text, by_stage))
         return hits
+
+
+def rerank_order(reranker: Any, query: str, docs: Sequence[Any], run: Sequence[tuple[Any, float]]) -> list[tuple[Any, float]]:
+    """``run``'s entries reordered by ``reranker.score(query, docs)`` (best first; ties keep the
+    run's order), each with its reranker score."""
+    if not run:
+        return []
+    scores = np.asarray(reranker.score(query, list(docs)), dtype=np.float64).reshape(-1)
+    if len(scores) != len(run):
+        raise IncompatibleError(
+            f"the reranker {reranker!r} returned {len(scores)} scores for {len(run)} "
+            "documents; a reranker's score(query, docs) must return one score per document"
+        )
+    order = np.lexsort((np.arange(len(run)), -scores))
+    return [(run[j][0], float(scores[j])) for j in order]

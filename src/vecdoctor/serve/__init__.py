@@ -6,7 +6,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "create_app": "vecdoctor.serve.app",
-        "serve": "vecdoctor.serve.app",
-        "ServerLimits": "vecdoctor.serve.app",
+        "serve": "vecdoctor.serve.runner",
+        "ServerLimits": "vecdoctor.serve.guard",
     },
 )

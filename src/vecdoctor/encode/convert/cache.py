@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vecdoctor.config import ModelPrecision
+from vecdoctor.config import Backend, ModelPrecision
 from vecdoctor.encode.runtime.base import EXPORT_FILE
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.models import ResolvedModel, cache_home
 
 FORMAT_VERSION = 1
-CONVERTED_BACKENDS = ("openvino", "onnx")
+CONVERTED_BACKENDS = (str(Backend.OPENVINO), str(Backend.ONNX))
+"""Backends a PyTorch model can be converted to."""
 _COPIED = (
     "tokenizer.json",
     "config.json",

