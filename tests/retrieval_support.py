@@ -14,6 +14,7 @@ fresh-clone tier).
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import json
 import os
@@ -52,7 +53,10 @@ def sample_beir() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="vecdoctor-sample-beir-"))
     atexit.register(shutil.rmtree, folder, True)
     ds = self_supervised(sample_corpus("python-docs"), n_queries=200, seed=0)
-    write_corpus_jsonl(ds.corpus, folder / "corpus.jsonl")
+    # Passages of one section share its title; tests that search for a document by its title
+    # (as SciFact's titles allow) need a title of its own: the section and the first words.
+    docs = [dataclasses.replace(d, title=f"{d.title}: {' '.join(d.text.split()[:8])}") for d in ds.corpus]
+    write_corpus_jsonl(docs, folder / "corpus.jsonl")
     (folder / "queries.jsonl").write_text(
         "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in ds.queries.items()))
     qids = sorted(ds.qrels)

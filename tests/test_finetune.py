@@ -51,9 +51,13 @@ def small_test(beir_dir):
 
 
 # -- pairs ------------------------------------------------------------------------------------
+def test_scifact_train_has_919_judgements(scifact_dir):
+    assert len(pairs_from_qrels(load_dataset(scifact_dir, "train"))) == 919
+
+
 def test_pairs_from_qrels_cover_every_judgement(train):
     pairs = pairs_from_qrels(train)
-    assert len(pairs) == sum(len(r) for r in train.qrels.values()) == 919
+    assert len(pairs) == sum(len(r) for r in train.qrels.values()) > 0
     docs = {d.id: d.content for d in train.corpus}
     assert all(
         docs[p.positive_id] == p.positive and train.qrels[p.anchor_id][p.positive_id] > 0

@@ -104,6 +104,10 @@ class TransformKind(_Choice):
     ABTT = "abtt"
     """All-but-the-top: mean and the top principal directions removed (Mu & Viswanath, 2018)."""
 
+    @classmethod
+    def _missing_(cls, value: object) -> TransformKind | None:
+        return cls.ABTT if value == "all-but-the-top" else None
+
 
 class Fusion(_Choice):
     """How the BM25 and dense lists are merged in hybrid mode."""

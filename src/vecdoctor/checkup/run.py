@@ -214,12 +214,11 @@ def checkup(
     fused with the first stage as ``rerank_fusion`` says and run on ``rerank_backend`` in
     ``rerank_precision``; the pipeline keeps it only where it beats hybrid on this data.
     """
-    from vecdoctor.diagnose.run import diagnose
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.evaluate.compare import compare_models
     from vecdoctor.evaluate.metrics import sample_dataset
-    from vecdoctor.evaluate.variants import DEFAULT_VARIANTS, VariantSpec, evaluate_variants
+    from vecdoctor.evaluate.variants import evaluate_variants
 
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -235,24 +234,10 @@ def checkup(
                                 time_budget=budget)
     model = comparison.recommended or models[0]
     enc = Encoder(model, cache=cache)
-    diagnosis = None
-    say(f"diagnose {model}")
-    try:
-        sizes: dict[str, Any] = {}
-        if quick:
-            sizes = {k: QUICK[k] for k in ("layer_sample", "attention_sample")}
-        sample = QUICK["diagnose_sample"] if quick else 2000
-        diagnosis = diagnose(ds, enc, sample=sample, seed=seed, **sizes)
-    except VecdoctorError as exc:
-        logger.warning("diagnosis of %s was incomplete: %s", model, exc)
-    names = list(variants) if variants else list(DEFAULT_VARIANTS)
-    if reranker is not None and "hybrid+rerank" not in names:
-        names.append("hybrid+rerank")
-    if enc.tokenizer is None:  # pooled-only models: no windows, no pooling choice
-        names = [n for n in names if n not in {"dense+window"} and not n.startswith("dense+") or
-                 n in {"dense+whiten", "dense+abtt"}]
+    diagnosis = _diagnose(ds, enc, quick, seed, say)
+    names = _variant_names(variants, reranker, enc)
     rerank_opts: dict[str, Any] = {"reranker": reranker, "rerank_fusion": rerank_fusion,
-                   "rerank_backend": rerank_backend, "rerank_precision": rerank_precision}
+                                   "rerank_backend": rerank_backend, "rerank_precision": rerank_precision}
     if reranker is not None and str(reranker).lower() != "maxsim":
         from vecdoctor.rerank.rerankers import load_reranker
 
@@ -263,29 +248,8 @@ def checkup(
     pipeline, decisions = decide(report, model, comparison)
     if pipeline != _baseline_pipeline(pipeline):
         say("confirm recommended pipeline")
-        spec = VariantSpec(
-            "the recommended pipeline, measured end to end",
-            mode=pipeline.mode,
-            pooling=str(pipeline.pooling) if pipeline.pooling else None,
-            window=pipeline.window,
-            transform=str(pipeline.transform) if pipeline.transform else None,
-            precision=pipeline.storage,
-            rerank=bool(pipeline.rerank),
-            baseline=str(pipeline.mode),
-        )
-        confirm = evaluate_variants(ds, model, [str(pipeline.mode)], extra={"recommended": spec},
-                                    cache=cache, **rerank_opts)
-        rec = confirm.get("recommended")
-        assert rec is not None  # evaluated above, under that name
-        report.results.append(rec)
-        decisions.append(Decision("confirmation", "recommended pipeline", True,
-                                  _fmt("recommended", confirm)))
-    transform = None
-    if pipeline.transform:
-        from vecdoctor.evaluate.variants import _fit_transform
-
-        tenc = Encoder(model, pooling=pipeline.pooling, window=pipeline.window, cache=cache)
-        transform = _fit_transform(str(pipeline.transform), tenc.encode_documents([d.content for d in ds.corpus]), tenc)
+        decisions.append(_confirm(ds, model, pipeline, report, cache, rerank_opts))
+    transform = _fit_recommended(ds, model, pipeline, cache)
     for r in report.results:  # rates measured in the model comparison (same encoder settings)
         if r.docs_per_second is None and r.name not in {"bm25"}:
             row = next((m for m in comparison.rows if m.model == model and not m.converted), None)
@@ -305,6 +269,70 @@ def checkup(
         "seconds": round(time.perf_counter() - started, 1),
     }
     return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform)
+
+
+def _diagnose(ds: Dataset, enc: Any, quick: bool, seed: int, say: Callable[[str], None]) -> Any:
+    """The chosen model's diagnosis (quick sizes with ``quick``); ``None`` when it failed."""
+    from vecdoctor.diagnose.run import diagnose
+
+    say(f"diagnose {enc.model_id}")
+    try:
+        sizes: dict[str, Any] = {}
+        if quick:
+            sizes = {k: QUICK[k] for k in ("layer_sample", "attention_sample")}
+        sample = QUICK["diagnose_sample"] if quick else 2000
+        return diagnose(ds, enc, sample=sample, seed=seed, **sizes)
+    except VecdoctorError as exc:
+        logger.warning("diagnosis of %s was incomplete: %s", enc.model_id, exc)
+        return None
+
+
+def _variant_names(variants: Sequence[str] | None, reranker: Any, enc: Any) -> list[str]:
+    from vecdoctor.evaluate.variants import DEFAULT_VARIANTS
+
+    names = list(variants) if variants else list(DEFAULT_VARIANTS)
+    if reranker is not None and "hybrid+rerank" not in names:
+        names.append("hybrid+rerank")
+    if enc.tokenizer is None:  # pooled-only models: no windows, no pooling choice
+        names = [n for n in names if n not in {"dense+window"} and not n.startswith("dense+") or
+                 n in {"dense+whiten", "dense+abtt"}]
+    return names
+
+
+def _confirm(ds: Dataset, model: str, pipeline: Pipeline, report: Any, cache: Any,
+             rerank_opts: dict[str, Any]) -> Decision:
+    """Measure the recommended pipeline end to end; its row joins the report."""
+    from vecdoctor.evaluate.variants import VariantSpec, evaluate_variants
+
+    spec = VariantSpec(
+        "the recommended pipeline, measured end to end",
+        mode=pipeline.mode,
+        pooling=str(pipeline.pooling) if pipeline.pooling else None,
+        window=pipeline.window,
+        transform=str(pipeline.transform) if pipeline.transform else None,
+        precision=pipeline.storage,
+        rerank=bool(pipeline.rerank),
+        baseline=str(pipeline.mode),
+    )
+    confirm = evaluate_variants(ds, model, [str(pipeline.mode)], extra={"recommended": spec},
+                                cache=cache, **rerank_opts)
+    rec = confirm.get("recommended")
+    if rec is None:  # pragma: no cover - evaluated above, under that name
+        raise RuntimeError("the recommended pipeline was not measured")
+    report.results.append(rec)
+    return Decision("confirmation", "recommended pipeline", True, _fmt("recommended", confirm))
+
+
+def _fit_recommended(ds: Dataset, model: str, pipeline: Pipeline, cache: Any) -> Any:
+    """The recommended transform fitted on the whole corpus, or ``None``."""
+    if not pipeline.transform:
+        return None
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.evaluate.variants import fit_transform
+
+    tenc = Encoder(model, pooling=pipeline.pooling, window=pipeline.window, cache=cache)
+    vectors = tenc.encode_documents([d.content for d in ds.corpus])
+    return fit_transform(str(pipeline.transform), vectors, tenc)
 
 
 def pipeline_file(result: CheckupResult, transform_dir: Path | None = None) -> Pipeline:

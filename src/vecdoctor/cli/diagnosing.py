@@ -9,8 +9,9 @@ from typing import Any
 import typer
 
 from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.config import TransformKind
 
-FIT_KINDS = ("whitening", "abtt")
+FIT_KINDS = tuple(str(k) for k in TransformKind)
 
 _DATA = "A BEIR folder (corpus, optional queries + qrels) or a corpus file"
 _CORPUS = "A BEIR folder, corpus.jsonl[.gz], a .txt file or a text folder"
@@ -162,7 +163,7 @@ def fit_command(
 
     from vecdoctor.data import load_corpus
     from vecdoctor.diagnose.isotropy import space_stats
-    from vecdoctor.fix.transform import AllButTheTop, Whitening
+    from vecdoctor.fix.transform import make_transform
 
     docs = load_corpus(corpus)
     if len(docs) < 2:
@@ -170,9 +171,7 @@ def fit_command(
     if sample is not None and sample < len(docs):
         idx = np.sort(np.random.default_rng(seed).choice(len(docs), sample, replace=False))
         docs = [docs[i] for i in idx]
-    transform: Whitening | AllButTheTop = (
-        Whitening(n_components=n_components) if kind == "whitening" else AllButTheTop(n_components)
-    )
+    transform = make_transform(kind, n_components=n_components)
     enc = _encoder(model, pooling, max_length, window, batch_size, backend)
     start = time.perf_counter()
     vectors = enc.encode_documents([d.content for d in docs], show_progress=progress_enabled())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from vecdoctor.config import TransformKind
 from vecdoctor.diagnose._search import exact_topk
 from vecdoctor.diagnose.isotropy import SpaceStats, space_stats
 from vecdoctor.errors import InputError
@@ -16,13 +17,7 @@ RECALL_MARGIN = 0.005
 """A fix 'improves' retrieval when recall@k rises by more than this (absolute)."""
 
 
-def _registry() -> dict[str, Callable[[], Any]]:
-    from vecdoctor.fix.transform import AllButTheTop, Whitening
-
-    return {"whitening": Whitening, "abtt": AllButTheTop}
-
-
-FIX_NAMES = ("whitening", "abtt")
+FIX_NAMES = tuple(str(k) for k in TransformKind)
 
 
 @dataclass(frozen=True)
@@ -65,10 +60,11 @@ class FixResult:
 def make_fix(fix: str | Any) -> tuple[str, Any]:
     """A fix name (``whitening``, ``abtt``) or an unfitted transform object -> (name, object)."""
     if isinstance(fix, str):
-        registry = _registry()
-        if fix not in registry:
-            raise InputError(f"unknown fix {fix!r}; valid fixes: {', '.join(registry)}")
-        return fix, registry[fix]()
+        from vecdoctor.fix.transform import make_transform
+
+        if fix not in FIX_NAMES:
+            raise InputError(f"unknown fix {fix!r}; valid fixes: {', '.join(FIX_NAMES)}")
+        return fix, make_transform(fix)
     if hasattr(fix, "fit") and hasattr(fix, "transform"):
         return type(fix).__name__.lower(), fix
     raise TypeError(f"a fix must be a name or a transform object, got {type(fix).__name__}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,95 +146,124 @@ def diagnose(
     if not isinstance(sample, int) or isinstance(sample, bool) or sample < 2:
         raise InputError(f"sample must be an integer >= 2, got {sample!r}")
     texts, dataset = _texts_of(data)
+    rng = np.random.default_rng(seed)
+    idx, sample_texts = _sample(texts, sample, rng)
+    clock = _Clock(progress)
+    skipped: dict[str, str] = {}
+    with clock.step("tokenize"):
+        lengths = np.asarray(encoder.token_lengths(sample_texts))
+        truncation = check_truncation(lengths, encoder.max_length, windowed=encoder.window is not None,
+                                      windows_possible=encoder.tokenizer is not None)
+    with clock.step("encode documents"):
+        raw_encoder = _raw_encoder(encoder)
+        raw = raw_encoder.encode_documents(sample_texts, show_progress=show_progress)
+        vectors = _l2(raw) if encoder.normalize else raw
+    with clock.step("encode queries"):
+        retrieval, quartiles, query_vectors = None, None, None
+        if dataset is not None and dataset.has_labels:
+            retrieval, quartiles, query_vectors = _retrieval(
+                dataset, encoder, raw_encoder, idx, raw, lengths, rng, max_queries, k, show_progress
+            )
+    with clock.step("hidden layers"):
+        layers = _layers(encoder, _subsample(sample_texts, layer_sample, rng), skipped)
+        isotropy = check_isotropy(vectors, layer_vectors=layers, seed=seed)
+        length = check_length(lengths, raw, quartiles, pooling=str(encoder.pooling))
+    with clock.step("attention"):
+        position = _position(encoder, _subsample(sample_texts, attention_sample, rng), skipped)
+    with clock.step("vocabulary"):
+        vocabulary = _vocabulary(encoder, texts, vocabulary_texts, rng, skipped)
+    with clock.step("quantization"):
+        quantization = check_quantization(vectors, query_vectors, k=k, seed=seed)
+    with clock.step("fixes"):
+        fix_results = evaluate_fixes(
+            vectors, fixes, retrieval, k=k, fingerprint=encoder.fingerprint,
+            before=isotropy.stats, seed=seed,
+        )
+    meta = {
+        **_encoder_meta(encoder),
+        "dataset": getattr(dataset, "name", None),
+        "split": getattr(dataset, "split", None),
+        "dimension": int(vectors.shape[1]),
+        "n_corpus": len(texts),
+        "n_sample": len(idx),
+        "seed": seed,
+        "n_queries": len(retrieval.relevant) if retrieval is not None else 0,
+        "k": k,
+        "skipped": skipped,
+        "timings_s": {name: round(v, 3) for name, v in clock.timings.items()},
+    }
+    return DiagnosisReport(
+        meta, isotropy, length, truncation, vocabulary, position, quantization, fix_results
+    )
+
+
+class _Clock:
+    """Seconds per diagnosis step, each step announced to ``progress`` as it starts."""
+
+    def __init__(self, progress: Callable[[str], None] | None) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        if self.progress is not None:
+            self.progress(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = time.perf_counter() - start
+
+
+def _sample(texts: list[str], sample: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """A seeded sample of ``sample`` texts (sorted positions), refusing a space with no variance."""
     if len(texts) < 2:
         raise InputError(f"the corpus has {len(texts)} text(s); diagnosis needs at least 2")
-    rng = np.random.default_rng(seed)
-    n_corpus = len(texts)
-    idx = np.sort(rng.choice(n_corpus, min(sample, n_corpus), replace=False))
+    idx = np.sort(rng.choice(len(texts), min(sample, len(texts)), replace=False))
     sample_texts = [texts[i] for i in idx]
     if len(set(sample_texts)) < 2:
         raise InputError(
             f"all {len(sample_texts)} sampled texts are identical; the space has no variance to "
             "diagnose - check the corpus file"
         )
-    timings: dict[str, float] = {}
-    skipped: dict[str, str] = {}
+    return idx, sample_texts
 
-    def step(name: str) -> float:
-        if progress is not None:
-            progress(name)
-        return time.perf_counter()
 
-    t = step("tokenize")
-    lengths = np.asarray(encoder.token_lengths(sample_texts))
-    truncation = check_truncation(lengths, encoder.max_length, windowed=encoder.window is not None,
-                                  windows_possible=encoder.tokenizer is not None)
-    timings["tokenize"] = time.perf_counter() - t
+def _subsample(texts: list[str], n: int, rng: np.random.Generator) -> list[str]:
+    return [texts[i] for i in np.sort(rng.choice(len(texts), min(n, len(texts)), replace=False))]
 
-    t = step("encode documents")
-    raw_encoder = _raw_encoder(encoder)
-    raw = raw_encoder.encode_documents(sample_texts, show_progress=show_progress)
-    vectors = _l2(raw) if encoder.normalize else raw
-    timings["encode documents"] = time.perf_counter() - t
 
-    t = step("encode queries")
-    retrieval, quartiles, query_vectors = None, None, None
-    if dataset is not None and dataset.has_labels:
-        retrieval, quartiles, query_vectors = _retrieval(
-            dataset, encoder, raw_encoder, idx, raw, lengths, rng, max_queries, k, show_progress
-        )
-    timings["encode queries"] = time.perf_counter() - t
-
-    t = step("hidden layers")
-    layer_idx = np.sort(rng.choice(len(sample_texts), min(layer_sample, len(idx)), replace=False))
-    layers = None
+def _layers(encoder: Any, texts: list[str], skipped: dict[str, str]) -> Any:
     try:
         mode = str(encoder.pooling) if str(encoder.pooling) in {"mean", "cls", "max"} else "mean"
-        layers = encoder.layer_embeddings([sample_texts[i] for i in layer_idx], pooling=mode)
+        return encoder.layer_embeddings(texts, pooling=mode)
     except VecdoctorError as exc:
         skipped["hidden layers"] = str(exc)
-    isotropy = check_isotropy(vectors, layer_vectors=layers, seed=seed)
-    length = check_length(lengths, raw, quartiles, pooling=str(encoder.pooling))
-    timings["hidden layers"] = time.perf_counter() - t
+        return None
 
-    t = step("attention")
-    position = None
-    att_idx = np.sort(rng.choice(len(sample_texts), min(attention_sample, len(idx)), replace=False))
+
+def _position(encoder: Any, texts: list[str], skipped: dict[str, str]) -> Any:
     try:
-        attentions = encoder.first_token_attention([sample_texts[i] for i in att_idx])
-        position = check_position(attentions, pooling=str(encoder.pooling))
+        return check_position(encoder.first_token_attention(texts), pooling=str(encoder.pooling))
     except VecdoctorError as exc:
         skipped["position"] = str(exc)
-    timings["attention"] = time.perf_counter() - t
+        return None
 
-    t = step("vocabulary")
-    vocab_texts = texts
-    if len(texts) > vocabulary_texts:
-        vocab_texts = [texts[i] for i in rng.choice(len(texts), vocabulary_texts, replace=False)]
-    vocabulary = None
+
+def _vocabulary(
+    encoder: Any, texts: list[str], limit: int, rng: np.random.Generator, skipped: dict[str, str]
+) -> Any:
     if encoder.tokenizer is None:
         skipped["vocabulary"] = f"model {encoder.model_id!r} exposes no tokenizer to inspect"
-    else:
-        vocabulary = check_vocabulary(vocab_texts, encoder.tokenizer)
-    timings["vocabulary"] = time.perf_counter() - t
+        return None
+    if len(texts) > limit:
+        texts = [texts[i] for i in rng.choice(len(texts), limit, replace=False)]
+    return check_vocabulary(texts, encoder.tokenizer)
 
-    t = step("quantization")
-    quantization = check_quantization(vectors, query_vectors, k=k, seed=seed)
-    timings["quantization"] = time.perf_counter() - t
 
-    t = step("fixes")
-    fix_results = evaluate_fixes(
-        vectors, fixes, retrieval, k=k, fingerprint=encoder.fingerprint,
-        before=isotropy.stats, seed=seed,
-    )
-    timings["fixes"] = time.perf_counter() - t
-
+def _encoder_meta(encoder: Any) -> dict[str, Any]:
     from vecdoctor import __version__
 
-    meta = {
+    return {
         "vecdoctor_version": __version__,
-        "dataset": getattr(dataset, "name", None),
-        "split": getattr(dataset, "split", None),
         "model": encoder.model_id,
         "fingerprint": encoder.fingerprint,
         "model_fingerprint": encoder.model_fingerprint,
@@ -241,18 +271,7 @@ def diagnose(
         "max_length": encoder.max_length,
         "window": str(encoder.window) if encoder.window else None,
         "normalize": encoder.normalize,
-        "dimension": int(vectors.shape[1]),
-        "n_corpus": n_corpus,
-        "n_sample": len(idx),
-        "seed": seed,
-        "n_queries": len(retrieval.relevant) if retrieval is not None else 0,
-        "k": k,
-        "skipped": skipped,
-        "timings_s": {name: round(v, 3) for name, v in timings.items()},
     }
-    return DiagnosisReport(
-        meta, isotropy, length, truncation, vocabulary, position, quantization, fix_results
-    )
 
 
 def _retrieval(

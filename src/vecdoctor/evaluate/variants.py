@@ -46,7 +46,7 @@ class VariantSpec:
     mode: SearchMode = SearchMode.DENSE
     pooling: str | None = None
     window: Window | None = None
-    transform: str | None = None  # "whitening" | "abtt"
+    transform: str | None = None  # a TransformKind: "whitening" | "abtt"
     precision: Precision = Precision.FLOAT32
     rerank: bool = False
     baseline: str | None = "dense"  # the variant this one is compared against
@@ -120,10 +120,11 @@ def unsupported(spec: VariantSpec, store: Store) -> str | None:
     return None
 
 
-def _fit_transform(kind: str, vectors: np.ndarray, encoder: Any) -> Any:
-    from vecdoctor.fix.transform import AllButTheTop, Whitening
+def fit_transform(kind: str, vectors: np.ndarray, encoder: Any) -> Any:
+    """A transform of ``kind`` fitted on ``vectors`` made by ``encoder``."""
+    from vecdoctor.fix.transform import make_transform
 
-    fitted = Whitening() if kind == "whitening" else AllButTheTop()
+    fitted = make_transform(kind)
     return fitted.fit(vectors, fingerprint=encoder.fingerprint, model_id=encoder.model_id)
 
 
@@ -186,6 +187,92 @@ def _lance_location(uri: str | Path | None, tables: dict[tuple[Any, ...], str], 
     return str(uri)
 
 
+def _load_reranker(
+    reranker: Any, fusion: str | None, depth: int, backend: str, precision: str
+) -> tuple[Any, dict[str, Any]]:
+    """The reranker, loaded (and converted, for a fast backend) once for every rerank variant,
+    and the settings the report records."""
+    from vecdoctor.config import RerankFusion
+    from vecdoctor.rerank.rerankers import MAXSIM, load_reranker
+
+    reranker = MAXSIM if reranker is None else reranker
+    if isinstance(reranker, (str, Path)) and str(reranker).lower() != MAXSIM:
+        reranker = load_reranker(reranker, backend=backend, precision=precision)
+    info = {"reranker": str(getattr(reranker, "path", reranker)),
+            "fusion": str(RerankFusion.parse(fusion or RerankFusion.RRF)), "depth": depth}
+    if hasattr(reranker, "backend"):
+        info |= {"backend": reranker.backend, "precision": reranker.precision}
+    return reranker, info
+
+
+class _Builder:
+    """Encoders, document vectors, transforms and indexes of the variants, each made once.
+
+    One vector cache serves every encoder, so a windowed pipeline reuses the plain one's head
+    vectors and the model comparison's vectors are not computed again.
+    """
+
+    def __init__(self, dataset: Dataset, model: str, options: dict[str, Any] | None, cache: Any) -> None:
+        from vecdoctor.encode.cache import VectorCache
+
+        self.dataset, self.model, self.options = dataset, model, dict(options or {})
+        self.texts = [d.content for d in dataset.corpus]
+        self.cache = cache if cache is not None else VectorCache(max_size=4 * len(self.texts) + 64)
+        self.encoders: dict[tuple[Any, ...], tuple[Any, float | None]] = {}
+        self.vectors: dict[tuple[Any, ...], np.ndarray] = {}
+        self.transforms: dict[tuple[Any, ...], Any] = {}
+        self.indexes: dict[tuple[Any, ...], Any] = {}
+
+    def encoder_for(self, spec: VariantSpec) -> Any:
+        key = (spec.pooling, spec.window)
+        if key not in self.encoders:
+            from vecdoctor.encode.encoder import Encoder
+
+            opts = dict(self.options)
+            enc = Encoder(self.model, pooling=spec.pooling or opts.pop("pooling", None),
+                          window=spec.window, **opts)
+            enc.cache = self.cache
+            hits = self.cache.stats.hits
+            start = time.perf_counter()
+            self.vectors[key] = enc.encode_documents(self.texts)
+            # a rate is only reported when the documents were really encoded here
+            encoded = self.cache.stats.hits == hits
+            rate = len(self.texts) / max(time.perf_counter() - start, 1e-9) if encoded else None
+            self.encoders[key] = (enc, rate)
+        return self.encoders[key][0]
+
+    def rate(self, spec: VariantSpec) -> float | None:
+        return self.encoders[(spec.pooling, spec.window)][1]
+
+    def transform_for(self, spec: VariantSpec, enc: Any) -> Any:
+        if not spec.transform:
+            return None
+        key = (spec.pooling, spec.window, spec.transform)
+        if key not in self.transforms:
+            self.transforms[key] = fit_transform(spec.transform, self.vectors[(spec.pooling, spec.window)], enc)
+        return self.transforms[key]
+
+    def index_for(self, spec: VariantSpec, store: Store, lance_uri: str | None,
+                  tables: dict[tuple[Any, ...], str]) -> Any:
+        key = (*_pipeline_key(spec), store)
+        if key not in self.indexes:
+            enc = self.encoder_for(spec)
+            transform = self.transform_for(spec, enc)
+            enc.cache = self.cache  # documents come from the cache filled above
+            if store is Store.LANCEDB:
+                from vecdoctor.scale.lance import LanceIndex
+
+                self.indexes[key] = LanceIndex.build(self.dataset.corpus, str(lance_uri), enc, transform,
+                                                     table=tables[_pipeline_key(spec)])
+            else:
+                from vecdoctor.index.store import Index
+
+                self.indexes[key] = Index.build(self.dataset.corpus, encoder=enc, transform=transform,
+                                                precision=spec.precision)
+            enc.cache = None  # queries are encoded for real, so latencies are honest
+        return self.indexes[key]
+
+
 def evaluate_variants(
     dataset: Dataset,
     model: str = "minilm",
@@ -220,10 +307,6 @@ def evaluate_variants(
     ``report.skipped``; a variant named in ``variants`` that no given store can run is an
     :class:`InputError` naming the variants that can.
     """
-    from vecdoctor.config import RerankFusion
-    from vecdoctor.encode.cache import VectorCache
-    from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.rerank.rerankers import MAXSIM, load_reranker
     from vecdoctor.search.searcher import Searcher
 
     specs = {**VARIANTS, **(extra or {})}
@@ -235,93 +318,38 @@ def evaluate_variants(
     if uri is not None and Store.LANCEDB not in stores:
         raise InputError(f"uri {str(uri)!r} is for store lancedb; add it to the stores or drop the uri")
     pairs, skipped = _plan(names, specs, stores, named=variants is not None)
-    rerank_fusion = str(RerankFusion.parse(rerank_fusion or RerankFusion.RRF))
     rerank_info: dict[str, Any] | None = None
     if any(specs[n].rerank for n, _ in pairs):
-        reranker = MAXSIM if reranker is None else reranker
-        if isinstance(reranker, (str, Path)) and str(reranker).lower() != MAXSIM:
-            # loaded (and converted, for a fast backend) once for every rerank variant
-            reranker = load_reranker(reranker, backend=rerank_backend, precision=rerank_precision)
-        rerank_info = {"reranker": str(getattr(reranker, "path", reranker)), "fusion": rerank_fusion,
-                       "depth": rerank_depth}
-        if hasattr(reranker, "backend"):
-            rerank_info |= {"backend": reranker.backend, "precision": reranker.precision}
+        reranker, rerank_info = _load_reranker(reranker, rerank_fusion, rerank_depth, rerank_backend,
+                                               rerank_precision)
+    fusion = rerank_info["fusion"] if rerank_info else None
     multi = len(stores) > 1
-    texts = [d.content for d in dataset.corpus]
     qids = sorted(dataset.qrels)
     queries = [dataset.queries[q] for q in qids]
-    encoders: dict[tuple[Any, ...], tuple[Any, VectorCache, float | None]] = {}
-    vectors: dict[tuple[Any, ...], np.ndarray] = {}
-    transforms: dict[tuple[Any, ...], Any] = {}
-    indexes: dict[tuple[Any, ...], Any] = {}
-    tables = _table_names(pairs, specs)
+    builder = _Builder(dataset, model, encoder_options, cache)
     results: list[VariantResult] = []
     baseline_of: dict[str, str | None] = {}
     say = progress or (lambda _msg: None)
-
-    # one cache for every encoder: a windowed pipeline reuses the plain one's head vectors
-    doc_cache = cache if cache is not None else VectorCache(max_size=4 * len(texts) + 64)
-
-    def encoder_for(spec: VariantSpec) -> tuple[Any, VectorCache, float | None]:
-        key = (spec.pooling, spec.window)
-        if key not in encoders:
-            opts = dict(encoder_options or {})
-            enc = Encoder(model, pooling=spec.pooling or opts.pop("pooling", None), window=spec.window, **opts)
-            shared = doc_cache
-            enc.cache = shared
-            hits = shared.stats.hits
-            start = time.perf_counter()
-            vectors[key] = enc.encode_documents(texts)
-            # a rate is only reported when the documents were really encoded here
-            rate = None if shared.stats.hits > hits else len(texts) / max(time.perf_counter() - start, 1e-9)
-            encoders[key] = (enc, shared, rate)
-        return encoders[key]
-
-    def index_for(spec: VariantSpec, store: Store, lance_uri: str | None) -> Any:
-        key = (*_pipeline_key(spec), store)
-        if key not in indexes:
-            enc, doc_cache, _ = encoder_for(spec)
-            transform = None
-            if spec.transform:
-                tkey = (spec.pooling, spec.window, spec.transform)
-                if tkey not in transforms:
-                    transforms[tkey] = _fit_transform(spec.transform, vectors[(spec.pooling, spec.window)], enc)
-                transform = transforms[tkey]
-            enc.cache = doc_cache  # documents come from the cache filled above
-            if store is Store.LANCEDB:
-                from vecdoctor.scale.lance import LanceIndex
-
-                indexes[key] = LanceIndex.build(dataset.corpus, str(lance_uri), enc, transform,
-                                                table=tables[_pipeline_key(spec)])
-            else:
-                from vecdoctor.index.store import Index
-
-                indexes[key] = Index.build(dataset.corpus, encoder=enc, transform=transform,
-                                           precision=spec.precision)
-            enc.cache = None  # queries are encoded for real, so latencies are honest
-        return indexes[key]
-
     with ExitStack() as stack:
+        tables = _table_names(pairs, specs)
         lance_uri = _lance_location(uri, tables, stack) if tables else None
-        for name, store in pairs:
+        for name, where in pairs:
             spec = specs[name]
-            row = f"{name}@{store}" if multi else name
+            row = f"{name}@{where}" if multi else name
             say(f"variant {row}")
-            index = index_for(spec, store, lance_uri)
-            rate = encoders[(spec.pooling, spec.window)][2]
+            index = builder.index_for(spec, where, lance_uri, tables)
             searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100),
-                                rerank_fusion=rerank_fusion)
+                                rerank_fusion=fusion)
             run, latencies = measure_queries(searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None)
-            kept = location(index) if uri is not None else None  # LanceDB tables at uri stay
-            how = f"{(rerank_info or {}).get('reranker')}, fusion {rerank_fusion}"
+            how = f"{(rerank_info or {}).get('reranker')}, fusion {fusion}"
             results.append(VariantResult.from_run(
                 row, spec.description + (f" ({how})" if spec.rerank else ""), dataset.qrels,
                 run, latencies, metrics,
-                docs_per_second=None if spec.mode is SearchMode.BM25 else rate,
+                docs_per_second=None if spec.mode is SearchMode.BM25 else builder.rate(spec),
                 bytes_per_doc=0 if spec.mode is SearchMode.BM25 else bytes_per_doc(index),
-                store=str(store), index=kept,
+                store=str(where), index=location(index) if uri is not None else None,  # kept at uri
             ))
-            baseline_of[row] = f"{spec.baseline}@{store}" if multi and spec.baseline else spec.baseline
+            baseline_of[row] = f"{spec.baseline}@{where}" if multi and spec.baseline else spec.baseline
             logger.info("%s: ndcg@10 %.4f", row, results[-1].ndcg)
     write_runs(results, runs_dir)
     compare_baselines(results, baseline_of)

@@ -23,6 +23,7 @@ from vecdoctor._vectors import (
     l2_normalize,
     read_config,
 )
+from vecdoctor.config import TransformKind
 from vecdoctor.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -308,6 +309,23 @@ class AllButTheTop(_Transform):
 
 
 _TRANSFORMS: dict[str, type[_Transform]] = {"Whitening": Whitening, "AllButTheTop": AllButTheTop}
+_KINDS: dict[TransformKind, type[Whitening] | type[AllButTheTop]] = {
+    TransformKind.WHITENING: Whitening,
+    TransformKind.ABTT: AllButTheTop,
+}
+
+
+def make_transform(kind: TransformKind | str, **params: Any) -> Whitening | AllButTheTop:
+    """An unfitted transform of ``kind`` (``whitening`` or ``abtt``); ``params`` go to its config."""
+    return _KINDS[TransformKind.parse(kind)](**params)
+
+
+def kind_of(transform: Any) -> TransformKind:
+    """The kind of a transform object."""
+    for kind, cls in _KINDS.items():
+        if isinstance(transform, cls):
+            return kind
+    raise TypeError(f"not a vecdoctor transform: {type(transform).__name__}")
 
 
 def load_transform(

@@ -461,11 +461,13 @@ def _pipeline_of(index: Index, chosen: Pipeline | None = None) -> Pipeline:
     settings, reranker and evidence of ``chosen`` (a default pipeline when ``None``)."""
     import dataclasses
 
-    from vecdoctor.config import TransformKind
+    from vecdoctor.fix.transform import kind_of
 
     enc = index.encoder_config
-    kinds = {"Whitening": TransformKind.WHITENING, "AllButTheTop": TransformKind.ABTT}
-    transform = kinds.get(type(index.transform).__name__) if index.transform is not None else None
+    try:
+        transform = kind_of(index.transform) if index.transform is not None else None
+    except TypeError:  # a transform object of the caller's own
+        transform = None
     base = chosen if chosen is not None else Pipeline(model=str(enc.get("model") or "?"))
     source = getattr(index.transform, "source_", None)
     return dataclasses.replace(

@@ -313,11 +313,10 @@ def fit_transform(
     encoded by the actor pool and the transform is fitted on the driver; pass the result to
     :func:`encode_corpus` to apply it in the actors. ``params`` go to the transform.
     """
-    from vecdoctor.fix.transform import AllButTheTop, Whitening
+    from vecdoctor.config import TransformKind
+    from vecdoctor.fix.transform import make_transform
 
-    classes = {"whitening": Whitening, "all-but-the-top": AllButTheTop, "abtt": AllButTheTop}
-    if kind not in classes:
-        raise InputError(f"unknown transform {kind!r}; valid values: {', '.join(classes)}")
+    kind = TransformKind.parse(kind)
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 2:
         raise InputError(f"sample must be an integer >= 2, got {sample!r}")
     _check_run(workers, batch_size, 0)
@@ -334,7 +333,7 @@ def fit_transform(
              for b in out.iter_batches(batch_size=None, batch_format="pyarrow")]
         )
     logger.info("fitting %s on %d sampled documents of %d", kind, len(vectors), total)
-    return classes[kind](**params).fit(vectors, fingerprint=enc.fingerprint, model_id=enc.model_id)
+    return make_transform(kind, **params).fit(vectors, fingerprint=enc.fingerprint, model_id=enc.model_id)
 
 
 def read_vectors(output: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
