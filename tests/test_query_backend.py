@@ -53,7 +53,7 @@ def test_only_backend_may_differ_and_only_in_fp32():
 def test_a_quantized_index_refuses_another_query_backend(saved):
     folder, _ = saved
     index = Index.load(folder)
-    index.encoder_config = {**index.encoder_config, "backend": "onnx", "precision": "int8"}
+    index.embedder.encoder_config = {**index.encoder_config, "backend": "onnx", "precision": "int8"}
     with pytest.raises(IncompatibleError, match="int8"):
         Searcher(index, query_backend="torch")
 

@@ -151,7 +151,7 @@ def test_rescoring_recovers_float_results(searcher, precision, minimum):
 
 def test_query_cache_counts_hits():
     searcher = Searcher(rs.index_with("float32"))
-    searcher.index._encoder = None  # let the searcher attach its cached encoder
+    searcher.index.embedder._encoder = None  # let the searcher attach its cached encoder
     searcher.search("cache me", mode="dense")
     searcher.search("cache me", mode="dense")
     stats = searcher.cache_stats()
