@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -73,70 +74,28 @@ def index_command(
 ) -> None:
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
     from vecdoctor.data import load_corpus
-    from vecdoctor.errors import InputError
     from vecdoctor.index.store import Index
-    from vecdoctor.pipeline import Pipeline
 
-    if store not in {"dir", "lancedb"}:
-        raise InputError(f"--store must be dir or lancedb, got {store!r}")
-    if store == "lancedb" and ((precision or "float32") != "float32" or ann is not None):
-        raise InputError(
-            "--store lancedb keeps float32 vectors and builds its own IVF-PQ index "
-            "(vecdoctor lance-index --ivf-pq); drop --precision/--ann"
-        )
-    if store == "dir" and output.exists() and (
-        not output.is_dir() or (any(output.iterdir()) and not (output / "config.json").is_file())
-    ):
-        raise InputError(f"{output}: exists and is not a vecdoctor index; choose another --output")
-    from vecdoctor.config import Precision, Window
-    from vecdoctor.index.ann import AnnConfig
-
-    # check the cheap options before loading the corpus and the model
-    if precision is not None:
-        Precision.parse(precision)
-    AnnConfig.parse(ann)
-    Window.parse(window)
-    if model_precision is not None:
-        from vecdoctor.config import ModelPrecision
-
-        ModelPrecision.parse(model_precision)
-    if backend is not None:
-        from vecdoctor.encode.backends import BACKENDS
-
-        if backend not in BACKENDS:
-            raise InputError(f"unknown --backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
-    import dataclasses
-
-    chosen = Pipeline.load(pipeline) if pipeline is not None else Pipeline(model=model or "minilm")
-    chosen = chosen.replace(model=model, pooling=pooling, max_length=max_length, backend=backend,
-                            model_precision=model_precision, storage=precision, ann=ann,
-                            transform_dir=transform)
-    if window is not None:  # "off" turns the pipeline's windows off
-        chosen = dataclasses.replace(chosen, window=Window.parse(window))
+    _check_index_options(output, store, precision, ann, backend)
+    # the pipeline is checked whole before the corpus and the model are loaded
+    chosen = _pipeline_of_options(pipeline, window, model=model, pooling=pooling,
+                                  max_length=max_length, backend=backend,
+                                  model_precision=model_precision, storage=precision, ann=ann,
+                                  transform_dir=transform)
     start = time.perf_counter()
     docs = load_corpus(corpus)
+    options = {"cache": cache, "batch_size": batch_size}
     if store == "lancedb":
-        from vecdoctor.encode.encoder import Encoder
         from vecdoctor.scale.lance import LanceIndex
 
-        int8 = str(chosen.model_precision) == "int8"
-        calibration = [d.content for d in docs] if int8 else None
-        enc = Encoder(**chosen.encoder_config(), cache=cache, batch_size=batch_size,
-                      calibration_texts=calibration)
-        lance = LanceIndex.build(
-            docs, str(output), enc, transform=chosen.transform_dir, table=table,
-            overwrite=True, show_progress=progress_enabled(),
-        )
+        lance = LanceIndex.from_pipeline(docs, str(output), chosen, table=table,
+                                         encoder_options=options, show_progress=progress_enabled())
         emit({"index": str(output), "store": "lancedb", "table": table, "documents": len(lance),
               "model": lance.model_id, "dim": lance.dim,
               "seconds": round(time.perf_counter() - start, 2)})
         return
-    index = Index.from_pipeline(
-        docs,
-        chosen,
-        encoder_options={"cache": cache, "batch_size": batch_size},
-        show_progress=progress_enabled(),
-    )
+    index = Index.from_pipeline(docs, chosen, encoder_options=options,
+                                show_progress=progress_enabled())
     index.save(output)
     emit(
         {
@@ -295,3 +254,41 @@ def serve_command(
         open_index(index), query_backend=query_backend, rerank_fusion=rerank_fusion
     )
     serve(searcher, host=host, port=port, limits=limits, rerankers=named, api_key=api_key)
+
+
+def _check_index_options(
+    output: Path, store: str, precision: str | None, ann: str | None, backend: str | None
+) -> None:
+    from vecdoctor.errors import InputError
+
+    if store not in {"dir", "lancedb"}:
+        raise InputError(f"--store must be dir or lancedb, got {store!r}")
+    if store == "lancedb" and ((precision or "float32") != "float32" or ann is not None):
+        raise InputError(
+            "--store lancedb keeps float32 vectors and builds its own IVF-PQ index "
+            "(vecdoctor lance-index --ivf-pq); drop --precision/--ann"
+        )
+    if store == "dir" and output.exists() and (
+        not output.is_dir() or (any(output.iterdir()) and not (output / "config.json").is_file())
+    ):
+        raise InputError(f"{output}: exists and is not a vecdoctor index; choose another --output")
+    if backend is not None:
+        from vecdoctor.encode.backends import BACKENDS
+
+        if backend not in BACKENDS:
+            raise InputError(f"unknown --backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
+
+
+def _pipeline_of_options(path: Path | None, window: str | None, **options: Any) -> Any:
+    """The pipeline of ``--pipeline`` (or the defaults) with the options given on the command
+    line in place of its settings; ``--window off`` turns its windows off."""
+    import dataclasses
+
+    from vecdoctor.config import Window
+    from vecdoctor.pipeline import Pipeline
+
+    chosen = Pipeline.load(path) if path is not None else Pipeline(model=options["model"] or "minilm")
+    chosen = chosen.replace(**options)
+    if window is not None:
+        chosen = dataclasses.replace(chosen, window=Window.parse(window))
+    return chosen

@@ -7,7 +7,8 @@ import json
 import logging
 import random
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -127,6 +128,49 @@ def loss_logger() -> Any:
                 self.history.append((int(state.global_step), float(logs["loss"])))
 
     return _LossLog()
+
+
+@dataclass
+class TrainingRun:
+    """A finished trainer run: the trainer, its wall time, the step it resumed from, the losses
+    and the checkpoint folder (removed once the model is saved)."""
+
+    trainer: Any
+    seconds: float
+    resumed_from_step: int | None
+    losses: Any
+    checkpoints: Path
+
+    def result_fields(self) -> dict[str, Any]:
+        """The :class:`TrainingResult` fields this run fills."""
+        return {
+            "steps": int(self.trainer.state.global_step),
+            "train_seconds": round(self.seconds, 1),
+            "resumed_from_step": self.resumed_from_step,
+            "loss_history": self.losses.history,
+        }
+
+
+def run_trainer(
+    output: Path,
+    signature: dict[str, Any],
+    resume: bool,
+    show_progress: bool,
+    make_trainer: Callable[[Path, Any], Any],
+) -> TrainingRun:
+    """Train with checkpoints under ``OUTPUT.checkpoints`` (resumed when ``signature`` matches
+    the interrupted run's), the global RNGs restored afterwards and the trainer kept quiet.
+    ``make_trainer(checkpoint_folder, loss_callback)`` builds the sentence-transformers trainer."""
+    checkpoint = prepare_checkpoints(output, signature, resume)
+    folder = checkpoint_dir(output)
+    losses = loss_logger()
+    start = time.perf_counter()
+    with preserve_rng():
+        trainer = make_trainer(folder, losses)
+        quiet_trainer(trainer, show_progress)
+        trainer.train(resume_from_checkpoint=checkpoint)
+    resumed = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
+    return TrainingRun(trainer, time.perf_counter() - start, resumed, losses, folder)
 
 
 def common_args(

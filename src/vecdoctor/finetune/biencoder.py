@@ -7,7 +7,7 @@ Language Response Suggestion"; Karpukhin et al., 2020, DPR), scaled cosine simil
 from __future__ import annotations
 
 import logging
-import time
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +125,47 @@ def finetune(
         else None
     )
 
+    signature = {
+        "kind": "bi-encoder",
+        "model": resolved.id,
+        "pairs": len(pairs),
+        "config": config.to_dict(),
+    }
+    dataset = _train_dataset(pairs, resolved.query_prefix, resolved.document_prefix)
+    st.max_seq_length = config.max_length
+    run = _training.run_trainer(
+        output, signature, resume, show_progress,
+        lambda folder, losses: _trainer(st, dataset, config, folder, show_progress, [losses, *callbacks]),
+    )
+    st.max_seq_length = inference_length
+    logger.info(
+        "fine-tuned %s on %d pairs in %.0f s (%d steps)",
+        resolved.id, len(pairs), run.seconds, run.trainer.state.global_step,
+    )
+    with atomic_dir(output) as tmp:
+        st.save(str(tmp), create_model_card=False)
+        _training.record_max_length(tmp, inference_length)
+        report = None
+        if evaluation is not None and before is not None:
+            after = evaluate_encoder(str(tmp), evaluation, show_progress, config.device)
+            report = {
+                "data": f"{evaluation.name}/{evaluation.split}",
+                "metrics": ["ndcg@10", "recall@100"],
+                "results": {f"base {k}": v for k, v in before.items()}
+                | {f"fine-tuned {k}": v for k, v in after.items()},
+            }
+        result = FinetuneResult(output=output, pairs=len(pairs), evaluation=report, **run.result_fields())
+        result.write_card(
+            tmp, CARD_JSON, "Fine-tuned bi-encoder", config,
+            {"base_model": ("base model", resolved.id)},
+        )
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
+    return result
+
+
+def _trainer(st: Any, dataset: Any, config: FinetuneConfig, folder: Path, show_progress: bool,
+             callbacks: list[Any]) -> Any:
+    """The sentence-transformers trainer: MNRL, batches without duplicate texts."""
     from sentence_transformers import (
         SentenceTransformerTrainer,
         SentenceTransformerTrainingArguments,
@@ -132,78 +173,13 @@ def finetune(
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    signature = {
-        "kind": "bi-encoder",
-        "model": resolved.id,
-        "pairs": len(pairs),
-        "config": config.to_dict(),
-    }
-    checkpoint = _training.prepare_checkpoints(output, signature, resume)
-    folder = _training.checkpoint_dir(output)
-    dataset = _train_dataset(pairs, resolved.query_prefix, resolved.document_prefix)
-    steps_per_epoch = -(-len(pairs) // config.batch_size)
+    steps_per_epoch = -(-len(dataset) // config.batch_size)
     args = SentenceTransformerTrainingArguments(
         per_device_train_batch_size=config.batch_size,
         batch_sampler=BatchSamplers.NO_DUPLICATES,
         **_training.common_args(config, folder, show_progress, steps_per_epoch),
     )
-    losses = _training.loss_logger()
-    st.max_seq_length = config.max_length
-    start = time.perf_counter()
-    with _training.preserve_rng():
-        trainer = SentenceTransformerTrainer(
-            model=st,
-            args=args,
-            train_dataset=dataset,
-            loss=MultipleNegativesRankingLoss(st, scale=config.scale),
-            callbacks=[losses, *callbacks],
-        )
-        _training.quiet_trainer(trainer, show_progress)
-        trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
-    resumed = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
-    st.max_seq_length = inference_length
-    logger.info(
-        "fine-tuned %s on %d pairs in %.0f s (%d steps)",
-        resolved.id,
-        len(pairs),
-        seconds,
-        trainer.state.global_step,
+    return SentenceTransformerTrainer(
+        model=st, args=args, train_dataset=dataset,
+        loss=MultipleNegativesRankingLoss(st, scale=config.scale), callbacks=callbacks,
     )
-
-    with atomic_dir(output) as tmp:
-        st.save(str(tmp), create_model_card=False)
-        _training.record_max_length(tmp, inference_length)
-        after = (
-            evaluate_encoder(str(tmp), evaluation, show_progress, config.device)
-            if evaluation is not None
-            else None
-        )
-        report = None
-        if evaluation is not None and before is not None and after is not None:
-            report = {
-                "data": f"{evaluation.name}/{evaluation.split}",
-                "metrics": ["ndcg@10", "recall@100"],
-                "results": {f"base {k}": v for k, v in before.items()}
-                | {f"fine-tuned {k}": v for k, v in after.items()},
-            }
-        result = FinetuneResult(
-            output=output,
-            pairs=len(pairs),
-            steps=int(trainer.state.global_step),
-            train_seconds=round(seconds, 1),
-            resumed_from_step=resumed,
-            loss_history=losses.history,
-            evaluation=report,
-        )
-        result.write_card(
-            tmp,
-            CARD_JSON,
-            "Fine-tuned bi-encoder",
-            config,
-            {"base_model": ("base model", resolved.id)},
-        )
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
-    return result

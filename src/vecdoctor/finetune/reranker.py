@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,11 +206,6 @@ def train_reranker(
     lists = training_lists(data, candidates, config)
     ce, model_id = _load_cross_encoder(model, config)
 
-    from sentence_transformers.cross_encoder import (
-        CrossEncoderTrainer,
-        CrossEncoderTrainingArguments,
-    )
-
     signature = {
         "kind": "reranker",
         "model": model_id,
@@ -219,64 +213,25 @@ def train_reranker(
         "queries": len(lists),
         "config": config.to_dict(),
     }
-    checkpoint = _training.prepare_checkpoints(output, signature, resume)
-    folder = _training.checkpoint_dir(output)
     dataset = _hf_dataset(lists, RerankLoss.parse(config.loss))
-    steps_per_epoch = -(-len(dataset) // config.batch_size)
-    args = CrossEncoderTrainingArguments(
-        per_device_train_batch_size=config.batch_size,
-        learning_rate_mapping={HEAD_PATTERN: config.head_learning_rate},
-        **_training.common_args(config, folder, show_progress, steps_per_epoch),
+    run = _training.run_trainer(
+        output, signature, resume, show_progress,
+        lambda folder, losses: _trainer(ce, dataset, config, folder, show_progress, [losses, *callbacks]),
     )
-    losses = _training.loss_logger()
-    start = time.perf_counter()
-    with _training.preserve_rng():
-        trainer = CrossEncoderTrainer(
-            model=ce,
-            args=args,
-            train_dataset=dataset,
-            loss=_loss(ce, RerankLoss.parse(config.loss)),
-            callbacks=[losses, *callbacks],
-        )
-        _training.quiet_trainer(trainer, show_progress)
-        trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
-    resumed = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else None
-    logger.info("trained reranker from %s on %d queries in %.0f s", model_id, len(lists), seconds)
-
+    logger.info("trained reranker from %s on %d queries in %.0f s", model_id, len(lists), run.seconds)
     with atomic_dir(output) as tmp:
         ce.save(str(tmp), create_model_card=False)
         _training.record_max_length(tmp, config.max_length)
         report = None
         if evaluation is not None:
-            from vecdoctor.rerank.rerankers import CrossEncoderReranker
-
             same = [d.id for d in evaluation.corpus] == stage.ids
             eval_stage = (
                 stage
                 if same
                 else FirstStage(evaluation.corpus, Encoder(first_stage, device=config.device))
             )
-            results = evaluate_reranker(
-                CrossEncoderReranker(tmp, device=config.device), eval_stage, evaluation
-            )
-            first, reranked, fused = (row["ndcg@10"] for row in results.values())
-            report = {
-                "data": f"{evaluation.name}/{evaluation.split}",
-                "metrics": ["ndcg@10"],
-                "results": results,
-                "helps": max(reranked, fused) > first,
-                "best_fusion": "rrf" if fused >= reranked else "none",
-            }
-        result = RerankerResult(
-            output=output,
-            queries=len(lists),
-            steps=int(trainer.state.global_step),
-            train_seconds=round(seconds, 1),
-            resumed_from_step=resumed,
-            loss_history=losses.history,
-            evaluation=report,
-        )
+            report = _report(tmp, eval_stage, evaluation, config.device)
+        result = RerankerResult(output=output, queries=len(lists), evaluation=report, **run.result_fields())
         result.write_card(
             tmp,
             CARD_JSON,
@@ -287,5 +242,40 @@ def train_reranker(
                 "first_stage": ("first stage", first_stage),
             },
         )
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(run.checkpoints, ignore_errors=True)
     return result
+
+
+def _trainer(ce: Any, dataset: Any, config: RerankerConfig, folder: Path, show_progress: bool,
+             callbacks: list[Any]) -> Any:
+    """The cross-encoder trainer: the chosen listwise or pointwise loss, its own head rate."""
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+    )
+
+    steps_per_epoch = -(-len(dataset) // config.batch_size)
+    args = CrossEncoderTrainingArguments(
+        per_device_train_batch_size=config.batch_size,
+        learning_rate_mapping={HEAD_PATTERN: config.head_learning_rate},
+        **_training.common_args(config, folder, show_progress, steps_per_epoch),
+    )
+    return CrossEncoderTrainer(
+        model=ce, args=args, train_dataset=dataset,
+        loss=_loss(ce, RerankLoss.parse(config.loss)), callbacks=callbacks,
+    )
+
+
+def _report(folder: Path, stage: Any, evaluation: Dataset, device: str) -> dict[str, Any]:
+    """The saved reranker against the first stage on ``evaluation``: alone and fused (RRF)."""
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
+
+    results = evaluate_reranker(CrossEncoderReranker(folder, device=device), stage, evaluation)
+    first, reranked, fused = (row["ndcg@10"] for row in results.values())
+    return {
+        "data": f"{evaluation.name}/{evaluation.split}",
+        "metrics": ["ndcg@10"],
+        "results": results,
+        "helps": max(reranked, fused) > first,
+        "best_fusion": "rrf" if fused >= reranked else "none",
+    }

@@ -249,6 +249,35 @@ class LanceIndex(DocumentIndex):
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
+    def from_pipeline(
+        cls,
+        corpus: Iterable[Document],
+        uri: str | Path,
+        pipeline: Pipeline,
+        table: str = DEFAULT_TABLE,
+        encoder_options: dict[str, Any] | None = None,
+        show_progress: bool = False,
+    ) -> LanceIndex:
+        """Build the table ``table`` at ``uri`` (replacing it) from a :class:`Pipeline`, as
+        :meth:`Index.from_pipeline <vecdoctor.index.store.Index.from_pipeline>` builds a
+        folder. LanceDB keeps float32 vectors; ``storage`` and ``ann`` must be left as default."""
+        from vecdoctor.encode.encoder import Encoder
+
+        if pipeline.storage is not Precision.FLOAT32 or pipeline.ann is not None:
+            raise InputError(
+                "a LanceDB table keeps float32 vectors and builds its own IVF-PQ index "
+                "(create_vector_index); use storage float32 and no ann"
+            )
+        docs = list(corpus)
+        options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
+        if str(pipeline.model_precision) == "int8" and "calibration_texts" not in options:
+            options["calibration_texts"] = [d.content for d in docs]  # calibrated on this corpus
+        encoder = Encoder(**pipeline.encoder_config(), **options)
+        index = cls.build(docs, str(uri), encoder, transform=pipeline.transform_dir, table=table,
+                          overwrite=True, show_progress=show_progress)
+        return index
+
+    @classmethod
     def build(
         cls,
         corpus: Iterable[Document],
