@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -92,14 +93,6 @@ def check_quantization(
 
     Without ``query_vectors``, ``n_queries`` documents serve as queries (each excluding itself).
     """
-    from vecdoctor.fix.quantize import (
-        BinaryQuantizer,
-        ProductQuantizer,
-        ScalarQuantizer,
-        default_pq_m,
-        hamming_scores,
-    )
-
     docs = as_vectors(doc_vectors, "document vectors", min_rows=2)
     n, d = docs.shape
     k = min(k, n - 1)
@@ -114,56 +107,10 @@ def check_quantization(
             raise InputError(f"query vectors are {queries.shape[1]}-d but documents are {d}-d")
         if len(queries) > n_queries:
             queries = queries[np.sort(rng.choice(len(queries), n_queries, replace=False))]
-    exact = exact_topk(queries, docs, k, exclude=exclude)
-    wide = min(k * oversample, n - 1)
-
-    def search(scores: np.ndarray, top: int) -> np.ndarray:
-        if exclude is not None:
-            scores = scores.astype(np.float64)
-            scores[np.arange(len(scores)), exclude] = -np.inf
-        return topk_from_scores(scores, top)
-
+    probe = _Probe(docs, queries, exclude, k, min(k * oversample, n - 1))
     rows = [QuantRow("float32", 4 * d, 1.0, 0.0, 1.0, 1.0, None)]
-    schemes: list[tuple[str, object]] = [
-        ("int8", ScalarQuantizer("per_dim")),
-        ("int8-global-p95", ScalarQuantizer("global", percentile=95.0)),
-        ("binary", BinaryQuantizer()),
-    ]
-    nbits = min(8, int(math.log2(n)))
-    if nbits >= 2:
-        schemes.append(("pq", ProductQuantizer(m=default_pq_m(d), nbits=nbits, seed=seed)))
-    for name, quantizer in schemes:
-        quantizer.fit(docs)  # type: ignore[attr-defined]
-        codes = quantizer.encode(docs)  # type: ignore[attr-defined]
-        recon = quantizer.decode(codes)  # type: ignore[attr-defined]
-        if name == "binary":
-            scores = hamming_scores(quantizer.encode(queries), codes)  # type: ignore[attr-defined]
-        else:
-            scores = queries @ recon.T
-        overlap = overlap_at_k(search(scores, k), exact)
-        rescored = None
-        if name in {"int8", "binary"}:
-            rescored = overlap_at_k(_rescore(search(scores, wide), queries, docs, k), exact)
-        note = ""
-        if name == "pq":
-            note = f"m={quantizer.m_} sub-vectors x {nbits} bits"  # type: ignore[attr-defined]
-        elif name == "binary":
-            note = "Hamming search"
-        rows.append(
-            QuantRow(
-                name=name,
-                bytes_per_vector=int(quantizer.bytes_per_vector),  # type: ignore[attr-defined]
-                compression=float(quantizer.compression),  # type: ignore[attr-defined]
-                mse=float(((recon - docs) ** 2).mean()),
-                mean_cosine=float(_cosines(recon, docs).mean()),
-                recall_overlap=overlap,
-                rescored_overlap=rescored,
-                note=note,
-            )
-        )
+    rows += [probe.row(name, quantizer) for name, quantizer in _schemes(n, d, seed)]
     by_name = {r.name: r for r in rows}
-    verdict = threshold.grade(by_name["int8"].recall_overlap)
-    rec = _recommend(rows, oversample)
     return QuantizationResult(
         n_documents=n,
         n_queries=len(queries),
@@ -171,10 +118,75 @@ def check_quantization(
         k=k,
         oversample=oversample,
         rows=tuple(rows),
-        verdict=verdict,
+        verdict=threshold.grade(by_name["int8"].recall_overlap),
         threshold=threshold,
-        recommendation=rec,
+        recommendation=_recommend(rows, oversample),
     )
+
+
+def _schemes(n: int, d: int, seed: int) -> list[tuple[str, Any]]:
+    """int8 (per dimension, and one global 95th-percentile scale), binary, and PQ when the
+    corpus has at least 4 vectors to learn codebooks from."""
+    from vecdoctor.fix.quantize import (
+        BinaryQuantizer,
+        ProductQuantizer,
+        ScalarQuantizer,
+        default_pq_m,
+    )
+
+    schemes: list[tuple[str, Any]] = [
+        ("int8", ScalarQuantizer("per_dim")),
+        ("int8-global-p95", ScalarQuantizer("global", percentile=95.0)),
+        ("binary", BinaryQuantizer()),
+    ]
+    nbits = min(8, int(math.log2(n)))
+    if nbits >= 2:
+        schemes.append(("pq", ProductQuantizer(m=default_pq_m(d), nbits=nbits, seed=seed)))
+    return schemes
+
+
+class _Probe:
+    """Searches with one quantizer's codes and compares the top-k with exact float search."""
+
+    def __init__(self, docs: np.ndarray, queries: np.ndarray, exclude: np.ndarray | None,
+                 k: int, wide: int) -> None:
+        self.docs, self.queries, self.exclude, self.k, self.wide = docs, queries, exclude, k, wide
+        self.exact = exact_topk(queries, docs, k, exclude=exclude)
+
+    def search(self, scores: np.ndarray, top: int) -> np.ndarray:
+        if self.exclude is not None:
+            scores = scores.astype(np.float64)
+            scores[np.arange(len(scores)), self.exclude] = -np.inf
+        return topk_from_scores(scores, top)
+
+    def row(self, name: str, quantizer: Any) -> QuantRow:
+        from vecdoctor.fix.quantize import hamming_scores
+
+        docs, queries = self.docs, self.queries
+        quantizer.fit(docs)
+        codes = quantizer.encode(docs)
+        recon = quantizer.decode(codes)
+        if name == "binary":
+            scores = hamming_scores(quantizer.encode(queries), codes)
+        else:
+            scores = queries @ recon.T
+        rescored = None
+        if name in {"int8", "binary"}:
+            wide = self.search(scores, self.wide)
+            rescored = overlap_at_k(_rescore(wide, queries, docs, self.k), self.exact)
+        note = {"binary": "Hamming search"}.get(name, "")
+        if name == "pq":
+            note = f"m={quantizer.m_} sub-vectors x {quantizer.config.nbits} bits"
+        return QuantRow(
+            name=name,
+            bytes_per_vector=int(quantizer.bytes_per_vector),
+            compression=float(quantizer.compression),
+            mse=float(((recon - docs) ** 2).mean()),
+            mean_cosine=float(_cosines(recon, docs).mean()),
+            recall_overlap=overlap_at_k(self.search(scores, self.k), self.exact),
+            rescored_overlap=rescored,
+            note=note,
+        )
 
 
 def _recommend(rows: list[QuantRow], oversample: int) -> str:

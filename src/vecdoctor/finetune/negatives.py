@@ -79,84 +79,95 @@ def mine_negatives(
             dict.fromkeys([p.positive for p in pairs] + [n for p in pairs for n in p.negatives])
         )
         corpus = [Document(id=f"text-{i}", text=t) for i, t in enumerate(texts)]
-    contents = [d.content for d in corpus]
-    ids = [d.id for d in corpus]
     source = config.source
     if source in (NegativeSource.MODEL, NegativeSource.BOTH) and encoder is None:
         raise InputError(
             f"negative source {source!s} needs an encoder; pass encoder=Encoder(model)"
         )
-
-    positives: dict[str, tuple[set[str], set[str]]] = {}
-    for p in pairs:
-        pos_ids, pos_texts = positives.setdefault(p.anchor, (set(), set()))
-        pos_texts.add(p.positive)
-        if p.positive_id is not None:
-            pos_ids.add(p.positive_id)
-    anchors = list(positives)
-    depth = min(config.depth, len(contents))
-    rankings: dict[str, list[int]] = {a: [] for a in anchors}
-    if config.count and source is not NegativeSource.NONE:
-        lexical = (
-            _rankings(anchors, contents, depth)
-            if source in (NegativeSource.BM25, NegativeSource.BOTH)
-            else None
-        )
-        dense = (
-            _rankings(anchors, contents, depth, encoder)
-            if source in (NegativeSource.MODEL, NegativeSource.BOTH)
-            else None
-        )
-        for i, a in enumerate(anchors):
-            if lexical is not None and dense is not None:
-                rankings[a] = _interleave(lexical[i], dense[i])
-            else:
-                rankings[a] = (lexical or dense)[i]  # type: ignore[index]
-
+    picker = _Picker(corpus, pairs, config)
+    rankings = _candidate_rankings(list(picker.positives), picker.contents, config, encoder)
     rng = random.Random(config.seed)
-    word_cache: dict[str, frozenset[str]] = {}
-
-    def words(text: str) -> frozenset[str]:
-        if text not in word_cache:
-            word_cache[text] = _words(text)
-        return word_cache[text]
-
-    def allowed(row: int, anchor: str, taken: list[str]) -> bool:
-        pos_ids, pos_texts = positives[anchor]
-        text = contents[row]
-        if ids[row] in pos_ids or text in pos_texts or text in taken:
-            return False
-        return all(_jaccard(words(text), words(t)) <= config.max_overlap for t in pos_texts)
-
-    dropped = 0
-    out = []
-    for p in pairs:
-        taken = [n for n in p.negatives if n not in positives[p.anchor][1]][: config.count]
-        ranked = [r for r in rankings[p.anchor] if allowed(r, p.anchor, [])]
-        dropped += len(rankings[p.anchor]) - len(ranked)
-        for row in ranked[config.skip_top :]:
-            if len(taken) >= config.count:
-                break
-            if contents[row] not in taken:
-                taken.append(contents[row])
-        tries = 0
-        while len(taken) < config.count and tries < 50 * config.count:
-            tries += 1
-            row = rng.randrange(len(contents))
-            if allowed(row, p.anchor, taken):
-                taken.append(contents[row])
-        if len(taken) < config.count:
-            raise InputError(
-                f"could not find {config.count} negatives for anchor {p.anchor[:60]!r}: the corpus "
-                f"has too few documents that are not its positives; lower the negative count"
-            )
-        out.append(p.with_negatives(taken))
+    out = [p.with_negatives(picker.negatives(p, rankings[p.anchor], rng)) for p in pairs]
     logger.info(
         "mined %d negatives per pair for %d pairs (%s); skipped %d candidates that were "
         "positives or near-duplicates of one",
-        config.count,
-        len(out),
-        source,
-        dropped,
+        config.count, len(out), source, picker.dropped,
     )
     return out
+
+
+def _candidate_rankings(
+    anchors: list[str], contents: list[str], config: MiningConfig, encoder: Any
+) -> dict[str, list[int]]:
+    """Per anchor, corpus rows best first: BM25, dense, or both interleaved."""
+    source = config.source
+    rankings: dict[str, list[int]] = {a: [] for a in anchors}
+    if not config.count or source is NegativeSource.NONE:
+        return rankings
+    depth = min(config.depth, len(contents))
+    lexical = dense = None
+    if source in (NegativeSource.BM25, NegativeSource.BOTH):
+        lexical = _rankings(anchors, contents, depth)
+    if source in (NegativeSource.MODEL, NegativeSource.BOTH):
+        dense = _rankings(anchors, contents, depth, encoder)
+    for i, a in enumerate(anchors):
+        if lexical is not None and dense is not None:
+            rankings[a] = _interleave(lexical[i], dense[i])
+        else:
+            rankings[a] = (lexical or dense or [[]] * len(anchors))[i]
+    return rankings
+
+
+class _Picker:
+    """Chooses each pair's negatives among ranked corpus rows, never a positive of its anchor
+    (by id or text) nor a near-duplicate of one (word Jaccard above ``max_overlap``)."""
+
+    def __init__(self, corpus: Sequence[Document], pairs: Sequence[Pair], config: MiningConfig) -> None:
+        self.contents = [d.content for d in corpus]
+        self.ids = [d.id for d in corpus]
+        self.config = config
+        self.positives: dict[str, tuple[set[str], set[str]]] = {}
+        for p in pairs:
+            pos_ids, pos_texts = self.positives.setdefault(p.anchor, (set(), set()))
+            pos_texts.add(p.positive)
+            if p.positive_id is not None:
+                pos_ids.add(p.positive_id)
+        self._words: dict[str, frozenset[str]] = {}
+        self.dropped = 0
+
+    def words(self, text: str) -> frozenset[str]:
+        if text not in self._words:
+            self._words[text] = _words(text)
+        return self._words[text]
+
+    def allowed(self, row: int, anchor: str, taken: list[str]) -> bool:
+        pos_ids, pos_texts = self.positives[anchor]
+        text = self.contents[row]
+        if self.ids[row] in pos_ids or text in pos_texts or text in taken:
+            return False
+        limit = self.config.max_overlap
+        return all(_jaccard(self.words(text), self.words(t)) <= limit for t in pos_texts)
+
+    def negatives(self, pair: Pair, ranking: list[int], rng: random.Random) -> list[str]:
+        """The pair's own negatives, then mined ones (past ``skip_top``), then random rows."""
+        count = self.config.count
+        taken = [n for n in pair.negatives if n not in self.positives[pair.anchor][1]][:count]
+        ranked = [r for r in ranking if self.allowed(r, pair.anchor, [])]
+        self.dropped += len(ranking) - len(ranked)
+        for row in ranked[self.config.skip_top :]:
+            if len(taken) >= count:
+                break
+            if self.contents[row] not in taken:
+                taken.append(self.contents[row])
+        tries = 0
+        while len(taken) < count and tries < 50 * count:
+            tries += 1
+            row = rng.randrange(len(self.contents))
+            if self.allowed(row, pair.anchor, taken):
+                taken.append(self.contents[row])
+        if len(taken) < count:
+            raise InputError(
+                f"could not find {count} negatives for anchor {pair.anchor[:60]!r}: the corpus "
+                f"has too few documents that are not its positives; lower the negative count"
+            )
+        return taken
