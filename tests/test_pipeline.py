@@ -170,3 +170,30 @@ def test_index_config_with_a_bad_pipeline_is_a_clear_error(tmp_path):
     (tmp_path / "idx" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(InputError, match="rrf_k"):
         Index.load(tmp_path / "idx")
+
+
+# -- one header on every saved folder -------------------------------------------------------------
+def test_every_file_of_a_saved_index_starts_with_the_header(tmp_path):
+    from vecdoctor import __version__
+    from vecdoctor.index.store import Index
+
+    Index.load(V010 / "index").save(tmp_path / "idx")
+    for rel, kind in [("config.json", "Index"), ("bm25/config.json", "BM25Index"),
+                      ("transform/config.json", "AllButTheTop"),
+                      ("quantizer/config.json", "ScalarQuantizer")]:
+        meta = json.loads((tmp_path / "idx" / rel).read_text())
+        assert meta["class"] == kind, rel
+        assert isinstance(meta["format_version"], int) and meta["vecdoctor_version"] == __version__
+
+
+@pytest.mark.parametrize("rel", ["config.json", "bm25/config.json", "transform/config.json"])
+def test_a_newer_format_anywhere_in_an_index_asks_for_an_upgrade(tmp_path, rel):
+    from vecdoctor.index.store import Index
+
+    Index.load(V010 / "index").save(tmp_path / "idx")
+    path = tmp_path / "idx" / rel
+    meta = json.loads(path.read_text())
+    meta["format_version"] = 99
+    path.write_text(json.dumps(meta))
+    with pytest.raises(IncompatibleError, match="upgrade vecdoctor"):
+        Index.load(tmp_path / "idx")

@@ -17,6 +17,8 @@ from vecdoctor.errors import IncompatibleError, InputError
 logger = logging.getLogger(__name__)
 
 CONFIG = "config.json"
+FITTED_FORMAT = 1
+"""Format of a fitted object's folder (transforms, quantizers)."""
 
 
 def as_vectors(x: Any, what: str = "vectors", min_rows: int = 1) -> np.ndarray:
@@ -83,11 +85,10 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 def base_config(obj: Any, params: dict[str, Any]) -> dict[str, Any]:
     """The config.json header every fitted object writes."""
-    from vecdoctor import __version__
+    from vecdoctor.persist import header
 
     return {
-        "class": type(obj).__name__,
-        "vecdoctor_version": __version__,
+        **header(type(obj).__name__, FITTED_FORMAT),
         "params": params,
         "dim": int(obj.dim_),
         "n_samples": int(obj.n_samples_),
@@ -119,6 +120,9 @@ def read_config(folder: str | Path, expected_class: str | tuple[str, ...]) -> di
         raise IncompatibleError(
             f"{folder / CONFIG}: holds a {config['class']}, expected {' or '.join(names)}"
         )
+    from vecdoctor.persist import read_header
+
+    read_header(config, config["class"], FITTED_FORMAT, folder / CONFIG)
     return config
 
 

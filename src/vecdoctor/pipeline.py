@@ -45,6 +45,7 @@ from vecdoctor.config import (
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.io import read_json, write_json
+from vecdoctor.persist import header, read_header
 
 __all__ = ["FORMAT_VERSION", "Embedder", "Pipeline", "header", "read_header"]
 
@@ -54,35 +55,6 @@ FORMAT_VERSION = 2
 DEFAULT_OVERSAMPLE = 4.0
 
 _ENCODER_KEYS = ("model", "backend", "pooling", "window", "max_length")
-
-
-def header(kind: str, format_version: int) -> dict[str, Any]:
-    """The header every folder or file vecdoctor saves starts with."""
-    from vecdoctor import __version__
-
-    return {"class": kind, "format_version": format_version, "vecdoctor_version": __version__}
-
-
-def read_header(meta: Any, kind: str, latest: int, source: str | Path) -> int:
-    """Check ``meta``'s header names ``kind``; return its format version (0.1.0 files: 1).
-
-    A newer format than this vecdoctor reads is an :class:`IncompatibleError` that says to
-    upgrade; anything else wrong is an :class:`InputError` naming ``source``.
-    """
-    if not isinstance(meta, dict):
-        raise InputError(f"{source}: expected a JSON object describing a {kind}")
-    named = meta.get("class", kind)
-    if named != kind:
-        raise InputError(f"{source}: holds a {named!r}, not a {kind}")
-    version = meta.get("format_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise InputError(f"{source}: format_version {version!r} is not a whole number")
-    if version > latest:
-        raise IncompatibleError(
-            f"{source}: {kind} format {version} is newer than this vecdoctor reads ({latest}); "
-            "upgrade vecdoctor"
-        )
-    return version
 
 
 def _optional(parse: Any, value: Any) -> Any:

@@ -54,7 +54,10 @@ class CheckupResult:
     transform: Any = None  # the fitted transform of the recommended pipeline, if any
 
     def to_dict(self) -> dict[str, Any]:
+        from vecdoctor.persist import header
+
         return {
+            **header("CheckupReport", 1),
             "meta": self.meta,
             "pipeline": self.pipeline.to_dict(),
             "decisions": [d.to_dict() for d in self.decisions],

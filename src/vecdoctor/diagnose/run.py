@@ -76,7 +76,10 @@ class DiagnosisReport:
         return max((r.verdict for _, r in self.checks()), key=order.index)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"meta": to_jsonable(self.meta), "summary": self.summary()}
+        from vecdoctor.persist import header
+
+        out: dict[str, Any] = {**header("DiagnosisReport", 1), "meta": to_jsonable(self.meta),
+                               "summary": self.summary()}
         for name in CHECKS:
             out[name] = to_jsonable(getattr(self, name))
         out["fixes"] = to_jsonable(self.fixes)

@@ -17,6 +17,7 @@ import numpy as np
 
 from vecdoctor.errors import InputError
 from vecdoctor.io import write_json
+from vecdoctor.persist import header
 
 logger = logging.getLogger(__name__)
 
@@ -235,7 +236,8 @@ class TrainingResult:
         counts = {self.COUNT: getattr(self, self.COUNT), "steps": self.steps}
         write_json(
             Path(folder) / card_json,
-            {key: value for key, (_, value) in origin.items()}
+            header(type(self).__name__, 1)
+            | {key: value for key, (_, value) in origin.items()}
             | {"config": config.to_dict()}
             | counts
             | {

@@ -20,6 +20,7 @@ import numpy as np
 
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.io import load_npy, read_json, safe_child, save_npy, write_json
+from vecdoctor.persist import header, read_header
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class BM25Index:
         write_json(
             folder / "config.json",
             {
-                "class": "BM25Index",
+                **header("BM25Index", 1),
                 "config": asdict(self.config),
                 "num_docs": self.num_docs,
                 "vocab_size": len(vocab),
@@ -172,6 +173,8 @@ class BM25Index:
 
         folder = Path(folder)
         meta = read_json(safe_child(folder, "config.json"))
+        if isinstance(meta, dict) and meta.get("class") == "BM25Index":
+            read_header(meta, "BM25Index", 1, folder / "config.json")
         if not isinstance(meta, dict) or meta.get("class") != "BM25Index":
             got = meta.get("class") if isinstance(meta, dict) else type(meta).__name__
             raise IncompatibleError(f"{folder}: not a BM25 index folder (class {got!r})")

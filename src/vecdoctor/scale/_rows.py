@@ -40,15 +40,15 @@ def pipeline_fingerprint(encoder: Any, transform: Any = None) -> str:
 
 def describe(encoder: Any, transform: Any, fingerprint: str, dim: int) -> dict[str, Any]:
     """The pipeline description stored with an output (sidecar or table metadata)."""
-    from vecdoctor import __version__
+    from vecdoctor.persist import header
 
     return {
+        **header("EncodedVectors", 1),
         "format": FORMAT,
         "fingerprint": fingerprint,
         "dimension": int(dim),
         "encoder": {**encoder.config(), "fingerprint": encoder.fingerprint},
         "transform": transform.to_config() if transform is not None else None,
-        "vecdoctor": __version__,
     }
 
 

@@ -25,6 +25,7 @@ from vecdoctor.config import Backend, ModelPrecision
 from vecdoctor.encode.runtime.base import EXPORT_FILE
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.models import ResolvedModel, cache_home
+from vecdoctor.persist import header
 
 FORMAT_VERSION = 1
 CONVERTED_BACKENDS = (str(Backend.OPENVINO), str(Backend.ONNX))
@@ -114,9 +115,10 @@ def load_converted(folder: Path) -> ConvertedModel:
         raise IncompatibleError(
             f"{meta}: unreadable export description ({exc}); convert again"
         ) from None
-    if info.get("format") != FORMAT_VERSION:
+    version = info.get("format_version", info.get("format"))  # "format": before the header
+    if version != FORMAT_VERSION:
         raise IncompatibleError(
-            f"{meta}: export format {info.get('format')!r}, expected {FORMAT_VERSION}"
+            f"{meta}: export format {version!r}, expected {FORMAT_VERSION}; convert again"
         )
     for rel, want in files.items():
         path = folder / rel
@@ -199,7 +201,7 @@ def describe_variant(
             "sha256": _sha256(path),
         }
     return {
-        "format": FORMAT_VERSION,
+        **header("ConvertedModel", FORMAT_VERSION),
         "model": resolved.id,
         "model_fingerprint": resolved.fingerprint,
         "backend": backend,
