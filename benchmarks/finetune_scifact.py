@@ -8,6 +8,7 @@ wall times and reranking latency for 30 and 100 candidates.
     python benchmarks/finetune_scifact.py                  # the default recipes, full train
     python benchmarks/finetune_scifact.py --mode grid      # compare recipes on a held-out
                                                            # part of train (and on test)
+    python benchmarks/finetune_scifact.py --mode first-stage --out ...  # the base first stage
 
 Grid mode trains on train minus 150 held-out train queries and chooses by those (``val``),
 so the test queries never pick a recipe. Results go to benchmarks/results/finetune_scifact.json
@@ -238,7 +239,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
     parser.add_argument("--model", default="minilm")
-    parser.add_argument("--mode", choices=["final", "grid", "cost"], default="final")
+    parser.add_argument("--mode", choices=["final", "grid", "cost", "first-stage"], default="final",
+                        help="first-stage: only BM25, dense and hybrid of the base model on test")
     parser.add_argument("--bi", default=None, help="bi-encoder recipes, comma-separated "
                         f"(default: {DEFAULT_BI}; every recipe in grid mode)")
     parser.add_argument("--rerank", default=None, help="reranker recipes ('' for none; default: "
@@ -326,6 +328,8 @@ def main() -> None:
 
     result["base"], _ = first_stage_scores(args.model, evals, args.device)
     save()
+    if args.mode == "first-stage":
+        return
     pairs = pairs_from_qrels(train)
     choose = "val" if args.mode == "grid" else "test"
     best_bi, best_score = None, -1.0

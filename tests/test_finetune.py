@@ -300,8 +300,10 @@ def test_result_cards_and_summaries_keep_their_fields_in_order(tmp_path):
     )
     card = json.loads((tmp_path / CARD_JSON).read_text())
     assert list(card) == [
+        "class", "format_version", "vecdoctor_version",
         "base_model", "config", "pairs", "steps", "train_seconds", "loss_history", "evaluation"
     ]
+    assert (card["class"], card["format_version"]) == ("FinetuneResult", 1)
     assert card["config"] == config.to_dict() and card["loss_history"] == [[4, 0.75]]
     assert (card["base_model"], card["pairs"], card["steps"]) == ("m", 8, 4)
     readme = (tmp_path / "README.md").read_text()
