@@ -315,6 +315,7 @@ def test_result_cards_and_summaries_keep_their_fields_in_order(tmp_path):
     reranker.write_card(tmp_path, RERANK_CARD, "vecdoctor cross-encoder reranker", rconfig, origin)
     card = json.loads((tmp_path / RERANK_CARD).read_text())
     assert list(card) == [
+        "class", "format_version", "vecdoctor_version",
         "init_model", "first_stage", "config", "queries", "steps", "train_seconds",
         "loss_history", "evaluation",
     ]
