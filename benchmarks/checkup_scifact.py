@@ -30,7 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
 
-KEYS = ("model", "mode", "pooling", "window", "transform", "precision", "rerank")
+KEYS = ("model", "mode", "pooling", "window", "transform", "storage", "rerank")
+
+
+def choices(pipeline) -> dict:  # type: ignore[no-untyped-def]
+    """The KEYS of a Pipeline, or of a pipeline saved by an earlier run (``precision`` was the
+    storage's name before the Pipeline's format 2)."""
+    d = pipeline.to_dict() if hasattr(pipeline, "to_dict") else dict(pipeline)
+    if "storage" not in d:
+        d["storage"] = d.get("precision")
+    return {k: d.get(k) for k in KEYS}
 
 
 def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
@@ -40,7 +49,7 @@ def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
     out: dict = {}
     t = time.perf_counter()
     full = checkup(ds, models)
-    out["full_checkup"] = {"seconds": round(time.perf_counter() - t, 1), "pipeline": full.pipeline,
+    out["full_checkup"] = {"seconds": round(time.perf_counter() - t, 1), "pipeline": full.pipeline.to_dict(),
                            "decisions": [d.to_dict() for d in full.decisions],
                            "diagnosis": full.diagnosis.summary() if full.diagnosis else None}
     out["models"] = full.comparison.to_dict()
@@ -65,7 +74,7 @@ def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
     verdict = next((d for d in full.decisions if d.topic == "transform" and d.choice == "whitening"), None)
     if whiten is not None and verdict is not None:
         out["gates"]["whitening verdict matches its measured effect"] = verdict.recommended == (
-            whiten.delta_ndcg >= 0.005 and whiten.p_value < 0.05 and full.pipeline["mode"] != "bm25")
+            whiten.delta_ndcg >= 0.005 and whiten.p_value < 0.05 and full.pipeline.mode != "bm25")
     print({k: round(v, 4) for k, v in nd.items()}, out["gates"], flush=True)
     return out
 
@@ -85,9 +94,10 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
         "seconds": round(time.perf_counter() - t, 1), "steps_started_at_s": steps,
         "models_measured": [r.model for r in rows if r.measured],
         "models_skipped": {r.model: r.skipped for r in rows if r.skipped},
-        "pipeline": quick.pipeline, "decisions": [d.to_dict() for d in quick.decisions],
+        "pipeline": quick.pipeline.to_dict(), "decisions": [d.to_dict() for d in quick.decisions],
     }
-    out["quick_matches_full"] = {k: quick.pipeline[k] == full["full_checkup"]["pipeline"][k] for k in KEYS}
+    mine, theirs = choices(quick.pipeline), choices(full["full_checkup"]["pipeline"])
+    out["quick_matches_full"] = {k: mine[k] == theirs[k] for k in KEYS}
     # what the full run recommends among the models the quick run measured
     fields = {f for f in ModelRow.__dataclass_fields__}
     full_rows = [ModelRow(**{k: v for k, v in {**r, "ndcg_at_10": r.get("ndcg@10"),
@@ -97,9 +107,9 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
     pick, _ = recommend([r for r in full_rows if r.model in measured], full["models"]["prefer"])
     among = {"model": pick.model if pick else None}
     if among["model"] == full.get("variants_model", "minilm"):
-        among = decide(_report_from_table(minilm_table), among["model"])[0]
+        among = choices(decide(_report_from_table(minilm_table), among["model"])[0])
     out["quick_matches_full_among_measured_models"] = {
-        "reference": among, "matches": {k: quick.pipeline[k] == among[k] for k in KEYS if k in among},
+        "reference": among, "matches": {k: choices(quick.pipeline)[k] == among[k] for k in KEYS if k in among},
     }
     print("quick", out["quick_checkup"], out["quick_matches_full"],
           out["quick_matches_full_among_measured_models"], flush=True)
@@ -109,11 +119,11 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
     steps: list[tuple[str, float]] = []
     one = checkup(ds, ["minilm"], quick=True,
                   progress=lambda m: steps.append((m, round(time.perf_counter() - t, 1))))
-    reference = decide(_report_from_table(minilm_table), "minilm")[0]
+    reference = choices(decide(_report_from_table(minilm_table), "minilm")[0])
     out["quick_checkup_minilm"] = {
         "seconds": round(time.perf_counter() - t, 1),
-        "steps_started_at_s": steps, "pipeline": one.pipeline, "full_minilm_pipeline": reference,
-        "matches_full": {k: one.pipeline[k] == reference[k] for k in KEYS},
+        "steps_started_at_s": steps, "pipeline": one.pipeline.to_dict(), "full_minilm_pipeline": reference,
+        "matches_full": {k: choices(one.pipeline)[k] == reference[k] for k in KEYS},
     }
     print("quick, minilm", out["quick_checkup_minilm"], flush=True)
     return out

@@ -2,7 +2,7 @@
 
 from vecdoctor._lazy import lazy_exports
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Public names resolve on first use so that `import vecdoctor` never imports torch.
 __getattr__, __dir__, __all__ = lazy_exports(
@@ -14,6 +14,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "Whitening": "vecdoctor.fix.transform",
         "AllButTheTop": "vecdoctor.fix.transform",
         "Index": "vecdoctor.index.store",
+        "Pipeline": "vecdoctor.pipeline",
+        "Embedder": "vecdoctor.pipeline",
         "Searcher": "vecdoctor.search.searcher",
         "Hit": "vecdoctor.search.searcher",
         "ScalarQuantizer": "vecdoctor.fix.quantize",

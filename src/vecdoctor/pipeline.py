@@ -21,6 +21,7 @@ precision of the stored vectors (float32, int8, binary). Files written by vecdoc
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import threading
@@ -179,8 +180,10 @@ class Pipeline:
                 value = value.to_dict() if value is not None else None
             elif f.name in {"evidence", "measured_on"}:
                 value = dict(value)
-            elif value is not None and not isinstance(value, (int, float, str)):
-                value = str(value)
+            elif value is not None and (
+                isinstance(value, enum.Enum) or not isinstance(value, (int, float, str))
+            ):
+                value = str(value)  # enums and windows as their plain strings
             out[f.name] = value
         return out
 
