@@ -70,7 +70,36 @@ def diagnose_command(
             raise InputError(f"unknown fix {name!r} in --fixes; valid: {valid}, none")
     dataset = load_dataset(data, split=split)
     enc = _encoder(model, pooling, max_length, window, batch_size, backend)
+    report = _diagnose_with_bar(dataset, enc, sample, seed, fix_names)
+    report.save(output)
+    if plain:
+        _print_verdicts(report.summary(), output)
+        return
+    emit(
+        {
+            "output": str(output),
+            "report_html": str(output / "report.html"),
+            "report_json": str(output / "report.json"),
+            "model": enc.model_id,
+            "pooling": str(enc.pooling),
+            "sample": report.meta["n_sample"],
+            "worst": str(report.worst),
+            "checks": [
+                {k: r[k] for k in ("check", "verdict", "value", "recommendation")}
+                for r in report.summary()
+            ],
+            "fixes": [
+                {"fix": f.name, "isotropy_before": round(f.before.isotropy, 4),
+                 "isotropy_after": round(f.after.isotropy, 4), "recall_before": f.recall_before,
+                 "recall_after": f.recall_after, "improves": f.improves}
+                for f in report.fixes
+            ],
+        }
+    )
 
+
+def _diagnose_with_bar(dataset: Any, enc: Any, sample: int, seed: int, fixes: list[str]) -> Any:
+    """The diagnosis, with a bar of its steps on a terminal."""
     from vecdoctor.diagnose import diagnose
 
     bar = None
@@ -88,47 +117,23 @@ def diagnose_command(
             bar.set_postfix_str(step)
 
     try:
-        report = diagnose(
-            dataset, enc, sample=sample, seed=seed, fixes=fix_names,
-            progress=progress, show_progress=progress_enabled(),
-        )
+        return diagnose(dataset, enc, sample=sample, seed=seed, fixes=fixes,
+                        progress=progress, show_progress=progress_enabled())
     finally:
         if bar is not None:
             bar.close()
-    report.save(output)
-    rows = report.summary()
-    if plain:
-        from rich.console import Console
-        from rich.table import Table
 
-        colour = {"ok": "green", "warn": "yellow", "fail": "red"}
-        table = Table("check", "verdict", "value", "recommendation",
-                      title=str(output / "report.html"))
-        for r in rows:
-            verdict = f"[{colour[r['verdict']]}]{r['verdict']}[/]"
-            table.add_row(r["check"], verdict, f"{r['value']:.3f}", r["recommendation"])
-        Console().print(table)
-        return
-    emit(
-        {
-            "output": str(output),
-            "report_html": str(output / "report.html"),
-            "report_json": str(output / "report.json"),
-            "model": enc.model_id,
-            "pooling": str(enc.pooling),
-            "sample": report.meta["n_sample"],
-            "worst": str(report.worst),
-            "checks": [
-                {k: r[k] for k in ("check", "verdict", "value", "recommendation")} for r in rows
-            ],
-            "fixes": [
-                {"fix": f.name, "isotropy_before": round(f.before.isotropy, 4),
-                 "isotropy_after": round(f.after.isotropy, 4), "recall_before": f.recall_before,
-                 "recall_after": f.recall_after, "improves": f.improves}
-                for f in report.fixes
-            ],
-        }
-    )
+
+def _print_verdicts(rows: list[dict[str, Any]], output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    table = Table("check", "verdict", "value", "recommendation", title=str(output / "report.html"))
+    for r in rows:
+        verdict = f"[{colour[r['verdict']]}]{r['verdict']}[/]"
+        table.add_row(r["check"], verdict, f"{r['value']:.3f}", r["recommendation"])
+    Console().print(table)
 
 
 @command("fit")

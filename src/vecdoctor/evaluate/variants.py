@@ -155,6 +155,20 @@ def _plan(
     return pairs, skipped
 
 
+def _checked_plan(
+    dataset: Dataset, variants: Sequence[str] | None, extra: dict[str, VariantSpec] | None,
+    specs: dict[str, VariantSpec], stores: list[Store], uri: str | Path | None,
+) -> tuple[list[tuple[str, Store]], list[dict[str, str]]]:
+    """The (variant, store) pairs to run, after the checks of the arguments."""
+    chosen = DEFAULT_VARIANTS if variants is None else variants
+    names = parse_variants([v for v in chosen if v not in (extra or {})]) + list(extra or {})
+    if not dataset.has_labels:
+        raise InputError("evaluation needs queries and qrels; use self-supervised queries for unlabelled corpora")
+    if uri is not None and Store.LANCEDB not in stores:
+        raise InputError(f"uri {str(uri)!r} is for store lancedb; add it to the stores or drop the uri")
+    return _plan(names, specs, stores, named=variants is not None)
+
+
 def _table_names(pairs: list[tuple[str, Store]], specs: dict[str, VariantSpec]) -> dict[tuple[Any, ...], str]:
     """One LanceDB table per distinct pipeline, named after the first variant that uses it."""
     tables: dict[tuple[Any, ...], str] = {}
@@ -310,14 +324,8 @@ def evaluate_variants(
     from vecdoctor.search.searcher import Searcher
 
     specs = {**VARIANTS, **(extra or {})}
-    chosen = DEFAULT_VARIANTS if variants is None else variants
-    names = parse_variants([v for v in chosen if v not in (extra or {})]) + list(extra or {})
     stores = parse_stores(store)
-    if not dataset.has_labels:
-        raise InputError("evaluation needs queries and qrels; use self-supervised queries for unlabelled corpora")
-    if uri is not None and Store.LANCEDB not in stores:
-        raise InputError(f"uri {str(uri)!r} is for store lancedb; add it to the stores or drop the uri")
-    pairs, skipped = _plan(names, specs, stores, named=variants is not None)
+    pairs, skipped = _checked_plan(dataset, variants, extra, specs, stores, uri)
     rerank_info: dict[str, Any] | None = None
     if any(specs[n].rerank for n, _ in pairs):
         reranker, rerank_info = _load_reranker(reranker, rerank_fusion, rerank_depth, rerank_backend,

@@ -109,16 +109,7 @@ def finetune(
     st, resolved = _load_sentence_transformer(model, config.device)
     inference_length = st.max_seq_length
 
-    if config.negatives:
-        encoder = None
-        if config.negative_source in (NegativeSource.MODEL, NegativeSource.BOTH):
-            from vecdoctor.encode.encoder import Encoder
-
-            encoder = Encoder(model, max_length=min(config.max_length, resolved.max_length))
-        pairs = mine_negatives(pairs, corpus, config.mining(), encoder=encoder)
-    else:
-        pairs = [p.with_negatives(()) for p in pairs]
-
+    pairs = _with_negatives(pairs, corpus, config, model, resolved.max_length)
     before = (
         evaluate_encoder(model, evaluation, show_progress, config.device)
         if evaluation is not None
@@ -161,6 +152,19 @@ def finetune(
         )
     shutil.rmtree(run.checkpoints, ignore_errors=True)
     return result
+
+
+def _with_negatives(pairs: list[Pair], corpus: Sequence[Document] | None, config: FinetuneConfig,
+                    model: str, max_length: int) -> list[Pair]:
+    """The pairs with ``config.negatives`` mined negatives each (none when 0)."""
+    if not config.negatives:
+        return [p.with_negatives(()) for p in pairs]
+    encoder = None
+    if config.negative_source in (NegativeSource.MODEL, NegativeSource.BOTH):
+        from vecdoctor.encode.encoder import Encoder
+
+        encoder = Encoder(model, max_length=min(config.max_length, max_length))
+    return mine_negatives(pairs, corpus, config.mining(), encoder=encoder)
 
 
 def _trainer(st: Any, dataset: Any, config: FinetuneConfig, folder: Path, show_progress: bool,

@@ -221,19 +221,7 @@ def export_model(
         force: replace an existing folder.
     """
     resolved = resolve(model) if isinstance(model, str) else model
-    backend = check_backend(backend)
-    precision = ModelPrecision.parse(precision)
-    if resolved.backend != "torch":
-        raise InputError(
-            f"model {resolved.id!r} is a {resolved.backend} model; only PyTorch models can be "
-            "converted (give a registry name or a sentence-transformers folder)"
-        )
-    if backend == "onnx" and precision is ModelPrecision.BF16:
-        raise InputError(
-            "bf16 runs on backend='openvino' only; ONNX Runtime's CPU provider has no "
-            "bf16 kernels. Use precision 'fp32' or 'int8' with onnx"
-        )
-    require_packages(backend, precision)
+    backend, precision = _check_export(resolved, backend, precision)
     target = Path(output) if output is not None else variant_dir(resolved, backend, precision)
     check_target(target, force, refuse_foreign=output is not None)
     length = int(max_length or resolved.max_length)
@@ -282,6 +270,26 @@ def export_model(
         converted.info["check"]["min_cosine"], target,
     )
     return converted
+
+
+def _check_export(
+    resolved: ResolvedModel, backend: str, precision: ModelPrecision | str
+) -> tuple[str, ModelPrecision]:
+    """The backend and precision, checked against the model and the installed packages."""
+    backend = check_backend(backend)
+    precision = ModelPrecision.parse(precision)
+    if resolved.backend != "torch":
+        raise InputError(
+            f"model {resolved.id!r} is a {resolved.backend} model; only PyTorch models can be "
+            "converted (give a registry name or a sentence-transformers folder)"
+        )
+    if backend == "onnx" and precision is ModelPrecision.BF16:
+        raise InputError(
+            "bf16 runs on backend='openvino' only; ONNX Runtime's CPU provider has no "
+            "bf16 kernels. Use precision 'fp32' or 'int8' with onnx"
+        )
+    require_packages(backend, precision)
+    return backend, precision
 
 
 def require_packages(backend: str, precision: ModelPrecision) -> None:
