@@ -43,3 +43,23 @@ def test_a_saved_index_reproduces_the_variant(tmp_path):
     row = saved.get("hybrid")
     assert variant is not None and row is not None
     assert row.ndcg == pytest.approx(variant.ndcg, abs=1e-6)
+
+
+def test_the_two_commands_print_the_same_ndcg(tmp_path):
+    import json
+
+    from retrieval_support import write_beir
+    from typer.testing import CliRunner
+
+    from vecdoctor.cli import app
+
+    data = write_beir(_sample(), tmp_path / "beir")
+    runner = CliRunner()
+    compared = runner.invoke(app, ["-q", "compare-models", str(data), "-m", "minilm"])
+    assert compared.exit_code == 0, compared.output
+    evaluated = runner.invoke(app, ["-q", "evaluate", str(data), "-m", "minilm", "--variants", "dense"])
+    assert evaluated.exit_code == 0, evaluated.output
+    row = json.loads(compared.stdout)["models"][0]
+    dense = json.loads(evaluated.stdout)["variants"][0]
+    assert (row["model"], dense["variant"]) == ("minilm", "dense")
+    assert row["ndcg@10"] == dense["ndcg@10"] and row["recall@10"] == dense["recall@10"]
