@@ -256,3 +256,17 @@ def test_pooled_only_model_is_diagnosed_without_token_checks(beir_dir):
     assert "split documents" in no_windows.recommendation and "--window" not in no_windows.recommendation
     html = render_diagnosis(rep)
     assert "Vocabulary fragmentation" in html and "exposes no tokenizer" in html
+
+
+def test_fit_on_corpus_samples_encodes_and_fits(minilm):
+    from vecdoctor.data import sample_corpus
+    from vecdoctor.diagnose.fixes import fit_on_corpus
+    from vecdoctor.fix.transform import AllButTheTop
+
+    texts = [d.content for d in sample_corpus()[:30]]
+    fit = fit_on_corpus(texts, minilm, "abtt", n_components=2, sample=20, seed=1)
+    assert isinstance(fit.transform, AllButTheTop) and fit.transform.n_samples_ == 20
+    assert fit.transform.fingerprint_ == minilm.fingerprint
+    assert fit.after.mean_cosine < fit.before.mean_cosine  # the common directions are gone
+    with pytest.raises(InputError, match="at least 2"):
+        fit_on_corpus(texts[:1], minilm, "abtt")

@@ -162,27 +162,15 @@ def fit_command(
         raise InputError(f"{output}: exists and is not a saved transform; choose a new folder")
     if sample is not None and sample < 2:
         raise InputError(f"--sample must be at least 2, got {sample}")
-    import time
-
-    import numpy as np
-
     from vecdoctor.data import load_corpus
-    from vecdoctor.diagnose.isotropy import space_stats
-    from vecdoctor.fix.transform import make_transform
+    from vecdoctor.diagnose.fixes import fit_on_corpus
 
-    docs = load_corpus(corpus)
-    if len(docs) < 2:
-        raise InputError(f"{corpus}: has {len(docs)} text(s); fitting needs at least 2")
-    if sample is not None and sample < len(docs):
-        idx = np.sort(np.random.default_rng(seed).choice(len(docs), sample, replace=False))
-        docs = [docs[i] for i in idx]
-    transform = make_transform(kind, n_components=n_components)
+    texts = [d.content for d in load_corpus(corpus)]
+    if len(texts) < 2:
+        raise InputError(f"{corpus}: has {len(texts)} text(s); fitting needs at least 2")
     enc = _encoder(model, pooling, max_length, window, batch_size, backend)
-    start = time.perf_counter()
-    vectors = enc.encode_documents([d.content for d in docs], show_progress=progress_enabled())
-    transform.fit(vectors, fingerprint=enc.fingerprint, model_id=enc.model_id)
-    transformed = transform.transform(vectors, fingerprint=enc.fingerprint)
-    before, after = space_stats(vectors, seed=seed), space_stats(transformed, seed=seed)
+    fit = fit_on_corpus(texts, enc, kind, n_components, sample, seed, progress_enabled())
+    transform, before, after = fit.transform, fit.before, fit.after
     transform.save(output)
     emit(
         {
@@ -198,6 +186,6 @@ def fit_command(
             "isotropy_after": round(after.isotropy, 4),
             "mean_cosine_before": round(before.mean_cosine, 4),
             "mean_cosine_after": round(after.mean_cosine, 4),
-            "seconds": round(time.perf_counter() - start, 3),
+            "seconds": round(fit.seconds, 3),
         }
     )

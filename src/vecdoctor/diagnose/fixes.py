@@ -110,3 +110,44 @@ def evaluate_fixes(
             FixResult(name, params, before, after, k, base_recall, recall, improves, rec)
         )
     return tuple(results)
+
+
+@dataclass(frozen=True)
+class CorpusFit:
+    """A transform fitted on a corpus, and the space before and after it."""
+
+    transform: Any
+    before: SpaceStats
+    after: SpaceStats
+    seconds: float
+
+
+def fit_on_corpus(
+    texts: Sequence[str],
+    encoder: Any,
+    kind: str,
+    n_components: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    show_progress: bool = False,
+) -> CorpusFit:
+    """Fit a transform of ``kind`` (``whitening`` or ``abtt``) on ``texts`` (a seeded sample of
+    ``sample`` of them, when given) encoded by ``encoder`` (what ``vecdoctor fit`` does)."""
+    import time
+
+    from vecdoctor.fix.transform import make_transform
+
+    if len(texts) < 2:
+        raise InputError(f"the corpus has {len(texts)} text(s); fitting needs at least 2")
+    if sample is not None and sample < 2:
+        raise InputError(f"sample must be at least 2, got {sample}")
+    if sample is not None and sample < len(texts):
+        idx = np.sort(np.random.default_rng(seed).choice(len(texts), sample, replace=False))
+        texts = [texts[i] for i in idx]
+    transform = make_transform(kind, n_components=n_components)
+    start = time.perf_counter()
+    vectors = encoder.encode_documents(list(texts), show_progress=show_progress)
+    transform.fit(vectors, fingerprint=encoder.fingerprint, model_id=encoder.model_id)
+    transformed = transform.transform(vectors, fingerprint=encoder.fingerprint)
+    before, after = space_stats(vectors, seed=seed), space_stats(transformed, seed=seed)
+    return CorpusFit(transform, before, after, time.perf_counter() - start)
