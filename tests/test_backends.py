@@ -279,5 +279,5 @@ def test_export_refuses_a_folder_that_is_not_a_converted_model(tmp_path):
     keep.mkdir()
     (keep / "mine.txt").write_text("do not delete")
     result = CliRunner().invoke(app, ["export", "minilm", "--backend", "onnx", "-o", str(keep)])
-    assert result.exit_code != 0 and "not a converted model folder" in result.output
+    assert result.exit_code != 0 and "not a vecdoctor converted model" in result.output
     assert (keep / "mine.txt").read_text() == "do not delete"

@@ -213,7 +213,7 @@ def test_report_folder_is_not_written_over_foreign_content(result, tmp_path):
     target = tmp_path / "precious"
     target.mkdir()
     (target / "notes.txt").write_text("keep me")
-    with pytest.raises(InputError, match="not a vecdoctor report folder"):
+    with pytest.raises(InputError, match="not a vecdoctor checkup report"):
         write_checkup(result, target)
     assert (target / "notes.txt").read_text() == "keep me"
 

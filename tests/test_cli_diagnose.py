@@ -133,5 +133,5 @@ def test_fit_abtt_and_errors(tmp_path, tiny_beir):
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
     clash = runner.invoke(app, ["fit", "abtt", str(tiny_beir), "-o", str(occupied)])
-    assert clash.exit_code == 1 and "not a saved transform" in clash.stderr
+    assert clash.exit_code == 1 and "not a vecdoctor fitted transform" in clash.stderr
     assert (occupied / "notes.txt").read_text() == "mine"

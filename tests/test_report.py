@@ -131,7 +131,7 @@ def test_refuses_to_replace_an_unrelated_folder(tmp_path, report):
     precious = tmp_path / "docs"
     precious.mkdir()
     (precious / "thesis.tex").write_text("keep me")
-    with pytest.raises(InputError, match="not a vecdoctor report"):
+    with pytest.raises(InputError, match="not a vecdoctor diagnosis report"):
         write_report(report, precious)
     assert (precious / "thesis.tex").read_text() == "keep me"
 

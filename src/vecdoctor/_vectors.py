@@ -163,12 +163,17 @@ class SavedArrays:
     def _require_fitted(self) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def save(self, folder: str | Path) -> Path:
-        """Write config.json and one .npy per fitted array; the folder is replaced atomically."""
+    def save(self, folder: str | Path, force: bool = False) -> Path:
+        """Write config.json and one .npy per fitted array; the folder is replaced atomically,
+        and only when it holds an object of this kind (or with ``force``)."""
         from vecdoctor.io import atomic_dir, save_npy, write_json
+        from vecdoctor.persist import TRANSFORM, OutputKind, check_output
 
         self._require_fitted()
         folder = Path(folder)
+        name = type(self).__name__
+        kind = TRANSFORM if name in TRANSFORM.classes else OutputKind(name, CONFIG, (name,))
+        check_output(folder, kind, force)
         with atomic_dir(folder) as tmp:
             config = self.to_config()
             for attr, filename in config["arrays"].items():

@@ -10,12 +10,13 @@ to upgrade; files written before the header existed read as format 1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vecdoctor.errors import IncompatibleError, InputError
 
-__all__ = ["header", "read_header"]
+__all__ = ["OutputKind", "check_output", "header", "read_header", "written_as"]
 
 
 def header(kind: str, format_version: int) -> dict[str, Any]:
@@ -45,3 +46,66 @@ def read_header(meta: Any, kind: str, latest: int, source: str | Path) -> int:
             "upgrade vecdoctor"
         )
     return version
+
+
+# -- what may be replaced -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of folder vecdoctor writes, recognised by the header in one of its files."""
+
+    name: str
+    header_file: str
+    classes: tuple[str, ...]
+
+
+INDEX = OutputKind("index folder", "config.json", ("Index",))
+TRANSFORM = OutputKind("fitted transform", "config.json", ("Whitening", "AllButTheTop"))
+CHECKUP = OutputKind("checkup report", "report.json", ("CheckupReport",))
+DIAGNOSIS = OutputKind("diagnosis report", "report.json", ("DiagnosisReport",))
+EVALUATION = OutputKind("evaluation", "results.json", ("EvaluationResults",))
+FINETUNED = OutputKind("fine-tuned model", "vecdoctor_finetune.json", ("FinetuneResult",))
+RERANKER = OutputKind("trained reranker", "vecdoctor_reranker.json", ("RerankerResult",))
+CONVERTED = OutputKind("converted model", "vecdoctor_export.json", ("ConvertedModel",))
+
+
+def written_as(folder: Path, kind: OutputKind) -> bool:
+    """Whether ``folder`` holds a ``kind`` output that vecdoctor wrote (its header says so)."""
+    import json
+
+    path = Path(folder) / kind.header_file
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 << 20:
+        return False
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("class") in kind.classes
+
+
+def check_output(
+    folder: str | Path, kind: OutputKind, force: bool = False, replace_same: bool = True
+) -> Path:
+    """Refuse to write ``kind`` into ``folder`` when that would replace something vecdoctor
+    did not write as the same kind of output.
+
+    A missing or empty folder is fine; so is one holding a ``kind`` output (its header file
+    names the class), unless ``replace_same`` is off (trained and converted models, which cost
+    minutes to hours to make). Anything else needs ``force`` (``--force``), which replaces the
+    folder and everything in it. A file or a symbolic link at that path is always an error.
+    """
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise InputError(f"{folder}: exists and is not a folder; choose another output path")
+    if force or not folder.exists() or not any(folder.iterdir()):
+        return folder
+    if written_as(folder, kind):
+        if replace_same:
+            return folder
+        raise InputError(
+            f"{folder}: already exists and holds a {kind.name}; choose another output folder, "
+            "or pass --force (force=True) to replace it"
+        )
+    raise InputError(
+        f"{folder}: exists and is not a vecdoctor {kind.name}, so writing there would delete what "
+        "it holds; choose another output folder, or pass --force (force=True) to replace it"
+    )

@@ -350,19 +350,17 @@ def pipeline_file(result: CheckupResult, transform_dir: Path | None = None) -> P
     )
 
 
-def write_checkup(result: CheckupResult, folder: str | Path) -> Path:
-    """Write report.html, report.json, pipeline.json, runs/ and transform/ atomically."""
+def write_checkup(result: CheckupResult, folder: str | Path, force: bool = False) -> Path:
+    """Write report.html, report.json, pipeline.json, runs/ and transform/ atomically; an
+    existing folder is replaced only when it holds a checkup report (or with ``force``)."""
     import json
 
     from vecdoctor.evaluate.metrics import write_trec_run
     from vecdoctor.io import atomic_dir
+    from vecdoctor.persist import CHECKUP, check_output
     from vecdoctor.report.checkup import render_checkup
 
-    folder = Path(folder)
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / "report.json").is_file():
-        raise InputError(
-            f"{folder}: exists and is not a vecdoctor report folder; choose a new or empty output folder"
-        )
+    folder = check_output(folder, CHECKUP, force)
     html = render_checkup(result)
     payload = json.dumps(result.to_dict(), indent=2, default=_jsonable) + "\n"
     with atomic_dir(folder) as tmp:

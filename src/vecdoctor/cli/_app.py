@@ -89,6 +89,13 @@ def emit(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
+# Every command that writes a folder takes --force (vecdoctor.persist.check_output).
+FORCE = typer.Option(
+    False,
+    "--force",
+    help="Replace the output folder even when vecdoctor did not write it as this kind of output",
+)
+
 # The reranker options of every command that takes --rerank (search, lance-search, serve).
 RERANK_FUSION = typer.Option(
     None,

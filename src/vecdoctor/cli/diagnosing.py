@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.cli._app import FORCE, command, emit, progress_enabled
 from vecdoctor.config import TransformKind
 
 FIT_KINDS = tuple(str(k) for k in TransformKind)
@@ -53,10 +53,14 @@ def diagnose_command(
     batch_size: int = typer.Option(32, "--batch-size"),
     backend: str = typer.Option(None, "--backend", help=_BACKEND),
     plain: bool = typer.Option(False, "--plain", help="A verdict table for people instead of JSON"),
+    force: bool = FORCE,
 ) -> None:
     """Diagnose the embedding space on your corpus; write an HTML and a JSON report."""
     from vecdoctor.data import load_dataset
     from vecdoctor.errors import InputError
+    from vecdoctor.persist import DIAGNOSIS, check_output
+
+    check_output(output, DIAGNOSIS, force)
 
     _quiet_libraries()
     if sample < 2:
@@ -71,7 +75,7 @@ def diagnose_command(
     dataset = load_dataset(data, split=split)
     enc = _encoder(model, pooling, max_length, window, batch_size, backend)
     report = _diagnose_with_bar(dataset, enc, sample, seed, fix_names)
-    report.save(output)
+    report.save(output, force)
     if plain:
         _print_verdicts(report.summary(), output)
         return
@@ -150,16 +154,15 @@ def fit_command(
     max_length: int = typer.Option(None, "--max-length", help=_MAX_LENGTH),
     batch_size: int = typer.Option(32, "--batch-size"),
     backend: str = typer.Option(None, "--backend", help=_BACKEND),
+    force: bool = FORCE,
 ) -> None:
     """Fit whitening or all-but-the-top on a corpus and save it (apply with --transform)."""
     from vecdoctor.errors import InputError
+    from vecdoctor.persist import TRANSFORM, check_output
 
     if kind not in FIT_KINDS:
         raise InputError(f"unknown transform {kind!r}; valid: {', '.join(FIT_KINDS)}")
-    if output.exists() and (
-        not output.is_dir() or (any(output.iterdir()) and not (output / "config.json").is_file())
-    ):
-        raise InputError(f"{output}: exists and is not a saved transform; choose a new folder")
+    check_output(output, TRANSFORM, force)
     if sample is not None and sample < 2:
         raise InputError(f"--sample must be at least 2, got {sample}")
     from vecdoctor.data import load_corpus
@@ -171,7 +174,7 @@ def fit_command(
     enc = _encoder(model, pooling, max_length, window, batch_size, backend)
     fit = fit_on_corpus(texts, enc, kind, n_components, sample, seed, progress_enabled())
     transform, before, after = fit.transform, fit.before, fit.after
-    transform.save(output)
+    transform.save(output, force)
     emit(
         {
             "output": str(output),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from vecdoctor.cli._app import (
+    FORCE,
     RERANK_BACKEND,
     RERANK_FUSION,
     RERANK_PRECISION,
@@ -90,8 +91,13 @@ def evaluate(
     output: Path = typer.Option(None, "-o", "--output", help="Folder for results.json and TREC run files"),
     sample: str = typer.Option(None, "--sample", help="Use a built-in sample corpus instead of DATA"),
     plain: bool = typer.Option(False, "--plain", help="A table for people instead of JSON"),
+    force: bool = FORCE,
 ) -> None:
     """Evaluate pipeline variants, or a saved index: nDCG@10, recall, MRR, speed and size in one table."""
+    from vecdoctor.persist import EVALUATION, check_output
+
+    if output is not None:
+        check_output(output, EVALUATION, force)
     if index is not None:
         report = _evaluate_saved(data, index, table or "documents", model, modes, split,
                                  {"--variants": variants, "--store": store, "--uri": uri,
@@ -116,7 +122,7 @@ def evaluate(
                                    rerank_backend=rerank_backend, rerank_precision=rerank_precision)
     out = report.to_dict()
     if output is not None:
-        _write_results(report, out, output)
+        _write_results(report, out, output, force)
         out["output"] = str(output)
     if plain:
         _print_table(report.table(), ["variant", "ndcg@10", "recall@10", "recall@100", "mrr@10",
@@ -154,17 +160,20 @@ def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | 
     return evaluate_index(idx, ds, chosen, progress=_Steps(len(chosen)))
 
 
-def _write_results(report: VariantsReport, out: dict[str, Any], output: Path) -> None:
+def _write_results(report: VariantsReport, out: dict[str, Any], output: Path, force: bool) -> None:
     """results.json and runs/<row>.trec, written atomically."""
     import json
 
     from vecdoctor.evaluate.runs import write_runs
     from vecdoctor.io import atomic_dir
+    from vecdoctor.persist import EVALUATION, check_output, header
 
+    check_output(output, EVALUATION, force)
     with atomic_dir(output) as tmp:
         (tmp / "runs").mkdir()
         write_runs(report.results, tmp / "runs")
-        (tmp / "results.json").write_text(json.dumps(out, indent=2) + "\n")
+        payload = {**header("EvaluationResults", 1), **out}
+        (tmp / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:
@@ -221,10 +230,14 @@ def checkup_cmd(
     rerank_precision: str = RERANK_PRECISION,
     sample: str = typer.Option(None, "--sample", help="Run on a built-in sample corpus: python-docs"),
     seed: int = typer.Option(0, "--seed"),
+    force: bool = FORCE,
 ) -> None:
     """The main job: compare models, diagnose, evaluate fixes, recommend a pipeline, write a report."""
     from vecdoctor.checkup.run import checkup, write_checkup
     from vecdoctor.evaluate.compare import Prefer
+    from vecdoctor.persist import CHECKUP, check_output
+
+    check_output(output, CHECKUP, force)  # before minutes of work
 
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
@@ -233,7 +246,7 @@ def checkup_cmd(
     result = checkup(ds, names, prefer=prefer, quick=quick, reranker=rerank, seed=seed, progress=steps,
                      rerank_fusion=rerank_fusion or "rrf", rerank_backend=rerank_backend,
                      rerank_precision=rerank_precision)
-    write_checkup(result, output)
+    write_checkup(result, output, force)
     emit(
         {
             "report": str(output / "report.html"),

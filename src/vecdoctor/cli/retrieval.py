@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from vecdoctor.cli._app import (
+    FORCE,
     RERANK_BACKEND,
     RERANK_FUSION,
     RERANK_PRECISION,
@@ -71,12 +72,13 @@ def index_command(
         "dir", "--store", help="dir (an index folder) | lancedb (-o is then a LanceDB URI)"
     ),
     table: str = typer.Option("documents", "--table", help="--store lancedb: table name"),
+    force: bool = FORCE,
 ) -> None:
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
     from vecdoctor.data import load_corpus
     from vecdoctor.index.store import Index
 
-    _check_index_options(output, store, precision, ann, backend)
+    _check_index_options(output, store, precision, ann, backend, force)
     # the pipeline is checked whole before the corpus and the model are loaded
     chosen = _pipeline_of_options(pipeline, window, model=model, pooling=pooling,
                                   max_length=max_length, backend=backend,
@@ -96,7 +98,7 @@ def index_command(
         return
     index = Index.from_pipeline(docs, chosen, encoder_options=options,
                                 show_progress=progress_enabled())
-    index.save(output)
+    index.save(output, force)
     emit(
         {
             "index": str(output),
@@ -257,9 +259,11 @@ def serve_command(
 
 
 def _check_index_options(
-    output: Path, store: str, precision: str | None, ann: str | None, backend: str | None
+    output: Path, store: str, precision: str | None, ann: str | None, backend: str | None,
+    force: bool,
 ) -> None:
     from vecdoctor.errors import InputError
+    from vecdoctor.persist import INDEX, check_output
 
     if store not in {"dir", "lancedb"}:
         raise InputError(f"--store must be dir or lancedb, got {store!r}")
@@ -268,10 +272,8 @@ def _check_index_options(
             "--store lancedb keeps float32 vectors and builds its own IVF-PQ index "
             "(vecdoctor lance-index --ivf-pq); drop --precision/--ann"
         )
-    if store == "dir" and output.exists() and (
-        not output.is_dir() or (any(output.iterdir()) and not (output / "config.json").is_file())
-    ):
-        raise InputError(f"{output}: exists and is not a vecdoctor index; choose another --output")
+    if store == "dir":
+        check_output(output, INDEX, force)
     if backend is not None:
         from vecdoctor.encode.backends import BACKENDS
 

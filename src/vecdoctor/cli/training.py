@@ -70,7 +70,10 @@ def finetune(
     restart: bool = typer.Option(
         False, "--restart", help="Ignore checkpoints of an interrupted run"
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output folder"),
+    overwrite: bool = typer.Option(
+        False, "--force", "--overwrite", help="Replace an existing output folder (a trained model "
+        "is never replaced without it)"
+    ),
 ) -> None:
     """Fine-tune a bi-encoder with MultipleNegativesRankingLoss and mined hard negatives."""
     from vecdoctor.errors import InputError
@@ -157,7 +160,9 @@ def train_reranker(
     restart: bool = typer.Option(
         False, "--restart", help="Ignore checkpoints of an interrupted run"
     ),
-    overwrite: bool = typer.Option(False, "--overwrite"),
+    overwrite: bool = typer.Option(
+        False, "--force", "--overwrite", help="Replace an existing output folder"
+    ),
 ) -> None:
     """Train vecdoctor's own cross-encoder reranker on labelled queries (listwise loss)."""
     from vecdoctor.finetune.reranker import RerankerConfig

@@ -85,11 +85,12 @@ class DiagnosisReport:
         out["fixes"] = to_jsonable(self.fixes)
         return out
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``report.json`` and ``report.html`` into ``folder`` (replaced atomically)."""
+    def save(self, folder: str | Path, force: bool = False) -> Path:
+        """Write ``report.json`` and ``report.html`` into ``folder`` (replaced atomically, and
+        only when it holds a diagnosis report, or with ``force``)."""
         from vecdoctor.report.diagnosis import write_report
 
-        return write_report(self, folder)
+        return write_report(self, folder, force)
 
 
 def _texts_of(data: Any) -> tuple[list[str], Any]:

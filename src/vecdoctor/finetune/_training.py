@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from vecdoctor.errors import InputError
 from vecdoctor.io import write_json
 from vecdoctor.persist import header
 
@@ -91,15 +90,11 @@ def prepare_checkpoints(output: Path, signature: dict[str, Any], resume: bool) -
     return None
 
 
-def check_output(output: Path, overwrite: bool) -> Path:
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output}: exists and is not a folder; choose another output path")
-    if output.exists() and any(output.iterdir()) and not overwrite:
-        raise InputError(
-            f"{output}: already exists; pass overwrite=True (--overwrite) or another path"
-        )
-    return output
+def check_output(output: Path, overwrite: bool, kind: Any) -> Path:
+    """A trained model is never replaced without ``overwrite`` (``--force``), even by another."""
+    from vecdoctor.persist import check_output as check
+
+    return check(output, kind, force=overwrite, replace_same=False)
 
 
 @contextlib.contextmanager

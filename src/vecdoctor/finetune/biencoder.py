@@ -20,6 +20,7 @@ from vecdoctor.finetune.negatives import mine_negatives
 from vecdoctor.finetune.pairs import Pair
 from vecdoctor.finetune.recipes import FinetuneConfig, NegativeSource
 from vecdoctor.io import atomic_dir
+from vecdoctor.persist import FINETUNED
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def finetune(
     """
     config = config or FinetuneConfig()
     _training.require_training_extras()
-    output = _training.check_output(Path(output), overwrite)
+    output = _training.check_output(Path(output), overwrite, FINETUNED)
     pairs = list(pairs)
     if len(pairs) < 2:
         raise InputError(f"need at least 2 training pairs for in-batch negatives, got {len(pairs)}")

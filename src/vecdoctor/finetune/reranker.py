@@ -22,6 +22,7 @@ from vecdoctor.errors import InputError
 from vecdoctor.finetune import _training
 from vecdoctor.finetune.recipes import RerankerConfig, RerankLoss
 from vecdoctor.io import atomic_dir
+from vecdoctor.persist import RERANKER
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ def train_reranker(
 
     config = config or RerankerConfig()
     _training.require_training_extras()
-    output = _training.check_output(Path(output), overwrite)
+    output = _training.check_output(Path(output), overwrite, RERANKER)
     if not data.has_labels:
         raise InputError(
             f"dataset {data.name!r} has no queries and qrels; reranker training needs a labelled "

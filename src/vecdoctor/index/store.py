@@ -32,6 +32,7 @@ from vecdoctor.index.bm25 import BM25Config, BM25Index
 from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
 from vecdoctor.io import atomic_dir, read_json, safe_child, write_json
+from vecdoctor.persist import INDEX, check_output
 from vecdoctor.pipeline import Embedder, Pipeline, header, read_header
 
 __all__ = ["DocumentIndex", "Index"]
@@ -350,11 +351,15 @@ class Index(DocumentIndex):
             "versions": versions(),
         }
 
-    def save(self, path: str | Path | None = None) -> Path:
-        """Write the index folder atomically (the old folder stays intact if this fails)."""
+    def save(self, path: str | Path | None = None, force: bool = False) -> Path:
+        """Write the index folder atomically (the old folder stays intact if this fails).
+
+        An existing folder is replaced only when it holds a vecdoctor index, or with ``force``.
+        """
         target = Path(path) if path is not None else self.path
         if target is None:
             raise InputError("this index has no folder yet; call save(path)")
+        check_output(target, INDEX, force)
         with atomic_dir(target) as tmp:
             write_docs(tmp / DOCS, self.docs)
             self.bm25.save(tmp / BM25_DIR)

@@ -192,17 +192,13 @@ def render_diagnosis(report: Any) -> str:
     return render_html(title, diagnosis_sections(report), meta=meta, subtitle=subtitle)
 
 
-def write_report(report: Any, folder: str | Path) -> Path:
-    """Write report.json and report.html; ``folder`` is replaced only once both are complete."""
-    from vecdoctor.errors import InputError
+def write_report(report: Any, folder: str | Path, force: bool = False) -> Path:
+    """Write report.json and report.html; ``folder`` is replaced only once both are complete,
+    and only when it holds a diagnosis report (or with ``force``)."""
     from vecdoctor.io import atomic_dir
+    from vecdoctor.persist import DIAGNOSIS, check_output
 
-    folder = Path(folder)
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / "report.json").is_file():
-        raise InputError(
-            f"{folder}: exists and is not a vecdoctor report folder; it would be replaced - "
-            "choose a new or empty output folder"
-        )
+    folder = check_output(folder, DIAGNOSIS, force)
     html = render_diagnosis(report)
     payload = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
     with atomic_dir(folder) as tmp:

@@ -30,6 +30,7 @@ from vecdoctor.encode.convert.cache import (
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.io import atomic_dir
 from vecdoctor.models import ResolvedModel
+from vecdoctor.persist import CONVERTED, check_output
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +71,11 @@ def cached_variant(
 
 
 def check_target(target: Path, force: bool, refuse_foreign: bool = True) -> None:
-    """Refuse a folder that holds something other than a converted model, and an existing
-    converted model unless ``force``."""
-    if refuse_foreign and target.exists() and (
-        not target.is_dir() or (any(target.iterdir()) and not (target / EXPORT_FILE).exists())
-    ):
-        raise InputError(
-            f"{target}: exists and is not a converted model folder; choose a new or empty folder"
-        )
-    if (target / EXPORT_FILE).exists() and not force:
+    """Refuse to replace a converted model unless ``force``; with ``refuse_foreign`` (a folder
+    the user named) also anything that is not a converted model vecdoctor wrote."""
+    if refuse_foreign:
+        check_output(target, CONVERTED, force, replace_same=False)
+    elif (target / EXPORT_FILE).exists() and not force:
         raise InputError(
             f"{target} already holds a converted model; pass force=True (--force) to replace it"
         )
