@@ -270,7 +270,9 @@ def test_serve_command_answers_http(built):
                 if proc.poll() is not None or time.time() > deadline:
                     pytest.fail(f"server did not start: {proc.stdout.read().decode()[-2000:]}")
                 time.sleep(0.5)
-        assert health.json()["documents"] == N_DOCS
+        assert health.json() == {"status": "ok"}
+        stats = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=5)
+        assert stats.json()["index"]["documents"] == N_DOCS
         r = httpx.post(f"http://127.0.0.1:{port}/search", json={"query": "cells", "k": 8})
         assert r.status_code == 422 and "less than or equal to 7" in r.text
     finally:

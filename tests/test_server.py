@@ -65,7 +65,7 @@ def fields(response) -> list[str]:
 def test_health_and_openapi(client):
     r = client.get("/health")
     assert r.status_code == 200
-    assert r.json() == {"status": "ok", "documents": len(rs.float_index()), "model": "minilm"}
+    assert r.json() == {"status": "ok"}  # no key needed here, so nothing about the index
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/v1/embeddings", "/health", "/stats"} <= set(paths)
 

@@ -213,3 +213,40 @@ def test_serve_cli_reads_the_key_from_the_environment(tmp_path):
         proc.terminate()
         out = proc.communicate(timeout=30)[0].decode()
     assert "POST /search 200" in out  # the access line reaches the console
+
+
+def test_a_newline_in_the_path_cannot_forge_a_log_line(base_url, caplog):
+    forged = "/search%0AGET%20/admin%20200"
+    with caplog.at_level(logging.INFO, logger="vecdoctor.serve.access"):
+        with httpx.Client(base_url=base_url, timeout=30) as c:
+            c.get(forged, headers=AUTH)
+        deadline = time.time() + 5
+        while not caplog.records and time.time() < deadline:
+            time.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name == "vecdoctor.serve.access"]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert lines[0].startswith("GET /search\\nGET /admin 200 ")  # escaped, on one line
+
+
+def test_health_says_only_that_the_server_is_up(base_url):
+    r = httpx.get(base_url + "/health", timeout=10)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/embeddings", '{"input": ["fine", "bad \\ud800 text"]}'),
+        ("/search", '{"query": "bad \\udfff"}'),
+    ],
+)
+def test_a_lone_surrogate_is_a_422_not_a_500(base_url, path, body):
+    r = httpx.post(base_url + path, content=body.encode(), timeout=30,
+                   headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert "surrogate" in r.text or "unicode" in r.text  # said by vecdoctor or by pydantic
+
+
+def test_searcher_refuses_a_nan_rrf_k(searcher):
+    with pytest.raises(InputError, match="finite number"):
+        Searcher(searcher.index, rrf_k=float("nan"))

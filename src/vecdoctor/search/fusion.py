@@ -7,6 +7,7 @@ a default score that could beat a document that is present.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,13 @@ Run = Sequence[tuple[Hashable, float]]
 
 
 # -- first-stage fusion ----------------------------------------------------------------------
+def check_rrf_k(k: Any) -> Any:
+    """RRF's k: a finite number >= 0 (NaN would make every score NaN)."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < float("inf"):
+        raise InputError(f"RRF k must be a finite number >= 0, got {k!r}")
+    return k
+
+
 def check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     if weights is None:
         return [1.0] * n
@@ -41,8 +49,7 @@ def rrf(
 
     Ranks start at 1. Ties are broken by the order in which documents first appear.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, float)) or k < 0:
-        raise InputError(f"RRF k must be a number >= 0, got {k!r}")
+    check_rrf_k(k)
     w = check_weights(weights, len(runs))
     scores: dict[Hashable, float] = {}
     first_seen: dict[Hashable, int] = {}

@@ -17,7 +17,13 @@ import numpy as np
 
 from vecdoctor.config import Fusion, RerankFusion, SearchMode
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.search.fusion import check_weights, fuse_with_first_stage, rrf, weighted
+from vecdoctor.search.fusion import (
+    check_rrf_k,
+    check_weights,
+    fuse_with_first_stage,
+    rrf,
+    weighted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +140,7 @@ class Searcher:
         self.index = index
         defaults = index.search_defaults
         self.fusion = Fusion.parse(fusion or defaults.get("fusion", Fusion.RRF))
-        self.rrf_k = rrf_k if rrf_k is not None else defaults.get("rrf_k", 60)
+        self.rrf_k = check_rrf_k(rrf_k if rrf_k is not None else defaults.get("rrf_k", 60))
         self.mode = SearchMode.parse(defaults.get("mode", SearchMode.HYBRID))
         if weights is None:
             weights = (1.0, 1.0) if self.fusion is Fusion.RRF else (0.5, 0.5)

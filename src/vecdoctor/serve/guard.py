@@ -146,8 +146,8 @@ class Guard:
             client = scope.get("client") or ("-", 0)
             access_logger.info(
                 "%s %s %d %.1fms %dB %s",
-                scope.get("method", "?"),
-                path,
+                _printable(scope.get("method", "?")),
+                _printable(path),
                 status[0],
                 seconds * 1000,
                 body_bytes[0],
@@ -214,3 +214,10 @@ class Guard:
             await self.app(scope, replay, send)
         finally:
             self.in_flight -= 1
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped, so a request cannot forge log lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -8,13 +8,25 @@ from vecdoctor.config import SearchMode
 from vecdoctor.serve.guard import ServerLimits
 
 
+def encodable(text: str, what: str = "the text") -> str:
+    """``text``, refusing what UTF-8 cannot encode (a lone surrogate from a JSON escape)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} holds {exc.object[exc.start:exc.end]!r} at character {exc.start}, which is "
+            "not valid Unicode text (a lone surrogate); send UTF-8 text"
+        ) from None
+    return text
+
+
 def request_models(active: ServerLimits, allowed: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel]]:
     """The ``/search`` and ``/v1/embeddings`` bodies for these limits and reranker names."""
 
     def not_blank(value: str) -> str:
         if not value.strip():
             raise ValueError("must contain at least one non-space character")
-        return value
+        return encodable(value)
 
     class SearchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -62,6 +74,7 @@ def request_models(active: ServerLimits, allowed: dict[str, Any]) -> tuple[type[
             for i, text in enumerate(texts):
                 if not text.strip():
                     raise ValueError(f"item {i} is empty")
+                encodable(text, f"item {i}")
                 if len(text) > active.max_input_chars:
                     raise ValueError(
                         f"item {i} has {len(text)} characters, "
