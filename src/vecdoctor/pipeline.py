@@ -318,6 +318,8 @@ class Embedder:
         self.transform = transform
         self._encoder = encoder
         self._lock = threading.Lock()
+        self._waiting = 0  # searches waiting for the encoder: bulk work yields to them
+        self._waiting_lock = threading.Lock()
 
     @property
     def loaded(self) -> Any:
@@ -381,14 +383,31 @@ class Embedder:
         with self._lock:
             self._encoder = encoder
 
-    def embed(self, texts: Sequence[str], role: str, show_progress: bool = False) -> np.ndarray:
-        """Vectors of ``texts`` as ``queries`` or ``documents``: encoder, then transform."""
+    def embed(
+        self, texts: Sequence[str], role: str, show_progress: bool = False, urgent: bool = True
+    ) -> np.ndarray:
+        """Vectors of ``texts`` as ``queries`` or ``documents``: encoder, then transform.
+
+        One forward pass runs at a time (torch already uses every core). ``urgent`` calls (a
+        search's query) are counted while they wait, so :meth:`embed_bulk` lets them go first.
+        """
         enc = self.encoder
-        with self._lock:  # one forward pass at a time; torch already uses every core
+        if urgent:
+            with self._waiting_lock:
+                self._waiting += 1
+        try:
+            self._lock.acquire()
+        finally:
+            if urgent:
+                with self._waiting_lock:
+                    self._waiting -= 1
+        try:
             if role == "queries":
                 vecs = enc.encode_queries(list(texts), show_progress=show_progress)
             else:
                 vecs = enc.encode_documents(list(texts), show_progress=show_progress)
+        finally:
+            self._lock.release()
         if self.transform is not None:
             # the encoder passed check_encoder: its vectors are those the transform was fitted on
             vecs = self.transform.transform(vecs, fingerprint=self.fingerprint or enc.fingerprint)
@@ -397,6 +416,20 @@ class Embedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors through the index's own encoder and transform."""
         return self.embed(texts, role="queries")
+
+    def embed_bulk(self, texts: Sequence[str], role: str, chunk: int = 8) -> np.ndarray:
+        """:meth:`embed` ``chunk`` texts at a time, each chunk waiting while a search waits for
+        the encoder: a large batch cannot hold searches up for more than one chunk's time."""
+        import time
+
+        parts = []
+        for start in range(0, len(texts), chunk):
+            while self._waiting:
+                time.sleep(0.001)
+            parts.append(self.embed(texts[start : start + chunk], role, urgent=False))
+        if not parts:
+            return np.zeros((0, int(self.encoder.dimension)), dtype=np.float32)
+        return np.concatenate(parts)
 
     def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         return self.embed(texts, role="documents", show_progress=show_progress)

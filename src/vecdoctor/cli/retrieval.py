@@ -206,6 +206,18 @@ def serve_command(
         "--queue-limit",
         help="Requests served at once; one more gets 503 with Retry-After (/health excluded)",
     ),
+    max_embedding_chars: int = typer.Option(
+        400_000, "--max-embedding-chars", help="Characters of one embeddings request, all inputs"
+    ),
+    header_timeout: int = typer.Option(
+        10, "--header-timeout", help="Seconds to send request headers; slower connections close"
+    ),
+    body_timeout: int = typer.Option(
+        30, "--body-timeout", help="Seconds to send a request body; slower ones get 408"
+    ),
+    max_connections: int = typer.Option(
+        256, "--max-connections", help="Open connections; more get 503 from uvicorn"
+    ),
     api_key: str = typer.Option(
         None,
         "--api-key",
@@ -246,6 +258,10 @@ def serve_command(
         max_batch=max_batch,
         max_body_bytes=max_body_bytes,
         max_in_flight=queue_limit,
+        max_embedding_chars=max_embedding_chars,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        max_connections=max_connections,
     )
     if api_key is not None and not api_key.strip():
         raise InputError("--api-key / VECDOCTOR_API_KEY is empty; set a key or unset it")

@@ -174,7 +174,8 @@ class Searcher:
             return self.cache_size > 0 or self.query_backend is not None
         return self.query_backend is not None and current.backend_name != self.query_backend
 
-    def _ensure_encoder(self) -> Any:
+    def ensure_encoder(self) -> Any:
+        """The query encoder (loaded with the cache and query backend asked for, once)."""
         if self._needs_encoder():
             from vecdoctor.encode.cache import VectorCache
 
@@ -199,7 +200,7 @@ class Searcher:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors through the index's encoder and transform (cached)."""
-        self._ensure_encoder()
+        self.ensure_encoder()
         return self.index.embed_queries(texts)
 
     def cache_stats(self) -> dict[str, float]:
@@ -235,7 +236,7 @@ class Searcher:
             if key not in self._rerankers:
                 from vecdoctor.rerank.rerankers import MAXSIM, load_reranker
 
-                encoder = self._ensure_encoder() if key.lower() == MAXSIM else None
+                encoder = self.ensure_encoder() if key.lower() == MAXSIM else None
                 self._rerankers[key] = load_reranker(key, encoder)
             return self._rerankers[key]
 

@@ -158,9 +158,10 @@ def _embeddings(searcher: Any, body: Any) -> Any:
             content={"detail": [{"field": "dimensions", "type": "value_error", "message": message}]},
         )
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
-    embed = searcher.embed if body.input_type == "query" else index.embed_documents
-    vectors = embed(texts)
-    tokens = int(np.sum(index.encoder.token_lengths(texts)))
+    searcher.ensure_encoder()  # the searcher's encoder (cache, query backend), loaded once
+    role = "queries" if body.input_type == "query" else "documents"
+    vectors = index.embedder.embed_bulk(texts, role)
+    tokens = _tokens_used(index.encoder, texts)
     data = []
     for i, vec in enumerate(vectors):
         value: Any = (
@@ -175,6 +176,15 @@ def _embeddings(searcher: Any, body: Any) -> Any:
         "model": index.model_id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def _tokens_used(encoder: Any, texts: list[str]) -> int:
+    """Tokens the model read: each input's, cut at the model's max length unless it has
+    windows (which read every token)."""
+    lengths = np.asarray(encoder.token_lengths(texts), dtype=np.int64)
+    if getattr(encoder, "window", None) is None and getattr(encoder, "max_length", None):
+        lengths = np.minimum(lengths, int(encoder.max_length))
+    return int(lengths.sum())
 
 
 def _index_stats(searcher: Any, size_bytes: int | None) -> dict[str, Any]:

@@ -34,9 +34,17 @@ class ServerLimits:
     max_k: int = 1000
     max_batch: int = 256
     max_input_chars: int = 20_000
+    max_embedding_chars: int = 400_000
+    """Characters of all inputs of one embeddings request together."""
     max_body_bytes: int = 4 * 1024 * 1024
     max_in_flight: int = 64
     retry_after_s: int = 1
+    header_timeout_s: int = 10
+    """Seconds a connection may take to send a request's headers (slow clients are cut off)."""
+    body_timeout_s: int = 30
+    """Seconds a request may take to send its body; then 408, and no in-flight slot was held."""
+    max_connections: int = 256
+    """Open connections uvicorn accepts before it answers 503 (its ``limit_concurrency``)."""
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -82,11 +90,17 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _BodyTooSlow(Exception):
+    pass
+
+
 class Guard:
     """ASGI layer: API key, body-size limit, in-flight limit, access log and statistics.
 
-    The body is read here (up to ``max_body_bytes``) and replayed to the app, so a chunked
-    request without ``Content-Length`` is held to the same limit as one that declares it.
+    The body is read here (up to ``max_body_bytes``, within ``body_timeout_s``) and replayed to
+    the app, so a chunked request without ``Content-Length`` is held to the same limits as one
+    that declares it. The in-flight slot is taken only once the whole body is in: a client that
+    sends its body slowly holds a connection, never a slot.
     """
 
     def __init__(
@@ -108,10 +122,17 @@ class Guard:
         return given is not None and hmac.compare_digest(given, self.api_key)
 
     async def _read_body(self, receive: Any) -> bytes:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout_s
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
@@ -182,6 +203,21 @@ class Guard:
         if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
             await too_large(scope, receive, send)
             return
+        try:
+            body = await self._read_body(receive)
+        except _BodyTooLarge:
+            await too_large(scope, receive, send)
+            return
+        except _BodyTooSlow:
+            slow = JSONResponse(
+                status_code=408,
+                content={"detail": "request body not received within "
+                         f"body_timeout_s={self.limits.body_timeout_s} s; send it at once"},
+                headers={"Connection": "close"},
+            )
+            await slow(scope, receive, send)
+            return
+        body_bytes[0] = len(body)
         if path not in OPEN_PATHS and self.in_flight >= self.limits.max_in_flight:
             busy = JSONResponse(
                 status_code=503,
@@ -196,12 +232,6 @@ class Guard:
             return
         self.in_flight += 1
         try:
-            try:
-                body = await self._read_body(receive)
-            except _BodyTooLarge:
-                await too_large(scope, receive, send)
-                return
-            body_bytes[0] = len(body)
             replayed = False
 
             async def replay() -> Any:

@@ -1,4 +1,5 @@
-"""Running the app: uvicorn with vecdoctor's access log in place of uvicorn's own."""
+"""Running the app: uvicorn with its own limits set from :class:`ServerLimits`, a deadline for
+request headers, and vecdoctor's access log in place of uvicorn's own."""
 
 import logging
 from typing import Any
@@ -6,6 +7,72 @@ from typing import Any
 from vecdoctor.serve.guard import ServerLimits
 
 logger = logging.getLogger(__name__)
+
+
+def header_deadline_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers take longer than
+    ``seconds`` to arrive (slow-header clients; uvicorn has no such timeout of its own).
+
+    The clock starts when the connection opens, or when the first byte of a later request on
+    a kept-alive connection arrives; it stops once the headers are complete. The body has its
+    own deadline in :class:`~vecdoctor.serve.guard.Guard`.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineProtocol(H11Protocol):
+        _header_timer: Any = None
+
+        def _waiting_for_headers(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expire(self) -> None:
+            self._header_timer = None
+            if self._waiting_for_headers() and not self.transport.is_closing():
+                logger.warning("closing a connection whose request headers took over %s s", seconds)
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._waiting_for_headers():
+                self._arm()
+            else:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadlineProtocol
+
+
+def server_config(app: Any, host: str, port: int, limits: ServerLimits, **options: Any) -> Any:
+    """The ``uvicorn.Config`` vecdoctor serves with: header deadline, connection limit, short
+    keep-alive, graceful shutdown."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=header_deadline_protocol(limits.header_timeout_s),
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,
+        **options,
+    )
 
 
 def serve(
@@ -27,10 +94,11 @@ def serve(
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
-    if host not in {"127.0.0.1", "localhost", "::1"} and not api_key:
-        logger.warning("serving on %s without an API key; anyone who can reach it can search", host)
     from vecdoctor.serve.app import create_app
 
+    if host not in {"127.0.0.1", "localhost", "::1"} and not api_key:
+        logger.warning("serving on %s without an API key; anyone who can reach it can search", host)
+    limits = limits or ServerLimits()
     app = create_app(index, limits=limits, rerankers=rerankers, api_key=api_key)
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["vecdoctor"] = {
@@ -38,12 +106,6 @@ def serve(
         "level": log_level.upper(),
         "propagate": False,
     }
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=log_config,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    config = server_config(app, host, port, limits, log_level=log_level, log_config=log_config,
+                           access_log=False)
+    uvicorn.Server(config).run()
