@@ -164,11 +164,12 @@ def test_time_budget_skips_slow_models_but_never_all(small):
     from vecdoctor.evaluate.compare import compare_models
 
     models = ["minilm", "minilm-l3-onnx"]
-    tight = compare_models(small, models, time_budget=1e-6)
+    tight = compare_models(small, [*models, "minilm-int8-onnx"], time_budget=1e-6)
     measured = [r for r in tight.rows if r.measured]
     skipped = [r for r in tight.rows if r.skipped]
-    assert len(measured) == 1 and len(skipped) == 1
-    assert tight.recommended == measured[0].model
+    # the fastest model and the default (the reference) run; the third is skipped
+    assert len(measured) == 2 and "minilm" in {r.model for r in measured} and len(skipped) == 1
+    assert tight.recommended in {r.model for r in measured}
     assert skipped[0].ndcg_at_10 is None and skipped[0].docs_per_second > 0
     assert "over the 0 s budget" in skipped[0].skipped and "without --quick" in skipped[0].skipped
     assert skipped[0].to_dict()["skipped"] == skipped[0].skipped
@@ -189,11 +190,12 @@ def test_time_budget_skips_slow_models_but_never_all(small):
 
 def test_cli_compare_models_time_budget(small, tmp_path):
     folder = rs.write_beir(small, tmp_path / "data")
-    res = CliRunner().invoke(app, ["compare-models", str(folder), "-m", "minilm,minilm-l3-onnx",
-                                   "--time-budget", "0.000001"])
+    res = CliRunner().invoke(app, ["compare-models", str(folder), "-m",
+                                   "minilm,minilm-l3-onnx,minilm-int8-onnx", "--time-budget", "0.000001"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)["models"]
-    assert sorted(bool(r["skipped"]) for r in rows) == [False, True]
+    assert sorted(bool(r["skipped"]) for r in rows) == [False, False, True]
+    assert not next(r for r in rows if r["model"] == "minilm")["skipped"]  # the reference runs
 
 
 def test_quick_checkup_says_what_it_sampled(small, tmp_path):

@@ -239,3 +239,75 @@ def test_reranker_names_are_a_closed_list(served, name):
     r = served.post("/search", json={"query": "protein", "rerank": name})
     assert r.status_code == 422
     assert "available: maxsim" in r.text
+
+
+# -- hostile folders: every referenced path confined, every array checked -----------------------
+V010 = Path(__file__).parent / "fixtures" / "v0_1_0"
+
+
+def test_a_converted_manifest_cannot_name_files_outside_its_folder(tmp_path):
+    from vecdoctor.encode.convert.cache import EXPORT_FILE, load_converted
+    from vecdoctor.errors import IncompatibleError
+
+    folder = tmp_path / "variant"
+    folder.mkdir()
+    manifest = {"class": "ConvertedModel", "format_version": 1, "backend": "onnx",
+                "precision": "fp32", "graph": "model.onnx",
+                "files": {"../../dev/zero": {"size": 1, "sha256": "0" * 64}}}
+    (folder / EXPORT_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(IncompatibleError, match="outside the folder"):
+        load_converted(folder)
+
+
+def test_a_symbolic_link_in_the_middle_of_a_path_is_refused(tmp_path):
+    from vecdoctor.io import safe_child
+
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "mean.npy").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "sub").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(InputError, match="symbolic link"):
+        safe_child(tmp_path / "folder", "sub/mean.npy")
+
+
+def test_a_bm25_term_id_out_of_range_is_a_clear_error(tmp_path):
+    from vecdoctor.index.store import Index
+
+    shutil.copytree(V010 / "index-float32", tmp_path / "idx")
+    vocab_path = tmp_path / "idx" / "bm25" / "vocab.json"
+    vocab = json.loads(vocab_path.read_text())
+    vocab[next(t for t in vocab if t)] = 10**6
+    vocab_path.write_text(json.dumps(vocab))
+    with pytest.raises(InputError, match="term ids"):
+        Index.load(tmp_path / "idx")
+
+
+@pytest.mark.parametrize("bad", ["strings", "nan"])
+def test_a_transform_array_of_the_wrong_kind_is_refused_at_load(tmp_path, bad):
+    from vecdoctor.fix.transform import load_transform
+
+    shutil.copytree(V010 / "pipeline" / "transform", tmp_path / "t")
+    mean = np.load(tmp_path / "t" / "mean.npy")
+    if bad == "strings":
+        damaged = np.array(["x"] * len(mean))
+    else:
+        damaged = mean.copy()
+        damaged[3] = np.nan
+    np.save(tmp_path / "t" / "mean.npy", damaged)
+    with pytest.raises(VecdoctorError, match="mean.npy: holds .* expected finite numbers"):
+        load_transform(tmp_path / "t")
+
+
+def test_a_crafted_ann_file_is_a_clear_error(tmp_path):
+    from vecdoctor.index.store import Index
+    from vecdoctor.index.vectors import VectorStore
+
+    index = Index.load(V010 / "index-float32")
+    index.vectors = VectorStore.build(np.asarray(index.vectors.vectors), "float32", "hnsw")
+    index.save(tmp_path / "idx")
+    graph = tmp_path / "idx" / "ann.faiss"
+    raw = bytearray(graph.read_bytes())
+    raw[8:16] = (2**62).to_bytes(8, "little")  # a size field that asks for exabytes
+    graph.write_bytes(bytes(raw))
+    with pytest.raises(InputError):
+        Index.load(tmp_path / "idx")

@@ -131,6 +131,11 @@ def load_array(folder: Path, name: str, shape: tuple[int, ...] | None = None) ->
     from vecdoctor.io import load_npy, safe_child
 
     arr = load_npy(safe_child(folder, name))
+    if arr.dtype.kind not in "fiu" or (arr.dtype.kind == "f" and not np.isfinite(arr).all()):
+        raise IncompatibleError(
+            f"{folder / name}: holds {arr.dtype} values{' that are not finite' if arr.dtype.kind == 'f' else ''}, "
+            "expected finite numbers; the folder is damaged, save it again"
+        )
     if shape is not None and tuple(arr.shape) != tuple(shape):
         raise IncompatibleError(
             f"{folder / name}: shape {tuple(arr.shape)} does not match {tuple(shape)} "

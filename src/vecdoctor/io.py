@@ -244,11 +244,15 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
 
 
 def safe_child(folder: Path, name: str) -> Path:
-    """``folder/name`` refusing names that leave the folder or point through a symlink."""
+    """``folder/name`` refusing names that leave the folder and symbolic links anywhere below
+    ``folder`` (a link in a middle component would lead outside it as well as a last one)."""
     folder = Path(folder)
-    candidate = folder / name
-    if ".." in Path(name).parts or Path(name).is_absolute():
+    rel = Path(name)
+    if not name or ".." in rel.parts or rel.is_absolute():
         raise InputError(f"{name!r}: path leaves the folder {folder}")
-    if candidate.is_symlink():
-        raise InputError(f"{candidate}: is a symbolic link; saved folders must hold plain files")
+    candidate = folder
+    for part in rel.parts:
+        candidate = candidate / part
+        if candidate.is_symlink():
+            raise InputError(f"{candidate}: is a symbolic link; saved folders must hold plain files")
     return candidate

@@ -99,7 +99,7 @@ def load_ann(path: Path, config: AnnConfig, n_rows: int) -> Any:
         raise InputError(f"{path}: file not found; the index folder is incomplete")
     try:
         index = faiss.read_index(str(path))
-    except RuntimeError as exc:
+    except (RuntimeError, MemoryError) as exc:  # a crafted size field can ask for any amount
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise InputError(
             f"{path}: cannot be read ({first}); the file is corrupt, rebuild the index"

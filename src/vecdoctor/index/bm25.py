@@ -228,6 +228,12 @@ class BM25Index:
                 f"{folder}: BM25 arrays do not match the vocabulary ({len(indptr) - 1} columns for "
                 f"{terms} terms); the index is corrupt, rebuild it"
             )
+        ids = [i for t, i in vocab.items() if t]
+        if any(not 0 <= i < terms for i in ids) or len(set(ids)) != len(ids):
+            raise InputError(
+                f"{vocab_path}: term ids must be distinct and between 0 and {terms - 1}; "
+                "the index is corrupt, rebuild it"
+            )
         retriever = bm25s.BM25(k1=index.config.k1, b=index.config.b, method=index.config.method)
         retriever.scores = {
             "data": arrays["data.npy"],

@@ -384,7 +384,8 @@ class Index(DocumentIndex):
         except (InputError, IncompatibleError):
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
-                UnicodeDecodeError, RecursionError) as exc:
+                UnicodeDecodeError, RecursionError, MemoryError, RuntimeError) as exc:
+            # RuntimeError: faiss reading a crafted graph; MemoryError: a size field that lies
             logger.debug("loading %s failed", path, exc_info=True)
             raise InputError(
                 f"{path}: damaged or not a vecdoctor index ({type(exc).__name__}: {exc}); "

@@ -24,6 +24,7 @@ from typing import Any
 from vecdoctor.config import Backend, ModelPrecision
 from vecdoctor.encode.runtime.base import EXPORT_FILE
 from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.io import safe_child
 from vecdoctor.models import ResolvedModel, cache_home
 from vecdoctor.persist import header
 
@@ -121,7 +122,12 @@ def load_converted(folder: Path) -> ConvertedModel:
             f"{meta}: export format {version!r}, expected {FORMAT_VERSION}; convert again"
         )
     for rel, want in files.items():
-        path = folder / rel
+        try:
+            path = safe_child(folder, str(rel))
+        except InputError as exc:
+            raise IncompatibleError(f"{meta}: lists {rel!r}, outside the folder ({exc})") from None
+        if path.exists() and not path.is_file():
+            raise IncompatibleError(f"{path}: not a regular file; convert again")
         if not path.exists():
             raise IncompatibleError(
                 f"{path}: file of the converted model is missing; convert again"
