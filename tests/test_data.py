@@ -119,3 +119,40 @@ def test_sample_corpus_is_real_python_documentation():
     assert len({d.id for d in docs}) == len(docs)
     assert any("for" in d.title for d in docs)
     assert all(d.text.strip() for d in docs)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"_id": ' + "9" * 5000 + ', "text": "x"}\n', r"c.jsonl:1: bad JSON \(Exceeds the limit"),
+        ('{"_id": "a", "text": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "c.jsonl:1: bad JSON \\(nested too deeply"),
+        ('{"_id": "a", "text": "bad \\ud800 text"}\n', "c.jsonl:1: field 'text' holds a lone surrogate"),
+    ],
+)
+def test_hostile_corpus_lines_are_one_clear_error(tmp_path, content, message):
+    (tmp_path / "c.jsonl").write_text(content)
+    with pytest.raises(InputError, match=message):
+        load_corpus(tmp_path / "c.jsonl")
+
+
+def test_a_corrupt_gzip_is_a_clear_error(tmp_path):
+    import gzip
+
+    data = gzip.compress(b'{"_id": "a", "text": "hello there"}\n' * 200)
+    (tmp_path / "c.jsonl.gz").write_bytes(data[:40] + b"not deflate" * 20)
+    with pytest.raises(InputError, match="c.jsonl.gz: cannot be read"):
+        load_corpus(tmp_path / "c.jsonl.gz")
+
+
+def test_a_model_folder_without_weights_is_a_clear_error(tmp_path, minilm_path):
+    import shutil
+
+    from vecdoctor.encode.encoder import Encoder
+
+    folder = tmp_path / "no-weights"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        if (minilm_path / name).exists():
+            shutil.copy(minilm_path / name, folder / name)
+    with pytest.raises(InputError, match="cannot load the model's weights"):
+        Encoder(str(folder)).encode(["hello"])

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import re
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,11 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 if lineno == 1 and line.startswith("\ufeff"):
                     line = line[1:]
                 yield lineno, line.rstrip("\r\n")
-        except (OSError, EOFError) as exc:
-            raise InputError(f"{path}: cannot be read ({exc}); is the file truncated?") from None
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise InputError(
+                f"{path}: cannot be read after line {lineno} ({exc}); is the file truncated or "
+                "not really compressed?"
+            ) from None
 
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
@@ -90,6 +94,9 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}:{lineno}: bad JSON ({exc.msg}, column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # a 5000-digit number, nesting too deep
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+            raise InputError(f"{path}:{lineno}: bad JSON ({reason})") from None
         if not isinstance(obj, dict):
             raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         yield lineno, obj
@@ -105,6 +112,13 @@ def _field(obj: dict[str, object], key: str, path: Path, lineno: int, required: 
         return str(value)
     if not isinstance(value, str):
         raise InputError(f"{path}:{lineno}: field {key!r} must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{path}:{lineno}: field {key!r} holds a lone surrogate ({value[exc.start]!r} at "
+            f"character {exc.start}), which is not text; fix the JSON escape"
+        ) from None
     return value
 
 

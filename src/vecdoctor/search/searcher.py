@@ -216,6 +216,13 @@ class Searcher:
             raise TypeError(f"query must be a string, got {type(query).__name__}")
         if not query.strip():
             raise InputError("the query is empty; pass at least one word")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                f"the query holds {query[exc.start]!r} at character {exc.start}, which is not "
+                "valid Unicode text (a lone surrogate); pass UTF-8 text"
+            ) from None
         if len(query) > self.max_query_chars:
             raise InputError(
                 f"the query has {len(query)} characters, more than the limit of "
