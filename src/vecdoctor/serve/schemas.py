@@ -75,17 +75,17 @@ def request_models(active: ServerLimits, allowed: dict[str, Any]) -> tuple[type[
                 if not text.strip():
                     raise ValueError(f"item {i} is empty")
                 encodable(text, f"item {i}")
+                if len(text) > active.max_input_chars:
+                    raise ValueError(
+                        f"item {i} has {len(text)} characters, "
+                        f"more than max_input_chars={active.max_input_chars}"
+                    )
             total = sum(len(t) for t in texts)
             if total > active.max_embedding_chars:
                 raise ValueError(
                     f"holds {total} characters in all, more than "
                     f"max_embedding_chars={active.max_embedding_chars}; split it into smaller requests"
                 )
-                if len(text) > active.max_input_chars:
-                    raise ValueError(
-                        f"item {i} has {len(text)} characters, "
-                        f"more than max_input_chars={active.max_input_chars}"
-                    )
             return value
 
     return SearchRequest, EmbeddingRequest
