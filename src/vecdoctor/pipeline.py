@@ -45,6 +45,7 @@ from vecdoctor.config import (
 )
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.index.ann import AnnConfig
+from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE
 from vecdoctor.io import read_json, write_json
 from vecdoctor.persist import header, read_header
 
@@ -53,7 +54,6 @@ __all__ = ["FORMAT_VERSION", "Embedder", "Pipeline", "header", "read_header"]
 FORMAT_VERSION = 2
 """2: the header and ``storage``; 1 (vecdoctor 0.1.0): no header, ``precision`` for storage."""
 
-DEFAULT_OVERSAMPLE = 4.0
 
 _ENCODER_KEYS = ("model", "backend", "pooling", "window", "max_length")
 
