@@ -311,3 +311,45 @@ def test_a_crafted_ann_file_is_a_clear_error(tmp_path):
     graph.write_bytes(bytes(raw))
     with pytest.raises(InputError):
         Index.load(tmp_path / "idx")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_pipeline_folders_fail_only_with_clear_errors(tmp_path_factory, data):
+    """pipeline.json and the transform beside it, damaged in many ways: loading the pipeline
+    and its transform gives a Pipeline or a clear error, nothing else."""
+    from vecdoctor.fix.transform import load_transform
+    from vecdoctor.pipeline import Pipeline
+
+    folder = tmp_path_factory.mktemp("damaged-pipeline") / "p"
+    shutil.copytree(V010 / "pipeline", folder)
+    Pipeline.load(folder / "pipeline.json").save(folder / "pipeline.json")  # today's format too
+    name = data.draw(st.sampled_from(files_of(folder)), label="file")
+    path = folder / name
+    blob = path.read_bytes()
+    kind = data.draw(st.sampled_from(["truncate", "flip", "delete", "json"]), label="kind")
+    if kind == "json" and name.endswith(".json"):
+        obj = json.loads(blob)
+        keys = data.draw(st.sampled_from(list(_paths(obj))), label="key")
+        value = data.draw(json_values, label="value")
+        if not keys:
+            obj = value
+        else:
+            node = obj
+            for k in keys[:-1]:
+                node = node[k]
+            node[keys[-1]] = value
+        path.write_text(json.dumps(obj))
+    elif kind in {"truncate", "json"}:
+        path.write_bytes(blob[: data.draw(st.integers(0, max(0, len(blob) - 1)), label="cut")])
+    elif kind == "flip":
+        arr = bytearray(blob)
+        for _ in range(data.draw(st.integers(1, 8), label="n")):
+            arr[data.draw(st.integers(0, len(arr) - 1))] = data.draw(st.integers(0, 255))
+        path.write_bytes(bytes(arr))
+    else:
+        path.unlink()
+    with contextlib.suppress(VecdoctorError):  # a clear error is fine; anything else fails
+        pipeline = Pipeline.load(folder / "pipeline.json")
+        if pipeline.transform_dir is not None:
+            load_transform(pipeline.transform_dir)
