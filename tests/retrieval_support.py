@@ -184,3 +184,12 @@ def other_model_dir(root: str) -> Path:
         if (src / name).exists():
             shutil.copy(src / name, out / name)
     return out
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

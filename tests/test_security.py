@@ -74,11 +74,9 @@ def _paths(obj, prefix=()):
             yield from _paths(v, (*prefix, k))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_damaged_index_folders_fail_only_with_clear_errors(pristine, tmp_path_factory, data):
-    folder = tmp_path_factory.mktemp("damaged") / "index"
-    shutil.copytree(pristine, folder)
+def damage(folder: Path, data) -> None:  # type: ignore[no-untyped-def]
+    """Damage one file of ``folder``: truncate it, flip bytes, delete it, or put any JSON value
+    at any key of a JSON file."""
     name = data.draw(st.sampled_from(files_of(folder)), label="file")
     path = folder / name
     blob = path.read_bytes()
@@ -95,16 +93,23 @@ def test_damaged_index_folders_fail_only_with_clear_errors(pristine, tmp_path_fa
                 node = node[k]
             node[keys[-1]] = value
         path.write_text(json.dumps(obj))
-    elif kind == "truncate" or kind == "json":
+    elif kind in {"truncate", "json"}:
         path.write_bytes(blob[: data.draw(st.integers(0, max(0, len(blob) - 1)), label="cut")])
     elif kind == "flip":
         arr = bytearray(blob)
         for _ in range(data.draw(st.integers(1, 8), label="n")):
-            i = data.draw(st.integers(0, len(arr) - 1))
-            arr[i] = data.draw(st.integers(0, 255))
+            arr[data.draw(st.integers(0, len(arr) - 1))] = data.draw(st.integers(0, 255))
         path.write_bytes(bytes(arr))
     else:
         path.unlink()
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_damaged_index_folders_fail_only_with_clear_errors(pristine, tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("damaged") / "index"
+    shutil.copytree(pristine, folder)
+    damage(folder, data)
     with contextlib.suppress(VecdoctorError):  # a clear error is fine; anything else fails
         load_all(folder)
 
@@ -324,31 +329,7 @@ def test_damaged_pipeline_folders_fail_only_with_clear_errors(tmp_path_factory, 
     folder = tmp_path_factory.mktemp("damaged-pipeline") / "p"
     shutil.copytree(V010 / "pipeline", folder)
     Pipeline.load(folder / "pipeline.json").save(folder / "pipeline.json")  # today's format too
-    name = data.draw(st.sampled_from(files_of(folder)), label="file")
-    path = folder / name
-    blob = path.read_bytes()
-    kind = data.draw(st.sampled_from(["truncate", "flip", "delete", "json"]), label="kind")
-    if kind == "json" and name.endswith(".json"):
-        obj = json.loads(blob)
-        keys = data.draw(st.sampled_from(list(_paths(obj))), label="key")
-        value = data.draw(json_values, label="value")
-        if not keys:
-            obj = value
-        else:
-            node = obj
-            for k in keys[:-1]:
-                node = node[k]
-            node[keys[-1]] = value
-        path.write_text(json.dumps(obj))
-    elif kind in {"truncate", "json"}:
-        path.write_bytes(blob[: data.draw(st.integers(0, max(0, len(blob) - 1)), label="cut")])
-    elif kind == "flip":
-        arr = bytearray(blob)
-        for _ in range(data.draw(st.integers(1, 8), label="n")):
-            arr[data.draw(st.integers(0, len(arr) - 1))] = data.draw(st.integers(0, 255))
-        path.write_bytes(bytes(arr))
-    else:
-        path.unlink()
+    damage(folder, data)
     with contextlib.suppress(VecdoctorError):  # a clear error is fine; anything else fails
         pipeline = Pipeline.load(folder / "pipeline.json")
         if pipeline.transform_dir is not None:

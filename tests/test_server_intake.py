@@ -20,18 +20,12 @@ LIMITS = ServerLimits(max_in_flight=2, header_timeout_s=1, body_timeout_s=2,
                       max_embedding_chars=300_000)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     import uvicorn
 
     app = create_app(rs.saved_index_dir(str(tmp_path_factory.mktemp("intake"))), limits=LIMITS)
-    port = free_port()
+    port = rs.free_port()
     srv = uvicorn.Server(server_config(app, "127.0.0.1", port, LIMITS, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
