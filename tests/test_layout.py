@@ -108,7 +108,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_lower_layers_do_not_import_higher_ones():
     graph = import_graph()
-    lower = ("vecdoctor.config", "vecdoctor.io", "vecdoctor.errors", "vecdoctor.encode",
+    lower = ("vecdoctor.config", "vecdoctor.io", "vecdoctor.errors", "vecdoctor.folders", "vecdoctor.encode",
              "vecdoctor.fix", "vecdoctor.index", "vecdoctor.pipeline")
     higher = ("vecdoctor.evaluate", "vecdoctor.checkup", "vecdoctor.serve", "vecdoctor.cli",
               "vecdoctor.scale", "vecdoctor.finetune", "vecdoctor.report")

@@ -99,7 +99,8 @@ def base_config(obj: Any, params: dict[str, Any]) -> dict[str, Any]:
 
 def read_config(folder: str | Path, expected_class: str | tuple[str, ...]) -> dict[str, Any]:
     """Read and check ``folder/config.json`` of a saved fitted object."""
-    from vecdoctor.io import read_json, safe_child
+    from vecdoctor.folders import child as safe_child
+    from vecdoctor.folders import read_json
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -128,7 +129,8 @@ def read_config(folder: str | Path, expected_class: str | tuple[str, ...]) -> di
 
 def load_array(folder: Path, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
     """Load ``folder/name`` and check its shape against the config."""
-    from vecdoctor.io import load_npy, safe_child
+    from vecdoctor.folders import child as safe_child
+    from vecdoctor.io import load_npy
 
     arr = load_npy(safe_child(folder, name))
     if arr.dtype.kind not in "fiu" or (arr.dtype.kind == "f" and not np.isfinite(arr).all()):

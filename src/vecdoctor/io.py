@@ -130,16 +130,6 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-
-
 def save_npy(path: Path, array: np.ndarray) -> None:
     """Write one array as .npy, fsynced; callers write into a temporary directory."""
     with open(path, "wb") as fh:
@@ -241,18 +231,3 @@ def atomic_dir(target: Path, overwrite: bool = True) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def safe_child(folder: Path, name: str) -> Path:
-    """``folder/name`` refusing names that leave the folder and symbolic links anywhere below
-    ``folder`` (a link in a middle component would lead outside it as well as a last one)."""
-    folder = Path(folder)
-    rel = Path(name)
-    if not name or ".." in rel.parts or rel.is_absolute():
-        raise InputError(f"{name!r}: path leaves the folder {folder}")
-    candidate = folder
-    for part in rel.parts:
-        candidate = candidate / part
-        if candidate.is_symlink():
-            raise InputError(f"{candidate}: is a symbolic link; saved folders must hold plain files")
-    return candidate

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -190,32 +189,34 @@ class ResolvedModel:
 
 
 def _st_folder_info(path: Path) -> dict[str, object]:
-    """Max length, default pooling and prompts from a sentence-transformers folder."""
+    """Max length, default pooling and prompts from a sentence-transformers folder (every file
+    read as untrusted: a damaged one is a clear error naming it)."""
+    from vecdoctor.folders import read_object, value
+
     info: dict[str, object] = {"max_length": 512, "pooling": "mean", "query": "", "document": ""}
-    sbert = path / "sentence_bert_config.json"
-    tok_cfg = path / "tokenizer_config.json"
-    cfg = path / "config.json"
-    sbert_len = json.loads(sbert.read_text()).get("max_seq_length") if sbert.exists() else None
-    tok_len = json.loads(tok_cfg.read_text()).get("model_max_length") if tok_cfg.exists() else None
-    positions = json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.exists() else None
+    sbert = read_object(path, "sentence_bert_config.json", optional=True, links=True)
+    tok_cfg = read_object(path, "tokenizer_config.json", optional=True, links=True)
+    cfg = read_object(path, "config.json", optional=True, links=True)
+    sbert_len = value(sbert, "max_seq_length", int, path / "sentence_bert_config.json", 0,
+                      low=0, high=1 << 20)
+    tok_len = tok_cfg.get("model_max_length")  # transformers writes a huge float for "no limit"
+    positions = value(cfg, "max_position_embeddings", int, path / "config.json", 0,
+                      low=0, high=1 << 24)
     if sbert_len:
-        info["max_length"] = int(sbert_len)
+        info["max_length"] = sbert_len
     elif isinstance(tok_len, int) and 0 < tok_len <= 8192:  # sentence-transformers >= 6 keeps it here
         info["max_length"] = tok_len
-    if isinstance(positions, int) and positions > 0:
+    if positions > 0:
         info["max_length"] = min(int(info["max_length"]), positions)  # type: ignore[call-overload]
-    pooling = path / "1_Pooling" / "config.json"
-    if pooling.exists():
-        p = json.loads(pooling.read_text())
-        if p.get("pooling_mode_cls_token"):
-            info["pooling"] = "cls"
-        elif p.get("pooling_mode_max_tokens"):
-            info["pooling"] = "max"
-    st_cfg = path / "config_sentence_transformers.json"
-    if st_cfg.exists():
-        prompts = json.loads(st_cfg.read_text()).get("prompts") or {}
-        info["query"] = prompts.get("query", "")
-        info["document"] = prompts.get("document", prompts.get("passage", ""))
+    pooling = read_object(path, "1_Pooling/config.json", optional=True, links=True)
+    if pooling.get("pooling_mode_cls_token") is True:
+        info["pooling"] = "cls"
+    elif pooling.get("pooling_mode_max_tokens") is True:
+        info["pooling"] = "max"
+    where = path / "config_sentence_transformers.json"
+    prompts = value(read_object(path, where.name, optional=True, links=True), "prompts", dict, where, {})
+    info["query"] = value(prompts, "query", str, where, "")
+    info["document"] = value(prompts, "document", str, where, value(prompts, "passage", str, where, ""))
     return info
 
 
@@ -277,24 +278,22 @@ def resolve(name: str) -> ResolvedModel:
 
 def _resolve_export(path: Path) -> ResolvedModel:
     """A folder written by ``vecdoctor export``: a converted graph plus its tokenizer."""
+    from vecdoctor.folders import read_object, value
+
     meta = path / "vecdoctor_export.json"
-    try:
-        info = json.loads(meta.read_text())
-        backend, precision = str(info["backend"]), str(info["precision"])
-    except (ValueError, KeyError) as exc:
-        raise ModelNotAvailableError(f"{meta}: unreadable export description ({exc}); export again") from None
+    info = read_object(path, meta.name)
     return ResolvedModel(
         id=str(path.resolve()),
         path=path.resolve(),
-        backend=backend,
-        max_length=int(info.get("max_length", 512)),
-        dimension=info.get("hidden_size"),
+        backend=value(info, "backend", str, meta),
+        max_length=value(info, "max_length", int, meta, 512, low=1, high=1 << 20),
+        dimension=value(info, "hidden_size", int, meta, None, low=1, high=1 << 16),
         tokenizer_path=path / "tokenizer.json",
-        query_prefix=str(info.get("query_prefix", "")),
-        document_prefix=str(info.get("document_prefix", "")),
-        default_pooling=str(info.get("default_pooling", "mean")),
-        precision=precision,
-        weights=precision,
+        query_prefix=value(info, "query_prefix", str, meta, ""),
+        document_prefix=value(info, "document_prefix", str, meta, ""),
+        default_pooling=value(info, "default_pooling", str, meta, "mean"),
+        precision=value(info, "precision", str, meta),
+        weights=value(info, "precision", str, meta),
     )
 
 
@@ -337,3 +336,46 @@ def list_models() -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+          "max_position_embeddings", "num_attention_heads")
+
+
+def check_model_config(path: Path) -> None:
+    """Refuse a ``config.json`` that describes a far larger network than the weights beside it
+    hold, before a library builds it: a config naming 100,000 layers would otherwise allocate
+    layer after layer until the machine runs out of memory.
+
+    The estimate is a transformer encoder's: embeddings (vocab + positions) x hidden plus, per
+    layer, 4 h^2 for attention and 2 h x intermediate for the feed-forward part. Weights take
+    at least one byte per parameter (int8), so a config needing more than twice the weights'
+    bytes cannot be this folder's.
+    """
+    from vecdoctor.folders import read_object, value
+
+    path = Path(path)
+    where = path / "config.json"
+    cfg = read_object(path, "config.json", optional=True, links=True)
+    n = {k: value(cfg, k, int, where, 0, low=0, high=1 << 40) for k in _SIZES}
+    heads = n["num_attention_heads"]
+    if heads and n["hidden_size"] % heads:
+        raise InputError(
+            f"{where}: hidden_size {n['hidden_size']} is not a multiple of num_attention_heads "
+            f"{heads}; the file is damaged"
+        )
+    h, inter = n["hidden_size"], n["intermediate_size"] or 4 * n["hidden_size"]
+    params = (n["vocab_size"] + n["max_position_embeddings"]) * h + n["num_hidden_layers"] * (
+        4 * h * h + 2 * h * inter
+    )
+    weights = sum(
+        p.stat().st_size
+        for p in path.iterdir()
+        if p.is_file() and p.suffix in {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}
+    ) if path.is_dir() else 0
+    if weights and params > 2 * weights:
+        raise InputError(
+            f"{where}: describes a network of about {params:,} parameters but the weights beside "
+            f"it hold {weights:,} bytes; config.json does not belong to these weights (it is "
+            "damaged), save the model again"
+        )

@@ -44,9 +44,10 @@ from vecdoctor.config import (
     Window,
 )
 from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.folders import read_json
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE
-from vecdoctor.io import read_json, write_json
+from vecdoctor.io import write_json
 from vecdoctor.persist import header, read_header
 
 __all__ = ["FORMAT_VERSION", "Embedder", "Pipeline", "header", "read_header"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from vecdoctor.config import Window
 from vecdoctor.errors import ModelNotAvailableError
+from vecdoctor.folders import library_errors
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,8 @@ class TextTokenizer:
 
         if path is None or not Path(path).exists():
             raise ModelNotAvailableError(f"tokenizer file not found: {path}")
-        self.tokenizer = Tokenizer.from_file(str(path))
+        with library_errors(path, "a tokenizer", "save the model again with its tokenizer.json"):
+            self.tokenizer = Tokenizer.from_file(str(path))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.max_length = int(max_length)

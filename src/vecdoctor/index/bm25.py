@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.io import load_npy, read_json, safe_child, save_npy, write_json
+from vecdoctor.folders import child as safe_child
+from vecdoctor.folders import read_json
+from vecdoctor.io import load_npy, save_npy, write_json
 from vecdoctor.persist import header, read_header
 
 logger = logging.getLogger(__name__)

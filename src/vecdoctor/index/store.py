@@ -27,11 +27,13 @@ import numpy as np
 from vecdoctor.config import ModelPrecision, Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.folders import child as safe_child
+from vecdoctor.folders import read_json
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.index.bm25 import BM25Config, BM25Index
 from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
-from vecdoctor.io import atomic_dir, read_json, safe_child, write_json
+from vecdoctor.io import atomic_dir, write_json
 from vecdoctor.persist import INDEX, check_output
 from vecdoctor.pipeline import Embedder, Pipeline, header, read_header
 

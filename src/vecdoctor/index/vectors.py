@@ -15,8 +15,9 @@ import numpy as np
 import vecdoctor.index.dense as dense
 from vecdoctor.config import Precision
 from vecdoctor.errors import InputError
+from vecdoctor.folders import child as safe_child
 from vecdoctor.index.ann import AnnConfig, ann_search, build_ann, load_ann, save_ann
-from vecdoctor.io import load_npy, safe_child, save_npy
+from vecdoctor.io import load_npy, save_npy
 
 logger = logging.getLogger(__name__)
 

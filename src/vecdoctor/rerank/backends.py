@@ -11,7 +11,6 @@ reproduce PyTorch's logits within ``FP32_TOLERANCE``; the int8 difference is rec
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,8 @@ from vecdoctor.encode.convert.cache import (
 from vecdoctor.encode.convert.core import Built, cached_variant, check_target, save_variant
 from vecdoctor.encode.runtime.base import BACKENDS
 from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError
-from vecdoctor.models import cache_home, resolve
+from vecdoctor.folders import library_errors, read_object, value
+from vecdoctor.models import cache_home, check_model_config, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +61,22 @@ def max_length_of(folder: Path) -> int:
     """The token limit sentence-transformers applies: ``max_seq_length``, else the tokenizer's,
     capped by the model's positions."""
     def read(name: str) -> dict[str, Any]:
-        path = folder / name
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_object(folder, name, optional=True, links=True)
 
-    limit = read("sentence_bert_config.json").get("max_seq_length")
+    where = folder / "sentence_bert_config.json"
+    limit = value(read(where.name), "max_seq_length", int, where, 0, low=0, high=1 << 20)
     if not limit:
         limit = read("tokenizer_config.json").get("model_max_length")
-    positions = int(read("config.json").get("max_position_embeddings") or 512)
+    positions = value(read("config.json"), "max_position_embeddings", int, folder / "config.json",
+                      512, low=1, high=1 << 24)
     return min(int(limit), positions) if isinstance(limit, int) and limit > 0 else positions
 
 
 def activation_of(folder: Path) -> Callable[[np.ndarray], np.ndarray]:
     """The activation sentence-transformers applies to the logits (sigmoid for one label)."""
-    path = folder / "config_sentence_transformers.json"
-    name = (json.loads(path.read_text()).get("activation_fn") if path.is_file() else None) or ""
+    where = folder / "config_sentence_transformers.json"
+    name = value(read_object(folder, where.name, optional=True, links=True), "activation_fn",
+                 str, where, "")
     if name.endswith("Sigmoid"):
         return lambda x: 1.0 / (1.0 + np.exp(-x))
     if name.endswith("Identity") or not name:
@@ -92,7 +94,8 @@ class PairTokenizer:
     def __init__(self, folder: Path, max_length: int | None = None) -> None:
         from transformers import AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        with library_errors(folder, "a tokenizer", "save the cross-encoder again"):
+            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         self.max_length = int(max_length or max_length_of(folder))
 
     def __call__(self, query: str, docs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -126,9 +129,11 @@ def torch_module(folder: Path) -> Any:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(folder), attn_implementation="eager", local_files_only=True
-    ).eval()
+    with library_errors(folder, "a cross-encoder", "save the cross-encoder again"):
+        check_model_config(folder)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(folder), attn_implementation="eager", local_files_only=True
+        ).eval()
     if int(model.config.num_labels) != 1:
         raise InputError(
             f"{folder}: the cross-encoder outputs {model.config.num_labels} labels per pair; "

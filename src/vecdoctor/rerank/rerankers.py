@@ -19,6 +19,8 @@ import numpy as np
 
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
+from vecdoctor.folders import library_errors
+from vecdoctor.models import check_model_config
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +78,14 @@ class CrossEncoderReranker:
     def _load_torch(self, folder: Path, max_length: int | None, device: str) -> None:
         from sentence_transformers import CrossEncoder
 
-        try:
+        with library_errors(folder, "a cross-encoder", "save the cross-encoder again"):
+            check_model_config(folder)
             self.model = CrossEncoder(
                 str(folder), device=device, max_length=max_length, local_files_only=True
             )
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{folder}: cannot be loaded as a cross-encoder ({exc})") from None
+            # one pair through the whole model: settings that only fail when it runs (an output
+            # name, a module's options) fail here, at load, with the same clear error
+            self.model.predict([("probe", "probe")], show_progress_bar=False)
 
     def _load_graph(self, folder: Path, max_length: int | None) -> None:
         from vecdoctor.rerank.backends import (
@@ -106,7 +110,7 @@ class CrossEncoderReranker:
                     self._graph(self._tokenize(query, texts[i : i + self.batch_size]))
                     for i in range(0, len(texts), self.batch_size)
                 ])
-            return self._activation(logits).astype(np.float32)
+            return _finite(self._activation(logits).astype(np.float32), self.path)
         pairs = [(query, d.content) for d in docs]
         with self._lock:
             scores = self.model.predict(
@@ -120,11 +124,20 @@ class CrossEncoderReranker:
                 f"{self.path}: the cross-encoder outputs {scores.shape[1]} labels per pair; "
                 "a reranker needs one relevance score (train it with num_labels=1)"
             )
-        return scores
+        return _finite(scores, self.path)
 
     def __repr__(self) -> str:
         extra = "" if self.backend == "torch" else f", backend={self.backend!r}, precision={self.precision!r}"
         return f"CrossEncoderReranker({str(self.path)!r}{extra})"
+
+
+def _finite(scores: np.ndarray, folder: Path) -> np.ndarray:
+    if not np.isfinite(scores).all():
+        raise InputError(
+            f"{folder}: the cross-encoder scores are not finite numbers; its weights are damaged, "
+            "train or save it again"
+        )
+    return scores
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:

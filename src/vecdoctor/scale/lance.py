@@ -27,6 +27,7 @@ import numpy as np
 from vecdoctor.config import Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
+from vecdoctor.folders import parse_json, value
 from vecdoctor.index.store import DocumentIndex
 from vecdoctor.pipeline import Embedder, Pipeline
 from vecdoctor.scale import _rows
@@ -240,12 +241,17 @@ class LanceIndex(DocumentIndex):
         raw = (tbl.schema.metadata or {}).get(_rows.PIPELINE_KEY)
         if raw is None:
             raise IncompatibleError(f"{uri}: table {table!r} holds no vecdoctor pipeline metadata")
-        meta = json.loads(raw)
+        where = f"{uri}: metadata of table {table!r}"
+        meta = parse_json(raw, where)
+        if not isinstance(meta, dict):
+            raise InputError(f"{where}: expected a JSON object; rebuild the table")
+        encoder = value(meta, "encoder", dict, where)
         transform = None
         if meta.get("transform"):
-            transform = _load_transform(db, table, meta["encoder"].get("fingerprint"))
-        return cls(tbl, meta["encoder"], transform, uri=str(uri),
-                   search_defaults=meta.get("search"), **options)
+            fingerprint = value(encoder, "fingerprint", str, where, None)
+            transform = _load_transform(db, table, fingerprint)
+        return cls(tbl, encoder, transform, uri=str(uri),
+                   search_defaults=value(meta, "search", dict, where, None), **options)
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -477,10 +483,15 @@ def _load_transform(db: Any, table: str, fingerprint: str | None) -> Any:
             f"table {table!r} names a fitted transform but {table + TRANSFORM_SUFFIX!r} is "
             "missing; rebuild the table"
         ) from None
+    companion = table + TRANSFORM_SUFFIX
+    if rows.column_names != ["file", "data"]:
+        raise InputError(f"{companion}: columns {rows.column_names}, expected file and data; "
+                         "rebuild the table")
     with tempfile.TemporaryDirectory() as tmp:
         for name, data in zip(rows.column("file").to_pylist(), rows.column("data").to_pylist(),
                               strict=True):
-            if Path(name).name != name:
-                raise InputError(f"{table + TRANSFORM_SUFFIX}: bad file name {name!r}")
+            if not isinstance(name, str) or not isinstance(data, bytes) or not name \
+                    or Path(name).name != name or name in {".", ".."}:
+                raise InputError(f"{companion}: bad file name {name!r}; rebuild the table")
             (Path(tmp) / name).write_bytes(data)
         return load_transform(tmp, fingerprint=fingerprint)

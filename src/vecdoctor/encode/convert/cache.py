@@ -11,7 +11,6 @@ a folder that fails its hash check is converted again, never used. Conversion it
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -24,7 +23,8 @@ from typing import Any
 from vecdoctor.config import Backend, ModelPrecision
 from vecdoctor.encode.runtime.base import EXPORT_FILE
 from vecdoctor.errors import IncompatibleError, InputError
-from vecdoctor.io import safe_child
+from vecdoctor.folders import child as safe_child
+from vecdoctor.folders import read_object, value
 from vecdoctor.models import ResolvedModel, cache_home
 from vecdoctor.persist import header
 
@@ -97,46 +97,53 @@ def texts_digest(texts: Sequence[str]) -> str:
 def load_converted(folder: Path) -> ConvertedModel:
     """Open a converted variant, checking every file's size and hash.
 
-    Raises FileNotFoundError when the folder holds no export, IncompatibleError when a file is
-    missing or damaged (the message names the file).
+    Raises FileNotFoundError when the folder holds no export, IncompatibleError when the
+    description or a file is missing, damaged or names a path outside the folder (the message
+    names the file).
     """
     folder = Path(folder)
     meta = folder / EXPORT_FILE
-    if not meta.exists():
+    if not meta.exists() and not meta.is_symlink():
         raise FileNotFoundError(f"{folder}: no converted model ({EXPORT_FILE} missing)")
     try:
-        info = json.loads(meta.read_text())
-        files: dict[str, dict[str, Any]] = info["files"]
-        backend, precision, graph = (
-            info["backend"],
-            ModelPrecision.parse(info["precision"]),
-            info["graph"],
-        )
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IncompatibleError(
-            f"{meta}: unreadable export description ({exc}); convert again"
-        ) from None
-    version = info.get("format_version", info.get("format"))  # "format": before the header
+        info = read_object(folder, EXPORT_FILE)
+        files = value(info, "files", dict, meta)
+        backend = value(info, "backend", str, meta)
+        precision = ModelPrecision.parse(value(info, "precision", str, meta))
+        graph = value(info, "graph", str, meta)
+        version = info.get("format_version", info.get("format"))  # "format": before the header
+    except InputError as exc:
+        raise IncompatibleError(f"{exc}; convert again") from None
     if version != FORMAT_VERSION:
         raise IncompatibleError(
             f"{meta}: export format {version!r}, expected {FORMAT_VERSION}; convert again"
         )
+    if graph not in files:
+        raise IncompatibleError(f"{meta}: the graph {graph!r} is not among its files; convert again")
     for rel, want in files.items():
-        try:
-            path = safe_child(folder, str(rel))
-        except InputError as exc:
-            raise IncompatibleError(f"{meta}: lists {rel!r}, outside the folder ({exc})") from None
-        if path.exists() and not path.is_file():
-            raise IncompatibleError(f"{path}: not a regular file; convert again")
-        if not path.exists():
-            raise IncompatibleError(
-                f"{path}: file of the converted model is missing; convert again"
-            )
-        if path.stat().st_size != want["size"] or _sha256(path) != want["sha256"]:
-            raise IncompatibleError(
-                f"{path}: file of the converted model is damaged (hash mismatch); convert again"
-            )
+        _check_file(folder, meta, rel, want)
     return ConvertedModel(folder, backend, precision, graph, info)
+
+
+def _check_file(folder: Path, meta: Path, rel: str, want: Any) -> None:
+    """One file listed in the description: inside the folder, a plain file, size and hash."""
+    try:
+        path = safe_child(folder, rel)
+    except InputError as exc:
+        raise IncompatibleError(f"{meta}: lists {rel!r}, outside the folder ({exc})") from None
+    try:
+        size = value(want, "size", int, meta, low=0)
+        digest = value(want, "sha256", str, meta)
+    except InputError as exc:
+        raise IncompatibleError(f"{exc} (entry {rel!r}); convert again") from None
+    if path.exists() and not path.is_file():
+        raise IncompatibleError(f"{path}: not a regular file; convert again")
+    if not path.exists():
+        raise IncompatibleError(f"{path}: file of the converted model is missing; convert again")
+    if path.stat().st_size != size or _sha256(path) != digest:
+        raise IncompatibleError(
+            f"{path}: file of the converted model is damaged (hash mismatch); convert again"
+        )
 
 
 def list_converted(home: Path | None = None) -> list[dict[str, Any]]:
@@ -145,10 +152,11 @@ def list_converted(home: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for meta in sorted(root.glob(f"*/*/{EXPORT_FILE}")):
         try:
-            info = json.loads(meta.read_text())
-        except ValueError:
+            load_converted(meta.parent)
+            info = read_object(meta.parent, EXPORT_FILE)
+        except (InputError, IncompatibleError):  # damaged: converted again on next use
             continue
-        size = sum(f.get("size", 0) for f in info.get("files", {}).values())
+        size = sum(f["size"] for f in info["files"].values())
         rows.append(
             {
                 "name": info.get("model"),

@@ -3,7 +3,6 @@ names of the backends and the file that describes a converted graph."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -45,7 +44,10 @@ class TokenBackend(Protocol):
 
 
 def hidden_size_from_export(graph: Path) -> int:
+    from vecdoctor.folders import read_object, value
+
     meta = graph.parent / EXPORT_FILE
     if not meta.exists():
         raise InputError(f"{graph}: the token-state output has no fixed width and {meta} is missing")
-    return int(json.loads(meta.read_text())["hidden_size"])
+    return int(value(read_object(graph.parent, EXPORT_FILE), "hidden_size", int, meta, low=1,
+                     high=1 << 16))

@@ -17,6 +17,7 @@ import numpy as np
 from vecdoctor.config import ModelPrecision
 from vecdoctor.encode.runtime.base import ForwardOutput, hidden_size_from_export
 from vecdoctor.errors import InputError, require
+from vecdoctor.folders import library_errors
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ class OnnxBackend:
         path = Path(path)
         if path.is_dir():
             path = path / "model.onnx"
-        self.session = session(path, threads)
+        with library_errors(path, "an ONNX graph", "convert or install the model again"):
+            self.session = session(path, threads)
         self._inputs = {i.name for i in self.session.get_inputs()}
         outputs = [o for o in self.session.get_outputs() if len(o.shape) == 3]
         names = [o.name for o in outputs]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from vecdoctor.config import ModelPrecision
 from vecdoctor.encode.runtime.base import EXPORT_FILE, ForwardOutput
 from vecdoctor.errors import InputError, require
+from vecdoctor.folders import library_errors, value
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +154,11 @@ class OpenVINOBackend:
     ) -> None:
         self.precision = ModelPrecision.parse(precision)
         self._graph, self._threads = Path(graph), threads
-        states_graph, self.supports_attention = _states_only(self._graph)
-        self.compiled, self.inference_precision = compile_graph(
-            states_graph, self.precision, threads
-        )
+        with library_errors(graph, "an OpenVINO graph", "convert the model again"):
+            states_graph, self.supports_attention = _states_only(self._graph)
+            self.compiled, self.inference_precision = compile_graph(
+                states_graph, self.precision, threads
+            )
         self._request = self.compiled.create_infer_request()
         self._attention_request: Any = None  # the whole graph, compiled on first need
         outputs = {n for o in self.compiled.outputs for n in o.get_names()}
@@ -166,11 +167,11 @@ class OpenVINOBackend:
                 f"{graph}: the graph has no 'last_hidden_state' output; convert the model again"
             )
         info = _export_info(Path(graph).parent)
-        self.hidden_size = int(
-            info.get("hidden_size")
-            or self.compiled.output("last_hidden_state").get_partial_shape()[2].get_length()
+        meta = Path(graph).parent / EXPORT_FILE
+        self.hidden_size = value(info, "hidden_size", int, meta, None, low=1, high=1 << 16) or int(
+            self.compiled.output("last_hidden_state").get_partial_shape()[2].get_length()
         )
-        self.max_positions = int(info.get("max_positions", 512))
+        self.max_positions = value(info, "max_positions", int, meta, 512, low=1, high=1 << 24)
 
     def forward(
         self,
@@ -203,5 +204,6 @@ class OpenVINOBackend:
 
 
 def _export_info(folder: Path) -> dict[str, Any]:
-    path = folder / EXPORT_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    from vecdoctor.folders import read_object
+
+    return read_object(folder, EXPORT_FILE, optional=True)

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.encode.runtime.base import ForwardOutput
-from vecdoctor.errors import InputError
-from vecdoctor.models import ResolvedModel
+from vecdoctor.folders import library_errors
+from vecdoctor.models import ResolvedModel, check_model_config
 
 
 class TorchBackend:
@@ -24,16 +24,15 @@ class TorchBackend:
 
         self._path = model.path
         self._device = device
-        try:
-            self.model = AutoModel.from_pretrained(str(model.path)).to(device).eval()
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as exc:
-            # no weights, weights of another shape, a pickled checkpoint torch refused to unpickle
+        with library_errors(
+            model.path,
+            "a model (its weights)",
+            "give a complete sentence-transformers folder (config.json and model.safetensors)",
+        ):
+            # no weights, weights of another shape, a pickled checkpoint torch refuses to unpickle
             # as weights (weights_only): never a traceback, never code run from the folder
-            first = (str(exc).strip().splitlines() or ["unreadable"])[0][:300]
-            raise InputError(
-                f"{model.path}: cannot load the model's weights ({type(exc).__name__}: {first}); "
-                "give a complete sentence-transformers folder (config.json and model.safetensors)"
-            ) from None
+            check_model_config(model.path)
+            self.model = AutoModel.from_pretrained(str(model.path)).to(device).eval()
         self._eager = None
         self.hidden_size = int(self.model.config.hidden_size)
         self.num_layers = int(self.model.config.num_hidden_layers)
