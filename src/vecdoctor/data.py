@@ -339,3 +339,11 @@ def write_qrels(qrels: Qrels, path: str | Path) -> None:
         for did, score in rels.items():
             writer.writerow([qid, did, score])
     atomic_write_text(Path(path), buf.getvalue())
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """``text`` cut after ``.``, ``!`` or ``?`` followed by a capital, a digit or a quote."""
+    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vecdoctor.data import Dataset, Document, Qrels
+from vecdoctor.data import Dataset, Document, Qrels, split_sentences
 from vecdoctor.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -139,11 +139,6 @@ def read_trec_run(path: str | Path) -> Run:
     return run
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
-
-
-def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
 
 
 def self_supervised(

@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vecdoctor.data import Dataset, Document, _jsonl
+from vecdoctor.data import Dataset, Document, _jsonl, split_sentences
 from vecdoctor.errors import InputError
-from vecdoctor.evaluate.metrics import split_sentences
 
 logger = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.folders import child as safe_child
 from vecdoctor.folders import read_json
 from vecdoctor.index.ann import AnnConfig
+from vecdoctor.index.baseline import BASELINE_DIR, Baseline, compute_baseline
 from vecdoctor.index.bm25 import BM25Config, BM25Index
 from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
@@ -165,6 +166,7 @@ class Index(DocumentIndex):
         if pipeline is None:
             self.pipeline = _pipeline_of(self)
         self._rows = {d.id: i for i, d in enumerate(docs)}
+        self.baseline: Baseline | None = None  # the corpus reference the monitor compares with
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -178,6 +180,7 @@ class Index(DocumentIndex):
         bm25: BM25Config | None = None,
         oversample: float = DEFAULT_OVERSAMPLE,
         show_progress: bool = False,
+        baseline: bool = True,
     ) -> Index:
         """Encode and index ``corpus``.
 
@@ -189,6 +192,8 @@ class Index(DocumentIndex):
             precision: float32, int8 or binary storage for dense search.
             ann: ``None`` (exact search), ``"hnsw"``, ``"ivf"`` or an :class:`AnnConfig`.
             oversample: candidates fetched per result before int8/binary rescoring.
+            baseline: compute the corpus baseline the monitor compares traffic with
+                (:mod:`vecdoctor.index.baseline`; a sample, a second or two).
         """
         docs = as_documents(corpus)
         if not docs:
@@ -211,6 +216,8 @@ class Index(DocumentIndex):
         vecs = index.embedder.embed(texts, role="documents", show_progress=show_progress)
         index.vectors = VectorStore.build(vecs, precision, ann)
         index.pipeline = _pipeline_of(index)
+        if baseline:
+            index.baseline = compute_baseline(index)
         logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
         return index
 
@@ -349,7 +356,8 @@ class Index(DocumentIndex):
                 "index": self.dim,
             },
             "files": [DOCS, BM25_DIR, *self.vectors.files()]
-            + ([TRANSFORM] if self.transform is not None else []),
+            + ([TRANSFORM] if self.transform is not None else [])
+            + ([BASELINE_DIR] if self.baseline is not None else []),
             "versions": versions(),
         }
 
@@ -368,6 +376,8 @@ class Index(DocumentIndex):
             self.vectors.save(tmp)
             if self.transform is not None:
                 self.transform.save(tmp / TRANSFORM)
+            if self.baseline is not None:
+                self.baseline.save(tmp / BASELINE_DIR)
             write_json(tmp / "config.json", self.config())
         self.path = target
         logger.info("saved index of %d documents to %s", len(self.docs), target)
@@ -439,7 +449,7 @@ class Index(DocumentIndex):
             transform = load_transform(
                 safe_child(folder, TRANSFORM), fingerprint=encoder_config.get("fingerprint")
             )
-        return cls(
+        index = cls(
             docs,
             bm25,
             vectors,
@@ -450,6 +460,10 @@ class Index(DocumentIndex):
             oversample,
             pipeline,
         )
+        if safe_child(folder, BASELINE_DIR).exists():
+            index.baseline = Baseline.load(folder / BASELINE_DIR)
+            index.baseline.check(str(encoder_config.get("fingerprint") or ""), folder / BASELINE_DIR)
+        return index
 
     def __repr__(self) -> str:
         return (

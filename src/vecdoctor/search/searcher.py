@@ -162,6 +162,9 @@ class Searcher:
         self._lock = threading.Lock()
         self._rerankers: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
+        self.observer: Any = None
+        """Called as ``observer.observe(query, vector, stages)`` after each query's first stage
+        (the live health of :mod:`vecdoctor.monitor.live`); it must be cheap and never raise."""
 
     # -- the encoder --------------------------------------------------------------------
     def warmup(self) -> None:
@@ -281,6 +284,8 @@ class Searcher:
         depth = min(depth, len(self.index))
         dense_runs: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode is not SearchMode.BM25 and queries:
+            if query_vectors is None and self.observer is not None:
+                query_vectors = self.embed(queries)  # kept for the observer
             dense_runs = self._dense(queries, depth, query_vectors)
         results = []
         for i, query in enumerate(queries):
@@ -297,6 +302,8 @@ class Searcher:
                     else weighted(list(stages.values()), self.weights)
                 )
                 stages["fused"] = [(int(d), float(s)) for d, s in fuse]  # type: ignore[call-overload]
+            if self.observer is not None:
+                self._observe(query, None if query_vectors is None else query_vectors[i], stages)
             final = list(stages.values())[-1]
             if reranker is not None:
                 head = final[: self.candidates]
@@ -310,6 +317,12 @@ class Searcher:
         with self._lock:
             self.counts[str(mode)] = self.counts.get(str(mode), 0) + len(queries)
         return results
+
+    def _observe(self, query: str, vector: Any, stages: dict[str, Any]) -> None:
+        try:
+            self.observer.observe(query, vector, stages)
+        except Exception:  # noqa: BLE001 - monitoring never fails a search
+            logger.exception("the search observer failed; the search itself is unaffected")
 
     def _dense(
         self, queries: list[str], depth: int, vectors: np.ndarray | None

@@ -1,4 +1,5 @@
-"""HTTP server (FastAPI): search, OpenAI-compatible embeddings, health and statistics.
+"""HTTP server (FastAPI): search, OpenAI-compatible embeddings, health, statistics, embedding
+health (``/monitor``) and Prometheus metrics (``/metrics``).
 
     app = create_app("my-index")          # or create_app(Searcher(...))
     uvicorn.run(app, host="127.0.0.1", port=8000)   # or vecdoctor.serve.runner.serve(...)
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.errors import InputError, VecdoctorError
+from vecdoctor.monitor.live import LiveHealth
 from vecdoctor.serve.guard import Guard, ServerLimits, Stats
 
 __all__ = ["ServerLimits", "create_app"]
@@ -39,6 +41,7 @@ def create_app(
     rerankers: dict[str, Any] | None = None,
     warmup: bool = True,
     api_key: str | None = None,
+    monitor_window: int = 200,
 ) -> Any:
     """Build the FastAPI app over an index folder, an Index, or a Searcher.
 
@@ -48,6 +51,8 @@ def create_app(
         rerankers: names clients may ask for in ``rerank`` mapped to a reranker object or a
             cross-encoder folder; ``maxsim`` is always available. Clients never pass paths.
         warmup: load the encoder and encode one query before serving.
+        monitor_window: queries per window of the live embedding health (``/monitor``,
+            ``/metrics``; :mod:`vecdoctor.monitor.live`).
     """
     from fastapi import FastAPI
 
@@ -65,6 +70,8 @@ def create_app(
     size_bytes = _folder_bytes(searcher.index.path)
     if warmup:
         searcher.warmup()
+    live = LiveHealth(searcher.index, monitor_window)
+    searcher.observer = live
     SearchRequest, EmbeddingRequest = request_models(active, allowed)
     app = FastAPI(
         title="vecdoctor",
@@ -79,7 +86,7 @@ def create_app(
 
     @app.post("/v1/embeddings")
     def embeddings(body: EmbeddingRequest) -> Any:  # type: ignore[valid-type]
-        return _embeddings(searcher, body)
+        return _embeddings(searcher, body, live)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -90,8 +97,23 @@ def create_app(
     def get_stats() -> dict[str, Any]:
         return {**_index_stats(searcher, size_bytes), "limits": asdict(active), **stats.snapshot()}
 
+    @app.get("/monitor")
+    def monitor() -> dict[str, Any]:
+        """The live embedding health (rolling window, baseline, alarms) as JSON."""
+        return live.snapshot()
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        """Operational statistics and embedding health in the Prometheus text format."""
+        from fastapi.responses import Response
+
+        from vecdoctor.serve.metrics import CONTENT_TYPE, render
+
+        return Response(render(stats, live, searcher.index), media_type=CONTENT_TYPE)
+
     app.add_middleware(Guard, limits=active, api_key=api_key, stats=stats)
     app.state.searcher = searcher
+    app.state.live = live
     app.state.limits = active
     return app
 
@@ -139,7 +161,7 @@ def _search(searcher: Any, allowed: dict[str, Any], body: Any) -> dict[str, Any]
     }
 
 
-def _embeddings(searcher: Any, body: Any) -> Any:
+def _embeddings(searcher: Any, body: Any, live: Any) -> Any:
     """The OpenAI-compatible embeddings response (or a 404/422 for a wrong model/width)."""
     from fastapi.responses import JSONResponse
 
@@ -161,7 +183,9 @@ def _embeddings(searcher: Any, body: Any) -> Any:
     searcher.ensure_encoder()  # the searcher's encoder (cache, query backend), loaded once
     role = "queries" if body.input_type == "query" else "documents"
     vectors = index.embedder.embed_bulk(texts, role)
-    tokens = _tokens_used(index.encoder, texts)
+    lengths = np.asarray(index.encoder.token_lengths(texts), dtype=np.int64)
+    tokens = _tokens_used(index.encoder, lengths)
+    live.observe_inputs(lengths)
     data = []
     for i, vec in enumerate(vectors):
         value: Any = (
@@ -178,10 +202,9 @@ def _embeddings(searcher: Any, body: Any) -> Any:
     }
 
 
-def _tokens_used(encoder: Any, texts: list[str]) -> int:
+def _tokens_used(encoder: Any, lengths: np.ndarray) -> int:
     """Tokens the model read: each input's, cut at the model's max length unless it has
     windows (which read every token)."""
-    lengths = np.asarray(encoder.token_lengths(texts), dtype=np.int64)
     if getattr(encoder, "window", None) is None and getattr(encoder, "max_length", None):
         lengths = np.minimum(lengths, int(encoder.max_length))
     return int(lengths.sum())
