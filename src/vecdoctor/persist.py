@@ -66,6 +66,8 @@ EVALUATION = OutputKind("evaluation", "results.json", ("EvaluationResults",))
 FINETUNED = OutputKind("fine-tuned model", "vecdoctor_finetune.json", ("FinetuneResult",))
 RERANKER = OutputKind("trained reranker", "vecdoctor_reranker.json", ("RerankerResult",))
 CONVERTED = OutputKind("converted model", "vecdoctor_export.json", ("ConvertedModel",))
+DRIFT = OutputKind("drift report", "report.json", ("DriftReport",))
+MIGRATION = OutputKind("pipeline comparison", "report.json", ("MigrationReport",))
 
 
 def written_as(folder: Path, kind: OutputKind) -> bool:

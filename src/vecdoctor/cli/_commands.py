@@ -3,7 +3,7 @@
 import importlib
 
 for _name in ("encoding", "diagnosing", "retrieval", "evaluation", "training", "exporting",
-              "scaling"):
+              "scaling", "monitoring"):
     try:
         importlib.import_module(f"vecdoctor.cli.{_name}")
     except ModuleNotFoundError as exc:  # a command group not written yet

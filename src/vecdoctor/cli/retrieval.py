@@ -160,6 +160,10 @@ def search_command(
         None, "-m", "--model", help="Fail unless the index was built with this model"
     ),
     plain: bool = typer.Option(False, "--plain", help="Human-readable lines instead of JSON"),
+    monitor_window: int = typer.Option(
+        200, "--monitor-window", help="Queries per window of the live embedding health "
+        "(/monitor, /metrics); alarms are judged and logged once per window"
+    ),
     query_backend: str = typer.Option(
         None,
         "--query-backend",
@@ -226,6 +230,10 @@ def serve_command(
         "/health (prefer the VECDOCTOR_API_KEY variable: arguments show in `ps`)",
         show_envvar=True,
     ),
+    monitor_window: int = typer.Option(
+        200, "--monitor-window", help="Queries per window of the live embedding health "
+        "(/monitor, /metrics); alarms are judged and logged once per window"
+    ),
     query_backend: str = typer.Option(
         None,
         "--query-backend",
@@ -233,25 +241,15 @@ def serve_command(
         "several times faster per query than PyTorch; converted once, then cached)",
     ),
 ) -> None:
-    """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /docs."""
+    """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /monitor, /metrics,
+    /docs; SIGHUP or POST /admin/reload serve the index folder anew."""
     from vecdoctor.errors import InputError, require
     from vecdoctor.serve.guard import ServerLimits
     from vecdoctor.serve.runner import serve
 
     require("fastapi", "server")
     require("uvicorn", "server")
-    named: dict[str, object] = {}
-    for item in reranker or []:
-        name, sep, folder = item.partition("=")
-        if not sep or not name or not folder:
-            raise InputError(
-                f"--reranker {item!r}: expected NAME=FOLDER, e.g. ce=./my-cross-encoder"
-            )
-        from vecdoctor.rerank.rerankers import CrossEncoderReranker
-
-        named[name] = CrossEncoderReranker(
-            folder, backend=rerank_backend, precision=rerank_precision
-        )
+    named = _named_rerankers(reranker or [], rerank_backend, rerank_precision)
     limits = ServerLimits(
         max_k=max_k,
         max_query_chars=max_query_chars,
@@ -268,10 +266,29 @@ def serve_command(
     from vecdoctor.search.searcher import Searcher, limit_blas_threads
 
     limit_blas_threads()  # each request runs one search: BLAS threads would compete with the model
-    searcher = Searcher(
-        open_index(index), query_backend=query_backend, rerank_fusion=rerank_fusion
-    )
-    serve(searcher, host=host, port=port, limits=limits, rerankers=named, api_key=api_key)
+
+    def reopen() -> Searcher:  # at start, and again on SIGHUP or POST /admin/reload
+        return Searcher(open_index(index), query_backend=query_backend, rerank_fusion=rerank_fusion)
+
+    serve(reopen(), host=host, port=port, limits=limits, rerankers=named, api_key=api_key,
+          monitor_window=monitor_window, reopen=reopen)
+
+
+def _named_rerankers(items: list[str], backend: str, precision: str) -> dict[str, object]:
+    """``NAME=FOLDER`` options as the cross-encoders clients may ask for by name."""
+    from vecdoctor.errors import InputError
+
+    named: dict[str, object] = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(
+                f"--reranker {item!r}: expected NAME=FOLDER, e.g. ce=./my-cross-encoder"
+            )
+        from vecdoctor.rerank.rerankers import CrossEncoderReranker
+
+        named[name] = CrossEncoderReranker(folder, backend=backend, precision=precision)
+    return named
 
 
 def _check_index_options(

@@ -7,7 +7,8 @@ documents, encoded through the index's own embedder):
 - geometry of the documents: mean vector, mean pairwise cosine, isotropy, norm quantiles;
 - token lengths and the truncation rate at the model's limit;
 - ``query_scores``: for each self-supervised query, the best dense score among the *other*
-  documents (its own document contains the sentence verbatim and would flatter it). On
+  documents (its own document contains the sentence verbatim and would flatter it), through
+  the index's own dense search; ``doc_scores`` the same for sampled documents. On
   SciFact these quantiles match those of the real test queries (p5 0.395 against 0.409),
   while sentences from another domain score far below them (STS-B p95 under 0.30);
 - BM25: share of those queries with no match, and the agreement of BM25 and dense top-10;
@@ -40,6 +41,8 @@ _ARRAYS = {
     "doc_sample": "doc_vectors.npy",
     "query_sample": "query_vectors.npy",
     "length_sample": "token_lengths.npy",
+    "query_best": "query_best_scores.npy",
+    "doc_best": "document_best_scores.npy",
 }
 
 
@@ -86,6 +89,7 @@ class Baseline:
     truncation_rate: float | None
     max_length: int | None
     query_scores: dict[str, float]
+    doc_scores: dict[str, float]
     queries: int
     query_mean_cosine: float
     bm25_no_match: float | None
@@ -95,6 +99,8 @@ class Baseline:
     doc_sample: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
     query_sample: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32), repr=False)
     length_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    query_best: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    doc_best: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
 
     @property
     def ood_threshold(self) -> float:
@@ -107,7 +113,8 @@ class Baseline:
         data = asdict(self)
         for name in _ARRAYS:
             data.pop(name)
-        return data
+        return {k: None if isinstance(v, float) and not np.isfinite(v) else v
+                for k, v in data.items()}
 
     def save(self, folder: str | Path) -> None:
         """Write ``folder`` (a fresh one: callers write into a temporary index folder)."""
@@ -135,7 +142,7 @@ class Baseline:
             "mean_cosine", "isotropy", "query_mean_cosine", "truncation_rate", "bm25_no_match",
             "bm25_dense_agreement")}
         dicts = {k: _float_dict(value(meta, k, dict, where, {}), where, k) for k in (
-            "norms", "token_lengths", "query_scores")}
+            "norms", "token_lengths", "query_scores", "doc_scores")}
         arrays = {}
         for name, filename in _ARRAYS.items():
             from vecdoctor.folders import child
@@ -167,10 +174,13 @@ class Baseline:
             norms=dicts["norms"],
             token_lengths=dicts["token_lengths"],
             query_scores=dicts["query_scores"],
+            doc_scores=dicts["doc_scores"],
             centroid=arrays["centroid"].astype(np.float32),
             doc_sample=arrays["doc_sample"].astype(np.float32),
             query_sample=arrays["query_sample"].astype(np.float32),
             length_sample=arrays["length_sample"].astype(np.int64),
+            query_best=arrays["query_best"].astype(np.float32),
+            doc_best=arrays["doc_best"].astype(np.float32),
         )
 
     def check(self, fingerprint: str, source: str | Path) -> None:
@@ -211,6 +221,21 @@ def _lengths(encoder: Any, texts: list[str]) -> np.ndarray | None:
         return None
 
 
+def best_other(index: Any, queries: np.ndarray, own: list[int] | np.ndarray, k: int = 10
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Through the index's own dense search: each query's best score among the documents other
+    than ``own[i]``, and its top-``k`` rows (own document included)."""
+    n = len(index)
+    rows, scores = index.vectors.search(queries, min(k + 1, n), True, index.oversample)
+    best = np.full(len(queries), np.nan)
+    for i in range(len(queries)):
+        for r, sc in zip(rows[i], scores[i], strict=True):
+            if r >= 0 and int(r) != int(own[i]):
+                best[i] = float(sc)
+                break
+    return best[np.isfinite(best)], rows[:, :k]
+
+
 def compute_baseline(
     index: Any, sample: int = 2000, n_queries: int = 300, seed: int = 0
 ) -> Baseline:
@@ -218,8 +243,7 @@ def compute_baseline(
     n = len(index)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    vectors = np.asarray(index.vectors.vectors, dtype=np.float32)
-    docs_v = vectors[rows]
+    docs_v = np.asarray(index.vectors.vectors[rows], dtype=np.float32)
     texts = [index.docs[int(r)].content for r in rows]
     encoder = index.encoder
     lengths = _lengths(encoder, texts)
@@ -229,27 +253,26 @@ def compute_baseline(
         truncation = float((lengths > int(max_length)).mean())
     query_rows = rng.permutation(rows)[: max(n_queries, 0)]
     q_texts, sources = self_queries(index.docs, query_rows, rng)
-    scores = np.zeros(0)
-    q_vecs = np.zeros((0, vectors.shape[1]), np.float32)
+    q_best = np.zeros(0)
+    q_vecs = np.zeros((0, docs_v.shape[1]), np.float32)
     no_match = agreement = None
     if q_texts:
         q_vecs = np.asarray(index.embed_queries(q_texts), dtype=np.float32)
-        sims = q_vecs @ vectors.T
-        no_match, agreement = _bm25_agreement(index, q_texts, sims)
-        sims[np.arange(len(q_texts)), sources] = -np.inf  # the sentence's own document
-        scores = sims.max(axis=1)
-    norms = np.linalg.norm(docs_v, axis=1)
+        q_best, top = best_other(index, q_vecs, sources)
+        no_match, agreement = _bm25_agreement(index, q_texts, top)
+    d_best = best_other(index, docs_v[:1000], rows[:1000], k=1)[0] if n > 1 else np.zeros(0)
     return Baseline(
         documents=n,
         fingerprint=str(index.fingerprint),
         sample=len(rows),
         mean_cosine=mean_cosine(docs_v),
         isotropy=isotropy(docs_v) if len(docs_v) >= 2 else float("nan"),
-        norms=quantiles(norms),
+        norms=quantiles(np.linalg.norm(docs_v, axis=1)),
         token_lengths=quantiles(lengths) if lengths is not None else {},
         truncation_rate=truncation,
         max_length=int(max_length) if max_length else None,
-        query_scores=quantiles(scores),
+        query_scores=quantiles(q_best),
+        doc_scores=quantiles(d_best),
         queries=len(q_texts),
         query_mean_cosine=mean_cosine(q_vecs) if len(q_vecs) >= 2 else float("nan"),
         bm25_no_match=no_match,
@@ -258,14 +281,15 @@ def compute_baseline(
         doc_sample=docs_v[:1000].astype(np.float32),
         query_sample=q_vecs.astype(np.float32),
         length_sample=lengths if lengths is not None else np.zeros(0, np.int64),
+        query_best=q_best.astype(np.float32),
+        doc_best=d_best.astype(np.float32),
     )
 
 
-def _bm25_agreement(index: Any, queries: list[str], sims: np.ndarray) -> tuple[float, float]:
+def _bm25_agreement(index: Any, queries: list[str], dense_top: np.ndarray) -> tuple[float, float]:
     """Share of ``queries`` BM25 finds nothing for, and the mean overlap of BM25 and dense
-    top-10 (the dense top-10 from ``sims``)."""
-    k = min(10, len(index))
-    dense_top = np.argsort(-sims, axis=1)[:, :k]
+    top-10."""
+    k = dense_top.shape[1]
     misses, overlaps = 0, []
     for i, query in enumerate(queries):
         rows, scores = index.bm25.search(query, k)

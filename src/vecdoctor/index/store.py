@@ -384,15 +384,17 @@ class Index(DocumentIndex):
         return target
 
     @classmethod
-    def load(cls, path: str | Path, mmap: bool = True) -> Index:
+    def load(cls, path: str | Path, mmap: bool = True, baseline: bool = True) -> Index:
         """Open an index folder, checking every file against config.json.
+
+        ``baseline=False`` skips the stored baseline (to compute it again when it is damaged).
 
         A folder from elsewhere is data, never code: arrays load with ``allow_pickle=False``,
         symlinks and names that leave the folder are refused, and any damaged file is an
         :class:`InputError` naming the folder.
         """
         try:
-            return cls._load(Path(path), mmap)
+            return cls._load(Path(path), mmap, baseline)
         except (InputError, IncompatibleError):
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError,
@@ -405,7 +407,7 @@ class Index(DocumentIndex):
             ) from None
 
     @classmethod
-    def _load(cls, folder: Path, mmap: bool) -> Index:
+    def _load(cls, folder: Path, mmap: bool, baseline: bool = True) -> Index:
         if not folder.is_dir():
             raise InputError(f"{folder}: no such index folder; build one with `vecdoctor index`")
         source = folder / "config.json"
@@ -460,9 +462,15 @@ class Index(DocumentIndex):
             oversample,
             pipeline,
         )
-        if safe_child(folder, BASELINE_DIR).exists():
-            index.baseline = Baseline.load(folder / BASELINE_DIR)
-            index.baseline.check(str(encoder_config.get("fingerprint") or ""), folder / BASELINE_DIR)
+        if baseline and safe_child(folder, BASELINE_DIR).exists():
+            try:
+                index.baseline = Baseline.load(folder / BASELINE_DIR)
+                index.baseline.check(str(encoder_config.get("fingerprint") or ""),
+                                     folder / BASELINE_DIR)
+            except (InputError, IncompatibleError) as exc:
+                raise type(exc)(
+                    f"{exc}; compute the baseline again with `vecdoctor baseline {folder}`"
+                ) from None
         return index
 
     def __repr__(self) -> str:

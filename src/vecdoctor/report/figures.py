@@ -117,3 +117,49 @@ def bars(
             ax.legend(frameon=False, loc="best")
 
     return render(draw)
+
+
+def distributions(
+    series: Sequence[tuple[str, Sequence[float]]], xlabel: str,
+    marks: Sequence[tuple[str, float]] = (), bins: int = 40,
+) -> bytes:
+    """Overlaid histograms (share of each series per bin) and labelled vertical lines."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        values = [np.asarray(v, dtype=float) for _, v in series]
+        joined = np.concatenate([v for v in values if v.size] or [np.zeros(1)])
+        edges = np.histogram_bin_edges(joined, bins=bins)
+        for i, ((label, _), v) in enumerate(zip(series, values, strict=True)):
+            counts, _ = np.histogram(v, bins=edges)
+            share = counts / max(counts.sum(), 1)
+            ax.stairs(share, edges, label=f"{label} (n={v.size})", color=_COLOURS[i % 6],
+                      linewidth=1.5)
+        for j, (label, x) in enumerate(marks):
+            ax.axvline(x, color=_COLOURS[(len(series) + j) % 6], linestyle="--", linewidth=1,
+                       label=label)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("share of texts")
+        ax.legend(frameon=False, fontsize=8)
+
+    return render(draw)
+
+
+def projection(series: Sequence[tuple[str, np.ndarray]]) -> bytes:
+    """The rows of every series projected on the first two principal components of all of them."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        stacked = np.vstack([np.asarray(v, dtype=float) for _, v in series])
+        centred = stacked - stacked.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        start = 0
+        for i, (label, v) in enumerate(series):
+            xy = centred[start : start + len(v)] @ vt[:2].T
+            start += len(v)
+            ax.scatter(xy[:, 0], xy[:, 1], s=5, alpha=0.45, color=_COLOURS[i % 6], label=label)
+        ax.set_xlabel("principal component 1")
+        ax.set_ylabel("principal component 2")
+        ax.legend(frameon=False, markerscale=3)
+
+    return render(draw, size=(5.6, 4.2))

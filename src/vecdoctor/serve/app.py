@@ -13,8 +13,10 @@ limit, access log) are one ASGI layer in front of the app: :class:`~vecdoctor.se
 
 import base64
 import logging
+import threading
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,57 @@ def _folder_bytes(path: Path | None) -> int | None:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
 
+@dataclass(frozen=True)
+class Served:
+    """One index being served: its searcher, the live health of its traffic, its size."""
+
+    searcher: Any
+    live: LiveHealth
+    size_bytes: int | None
+
+
+class Serving:
+    """What the routes serve, swapped whole on reload.
+
+    Each request reads :attr:`current` once and keeps that :class:`Served` to the end, so a
+    reload lets requests in flight finish on the old index while new ones get the new one: no
+    request fails and none sees half of each. The new index is opened, checked and warmed up
+    before the swap; if it cannot be, the old one keeps serving and the error is returned.
+    """
+
+    def __init__(self, searcher: Any, limits: ServerLimits, window: int, warmup: bool,
+                 reopen: Callable[[], Any] | None) -> None:
+        self.limits, self.window, self.reopen = limits, window, reopen
+        self._lock = threading.Lock()
+        self.reloads = 0
+        self.current = self._prepare(searcher, warmup)
+
+    def _prepare(self, searcher: Any, warmup: bool) -> Served:
+        searcher.max_query_chars = max(searcher.max_query_chars, self.limits.max_query_chars)
+        if warmup:
+            searcher.warmup()
+        live = LiveHealth(searcher.index, self.window)
+        searcher.observer = live
+        return Served(searcher, live, _folder_bytes(searcher.index.path))
+
+    def reload(self) -> dict[str, Any]:
+        """Open the index folder again (replaced by a new build) and serve it from now on."""
+        if self.reopen is None:
+            raise InputError("this server was given an index object, not a folder: there is "
+                             "nothing to reload from")
+        with self._lock:  # one reload at a time; searches never wait for it
+            start = time.perf_counter()
+            new = self._prepare(self.reopen(), warmup=True)
+            old, self.current = self.current, new
+            self.reloads += 1
+        seconds = round(time.perf_counter() - start, 3)
+        logger.info("reloaded the index: %d documents (was %d) in %.2f s",
+                    len(new.searcher.index), len(old.searcher.index), seconds)
+        return {"status": "reloaded", "documents": len(new.searcher.index),
+                "previous_documents": len(old.searcher.index), "seconds": seconds,
+                "reloads": self.reloads}
+
+
 def create_app(
     index: Any,
     limits: ServerLimits | None = None,
@@ -42,6 +95,7 @@ def create_app(
     warmup: bool = True,
     api_key: str | None = None,
     monitor_window: int = 200,
+    reopen: Callable[[], Any] | None = None,
 ) -> Any:
     """Build the FastAPI app over an index folder, an Index, or a Searcher.
 
@@ -53,6 +107,8 @@ def create_app(
         warmup: load the encoder and encode one query before serving.
         monitor_window: queries per window of the live embedding health (``/monitor``,
             ``/metrics``; :mod:`vecdoctor.monitor.live`).
+        reopen: makes the searcher of the index anew, for ``POST /admin/reload`` and SIGHUP;
+            by default, when ``index`` is a folder, that folder is opened again.
     """
     from fastapi import FastAPI
 
@@ -63,15 +119,13 @@ def create_app(
     if api_key is not None and not api_key.strip():
         raise InputError("api_key is empty; pass a non-empty key or None for no key")
     active: ServerLimits = limits or ServerLimits()
-    searcher = index if isinstance(index, Searcher) else Searcher(index)
-    searcher.max_query_chars = max(searcher.max_query_chars, active.max_query_chars)
+    if reopen is None and isinstance(index, (str, Path)):
+        folder = Path(index)
+        reopen = lambda: Searcher(folder)  # noqa: E731
+    state = Serving(index if isinstance(index, Searcher) else Searcher(index), active,
+                    monitor_window, warmup, reopen)
     allowed = {"maxsim": "maxsim", **(rerankers or {})}
     stats = Stats()
-    size_bytes = _folder_bytes(searcher.index.path)
-    if warmup:
-        searcher.warmup()
-    live = LiveHealth(searcher.index, monitor_window)
-    searcher.observer = live
     SearchRequest, EmbeddingRequest = request_models(active, allowed)
     app = FastAPI(
         title="vecdoctor",
@@ -82,11 +136,12 @@ def create_app(
 
     @app.post("/search")
     def search(body: SearchRequest) -> dict[str, Any]:  # type: ignore[valid-type]
-        return _search(searcher, allowed, body)
+        return _search(state.current.searcher, allowed, body)
 
     @app.post("/v1/embeddings")
     def embeddings(body: EmbeddingRequest) -> Any:  # type: ignore[valid-type]
-        return _embeddings(searcher, body, live)
+        served = state.current
+        return _embeddings(served.searcher, body, served.live)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -95,27 +150,45 @@ def create_app(
 
     @app.get("/stats")
     def get_stats() -> dict[str, Any]:
-        return {**_index_stats(searcher, size_bytes), "limits": asdict(active), **stats.snapshot()}
+        served = state.current
+        return {**_index_stats(served.searcher, served.size_bytes), "limits": asdict(active),
+                "reloads": state.reloads, **stats.snapshot()}
+
+    _health_routes(app, state, stats, api_key)
+
+    app.add_middleware(Guard, limits=active, api_key=api_key, stats=stats)
+    app.state.serving = state
+    app.state.searcher = state.current.searcher
+    app.state.limits = active
+    return app
+
+
+def _health_routes(app: Any, state: Serving, stats: Stats, api_key: str | None) -> None:
+    """/monitor, /metrics and /admin/reload."""
+    from fastapi.responses import JSONResponse, Response
 
     @app.get("/monitor")
     def monitor() -> dict[str, Any]:
         """The live embedding health (rolling window, baseline, alarms) as JSON."""
-        return live.snapshot()
+        return state.current.live.snapshot()
 
     @app.get("/metrics")
     def metrics() -> Any:
         """Operational statistics and embedding health in the Prometheus text format."""
-        from fastapi.responses import Response
-
         from vecdoctor.serve.metrics import CONTENT_TYPE, render
 
-        return Response(render(stats, live, searcher.index), media_type=CONTENT_TYPE)
+        served = state.current
+        return Response(render(stats, served.live, served.searcher.index), media_type=CONTENT_TYPE)
 
-    app.add_middleware(Guard, limits=active, api_key=api_key, stats=stats)
-    app.state.searcher = searcher
-    app.state.live = live
-    app.state.limits = active
-    return app
+    @app.post("/admin/reload")
+    def reload() -> Any:
+        """Serve the index folder anew (after `vecdoctor index -o` replaced it): requests in
+        flight finish on the old one. Needs the server's API key; without one, send SIGHUP."""
+        if api_key is None:
+            return JSONResponse(status_code=403, content={
+                "detail": "reloading over HTTP needs an API key (--api-key); without one, send "
+                          "SIGHUP to the server process"})
+        return state.reload()
 
 
 def _error_handlers(app: Any) -> None:

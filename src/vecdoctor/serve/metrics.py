@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-ROUTES = ("/search", "/v1/embeddings", "/health", "/stats", "/monitor", "/metrics")
+ROUTES = ("/search", "/v1/embeddings", "/health", "/stats", "/monitor", "/metrics", "/admin/reload")
 ALARMS = ("anisotropy", "out_of_distribution", "no_lexical_match", "truncation")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -83,11 +83,14 @@ def serve(
     limits: ServerLimits | None = None,
     rerankers: dict[str, Any] | None = None,
     api_key: str | None = None,
+    monitor_window: int = 200,
+    reopen: Any = None,
 ) -> None:
     """Run the app with uvicorn until interrupted.
 
     uvicorn's own access log is replaced by the one line per request of
-    ``vecdoctor.serve.access`` (with timing), printed through uvicorn's handler.
+    ``vecdoctor.serve.access`` (with timing), printed through uvicorn's handler. SIGHUP reloads
+    the index (see :class:`~vecdoctor.serve.app.Serving`).
     """
     import copy
 
@@ -99,7 +102,9 @@ def serve(
     if host not in {"127.0.0.1", "localhost", "::1"} and not api_key:
         logger.warning("serving on %s without an API key; anyone who can reach it can search", host)
     limits = limits or ServerLimits()
-    app = create_app(index, limits=limits, rerankers=rerankers, api_key=api_key)
+    app = create_app(index, limits=limits, rerankers=rerankers, api_key=api_key,
+                     monitor_window=monitor_window, reopen=reopen)
+    reload_on_hangup(app.state.serving)
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["vecdoctor"] = {
         "handlers": ["default"],
@@ -109,3 +114,22 @@ def serve(
     config = server_config(app, host, port, limits, log_level=log_level, log_config=log_config,
                            access_log=False)
     uvicorn.Server(config).run()
+
+
+def reload_on_hangup(serving: Any) -> None:
+    """SIGHUP reloads the index in a thread of its own (the event loop never waits for it);
+    a failed reload is logged and the old index keeps serving."""
+    import signal
+    import threading
+
+    def reload() -> None:
+        try:
+            serving.reload()
+        except Exception as exc:  # noqa: BLE001 - the server must outlive a bad new folder
+            logger.error("reload failed, still serving the previous index: %s", exc)
+
+    def on_hangup(signum: int, frame: Any) -> None:
+        threading.Thread(target=reload, name="vecdoctor-reload", daemon=True).start()
+
+    if hasattr(signal, "SIGHUP") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGHUP, on_hangup)

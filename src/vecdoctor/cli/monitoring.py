@@ -1,0 +1,78 @@
+"""Commands of production health: baseline, monitor, compare-pipelines."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from vecdoctor.cli._app import FORCE, command, emit
+
+
+@command("baseline")
+def baseline_command(
+    index: Path = typer.Argument(..., help="Index folder written by `vecdoctor index`"),
+    sample: int = typer.Option(2000, "--sample", help="Documents sampled for the baseline"),
+    queries: int = typer.Option(300, "--queries", help="Self-supervised queries encoded"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Compute (again) the corpus baseline the monitor compares traffic with, and store it in
+    the index folder: for indexes built before 0.3.0, or after a damaged baseline."""
+    from vecdoctor.errors import InputError
+    from vecdoctor.index.baseline import compute_baseline
+    from vecdoctor.index.store import Index
+
+    if sample < 2 or queries < 0:
+        raise InputError(f"--sample must be >= 2 and --queries >= 0, got {sample} and {queries}")
+    start = time.perf_counter()
+    idx = Index.load(index, baseline=False)
+    idx.baseline = compute_baseline(idx, sample=sample, n_queries=queries, seed=seed)
+    idx.save(index)
+    emit({"index": str(index), "seconds": round(time.perf_counter() - start, 2),
+          "baseline": idx.baseline.summary()})
+
+
+@command("monitor")
+def monitor_command(
+    index: Path = typer.Argument(..., help="Index folder (with its baseline)"),
+    new: Path = typer.Argument(..., help="New documents (corpus.jsonl, one text a line) or a "
+                               "query log (one query a line, or JSONL with 'query'/'text')"),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for report.json and .html"),
+    kind: str = typer.Option("auto", "--kind", help="documents, queries, or auto (documents when "
+                             "the lines carry a title, queries otherwise)"),
+    sample: int = typer.Option(1000, "--sample", help="New texts compared at most"),
+    permutations: int = typer.Option(500, "--permutations", help="Of the two-sample test"),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = FORCE,
+) -> None:
+    """Drift report of new documents or a query log against the index baseline (HTML + JSON)."""
+    from vecdoctor.data import read_text_log
+    from vecdoctor.errors import InputError
+    from vecdoctor.index.store import Index
+    from vecdoctor.monitor.drift import TextKind, drift_report
+    from vecdoctor.persist import DRIFT, check_output
+    from vecdoctor.report.monitor import write_drift_report
+
+    check_output(output, DRIFT, force)
+    if kind != "auto":
+        kind = str(TextKind.parse(kind))
+    if sample < 10 or permutations < 99:
+        raise InputError(f"--sample must be >= 10 and --permutations >= 99, got {sample} and "
+                         f"{permutations}")
+    texts, skipped, titled = read_text_log(new)
+    if kind == "auto":
+        kind = "documents" if titled else "queries"
+    idx = Index.load(index)
+    report = drift_report(idx, texts, kind, sample=sample, permutations=permutations, seed=seed,
+                          skipped=skipped)
+    write_drift_report(report, output, force)
+    emit({
+        "output": str(output), "report_html": str(output / "report.html"),
+        "verdict": report.verdict, "kind": report.kind, "texts": report.texts,
+        "skipped": report.skipped,
+        "mmd_p_value": report.tests["embeddings_mmd"]["p_value"],
+        "answerability_p_value": report.tests["answerability_mannwhitney"]["p_value"],
+        "ood_share": round(report.answerability["ood_share"], 4),
+        "actions": report.actions,
+    })

@@ -1,0 +1,109 @@
+"""HTML of the drift report (``vecdoctor monitor``) and of the migration guard
+(``vecdoctor compare-pipelines``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from vecdoctor.report import figures
+from vecdoctor.report.html import Figure, Section, Table, render_html
+
+_BADGE = {"no drift": "ok", "drift": "warn", "out of domain": "fail",
+          "equivalent": "ok", "safe": "ok", "different": "warn", "regression": "fail"}
+
+
+def drift_sections(report: Any) -> list[Section]:
+    tests, answer, geo, lengths = report.tests, report.answerability, report.geometry, report.lengths
+    mmd, mw = tests["embeddings_mmd"], tests["answerability_mannwhitney"]
+    what = "queries" if report.kind == "queries" else "documents"
+    skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report.skipped.items()) or "none"
+    verdict = Section(
+        "Verdict",
+        paragraphs=[
+            f"{report.verdict.upper()}: {report.texts} new {what} against the baseline of "
+            f"{report.meta['baseline_documents']} documents ({tests['sample']} compared). "
+            f"Lines skipped: {skipped}.",
+            *[f"What to do: {a}" for a in report.actions],
+        ],
+        verdict=_BADGE.get(report.verdict),
+    )
+    figs = report.figures
+    answerable = Section(
+        "Can the index answer them?",
+        paragraphs=[
+            f"Best dense score of each text in the index, against the same score of the "
+            f"corpus' own {what} in the baseline. {answer['ood_share']:.1%} fall below the "
+            f"baseline's 5th percentile ({answer['threshold']:.3f}); in distribution about 5% "
+            f"do. One-sided Mann-Whitney test (new lower): p = {mw['p_value']:.3g}.",
+        ],
+        figures=[Figure("best dense score", figures.distributions(
+            [("baseline", figs["ref_best"]), ("new", figs["best"])], "best dense score in the index",
+            marks=[("baseline 5th percentile", answer["threshold"])]))],
+    )
+    space = Section(
+        "Embedding distribution",
+        paragraphs=[
+            f"Two-sample test (MMD, Gaussian kernel, {mmd['permutations']} permutations): "
+            f"MMD² = {mmd['mmd2']:.4g}, p = {mmd['p_value']:.3g}"
+            + (" (questions and corpus sentences differ in form even on topic; for a query log the"
+               " verdict rests on answerability)" if report.kind == "queries" else "") + ".",
+            f"Centroid shift {geo['centroid']['shift']:.4f} (chance alone: up to "
+            f"{geo['centroid']['chance_p95']:.4f}). Mean pairwise cosine {geo['mean_cosine']:.3f} "
+            f"(baseline {geo['baseline_mean_cosine']:.3f}), isotropy {geo['isotropy']:.3f} "
+            f"(baseline {geo['baseline_isotropy']:.3f}).",
+        ],
+        figures=[
+            Figure("projection", figures.projection([("baseline", figs["reference"]),
+                                                     ("new", figs["vectors"])])),
+            Figure("permutation test", figures.distributions(
+                [("MMD² under no change (permutations)", figs["null"])], "MMD²",
+                marks=[("observed", mmd["mmd2"])])),
+        ],
+    )
+    length_rows = [(q, lengths["baseline_tokens"].get(q), lengths["tokens"].get(q))
+                   for q in ("p5", "p50", "p95", "mean")]
+    truncation = lengths["truncation_rate"]
+    length_series = [("new", figs["lengths"])]
+    if len(figs["ref_lengths"]):  # documents only: queries are not compared with documents
+        length_series.insert(0, ("baseline", figs["ref_lengths"]))
+    size = Section(
+        "Length",
+        paragraphs=[f"Truncated at the model's limit: {_pct(truncation)} (baseline "
+                    f"{_pct(lengths['baseline_truncation_rate'])}). Kolmogorov-Smirnov p = "
+                    + (f"{tests['lengths_ks']['p_value']:.3g}." if tests["lengths_ks"] else "-.")],
+        tables=[Table(["tokens", "baseline", "new"], length_rows, digits=1)],
+        figures=[Figure("token lengths", figures.distributions(length_series, "tokens"))],
+    )
+    vocab = Section(
+        "Vocabulary",
+        paragraphs=["Words in 2% or more of the new texts that at most 1 in 1000 corpus documents "
+                    "uses, and the pieces the model's tokenizer cuts them into."
+                    if report.vocabulary else "No frequent new words."],
+        tables=[Table(["term", "share of new texts", "share of corpus", "pieces"],
+                      [(v["term"], v["share_of_texts"], v["corpus_share"], v["pieces"])
+                       for v in report.vocabulary])] if report.vocabulary else [],
+    )
+    return [verdict, answerable, space, size, vocab]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def write_drift_report(report: Any, folder: str | Path, force: bool = False) -> Path:
+    """report.json and report.html, written together; ``folder`` is replaced only when it holds
+    a drift report (or with ``force``)."""
+    from vecdoctor.io import atomic_dir
+    from vecdoctor.persist import DRIFT, check_output
+
+    folder = check_output(folder, DRIFT, force)
+    html = render_html(f"vecdoctor drift report: {report.verdict}", drift_sections(report),
+                       meta={k: v for k, v in report.meta.items() if not isinstance(v, dict)},
+                       subtitle=f"{report.texts} new {report.kind} · {report.meta['model']}")
+    payload = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
+    with atomic_dir(folder) as tmp:
+        (tmp / "report.json").write_text(payload, encoding="utf-8")
+        (tmp / "report.html").write_text(html, encoding="utf-8")
+    return folder
