@@ -193,3 +193,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc=None, seconds: float = 120) -> None:  # type: ignore[no-untyped-def]
+    """Poll ``url``/health until it answers 200; fail early if ``proc`` (the server) exited."""
+    import time
+
+    import httpx
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited") from None
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not come up within {seconds} s")

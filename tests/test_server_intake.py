@@ -30,13 +30,7 @@ def server(tmp_path_factory):
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
+    rs.wait_until_up(url)
     yield url, port, app
     srv.should_exit = True
     thread.join(timeout=10)

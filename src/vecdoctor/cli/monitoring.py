@@ -76,3 +76,61 @@ def monitor_command(
         "ood_share": round(report.answerability["ood_share"], 4),
         "actions": report.actions,
     })
+
+
+@command("compare-pipelines")
+def compare_pipelines_command(
+    old: Path = typer.Argument(..., help="The pipeline served now: an index folder or a "
+                               "pipeline.json"),
+    new: Path = typer.Argument(..., help="The pipeline to switch to (same forms)"),
+    data: Path = typer.Argument(None, help="BEIR folder (queries + qrels) or a corpus "
+                                "(self-supervised queries); default: OLD's documents"),
+    output: Path = typer.Option(None, "-o", "--output", help="Folder for report.json and .html"),
+    split: str = typer.Option("test", "--split"),
+    max_queries: int = typer.Option(300, "--max-queries", help="Queries compared at most"),
+    max_docs: int = typer.Option(5000, "--max-docs", help="Documents indexed at most (judged "
+                                 "ones first)"),
+    cache: Path = typer.Option(None, "--cache", help="Vector cache folder shared by both builds"),
+    force: bool = FORCE,
+) -> None:
+    """Migration guard: overlap@10, top-1 changes, rank correlation and nDCG@10 of OLD and
+    NEW with a paired test; verdict equivalent, safe or regression."""
+    from vecdoctor.cli._app import progress_enabled
+    from vecdoctor.encode.cache import VectorCache
+    from vecdoctor.monitor.migrate import compare_pipelines
+    from vecdoctor.persist import MIGRATION, check_output
+    from vecdoctor.report.monitor import write_migration_report
+
+    if output is not None:
+        check_output(output, MIGRATION, force)
+    dataset = _comparison_data(old, data, split, max_queries, max_docs)
+    options = {"cache": VectorCache(cache)} if cache is not None else None
+    report = compare_pipelines(old, new, dataset, encoder_options=options,
+                               show_progress=progress_enabled())
+    if output is not None:
+        write_migration_report(report, output, force)
+    emit({**({"output": str(output)} if output is not None else {}),
+          **{k: v for k, v in report.to_dict().items() if k not in {"class", "format_version"}}})
+
+
+def _comparison_data(old: Path, data: Path | None, split: str, max_queries: int,
+                     max_docs: int) -> object:
+    """The dataset both pipelines are built and judged on."""
+    from vecdoctor.data import Dataset, load_dataset
+    from vecdoctor.errors import InputError
+    from vecdoctor.evaluate.metrics import sample_dataset, self_supervised
+
+    if max_queries < 10 or max_docs < 10:
+        raise InputError(f"--max-queries and --max-docs must be >= 10, got {max_queries} and "
+                         f"{max_docs}")
+    if data is not None:
+        dataset = load_dataset(data, split=split)
+    else:
+        from vecdoctor.index.store import Index
+
+        if not (old / "config.json").is_file():
+            raise InputError(f"{old}: pass DATA, or an index folder as OLD (its documents are used)")
+        dataset = Dataset(corpus=list(Index.load(old, baseline=False).docs), queries={}, qrels={})
+    if not dataset.qrels:
+        dataset = self_supervised(dataset.corpus, n_queries=max_queries)
+    return sample_dataset(dataset, max_queries, max_docs)

@@ -251,6 +251,7 @@ class Index(DocumentIndex):
         encoder_options: dict[str, Any] | None = None,
         show_progress: bool = False,
         bm25: BM25Config | None = None,
+        baseline: bool = True,
     ) -> Index:
         """Build from a :class:`~vecdoctor.pipeline.Pipeline` (or a pipeline.json path, or the
         dict of one). Its search settings become the index's defaults. ``encoder_options``
@@ -276,6 +277,7 @@ class Index(DocumentIndex):
             bm25=bm25,
             oversample=pipeline.oversample,
             show_progress=show_progress,
+            baseline=baseline,
         )
         index.pipeline = _pipeline_of(index, pipeline)
         return index

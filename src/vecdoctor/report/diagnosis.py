@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -195,13 +194,8 @@ def render_diagnosis(report: Any) -> str:
 def write_report(report: Any, folder: str | Path, force: bool = False) -> Path:
     """Write report.json and report.html; ``folder`` is replaced only once both are complete,
     and only when it holds a diagnosis report (or with ``force``)."""
-    from vecdoctor.io import atomic_dir
-    from vecdoctor.persist import DIAGNOSIS, check_output
+    from vecdoctor.persist import DIAGNOSIS
+    from vecdoctor.report.html import write_report_folder
 
-    folder = check_output(folder, DIAGNOSIS, force)
-    html = render_diagnosis(report)
-    payload = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
-    with atomic_dir(folder) as tmp:
-        (tmp / "report.json").write_text(payload, encoding="utf-8")
-        (tmp / "report.html").write_text(html, encoding="utf-8")
-    return folder
+    return Path(write_report_folder(folder, DIAGNOSIS, force, render_diagnosis(report),
+                                    report.to_dict()))

@@ -163,3 +163,20 @@ def projection(series: Sequence[tuple[str, np.ndarray]]) -> bytes:
         ax.legend(frameon=False, markerscale=3)
 
     return render(draw, size=(5.6, 4.2))
+
+
+def paired_scatter(a: Sequence[float], b: Sequence[float], xlabel: str, ylabel: str) -> bytes:
+    """One point per item, ``a`` against ``b``, with the diagonal (no change)."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        jitter = np.random.default_rng(0).uniform(-0.01, 0.01, size=(2, len(x)))
+        ax.scatter(x + jitter[0], y + jitter[1], s=8, alpha=0.5, color=_COLOURS[0])
+        low, high = float(min(x.min(initial=0), y.min(initial=0))), float(max(x.max(initial=1), y.max(initial=1)))
+        ax.plot([low, high], [low, high], color=_COLOURS[5], linewidth=1, linestyle="--")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_aspect("equal")
+
+    return render(draw, size=(4.4, 4.2))

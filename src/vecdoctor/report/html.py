@@ -116,3 +116,20 @@ def render_html(
         meta=meta or {},
         generated=generated,
     )
+
+
+def write_report_folder(folder: Any, kind: Any, force: bool, html: str, data: dict[str, Any]
+                        ) -> Any:
+    """``report.json`` (``data``) and ``report.html`` written together into ``folder``, which is
+    replaced only when vecdoctor wrote it as this ``kind`` of output (or with ``force``)."""
+    import json
+
+    from vecdoctor.io import atomic_dir
+    from vecdoctor.persist import check_output
+
+    folder = check_output(folder, kind, force)
+    payload = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    with atomic_dir(folder) as tmp:
+        (tmp / "report.json").write_text(payload, encoding="utf-8")
+        (tmp / "report.html").write_text(html, encoding="utf-8")
+    return folder

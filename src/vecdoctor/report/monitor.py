@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from vecdoctor.report import figures
-from vecdoctor.report.html import Figure, Section, Table, render_html
+from vecdoctor.report.html import Figure, Section, Table, render_html, write_report_folder
 
 _BADGE = {"no drift": "ok", "drift": "warn", "out of domain": "fail",
           "equivalent": "ok", "safe": "ok", "different": "warn", "regression": "fail"}
@@ -95,15 +94,52 @@ def _pct(value: float | None) -> str:
 def write_drift_report(report: Any, folder: str | Path, force: bool = False) -> Path:
     """report.json and report.html, written together; ``folder`` is replaced only when it holds
     a drift report (or with ``force``)."""
-    from vecdoctor.io import atomic_dir
-    from vecdoctor.persist import DRIFT, check_output
+    from vecdoctor.persist import DRIFT
 
-    folder = check_output(folder, DRIFT, force)
     html = render_html(f"vecdoctor drift report: {report.verdict}", drift_sections(report),
                        meta={k: v for k, v in report.meta.items() if not isinstance(v, dict)},
                        subtitle=f"{report.texts} new {report.kind} · {report.meta['model']}")
-    payload = json.dumps(report.to_dict(), indent=2, allow_nan=False) + "\n"
-    with atomic_dir(folder) as tmp:
-        (tmp / "report.json").write_text(payload, encoding="utf-8")
-        (tmp / "report.html").write_text(html, encoding="utf-8")
-    return folder
+    return Path(write_report_folder(folder, DRIFT, force, html, report.to_dict()))
+
+
+def migration_sections(report: Any) -> list[Section]:
+    rows = [(key, report.old.get(key), report.new.get(key)) for key in
+            ("location", "model", "backend", "model_precision", "pooling", "transform", "storage",
+             "mode")]
+    per = report.per_query
+    qids = sorted(per["ndcg_old"])
+    labels = "self-supervised queries (no labels given)" if report.self_supervised else "judged queries"
+    return [
+        Section("Verdict", paragraphs=[f"{report.verdict.upper()}: {report.message}."],
+                verdict=_BADGE.get(report.verdict)),
+        Section("Pipelines", tables=[Table(["setting", "old", "new"], rows)]),
+        Section(
+            "Results",
+            paragraphs=[f"{report.queries} {labels} over {report.documents} documents."],
+            tables=[Table(["measure", "value"], [
+                ("nDCG@10 old", report.ndcg_old), ("nDCG@10 new", report.ndcg_new),
+                ("paired randomization test p", report.p_value),
+                ("mean overlap@10", report.overlap_at_10),
+                ("share of queries whose top-1 changed", report.top1_changed),
+                ("rank correlation of dense scores (Spearman)", report.rank_correlation)],
+                digits=4)],
+            figures=[
+                Figure("overlap@10", figures.distributions(
+                    [("queries", [per["overlap@10"][q] for q in qids])], "overlap of the two top-10",
+                    bins=11)),
+                Figure("per-query nDCG@10", figures.paired_scatter(
+                    [per["ndcg_old"][q] for q in qids], [per["ndcg_new"][q] for q in qids],
+                    "nDCG@10 old", "nDCG@10 new")),
+            ],
+        ),
+    ]
+
+
+def write_migration_report(report: Any, folder: str | Path, force: bool = False) -> Path:
+    """report.json and report.html of ``vecdoctor compare-pipelines``."""
+    from vecdoctor.persist import MIGRATION
+
+    html = render_html(f"vecdoctor pipeline comparison: {report.verdict}",
+                       migration_sections(report),
+                       subtitle=f"{report.old['model']} -> {report.new['model']}")
+    return Path(write_report_folder(folder, MIGRATION, force, html, report.to_dict()))

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 ROUTES = ("/search", "/v1/embeddings", "/health", "/stats", "/monitor", "/metrics", "/admin/reload")
+METHODS = ("GET", "POST")
 ALARMS = ("anisotropy", "out_of_distribution", "no_lexical_match", "truncation")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -32,14 +33,15 @@ class HealthCollector:
 
         snap = self.stats.snapshot()
         requests = CounterMetricFamily("vecdoctor_requests", "Requests answered, by route",
-                                       labels=["route"])
+                                       labels=["method", "route"])
         other = 0
-        for path, count in snap["requests"].items():
-            if path in ROUTES:
-                requests.add_metric([path], count)
+        for key, count in snap["requests"].items():
+            method, _, route = key.partition(" ")
+            if route in ROUTES and method in METHODS:
+                requests.add_metric([method, route], count)
             else:
                 other += count
-        requests.add_metric(["other"], other)
+        requests.add_metric(["other", "other"], other)
         yield requests
         codes = CounterMetricFamily("vecdoctor_responses", "Responses, by HTTP status code",
                                     labels=["code"])
@@ -50,12 +52,13 @@ class HealthCollector:
         latency = GaugeMetricFamily(
             "vecdoctor_request_latency_milliseconds",
             "Latency of the recent requests of a route, by quantile",
-            labels=["route", "quantile"],
+            labels=["method", "route", "quantile"],
         )
-        for path, values in snap["latency"].items():
-            if path in ROUTES:
+        for key, values in snap["latency"].items():
+            method, _, route = key.partition(" ")
+            if route in ROUTES and method in METHODS:
                 for q in ("50", "95", "99"):
-                    latency.add_metric([path, f"0.{q}"], values[f"p{q}_ms"])
+                    latency.add_metric([method, route, f"0.{q}"], values[f"p{q}_ms"])
         yield latency
         yield GaugeMetricFamily("vecdoctor_uptime_seconds", "Seconds since the server started",
                                 value=snap["uptime_s"])

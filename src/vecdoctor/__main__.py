@@ -1,0 +1,5 @@
+"""``python -m vecdoctor``: the command line."""
+
+from vecdoctor.cli import main
+
+main()
