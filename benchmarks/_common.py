@@ -16,18 +16,23 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 def machine() -> dict[str, Any]:
-    cpu = ""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in {"model name", "cpu family", "model"} and key not in fields:
+                fields[key] = value.strip()
+            if line == "" and fields:
                 break
     except OSError:
         pass
     return {
         "platform": platform.platform(),
         "python": sys.version.split()[0],
-        "cpu": cpu,
+        "cpu": fields.get("model name", ""),
+        "cpu_family": fields.get("cpu family"),
+        "cpu_model": fields.get("model"),
         "cores": os.cpu_count(),
         "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }

@@ -55,13 +55,13 @@ def build_index(docs: int, max_length: int) -> Path:
     return folder
 
 
-def start_server(index: Path, queue_limit: int) -> tuple[subprocess.Popen, str]:
+def start_server(index: Path, queue_limit: int, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     exe = str(Path(sys.executable).with_name("vecdoctor"))
     env = {**os.environ, "VECDOCTOR_API_KEY": KEY, "TOKENIZERS_PARALLELISM": "false"}
     log = open(RESULTS / ".cache" / f"serve-{port}.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [exe, "serve", str(index), "--port", str(port), "--queue-limit", str(queue_limit)],
+        [exe, "serve", str(index), "--port", str(port), "--queue-limit", str(queue_limit), *extra],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     url = f"http://127.0.0.1:{port}"

@@ -42,6 +42,32 @@ def test_fastest_variant_that_keeps_quality_is_chosen():
     assert recommend([base, lossy], Prefer.SPEED)[0] is base
 
 
+def _model(name, per_query, rate):
+    import numpy as np
+
+    values = dict(enumerate(per_query))
+    return ModelRow(name, 384, "onnx", "fp32", False, rate, 5.0, float(np.mean(per_query)), 0.7,
+                    0.9, 0.1, 1536, per_query={str(k): float(v) for k, v in values.items()})
+
+
+def test_a_model_best_by_noise_is_a_tie_decided_by_speed():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, 200)
+    noise = rng.normal(0, 0.05, 200)
+    noisy = base + noise - noise.mean() + 0.0014  # ahead by 0.0014 on average, as by chance
+    slow_best = _model("tiny-gain", noisy, rate=30.0)
+    fast = _model("minilm", base, rate=60.0)
+    pick, reason = recommend([slow_best, fast], Prefer.QUALITY)
+    assert pick is fast
+    assert reason.startswith("tie:") and "tiny-gain" in reason and "faster" in reason
+    # a real gain (0.05, the same on every query) passes the gate and stays
+    better = _model("better", base + 0.05, rate=30.0)
+    pick, reason = recommend([better, fast], Prefer.QUALITY)
+    assert pick is better and "highest nDCG@10" in reason and not reason.startswith("tie")
+
+
 def test_chosen_backend_goes_into_the_pipeline():
     comp = Comparison([_row()], Prefer.SPEED, "minilm", "why", backend="openvino", precision="int8")
     empty = VariantsReport("d", "minilm", 1, 1, False, [])

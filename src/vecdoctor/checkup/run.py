@@ -14,12 +14,11 @@ from typing import Any
 from vecdoctor.config import Precision
 from vecdoctor.data import Dataset, load_dataset
 from vecdoctor.errors import InputError, VecdoctorError
+from vecdoctor.evaluate.metrics import MAX_P, MIN_GAIN
 from vecdoctor.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-MIN_GAIN = 0.005  # nDCG@10 points a fix must add ...
-MAX_P = 0.05  # ... with a paired randomization test below this p-value
 PRECISION_KEEP = 0.99  # quantized storage must keep this share of float32 nDCG@10
 
 QUICK = {"max_queries": 100, "max_docs": 500, "diagnose_sample": 400, "layer_sample": 128,

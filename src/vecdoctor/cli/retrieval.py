@@ -107,9 +107,19 @@ def index_command(
             "dim": index.dim,
             "precision": str(index.precision),
             "transform": type(index.transform).__name__ if index.transform is not None else None,
+            "baseline": _baseline_line(index),
             "seconds": round(time.perf_counter() - start, 2),
         }
     )
+
+
+def _baseline_line(index: object) -> dict[str, object] | None:
+    """What the monitor will compare traffic with (None for a LanceDB table)."""
+    base = getattr(index, "baseline", None)
+    if base is None:
+        return None
+    return {"queries": base.queries, "ood_threshold": round(base.ood_threshold, 4),
+            "mean_cosine": round(base.mean_cosine, 4), "truncation_rate": base.truncation_rate}
 
 
 def open_index(location: Path, table: str = "documents") -> object:

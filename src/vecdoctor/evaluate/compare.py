@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -15,7 +15,7 @@ import numpy as np
 from vecdoctor.config import SearchMode, _Choice
 from vecdoctor.data import Dataset
 from vecdoctor.errors import InputError, VecdoctorError
-from vecdoctor.evaluate.metrics import evaluate_run
+from vecdoctor.evaluate.metrics import MAX_P, MIN_GAIN, evaluate_run
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class ModelRow:
     bytes_per_vector: int | None = None
     error: str | None = None
     skipped: str | None = None  # left out by the time budget; docs_per_second is the probe's
+    per_query: dict[str, float] | None = field(default=None, repr=False)  # nDCG@10 per query
 
     @property
     def measured(self) -> bool:
@@ -61,6 +62,7 @@ class ModelRow:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("per_query")
         d["ndcg@10"] = d.pop("ndcg_at_10")
         d["recall@10"] = d.pop("recall_at_10")
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
@@ -120,7 +122,8 @@ def _measure(
     run, latencies = measure_queries(
         searcher, qids, [dataset.queries[q] for q in qids], k, SearchMode.DENSE, None
     )
-    metrics = evaluate_run(dataset.qrels, run, ("ndcg@10", "recall@10")).metrics
+    evaluation = evaluate_run(dataset.qrels, run, ("ndcg@10", "recall@10"))
+    metrics = evaluation.metrics
     latencies = latencies[: max(1, latency_queries)]
     sample = docs[np.random.default_rng(0).permutation(len(docs))[:2000]]
     return ModelRow(
@@ -137,6 +140,7 @@ def _measure(
         isotropy=isotropy_score(sample),
         mean_cosine=mean_pairwise_cosine(sample),
         bytes_per_vector=4 * enc.dimension,
+        per_query=evaluation.per_query["ndcg@10"],
     )
 
 
@@ -159,10 +163,7 @@ def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[ModelRow 
     floor = (best_q.ndcg_at_10 or 0) - QUALITY_MARGIN
     close = [r for r in ok if (r.ndcg_at_10 or 0) >= floor and _keeps_quality(r, ok)]
     if prefer is Prefer.QUALITY or len(ok) == 1:
-        pick = best_q
-        others = sorted((r for r in plain if r is not pick), key=lambda r: -(r.ndcg_at_10 or 0))
-        runner = f"; next best {others[0].model} {others[0].ndcg_at_10:.4f}" if others else ""
-        return pick, f"{pick.model} has the highest nDCG@10 ({pick.ndcg_at_10:.4f}{runner})"
+        return _best_through_gate(best_q, plain or ok)
     if prefer is Prefer.SPEED:
         pick = max(close, key=lambda r: r.docs_per_second or 0)
         kept = ""
@@ -183,6 +184,50 @@ def recommend(rows: Sequence[ModelRow], prefer: Prefer | str) -> tuple[ModelRow 
         f"{pick.ndcg_at_10:.4f}, within {QUALITY_MARGIN} of the best ({best_q.model} {best_q.ndcg_at_10:.4f}, "
         f"{best_q.bytes_per_vector} bytes); int8/binary storage divides this by 4/32"
     )
+
+
+def beats(a: ModelRow, b: ModelRow) -> tuple[bool, float]:
+    """Whether ``a`` wins over ``b`` through the gate every fix passes: at least MIN_GAIN
+    nDCG@10 with p < MAX_P (paired randomization test on the per-query values), and the p."""
+    from vecdoctor.evaluate.metrics import randomization_test
+
+    gain = (a.ndcg_at_10 or 0) - (b.ndcg_at_10 or 0)
+    if a.per_query is None or b.per_query is None:
+        return gain >= MIN_GAIN, float("nan")  # no per-query values: the size rule alone
+    p = randomization_test(a.per_query, b.per_query)
+    return gain >= MIN_GAIN and p < MAX_P, p
+
+
+def _second_priority(row: ModelRow) -> tuple[float, float, int]:
+    """How ties are broken: faster, then smaller vectors, then the default model."""
+    return (-(row.docs_per_second or 0), float(row.bytes_per_vector or 0),
+            0 if row.model == REFERENCE_MODEL else 1)
+
+
+def _best_through_gate(best: ModelRow, rows: Sequence[ModelRow]) -> tuple[ModelRow, str]:
+    """The best model by nDCG@10 is kept only if it beats each other one through the gate;
+    among those it does not beat, the second priority decides, and the reason says it was a tie."""
+    tied = []
+    for row in rows:
+        if row is best:
+            continue
+        wins, p = beats(best, row)
+        if not wins:
+            tied.append((row, p))
+    others = sorted((r for r in rows if r is not best), key=lambda r: -(r.ndcg_at_10 or 0))
+    if not tied:
+        runner = f"; next best {others[0].model} {others[0].ndcg_at_10:.4f}" if others else ""
+        return best, f"{best.model} has the highest nDCG@10 ({best.ndcg_at_10:.4f}{runner})"
+    pick = min([best, *(r for r, _ in tied)], key=_second_priority)
+    pairs = ", ".join(f"{r.model} {r.ndcg_at_10:.4f} (p={p:.2g})" for r, p in tied)
+    if pick is best:
+        return best, (f"tie: {best.model} has the highest nDCG@10 ({best.ndcg_at_10:.4f}) but does "
+                      f"not beat {pairs} by {MIN_GAIN} at p < {MAX_P}; it is also the fastest of "
+                      f"them ({best.docs_per_second:.1f} docs/s), so it stays")
+    return pick, (f"tie: {best.model} {best.ndcg_at_10:.4f} does not beat {pairs} by {MIN_GAIN} "
+                  f"nDCG@10 at p < {MAX_P}; {pick.model} is chosen as the faster "
+                  f"({pick.docs_per_second:.1f} docs/s against {best.docs_per_second:.1f}), "
+                  f"then smaller and simpler")
 
 
 def convertible(model: str) -> bool:

@@ -23,6 +23,12 @@ DEFAULT_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 _FAMILIES = {"ndcg": "ndcg_cut", "recall": "recall", "map": "map_cut", "p": "P", "mrr": "recip_rank"}
 
 
+MIN_GAIN = 0.005
+"""The gate of every decision (a fix, a model, a pipeline switch): nDCG@10 points it must add ..."""
+MAX_P = 0.05
+"""... with a two-sided paired randomization test below this p-value."""
+
+
 def parse_metric(name: str) -> tuple[str, int]:
     """``"ndcg@10"`` -> ``("ndcg", 10)``; a bad name lists the valid forms."""
     m = re.fullmatch(r"(ndcg|recall|map|p|mrr)@(\d+)", name.strip().lower())

@@ -28,11 +28,10 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.errors import InputError
+from vecdoctor.evaluate.metrics import MAX_P, MIN_GAIN
 
 logger = logging.getLogger(__name__)
 
-MIN_GAIN = 0.005
-ALPHA = 0.05
 SAME_OVERLAP = 0.8
 SAME_TOP1 = 0.8
 
@@ -150,10 +149,10 @@ def decide(report: MigrationReport) -> tuple[str, str]:
                f"p={report.p_value:.3g}), overlap@10 {report.overlap_at_10:.2f}, top-1 changed for "
                f"{report.top1_changed:.0%} of {report.queries} queries, rank correlation "
                f"{report.rank_correlation:.2f}")
-    if delta <= -MIN_GAIN and report.p_value < ALPHA:
+    if delta <= -MIN_GAIN and report.p_value < MAX_P:
         return "regression", f"the new pipeline is worse: {numbers}; do not switch"
     if report.overlap_at_10 >= SAME_OVERLAP and 1 - report.top1_changed >= SAME_TOP1:
         return "equivalent", f"the new pipeline returns nearly the same results: {numbers}"
-    better = delta >= MIN_GAIN and report.p_value < ALPHA
+    better = delta >= MIN_GAIN and report.p_value < MAX_P
     return "safe", (f"the new pipeline {'is better' if better else 'is no worse'} but its results "
                     f"differ: {numbers}; clients will see different rankings")
