@@ -104,3 +104,39 @@ def test_sample_dataset_keeps_relevant_documents(beir_dir):
     ids = {d.id for d in ds.corpus}
     assert len(ds.qrels) == 20 and len(ds.corpus) == 100
     assert all(d in ids for rels in ds.qrels.values() for d in rels)
+
+
+def _questions_that_are_documents():
+    """The built-in sample as a duplicate-questions collection: the first passage of a topic is
+    a query (with its own id) and the topic's second passage its answer."""
+    from collections import defaultdict
+
+    from vecdoctor.data import Dataset, sample_corpus
+
+    docs = sample_corpus()
+    by_topic = defaultdict(list)
+    for d in docs:
+        by_topic[d.title].append(d)
+    pairs = [(p[0], p[1]) for p in by_topic.values() if len(p) >= 2][:20]
+    queries = {q.id: q.text[:300] for q, _ in pairs}
+    qrels = {q.id: {a.id: 1} for q, a in pairs}
+    keep = {d.id for pair in pairs for d in pair}
+    corpus = [d for d in docs if d.id in keep] + [d for d in docs if d.id not in keep][:60]
+    return Dataset(corpus=corpus, queries=queries, qrels=qrels, name="self-hits")
+
+
+def test_a_query_never_counts_its_own_document():
+    from vecdoctor.evaluate.variants import evaluate_variants
+
+    ds = _questions_that_are_documents()
+    options = {"max_length": 128}
+    skipped = evaluate_variants(ds, "minilm", ["dense"], encoder_options=options).get("dense")
+    ds.keep_self_hits = True
+    kept = evaluate_variants(ds, "minilm", ["dense"], encoder_options=options).get("dense")
+    assert skipped.self_hits == len(ds.queries) and kept.self_hits == 0
+    assert skipped.to_dict()["self_hits_removed"] == len(ds.queries)
+    for qid, ranked in skipped.run.items():
+        assert qid not in ranked and len(ranked) == min(len(kept.run[qid]), len(ds.corpus) - 1)
+    # each query finds itself first when kept: the answer can never be first, nDCG@10 is lower
+    assert all(max(r, key=r.get) == q for q, r in kept.run.items())
+    assert skipped.ndcg > kept.ndcg + 0.1

@@ -48,6 +48,10 @@ class Dataset:
     name: str = "corpus"
     split: str | None = None
     self_supervised: bool = False
+    keep_self_hits: bool = False
+    """Whether a retrieved document whose id is the query's own id counts. It does not by
+    default, as in BEIR and MTEB: in collections where queries are themselves documents
+    (duplicate questions, arguments), a query finding itself is not an answer."""
 
     @property
     def has_labels(self) -> bool:

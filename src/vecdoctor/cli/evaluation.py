@@ -45,16 +45,24 @@ class _Steps:
             typer.echo(f"[{elapsed:6.1f}s{eta}] {message}", err=True)
 
 
-def _dataset(data: Path, split: str, sample: str | None) -> Any:
+def _dataset(data: Path, split: str, sample: str | None, keep_self_hits: bool = False) -> Any:
     from vecdoctor.checkup.run import prepare_dataset
     from vecdoctor.data import Dataset, sample_corpus
     from vecdoctor.errors import InputError
 
     if sample:
-        return prepare_dataset(Dataset(corpus=sample_corpus(sample), name=sample))
-    if data is None:
+        ds = prepare_dataset(Dataset(corpus=sample_corpus(sample), name=sample))
+    elif data is None:
         raise InputError("give a DATA folder or file, or --sample python-docs")
-    return prepare_dataset(data, split=split)
+    else:
+        ds = prepare_dataset(data, split=split)
+    ds.keep_self_hits = keep_self_hits
+    return ds
+
+
+KEEP_SELF_HITS = typer.Option(
+    False, "--keep-self-hits", help="Count a retrieved document whose id is the query's id "
+    "(left out by default, as BEIR and MTEB do: a query that is itself a document)")
 
 
 _VARIANTS_HELP = (
@@ -91,6 +99,7 @@ def evaluate(
     output: Path = typer.Option(None, "-o", "--output", help="Folder for results.json and TREC run files"),
     sample: str = typer.Option(None, "--sample", help="Use a built-in sample corpus instead of DATA"),
     plain: bool = typer.Option(False, "--plain", help="A table for people instead of JSON"),
+    keep_self_hits: bool = KEEP_SELF_HITS,
     force: bool = FORCE,
 ) -> None:
     """Evaluate pipeline variants, or a saved index: nDCG@10, recall, MRR, speed and size in one table."""
@@ -101,7 +110,8 @@ def evaluate(
     if index is not None:
         report = _evaluate_saved(data, index, table or "documents", model, modes, split,
                                  {"--variants": variants, "--store": store, "--uri": uri,
-                                  "--rerank": rerank, "--rerank-fusion": rerank_fusion, "--sample": sample})
+                                  "--rerank": rerank, "--rerank-fusion": rerank_fusion, "--sample": sample},
+                                 keep_self_hits)
     else:
         from vecdoctor.errors import InputError
         from vecdoctor.evaluate.variants import (
@@ -115,7 +125,7 @@ def evaluate(
             raise InputError("--modes and --table are for --index; to choose what is built, use --variants")
         names = parse_variants(variants) if variants is not None else None
         stores = parse_stores(store or "dir")
-        ds = _dataset(data, split, sample)
+        ds = _dataset(data, split, sample, keep_self_hits)
         steps = _Steps(len(names or DEFAULT_VARIANTS) * len(stores))
         report = evaluate_variants(ds, model or "minilm", names, reranker=rerank, progress=steps,
                                    store=stores, uri=uri, rerank_fusion=rerank_fusion or "rrf",
@@ -140,7 +150,8 @@ def evaluate(
 
 
 def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | None,
-                    modes: str | None, split: str, ignored: dict[str, str | None]) -> VariantsReport:
+                    modes: str | None, split: str, ignored: dict[str, str | None],
+                    keep_self_hits: bool = False) -> VariantsReport:
     """`evaluate DATA --index PATH`: the dataset's queries through a saved index, per mode."""
     from vecdoctor.cli.retrieval import check_model, open_index
     from vecdoctor.data import load_dataset
@@ -157,6 +168,7 @@ def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | 
     idx = open_index(location, table)
     check_model(idx, model)
     ds = load_dataset(data, split=split)
+    ds.keep_self_hits = keep_self_hits
     return evaluate_index(idx, ds, chosen, progress=_Steps(len(chosen)))
 
 
@@ -198,6 +210,7 @@ def compare_models_cmd(
         "are listed as skipped, not measured (the fastest always runs)",
     ),
     plain: bool = typer.Option(False, "--plain"),
+    keep_self_hits: bool = KEEP_SELF_HITS,
 ) -> None:
     """Compare models on your data and recommend one by your priority."""
     from vecdoctor.checkup.run import installed_models
@@ -205,7 +218,7 @@ def compare_models_cmd(
 
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else installed_models()
-    ds = _dataset(data, split, sample)
+    ds = _dataset(data, split, sample, keep_self_hits)
     comp = compare_models(ds, names, prefer=prefer, progress=_Steps(len(names)), time_budget=time_budget)
     if plain:
         _print_table([r.to_dict() for r in comp.rows],
@@ -230,6 +243,7 @@ def checkup_cmd(
     rerank_precision: str = RERANK_PRECISION,
     sample: str = typer.Option(None, "--sample", help="Run on a built-in sample corpus: python-docs"),
     seed: int = typer.Option(0, "--seed"),
+    keep_self_hits: bool = KEEP_SELF_HITS,
     force: bool = FORCE,
 ) -> None:
     """The main job: compare models, diagnose, evaluate fixes, recommend a pipeline, write a report."""
@@ -241,7 +255,7 @@ def checkup_cmd(
 
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    ds = _dataset(data, split, sample)
+    ds = _dataset(data, split, sample, keep_self_hits)
     steps = _Steps(len(names or []) + 10)
     result = checkup(ds, names, prefer=prefer, quick=quick, reranker=rerank, seed=seed, progress=steps,
                      rerank_fusion=rerank_fusion or "rrf", rerank_backend=rerank_backend,

@@ -119,8 +119,9 @@ def _measure(
     searcher = Searcher(index, cache_size=0)
     enc.cache = None  # queries (and their latency) are always computed for real
     qids = sorted(dataset.qrels)
-    run, latencies = measure_queries(
-        searcher, qids, [dataset.queries[q] for q in qids], k, SearchMode.DENSE, None
+    run, latencies, _ = measure_queries(
+        searcher, qids, [dataset.queries[q] for q in qids], k, SearchMode.DENSE, None,
+        skip_self=not dataset.keep_self_hits,
     )
     evaluation = evaluate_run(dataset.qrels, run, ("ndcg@10", "recall@10"))
     metrics = evaluation.metrics

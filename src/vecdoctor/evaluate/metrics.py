@@ -209,4 +209,5 @@ def sample_dataset(ds: Dataset, max_queries: int | None, max_docs: int | None, s
         name=ds.name,
         split=ds.split,
         self_supervised=ds.self_supervised,
+        keep_self_hits=ds.keep_self_hits,
     )

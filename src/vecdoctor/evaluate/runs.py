@@ -45,6 +45,7 @@ class VariantResult:
     p_value: float | None = None
     store: str = str(Store.DIR)
     index: str | None = None  # where the searched index lives, when it outlives the evaluation
+    self_hits: int = 0  # queries whose own document (same id) was left out of their results
 
     @classmethod
     def from_run(
@@ -80,6 +81,7 @@ class VariantResult:
             "delta_ndcg@10": None if self.delta_ndcg is None else round(self.delta_ndcg, 4),
             "p_value": None if self.p_value is None else round(self.p_value, 4),
             "index": self.index,
+            "self_hits_removed": self.self_hits,
         }
 
 
@@ -144,18 +146,32 @@ def bytes_per_doc(index: Any) -> int:
 
 
 def measure_queries(
-    searcher: Any, qids: list[str], queries: list[str], k: int, mode: SearchMode, rerank: Any
-) -> tuple[Run, list[float]]:
-    """One search per query, timed one by one (after one warm-up search)."""
+    searcher: Any, qids: list[str], queries: list[str], k: int, mode: SearchMode, rerank: Any,
+    skip_self: bool = True,
+) -> tuple[Run, list[float], int]:
+    """One search per query, timed one by one (after one warm-up search).
+
+    With ``skip_self``, a query whose id is also a document id never retrieves that document
+    (one more hit is fetched, its own is dropped), as BEIR and MTEB evaluate; the count of the
+    queries this touched is returned with the run and the latencies.
+    """
     searcher.search(queries[0], k=k, mode=mode, rerank=rerank)
     run: Run = {}
     latencies = []
+    touched = 0
+    index = searcher.index
     for qid, query in zip(qids, queries, strict=True):
+        own = skip_self and qid in index
         start = time.perf_counter()
-        hits = searcher.search(query, k=k, mode=mode, rerank=rerank)
+        hits = searcher.search(query, k=min(k + 1, len(index)) if own else k, mode=mode,
+                               rerank=rerank)
         latencies.append((time.perf_counter() - start) * 1000)
+        if own:
+            kept = [h for h in hits if h.id != qid][:k]
+            touched += len(kept) < len(hits)
+            hits = kept
         run[qid] = ranked_scores([h.id for h in hits], [h.score for h in hits])
-    return run, latencies
+    return run, latencies, touched
 
 
 def compare_baselines(results: list[VariantResult], baseline_of: dict[str, str | None]) -> None:

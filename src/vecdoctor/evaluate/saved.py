@@ -101,12 +101,13 @@ def evaluate_index(
     results = []
     for mode in chosen:
         say(f"mode {mode}")
-        run, latencies = measure_queries(searcher, qids, queries, k, mode, None)
+        run, latencies, self_hits = measure_queries(searcher, qids, queries, k, mode, None,
+                                                    skip_self=not dataset.keep_self_hits)
         results.append(VariantResult.from_run(
             str(mode), DESCRIPTIONS[mode], dataset.qrels, run, latencies, metrics,
             docs_per_second=None,
             bytes_per_doc=0 if mode is SearchMode.BM25 else bytes_per_doc(index),
-            store=str(store), index=location(index),
+            store=str(store), index=location(index), self_hits=self_hits,
         ))
         logger.info("%s: ndcg@10 %.4f", mode, results[-1].ndcg)
     write_runs(results, runs_dir)

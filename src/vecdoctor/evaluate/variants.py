@@ -348,7 +348,9 @@ def evaluate_variants(
             index = builder.index_for(spec, where, lance_uri, tables)
             searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100),
                                 rerank_fusion=fusion)
-            run, latencies = measure_queries(searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None)
+            run, latencies, self_hits = measure_queries(
+                searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None,
+                skip_self=not dataset.keep_self_hits)
             how = f"{(rerank_info or {}).get('reranker')}, fusion {fusion}"
             results.append(VariantResult.from_run(
                 row, spec.description + (f" ({how})" if spec.rerank else ""), dataset.qrels,
@@ -356,6 +358,7 @@ def evaluate_variants(
                 docs_per_second=None if spec.mode is SearchMode.BM25 else builder.rate(spec),
                 bytes_per_doc=0 if spec.mode is SearchMode.BM25 else bytes_per_doc(index),
                 store=str(where), index=location(index) if uri is not None else None,  # kept at uri
+                self_hits=self_hits,
             ))
             baseline_of[row] = f"{spec.baseline}@{where}" if multi and spec.baseline else spec.baseline
             logger.info("%s: ndcg@10 %.4f", row, results[-1].ndcg)

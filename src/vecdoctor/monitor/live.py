@@ -132,6 +132,10 @@ class LiveHealth:
         limit = self._limit()
         if limit is None:
             return None
+        if all(len(t) + 4 <= limit for t in texts):
+            # a token covers at least one character: such short texts cannot reach the limit,
+            # and most queries are short, so they are not tokenized a second time
+            return np.zeros(len(texts), dtype=bool)
         try:
             return np.asarray(self.index.embedder.loaded.token_lengths(texts)) > limit
         except (AttributeError, NotImplementedError):

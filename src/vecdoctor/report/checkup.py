@@ -53,6 +53,11 @@ def variants_section(result: Any) -> Section:
     )
     png = figures.bars([r.name for r in rep.results], [("nDCG@10", [r.ndcg for r in rep.results])], "nDCG@10")
     described = tuple(f"{r.name}: {r.description}" for r in rep.results)
+    touched = max((r.self_hits for r in rep.results), default=0)
+    if touched:
+        described += (f"{touched} queries are themselves documents of the corpus: their own "
+                      "document was left out of their results, as BEIR and MTEB evaluate "
+                      "(--keep-self-hits counts it).",)
     return Section("Pipeline variants", described, (table,), (Figure("nDCG@10 per variant", png),),
                    anchor="pipeline-variants")
 
