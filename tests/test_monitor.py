@@ -148,6 +148,20 @@ def test_in_domain_traffic_raises_no_alarm_and_another_domain_does_at_once(index
     assert "add documents" in lines[0].getMessage()
 
 
+def test_documents_added_since_the_baseline_are_counted_with_their_geometry(index_dir,
+                                                                          split_sample):
+    from vecdoctor.index.store import Index
+    from vecdoctor.monitor.live import LiveHealth
+
+    grown = Index.load(index_dir)
+    grown.add(split_sample[1][:6])
+    snap = LiveHealth(grown, 20).snapshot()
+    assert snap["documents_since_baseline"] == 6
+    added = snap["added_documents"]
+    assert added["documents"] == 6 and -1 < added["mean_cosine"] < 1
+    assert 0 <= added["centroid_shift"] < 1
+
+
 def test_a_monitor_window_must_be_an_integer_of_twenty_or_more(index):
     from vecdoctor.monitor.live import LiveHealth
 

@@ -260,7 +260,10 @@ def compute_baseline(
         q_vecs = np.asarray(index.embed_queries(q_texts), dtype=np.float32)
         q_best, top = best_other(index, q_vecs, sources)
         no_match, agreement = _bm25_agreement(index, q_texts, top)
-    d_best = best_other(index, docs_v[:1000], rows[:1000], k=1)[0] if n > 1 else np.zeros(0)
+    # a random 1000 of the sample (not its first rows: the sample is in corpus order, and
+    # corpus order often follows topic or date)
+    sub = np.sort(rng.permutation(len(rows))[:1000])
+    d_best = best_other(index, docs_v[sub], rows[sub], k=1)[0] if n > 1 else np.zeros(0)
     return Baseline(
         documents=n,
         fingerprint=str(index.fingerprint),
@@ -278,7 +281,7 @@ def compute_baseline(
         bm25_no_match=no_match,
         bm25_dense_agreement=agreement,
         centroid=docs_v.mean(axis=0).astype(np.float32),
-        doc_sample=docs_v[:1000].astype(np.float32),
+        doc_sample=docs_v[sub].astype(np.float32),
         query_sample=q_vecs.astype(np.float32),
         length_sample=lengths if lengths is not None else np.zeros(0, np.int64),
         query_best=q_best.astype(np.float32),

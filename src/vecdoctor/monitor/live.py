@@ -79,10 +79,13 @@ class LiveHealth:
         self.windows = 0
         self.windows_alarmed: dict[str, int] = {}
         self.last_alarms: list[Alarm] = []
+        self._added: dict[str, Any] | None = None
+        self._added_key: int | None = None
         if self.baseline is None:
             logger.warning(
-                "this index has no baseline: out-of-distribution alarms are off; add one with "
-                "`vecdoctor baseline INDEX`"
+                "this index has no baseline: out-of-distribution alarms are off; %s",
+                "add one with `vecdoctor baseline INDEX`" if hasattr(index, "baseline")
+                else "LanceDB tables do not store one yet, serve a folder index for them",
             )
 
     # -- recording (called per query by the searcher) ------------------------------------------
@@ -183,8 +186,29 @@ class LiveHealth:
                 "truncation_rate": base.truncation_rate,
             },
             "documents_since_baseline": None if base is None else len(self.index) - base.documents,
+            "added_documents": self._added_geometry(),
             "alarms": [a.to_dict() for a in self.alarms(traffic)],
         }
+
+    def _added_geometry(self) -> dict[str, Any] | None:
+        """Mean pairwise cosine and centroid shift of the documents appended to the index since
+        its baseline (the last 1000 of them), computed once per index size."""
+        from vecdoctor.index.baseline import mean_cosine
+
+        base = self.baseline
+        stored = getattr(getattr(self.index, "vectors", None), "vectors", None)
+        if base is None or stored is None or len(self.index) - base.documents < 2:
+            return None
+        key = len(self.index)
+        if self._added_key != key:
+            added = np.asarray(stored[base.documents:][-1000:], dtype=np.float32)
+            centre = added.mean(axis=0)
+            shift = 1 - float(centre @ base.centroid) / max(
+                float(np.linalg.norm(centre) * np.linalg.norm(base.centroid)), 1e-12)
+            self._added = {"documents": key - base.documents, "mean_cosine": mean_cosine(added),
+                           "baseline_mean_cosine": base.mean_cosine, "centroid_shift": shift}
+            self._added_key = key
+        return self._added
 
     def alarms(self, traffic: dict[str, Any]) -> list[Alarm]:
         """The alarms the rolling statistics ``traffic`` raise (see the module)."""

@@ -25,13 +25,30 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.errors import IncompatibleError, InputError, require
+from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError, require
 from vecdoctor.scale import _rows
 
 logger = logging.getLogger(__name__)
 
 IO_CPUS = 0.25  # reading, filtering and writing hardly use a core; leave the rest to encoders
+IO_RESERVE = 2 * IO_CPUS
+"""CPUs the encoder actors never take: when the actors reserve every CPU, Ray Data cannot
+schedule a single read or write task and the job waits forever (a read stage "backpressured"
+with a budget of 0.2 CPU was seen doing exactly that)."""
 COMMIT_EVERY = 16  # Lance fragments per commit: how much work a crash can lose
+STALL_SECONDS = 600.0
+"""A run whose encoder stage yields no batch for this long fails with a message naming it."""
+
+
+class StalledError(VecdoctorError):
+    """A Ray run made no progress for longer than its watchdog allows."""
+
+
+def plan_cpus(workers: int, requested: float, total: float) -> float:
+    """CPUs each encoder actor reserves: what was asked, but never so much that the actors
+    leave less than :data:`IO_RESERVE` of the cluster's ``total`` to reading and writing."""
+    usable = max(float(total) - IO_RESERVE, 0.05 * workers)
+    return round(max(min(float(requested), usable / workers), 0.01), 3)
 
 
 @dataclass(frozen=True)
@@ -198,8 +215,15 @@ def _actor_stage(
     ds: Any, encoder: Any, fingerprint: str, transform: Any, workers: int, batch_size: int,
     cpus_per_worker: float, retries: int, keep_text: bool, actor_cls: type,
 ) -> Any:
+    import ray
     import ray.data
 
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    planned = plan_cpus(workers, cpus_per_worker, total)
+    if planned < cpus_per_worker:
+        logger.info("%d encoder workers on %.0f CPUs: each reserves %.2f CPU, so that reading "
+                    "and writing keep %.2f", workers, total, planned, IO_RESERVE)
+    cpus_per_worker = planned
     config = {**encoder.config(), "fingerprint": encoder.fingerprint}
     return ds.map_batches(
         actor_cls,
@@ -237,6 +261,7 @@ def encode_corpus(
     retries: int = 2,
     keep_text: bool = False,
     actor_cls: type = EncodeActor,
+    stall_seconds: float = STALL_SECONDS,
 ) -> EncodeResult:
     """Encode ``source`` on Ray into ``output`` and return what was done.
 
@@ -253,6 +278,8 @@ def encode_corpus(
             starts a local one for the duration of the call.
         retries: times a failing batch is re-encoded before the job fails.
         keep_text: also write ``title`` and ``text`` (what a LanceDB table needs).
+        stall_seconds: fail with :class:`StalledError` naming the stuck stage when no batch
+            comes out for this long (instead of waiting forever).
     """
     _check_run(workers, batch_size, retries)
     enc = _encoder(encoder)
@@ -272,7 +299,7 @@ def encode_corpus(
                                cpus_per_worker, retries, keep_text, actor_cls)
         parts = vectors.map_batches(_write_part, fn_kwargs={"target": target},
                                     batch_format="pyarrow", batch_size=None, num_cpus=IO_CPUS)
-        encoded = _collect(parts, target)
+        encoded = _collect(parts, target, stall_seconds)
     seconds = time.perf_counter() - start
     skipped = total - encoded
     logger.info("encoded %d documents (%d already written) into %s in %.1f s",
@@ -280,11 +307,57 @@ def encode_corpus(
     return EncodeResult(str(output), encoded, skipped, total, dim, fingerprint, workers, seconds)
 
 
-def _collect(parts: Any, target: dict[str, Any]) -> int:
+def watched(blocks: Any, stall_seconds: float, what: str) -> Iterator[Any]:
+    """The batches of a Ray Data iterator, consumed in a thread of their own; if none arrives
+    for ``stall_seconds``, :class:`StalledError` says which stage is stuck instead of waiting
+    forever, and progress (batches, rows, rate) is logged every half minute."""
+    import queue
+    import threading
+
+    inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
+
+    def pump() -> None:
+        try:
+            for block in blocks:
+                inbox.put(("block", block))
+            inbox.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
+            inbox.put(("error", exc))
+
+    threading.Thread(target=pump, name="vecdoctor-ray-iter", daemon=True).start()
+    start = last_log = time.monotonic()
+    batches = rows = 0
+    while True:
+        try:
+            kind, item = inbox.get(timeout=stall_seconds)
+        except queue.Empty:
+            stage = ("no batch has come out of the encoder actors yet (reading the corpus or "
+                     "starting the actors is stuck)" if batches == 0 else
+                     f"the encoder actors stopped returning batches after {rows} rows")
+            raise StalledError(
+                f"{what}: no progress for {stall_seconds:.0f} s: {stage}; check that every node "
+                "has the model installed and free CPUs, or use fewer --workers"
+            ) from None
+        if kind == "done":
+            return
+        if kind == "error":
+            raise item
+        batches += 1
+        rows += int(item.num_rows)
+        now = time.monotonic()
+        if now - last_log >= 30:
+            logger.info("%s: %d batches, %d rows, %.1f rows/s", what, batches, rows,
+                        rows / max(now - start, 1e-9))
+            last_log = now
+        yield item
+
+
+def _collect(parts: Any, target: dict[str, Any], stall_seconds: float = STALL_SECONDS) -> int:
     """Drive the pipeline; for Lance, commit fragments every :data:`COMMIT_EVERY`."""
     encoded = 0
     pending: list[str] = []
-    for block in parts.iter_batches(batch_size=None, batch_format="pyarrow"):
+    blocks = parts.iter_batches(batch_size=None, batch_format="pyarrow")
+    for block in watched(blocks, stall_seconds, "encoding"):
         encoded += int(np.sum(block.column("rows").to_numpy())) if block.num_rows else 0
         if target["format"] == "lance":
             pending += block.column("part").to_pylist()
@@ -328,9 +401,10 @@ def fit_transform(
             ds = ds.random_sample(min(1.0, 1.2 * sample / total), seed=seed).limit(sample)
         out = _actor_stage(ds, enc, enc.fingerprint, None, workers, batch_size, 1.0, 2, False,
                            EncodeActor)
+        blocks = out.iter_batches(batch_size=None, batch_format="pyarrow")
         vectors = np.concatenate(
             [_rows.vector_matrix(b.column("vector"))
-             for b in out.iter_batches(batch_size=None, batch_format="pyarrow")]
+             for b in watched(blocks, STALL_SECONDS, "encoding the fitting sample")]
         )
     logger.info("fitting %s on %d sampled documents of %d", kind, len(vectors), total)
     return make_transform(kind, **params).fit(vectors, fingerprint=enc.fingerprint, model_id=enc.model_id)
