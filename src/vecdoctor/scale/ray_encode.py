@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,7 +49,7 @@ def plan_cpus(workers: int, requested: float, total: float) -> float:
     """CPUs each encoder actor reserves: what was asked, but never so much that the actors
     leave less than :data:`IO_RESERVE` of the cluster's ``total`` to reading and writing."""
     usable = max(float(total) - IO_RESERVE, 0.05 * workers)
-    return round(max(min(float(requested), usable / workers), 0.01), 3)
+    return max(math.floor(min(float(requested), usable / workers) * 1000) / 1000, 0.001)
 
 
 @dataclass(frozen=True)
@@ -315,41 +316,49 @@ def watched(blocks: Any, stall_seconds: float, what: str) -> Iterator[Any]:
     import threading
 
     inbox: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
+    stop = threading.Event()  # set when the consumer gives up: the pump then asks for no more
 
     def pump() -> None:
         try:
             for block in blocks:
+                if stop.is_set():
+                    return
                 inbox.put(("block", block))
             inbox.put(("done", None))
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
-            inbox.put(("error", exc))
+            if not stop.is_set():
+                inbox.put(("error", exc))
 
     threading.Thread(target=pump, name="vecdoctor-ray-iter", daemon=True).start()
     start = last_log = time.monotonic()
     batches = rows = 0
-    while True:
-        try:
-            kind, item = inbox.get(timeout=stall_seconds)
-        except queue.Empty:
-            stage = ("no batch has come out of the encoder actors yet (reading the corpus or "
-                     "starting the actors is stuck)" if batches == 0 else
-                     f"the encoder actors stopped returning batches after {rows} rows")
-            raise StalledError(
-                f"{what}: no progress for {stall_seconds:.0f} s: {stage}; check that every node "
-                "has the model installed and free CPUs, or use fewer --workers"
-            ) from None
-        if kind == "done":
-            return
-        if kind == "error":
-            raise item
-        batches += 1
-        rows += int(item.num_rows)
-        now = time.monotonic()
-        if now - last_log >= 30:
-            logger.info("%s: %d batches, %d rows, %.1f rows/s", what, batches, rows,
-                        rows / max(now - start, 1e-9))
-            last_log = now
-        yield item
+    try:
+        while True:
+            try:
+                kind, item = inbox.get(timeout=stall_seconds)
+            except queue.Empty:
+                stop.set()
+                stage = ("no batch has come out of the encoder actors yet (reading the corpus or "
+                         "starting the actors is stuck)" if batches == 0 else
+                         f"the encoder actors stopped returning batches after {rows} rows")
+                raise StalledError(
+                    f"{what}: no progress for {stall_seconds:.0f} s: {stage}; check that every node "
+                    "has the model installed and free CPUs, or use fewer --workers"
+                ) from None
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            batches += 1
+            rows += int(item.num_rows)
+            now = time.monotonic()
+            if now - last_log >= 30:
+                logger.info("%s: %d batches, %d rows, %.1f rows/s", what, batches, rows,
+                            rows / max(now - start, 1e-9))
+                last_log = now
+            yield item
+    finally:
+        stop.set()  # the consumer stopped early or the iterator ended: ask for no more
 
 
 def _collect(parts: Any, target: dict[str, Any], stall_seconds: float = STALL_SECONDS) -> int:

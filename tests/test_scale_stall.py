@@ -1,0 +1,104 @@
+"""Ray encoding that cannot stall: on a cluster of exactly 2 CPUs (this machine's size), 2 and 4
+encoder workers still finish with the local encoder's vectors, because the actors never
+reserve the CPUs reading and writing need; and a run that stops moving fails with a message
+naming the stuck stage instead of waiting forever."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.filterwarnings("ignore:lance is not fork-safe:UserWarning")]
+
+MAX_LENGTH = 32
+
+
+def test_actors_always_leave_cpus_to_reading_and_writing():
+    from vecdoctor.scale.ray_encode import IO_RESERVE, plan_cpus
+
+    for total in (1, 2, 3, 16):
+        for workers in (1, 2, 4, 8, 32):
+            each = plan_cpus(workers, 1.0, total)
+            assert 0 < each <= 1.0
+            assert workers * each <= max(total - IO_RESERVE, 0.05 * workers) + 1e-9
+    assert plan_cpus(2, 1.0, 16) == 1.0  # room enough: what was asked
+
+
+def test_a_run_that_stops_moving_fails_naming_the_stage():
+    from vecdoctor.scale.ray_encode import StalledError, watched
+
+    def stuck():
+        yield _Block(3)
+        time.sleep(30)
+        yield _Block(3)
+
+    got = []
+    with pytest.raises(StalledError, match="stopped returning batches after 3 rows"):
+        for block in watched(stuck(), 0.5, "encoding"):
+            got.append(block)
+    assert len(got) == 1
+    with pytest.raises(StalledError, match="no batch has come out"):
+        list(watched((time.sleep(30) for _ in range(1)), 0.5, "encoding"))
+
+
+class _Block:
+    def __init__(self, rows: int) -> None:
+        self.num_rows = rows
+
+
+@pytest.fixture(scope="module")
+def two_cpus():
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("lance")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [2, 4])
+def test_as_many_workers_as_cpus_or_more_finish(two_cpus, real_corpus, tmp_path, workers):
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.scale.ray_encode import encode_corpus, read_vectors
+
+    docs = real_corpus[:240]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n"
+                            for d in docs), encoding="utf-8")
+    encoder = Encoder("minilm", max_length=MAX_LENGTH)
+    result = encode_corpus(path, tmp_path / "out", encoder, workers=workers, batch_size=16,
+                           stall_seconds=120)
+    assert result.encoded == len(docs)
+    ids, vectors, _ = read_vectors(tmp_path / "out")
+    assert sorted(ids) == sorted(d.id for d in docs)
+    want = dict(zip((d.id for d in docs), encoder.encode_documents([d.content for d in docs]),
+                    strict=True))
+    assert max(float(np.abs(v - want[i]).max()) for i, v in zip(ids, vectors, strict=True)) < 1e-4
+
+
+@pytest.mark.slow
+def test_without_the_plan_the_read_stage_starves_and_the_watchdog_says_so(two_cpus, real_corpus,
+                                                                          tmp_path, monkeypatch):
+    """What happened before the plan: two actors reserving a CPU each on 2 CPUs leave Ray Data
+    no budget for the read task ("backpressured: ResourceBudget", 0.2 CPU) and nothing moves.
+    The watchdog turns that into an error. (Last in this module: the stuck run is torn down
+    with the cluster.)"""
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.scale import ray_encode
+
+    docs = real_corpus[:240]
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n"
+                            for d in docs), encoding="utf-8")
+    monkeypatch.setattr(ray_encode, "plan_cpus", lambda workers, requested, total: requested)
+    start = time.monotonic()
+    with pytest.raises(ray_encode.StalledError, match="no progress for 20 s"):
+        ray_encode.encode_corpus(path, tmp_path / "out", Encoder("minilm", max_length=MAX_LENGTH),
+                                 workers=2, batch_size=16, stall_seconds=20)
+    assert time.monotonic() - start < 120
+    two_cpus.shutdown()
