@@ -211,3 +211,18 @@ def wait_until_up(url: str, proc=None, seconds: float = 120) -> None:  # type: i
                 raise AssertionError(proc.stderr.read().decode() if proc.stderr else "exited") from None
             time.sleep(0.1)
     raise AssertionError(f"{url} did not come up within {seconds} s")
+
+
+def local_ray(num_cpus: int):  # type: ignore[no-untyped-def]
+    """A local Ray cluster of ``num_cpus`` CPUs for a test module (skips without the extra);
+    a generator for a module fixture: ``yield from rs.local_ray(2)``."""
+    import pytest
+
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("lance")
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 2**20)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import retrieval_support as rs
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:whitening fitted on:UserWarning"),
@@ -247,14 +248,10 @@ def test_lance_missing_table_is_a_clear_error(tmp_path: Path) -> None:
 # -- Ray -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("lance")
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
-             object_store_memory=200 * 2**20)
-    # the test module's actor subclasses must travel to the workers by value
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    yield ray
-    ray.shutdown()
+    for ray in rs.local_ray(3):
+        # the test module's actor subclasses must travel to the workers by value
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        yield ray
 
 
 def _flaky(marker: Path, poison: str) -> type:

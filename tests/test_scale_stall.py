@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+import retrieval_support as rs
 
 pytestmark = [pytest.mark.filterwarnings("ignore:lance is not fork-safe:UserWarning")]
 
@@ -52,12 +52,7 @@ class _Block:
 
 @pytest.fixture(scope="module")
 def two_cpus():
-    ray = pytest.importorskip("ray")
-    pytest.importorskip("lance")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=200 * 2**20)
-    yield ray
-    ray.shutdown()
+    yield from rs.local_ray(2)
 
 
 @pytest.mark.slow
