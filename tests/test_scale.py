@@ -136,6 +136,32 @@ def queries(beir_dir: Path) -> list[str]:
     return list(read_queries(next(beir_dir.glob("queries.jsonl*"))).values())[:20]
 
 
+def test_a_lance_table_carries_its_baseline_and_is_monitored(lance_index, docs: list, encoder,
+                                                             tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vecdoctor.cli import app
+    from vecdoctor.monitor.live import LiveHealth
+    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.search.searcher import Searcher
+
+    base = lance_index.baseline
+    assert base is not None and base.documents == len(docs) and base.queries > 20
+    assert 0 < base.ood_threshold < 1 and base.doc_sample.shape[1] == lance_index.dim
+    lance_index.use_encoder(encoder)
+    searcher = Searcher(lance_index, cache_size=0)
+    health = LiveHealth(lance_index, 20)
+    searcher.observer = health
+    searcher.search_batch([d.title for d in docs[:20]], k=5)
+    assert health.windows == 1 and health.snapshot()["traffic"]["ood_share"] is not None
+    uri = lance_index.uri
+    before = base.summary()
+    result = CliRunner().invoke(app, ["baseline", uri, "--queries", "50"])
+    assert result.exit_code == 0, result.output
+    again = LanceIndex.load(uri).baseline
+    assert again.queries <= 50 and again.documents == before["documents"]
+
+
 def test_lance_round_trip(lance_index, docs: list, reference: dict, encoder) -> None:
     table = lance_index.table.to_arrow()
     assert len(lance_index) == N_DOCS

@@ -12,25 +12,36 @@ from vecdoctor.cli._app import FORCE, command, emit
 
 @command("baseline")
 def baseline_command(
-    index: Path = typer.Argument(..., help="Index folder written by `vecdoctor index`"),
+    index: Path = typer.Argument(..., help="Index folder written by `vecdoctor index`, or a "
+                                 "LanceDB database"),
+    table: str = typer.Option("documents", "--table", help="LanceDB: the table"),
     sample: int = typer.Option(2000, "--sample", help="Documents sampled for the baseline"),
     queries: int = typer.Option(300, "--queries", help="Self-supervised queries encoded"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Compute (again) the corpus baseline the monitor compares traffic with, and store it in
-    the index folder: for indexes built before 0.3.0, or after a damaged baseline."""
+    """Compute (again) the corpus baseline the monitor compares traffic with, and store it
+    with the index: for indexes built before 0.3.0, or after a damaged baseline."""
     from vecdoctor.errors import InputError
     from vecdoctor.index.baseline import compute_baseline
-    from vecdoctor.index.store import Index
 
     if sample < 2 or queries < 0:
         raise InputError(f"--sample must be >= 2 and --queries >= 0, got {sample} and {queries}")
     start = time.perf_counter()
-    idx = Index.load(index, baseline=False)
-    idx.baseline = compute_baseline(idx, sample=sample, n_queries=queries, seed=seed)
-    idx.save(index)
+    if (index / f"{table}.lance").is_dir():
+        from vecdoctor.scale.lance import LanceIndex, save_baseline
+
+        lance = LanceIndex.load(str(index), table, baseline=False)
+        baseline = compute_baseline(lance, sample=sample, n_queries=queries, seed=seed)
+        save_baseline(lance, baseline)
+    else:
+        from vecdoctor.index.store import Index
+
+        idx = Index.load(index, baseline=False)
+        baseline = idx.baseline = compute_baseline(idx, sample=sample, n_queries=queries,
+                                                   seed=seed)
+        idx.save(index)
     emit({"index": str(index), "seconds": round(time.perf_counter() - start, 2),
-          "baseline": idx.baseline.summary()})
+          "baseline": baseline.summary()})
 
 
 @command("monitor")

@@ -201,12 +201,13 @@ def _float_dict(raw: dict[str, Any], where: Path, key: str) -> dict[str, float]:
 def self_queries(
     docs: Any, rows: np.ndarray, rng: np.random.Generator, min_words: int = 6
 ) -> tuple[list[str], list[int]]:
-    """One sentence (not the first, at least ``min_words`` words) of each sampled document."""
+    """One sentence (not the first, at least ``min_words`` words) of each document in ``docs``,
+    with the row of the document it came from (``rows``, aligned with ``docs``)."""
     from vecdoctor.data import split_sentences
 
     texts, sources = [], []
-    for row in rows:
-        sentences = split_sentences(docs[int(row)].text)
+    for doc, row in zip(docs, rows, strict=True):
+        sentences = split_sentences(doc.text)
         eligible = [s for s in sentences[1:] if len(s.split()) >= min_words]
         if eligible:
             texts.append(eligible[int(rng.integers(len(eligible)))])
@@ -239,20 +240,22 @@ def best_other(index: Any, queries: np.ndarray, own: list[int] | np.ndarray, k: 
 def compute_baseline(
     index: Any, sample: int = 2000, n_queries: int = 300, seed: int = 0
 ) -> Baseline:
-    """The baseline of ``index`` (an :class:`~vecdoctor.index.store.Index`): see the module."""
+    """The baseline of ``index`` (a folder :class:`~vecdoctor.index.store.Index` or a
+    LanceDB table: anything with ``sample_documents``): see the module."""
     n = len(index)
     rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    docs_v = np.asarray(index.vectors.vectors[rows], dtype=np.float32)
-    texts = [index.docs[int(r)].content for r in rows]
+    positions = np.sort(rng.choice(n, size=min(sample, n), replace=False))
+    rows, docs_v, documents = index.sample_documents(positions)
+    docs_v = np.asarray(docs_v, dtype=np.float32)
+    texts = [d.content for d in documents]
     encoder = index.encoder
     lengths = _lengths(encoder, texts)
     max_length = getattr(encoder, "max_length", None)
     truncation = None
     if lengths is not None and max_length and getattr(encoder, "window", None) is None:
         truncation = float((lengths > int(max_length)).mean())
-    query_rows = rng.permutation(rows)[: max(n_queries, 0)]
-    q_texts, sources = self_queries(index.docs, query_rows, rng)
+    chosen = rng.permutation(len(rows))[: max(n_queries, 0)]
+    q_texts, sources = self_queries([documents[i] for i in chosen], rows[chosen], rng)
     q_best = np.zeros(0)
     q_vecs = np.zeros((0, docs_v.shape[1]), np.float32)
     no_match = agreement = None

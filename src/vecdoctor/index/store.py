@@ -138,6 +138,11 @@ class DocumentIndex:
     def __len__(self) -> int:
         return len(self.docs)
 
+    def sample_documents(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        """The row ids (what searches return), stored vectors and documents at ``positions``
+        (0 .. len - 1): the baseline's sample."""
+        raise NotImplementedError
+
 
 class Index(DocumentIndex):
     """Documents with their BM25 and dense representations, searchable by :class:`Searcher`.
@@ -288,6 +293,10 @@ class Index(DocumentIndex):
 
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self._rows
+
+    def sample_documents(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        rows = np.asarray(positions, dtype=np.int64)
+        return rows, np.asarray(self.vectors.vectors[rows]), [self.docs[int(r)] for r in rows]
 
     def row(self, doc_id: str) -> int:
         try:

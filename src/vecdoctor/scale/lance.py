@@ -28,6 +28,7 @@ from vecdoctor.config import Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.folders import parse_json, value
+from vecdoctor.index.baseline import compute_baseline
 from vecdoctor.index.store import DocumentIndex
 from vecdoctor.pipeline import Embedder, Pipeline
 from vecdoctor.scale import _rows
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "documents"
 TRANSFORM_SUFFIX = "__transform"
+BASELINE_SUFFIX = "__baseline"
 TEXT_COLUMNS = ("title", "text")
 _DOC_CACHE = 4096
 
@@ -216,6 +218,8 @@ class LanceIndex(DocumentIndex):
         self.refine_factor = refine_factor
         self.exact = bool(exact)
         dim = int(table.schema.field("vector").type.list_size)
+        self.baseline: Any = None  # the corpus reference the monitor compares with
+        self.db: Any = None  # the database connection (companion tables live there)
         self.lance_docs = LanceDocs(self)  # the same object as docs, with its own type
         self.docs = self.lance_docs
         self.bm25 = LanceFullText(self)
@@ -228,9 +232,11 @@ class LanceIndex(DocumentIndex):
         uri: str | Path,
         table: str = DEFAULT_TABLE,
         storage_options: dict[str, str] | None = None,
+        baseline: bool = True,
         **options: Any,
     ) -> LanceIndex:
-        """Open ``table`` of the LanceDB database at ``uri``; ``options``: see the constructor."""
+        """Open ``table`` of the LanceDB database at ``uri``; ``options``: see the constructor.
+        ``baseline=False`` skips the stored baseline (to compute it again)."""
         db = _connect(uri, storage_options)
         try:
             tbl = db.open_table(table)
@@ -250,8 +256,12 @@ class LanceIndex(DocumentIndex):
         if meta.get("transform"):
             fingerprint = value(encoder, "fingerprint", str, where, None)
             transform = _load_transform(db, table, fingerprint)
-        return cls(tbl, encoder, transform, uri=str(uri),
-                   search_defaults=value(meta, "search", dict, where, None), **options)
+        index = cls(tbl, encoder, transform, uri=str(uri),
+                    search_defaults=value(meta, "search", dict, where, None), **options)
+        index.db = db
+        if baseline:
+            index.baseline = _load_baseline(db, table, str(encoder.get("fingerprint") or ""), uri)
+        return index
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -322,6 +332,8 @@ class LanceIndex(DocumentIndex):
         for start in range(0, len(docs), chunk):
             index._append(docs[start : start + chunk], fingerprint, show_progress)
         index.create_text_index()
+        index.db = db
+        save_baseline(index, compute_baseline(index))
         logger.info("wrote %d documents to LanceDB table %s at %s", len(docs), table, uri)
         return index
 
@@ -349,9 +361,10 @@ class LanceIndex(DocumentIndex):
         if fitted is not None:
             _save_transform(db, table, fitted)
         encode_corpus(source, table_uri(uri, table), enc, fitted, keep_text=True, **ray_options)
-        index = cls.load(uri, table, storage_options)
+        index = cls.load(uri, table, storage_options, baseline=False)
         index.use_encoder(enc)
         index.create_text_index()
+        save_baseline(index, compute_baseline(index))
         return index
 
     def _append(self, docs: list[Document], fingerprint: str, show_progress: bool) -> None:
@@ -392,6 +405,16 @@ class LanceIndex(DocumentIndex):
     # -- documents --------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.table.count_rows())
+
+    def sample_documents(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+        """Row ids, vectors and documents at ``positions`` (the baseline's sample)."""
+        got = self.table.to_lance().take([int(p) for p in positions],
+                                         columns=["_rowid", "id", *TEXT_COLUMNS, "vector"])
+        docs = [Document(id=i, title=t or "", text=x or "") for i, t, x in zip(
+            got.column("id").to_pylist(), got.column("title").to_pylist(),
+            got.column("text").to_pylist(), strict=True)]
+        return (np.asarray(got.column("_rowid").to_pylist(), dtype=np.int64),
+                _rows.vector_matrix(got.column("vector")), docs)
 
     def __contains__(self, doc_id: object) -> bool:
         if not isinstance(doc_id, str):
@@ -460,38 +483,72 @@ class LanceIndex(DocumentIndex):
                 f"dim={self.dim})")
 
 
-# -- the transform's arrays, in a companion table -------------------------------------------
-def _save_transform(db: Any, table: str, transform: Any) -> None:
+# -- saved folders (the transform, the baseline) as companion tables --------------------------
+def _save_folder(db: Any, name: str, folder: Path) -> None:
+    """Every file of ``folder`` as one row (file name, bytes) of the table ``name``."""
     import pyarrow as pa
 
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    data = pa.table({"file": [p.name for p in files],
+                     "data": pa.array([p.read_bytes() for p in files], pa.binary())})
+    db.create_table(name, data=data, mode="overwrite")
+
+
+def _unpack(db: Any, name: str, into: Path) -> None:
+    """The rows of companion table ``name`` written back as files into ``into``; file names
+    must be plain names (a table from elsewhere is data, never paths)."""
+    rows = db.open_table(name).to_arrow()
+    if rows.column_names != ["file", "data"]:
+        raise InputError(f"{name}: columns {rows.column_names}, expected file and data; "
+                         "rebuild the table")
+    for file, data in zip(rows.column("file").to_pylist(), rows.column("data").to_pylist(),
+                          strict=True):
+        if not isinstance(file, str) or not isinstance(data, bytes) or not file \
+                or Path(file).name != file or file in {".", ".."}:
+            raise InputError(f"{name}: bad file name {file!r}; rebuild the table")
+        (into / file).write_bytes(data)
+
+
+def _save_transform(db: Any, table: str, transform: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "transform"
         transform.save(folder)
-        files = sorted(p for p in folder.iterdir() if p.is_file())
-        data = pa.table({"file": [p.name for p in files],
-                         "data": pa.array([p.read_bytes() for p in files], pa.binary())})
-    db.create_table(table + TRANSFORM_SUFFIX, data=data, mode="overwrite")
+        _save_folder(db, table + TRANSFORM_SUFFIX, folder)
 
 
 def _load_transform(db: Any, table: str, fingerprint: str | None) -> Any:
     from vecdoctor.fix.transform import load_transform
 
-    try:
-        rows = db.open_table(table + TRANSFORM_SUFFIX).to_arrow()
-    except (ValueError, FileNotFoundError):
+    if not _has_table(db, table + TRANSFORM_SUFFIX):
         raise InputError(
             f"table {table!r} names a fitted transform but {table + TRANSFORM_SUFFIX!r} is "
             "missing; rebuild the table"
-        ) from None
-    companion = table + TRANSFORM_SUFFIX
-    if rows.column_names != ["file", "data"]:
-        raise InputError(f"{companion}: columns {rows.column_names}, expected file and data; "
-                         "rebuild the table")
+        )
     with tempfile.TemporaryDirectory() as tmp:
-        for name, data in zip(rows.column("file").to_pylist(), rows.column("data").to_pylist(),
-                              strict=True):
-            if not isinstance(name, str) or not isinstance(data, bytes) or not name \
-                    or Path(name).name != name or name in {".", ".."}:
-                raise InputError(f"{companion}: bad file name {name!r}; rebuild the table")
-            (Path(tmp) / name).write_bytes(data)
+        _unpack(db, table + TRANSFORM_SUFFIX, Path(tmp))
         return load_transform(tmp, fingerprint=fingerprint)
+
+
+def save_baseline(index: LanceIndex, baseline: Any) -> None:
+    """Store ``baseline`` beside the table (``<table>__baseline``) and attach it to ``index``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "baseline"
+        baseline.save(folder)
+        _save_folder(index.db, index.name + BASELINE_SUFFIX, folder)
+    index.baseline = baseline
+
+
+def _load_baseline(db: Any, table: str, fingerprint: str, uri: Any) -> Any:
+    """The table's baseline, or ``None`` when it has none (built before 0.3.0)."""
+    from vecdoctor.index.baseline import Baseline
+
+    if not _has_table(db, table + BASELINE_SUFFIX):
+        return None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _unpack(db, table + BASELINE_SUFFIX, Path(tmp))
+            baseline = Baseline.load(tmp)
+            baseline.check(fingerprint, f"{uri}/{table}{BASELINE_SUFFIX}")
+            return baseline
+    except (InputError, IncompatibleError) as exc:
+        raise type(exc)(f"{exc}; compute it again with `vecdoctor baseline {uri}`") from None
