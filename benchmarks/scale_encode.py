@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 
@@ -53,7 +56,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=600)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=100, help="documents per Ray batch")
-    parser.add_argument("--cpus", type=int, default=None, help="logical CPUs for local Ray")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="logical CPUs for local Ray (default: the machine's)")
+    parser.add_argument("--workers", default="1,2", help="encoder actor counts to run, e.g. 1,2,4")
     parser.add_argument("--output", type=Path,
                         default=ROOT / "benchmarks" / "results" / "scale_encode.json")
     args = parser.parse_args()
@@ -96,12 +101,13 @@ def main() -> None:
     results["plain-1thread"] = {"encode_seconds": round(one, 2),
                                 "docs_per_second": round(len(docs) / one, 1)}
 
-    cpus = args.cpus or max(3, os.cpu_count() or 1)
+    cpus = args.cpus or os.cpu_count() or 1
+    counts = [int(w) for w in args.workers.split(",")]
     start = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     results["ray-init"] = {"seconds": round(time.perf_counter() - start, 2), "cpus": cpus}
     try:
-        for workers in (1, 2):
+        for workers in counts:
             out = work / f"ray-{workers}"
             res = encode_corpus(corpus, out, encoder, workers=workers, batch_size=args.batch_size)
             ids, vecs, _ = read_vectors(out)
@@ -117,15 +123,15 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     plain = results["plain"]["seconds"]
-    for name in ("ray-1", "ray-2"):
+    for name in (f"ray-{w}" for w in counts):
         r = results[name]
         r["speed_vs_plain"] = round(plain / r["seconds"], 3)
         r["overhead_seconds_vs_plain"] = round(r["seconds"] - plain, 2)
     payload = {
-        "question": "documents/s of Ray Data encoding (1, 2 local actors) vs the plain Encoder",
+        "question": f"documents/s of Ray Data encoding ({args.workers} local actors on {cpus} "
+                    "CPUs) vs the plain Encoder, and equal vectors",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count()},
+        "machine": machine(),
         "versions": _versions(),
         "settings": {"docs": len(docs), "model": "minilm", "max_length": args.max_length,
                      "ray_batch_size": args.batch_size},

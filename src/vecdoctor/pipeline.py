@@ -98,6 +98,7 @@ class Pipeline:
     mode: SearchMode = SearchMode.HYBRID
     fusion: Fusion = Fusion.RRF
     rrf_k: float = 60
+    fusion_weights: tuple[float, float] | None = None  # (bm25, dense); None: the searcher's
     rerank: str | None = None
     rerank_fusion: RerankFusion = RerankFusion.RRF
     rerank_backend: Backend | None = None
@@ -126,6 +127,15 @@ class Pipeline:
         put("mode", SearchMode.parse(self.mode))
         put("fusion", Fusion.parse(self.fusion))
         _number("rrf_k", self.rrf_k, 0)
+        if self.fusion_weights is not None:
+            weights = self.fusion_weights
+            if not isinstance(weights, (list, tuple)) or len(weights) != 2:
+                raise InputError(f"fusion_weights must be two numbers (bm25, dense), got {weights!r}")
+            for w in weights:
+                _number("fusion_weights", w, 0)
+            if not any(w > 0 for w in weights):
+                raise InputError(f"fusion_weights must not all be 0, got {weights!r}")
+            put("fusion_weights", (float(weights[0]), float(weights[1])))
         if self.rerank is not None and (not isinstance(self.rerank, str) or not self.rerank):
             raise InputError(f"pipeline rerank must be a reranker folder or 'maxsim', got {self.rerank!r}")
         put("rerank_fusion", RerankFusion.parse(self.rerank_fusion))
@@ -163,6 +173,7 @@ class Pipeline:
             "mode": str(self.mode),
             "fusion": str(self.fusion),
             "rrf_k": self.rrf_k,
+            "weights": list(self.fusion_weights) if self.fusion_weights is not None else None,
             "rerank_fusion": str(self.rerank_fusion),
         }
 
@@ -181,6 +192,8 @@ class Pipeline:
                 value = value.to_dict() if value is not None else None
             elif f.name in {"evidence", "measured_on"}:
                 value = dict(value)
+            elif f.name == "fusion_weights":
+                value = list(value) if value is not None else None
             elif value is not None and (
                 isinstance(value, enum.Enum) or not isinstance(value, (int, float, str))
             ):

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vecdoctor.config import Precision
+from vecdoctor.config import Precision, SearchMode
 from vecdoctor.data import Dataset, load_dataset
 from vecdoctor.errors import InputError, VecdoctorError
 from vecdoctor.evaluate.metrics import MAX_P, MIN_GAIN
@@ -51,6 +51,7 @@ class CheckupResult:
     variants: Any
     meta: dict[str, Any] = field(default_factory=dict)
     transform: Any = None  # the fitted transform of the recommended pipeline, if any
+    fusion_tuning: Any = None  # vecdoctor.checkup.fusion.FusionTuning, for a hybrid pipeline
 
     def to_dict(self) -> dict[str, Any]:
         from vecdoctor.persist import header
@@ -63,6 +64,7 @@ class CheckupResult:
             "model_comparison": self.comparison.to_dict() if self.comparison else None,
             "variants": self.variants.to_dict() if self.variants else None,
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "fusion_tuning": self.fusion_tuning.to_dict() if self.fusion_tuning else None,
         }
 
 
@@ -248,6 +250,7 @@ def checkup(
                                                 precision=rerank_precision)
     report = evaluate_variants(ds, model, names, progress=say, cache=cache, **rerank_opts)
     pipeline, decisions = decide(report, model, comparison)
+    pipeline, tuning = _tune_fusion(ds, report, pipeline, seed, decisions)
     if pipeline != _baseline_pipeline(pipeline):
         say("confirm recommended pipeline")
         decisions.append(_confirm(ds, model, pipeline, report, cache, rerank_opts))
@@ -270,7 +273,27 @@ def checkup(
         "models_skipped": [r.model for r in comparison.rows if r.skipped],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform)
+    return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform,
+                         tuning)
+
+
+def _tune_fusion(ds: Dataset, report: Any, pipeline: Pipeline, seed: int,
+                 decisions: list[Decision]) -> tuple[Pipeline, Any]:
+    """For a hybrid pipeline: RRF k and the weighted fusion tuned on half the queries and
+    confirmed on the other half (:mod:`vecdoctor.checkup.fusion`); a decision either way."""
+    from vecdoctor.checkup.fusion import tune_fusion
+
+    bm25, dense = report.get("bm25"), report.get("dense")
+    if pipeline.mode is not SearchMode.HYBRID or bm25 is None or dense is None:
+        return pipeline, None
+    tuning = tune_fusion(bm25.run, dense.run, ds.qrels, seed=seed)
+    chosen = tuning.chosen or {"fusion": "rrf", "param": 60}
+    label = (f"RRF k={chosen['param']:g}" if chosen["fusion"] == "rrf"
+             else f"weighted, dense weight {chosen['param']:g}")
+    decisions.append(Decision("fusion", label, tuning.kept, tuning.reason))
+    if tuning.kept:
+        pipeline = pipeline.replace(**tuning.settings)
+    return pipeline, tuning
 
 
 def _diagnose(ds: Dataset, enc: Any, quick: bool, seed: int, say: Callable[[str], None]) -> Any:
@@ -315,6 +338,9 @@ def _confirm(ds: Dataset, model: str, pipeline: Pipeline, report: Any, cache: An
         precision=pipeline.storage,
         rerank=bool(pipeline.rerank),
         baseline=str(pipeline.mode),
+        fusion=str(pipeline.fusion),
+        rrf_k=pipeline.rrf_k,
+        fusion_weights=pipeline.fusion_weights,
     )
     confirm = evaluate_variants(ds, model, [str(pipeline.mode)], extra={"recommended": spec},
                                 cache=cache, **rerank_opts)

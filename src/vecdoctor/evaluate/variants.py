@@ -50,6 +50,9 @@ class VariantSpec:
     precision: Precision = Precision.FLOAT32
     rerank: bool = False
     baseline: str | None = "dense"  # the variant this one is compared against
+    fusion: str = "rrf"  # hybrid: rrf (rrf_k) or weighted (fusion_weights: bm25, dense)
+    rrf_k: float = 60
+    fusion_weights: tuple[float, float] | None = None
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -347,7 +350,8 @@ def evaluate_variants(
             say(f"variant {row}")
             index = builder.index_for(spec, where, lance_uri, tables)
             searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100),
-                                rerank_fusion=fusion)
+                                rerank_fusion=fusion, fusion=spec.fusion, rrf_k=spec.rrf_k,
+                                weights=spec.fusion_weights)
             run, latencies, self_hits = measure_queries(
                 searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None,
                 skip_self=not dataset.keep_self_hits)

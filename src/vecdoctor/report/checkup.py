@@ -85,10 +85,26 @@ def models_section(result: Any) -> Section:
     return Section("Model comparison", text, (table,), figs, anchor="model-comparison")
 
 
+def fusion_section(result: Any) -> Section | None:
+    """RRF k and the weighted fusion's dense weight on the tuning and the confirming half."""
+    from vecdoctor.report import figures
+
+    tuning = getattr(result, "fusion_tuning", None)
+    if tuning is None:
+        return None
+    text = (f"Fusion tuned on {tuning.tuning_queries} queries, confirmed on the other "
+            f"{tuning.confirm_queries}: {tuning.reason}.",)
+    figs = (Figure("nDCG@10 per fusion setting", figures.fusion_curves(tuning.curve)),) \
+        if tuning.curve else ()
+    return Section("Fusion", text, (), figs, verdict="ok" if tuning.kept else None)
+
+
 def render_checkup(result: Any) -> str:
     from vecdoctor.report.diagnosis import diagnosis_sections
 
-    sections = [recommendation_section(result), variants_section(result), models_section(result)]
+    sections = [recommendation_section(result), variants_section(result)]
+    fusion = fusion_section(result)
+    sections += ([fusion] if fusion is not None else []) + [models_section(result)]
     if result.diagnosis is not None:
         sections += diagnosis_sections(result.diagnosis)
     meta = {k: v for k, v in result.meta.items() if not isinstance(v, (dict, list))}

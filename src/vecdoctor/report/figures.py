@@ -180,3 +180,25 @@ def paired_scatter(a: Sequence[float], b: Sequence[float], xlabel: str, ylabel: 
         ax.set_aspect("equal")
 
     return render(draw, size=(4.4, 4.2))
+
+
+def fusion_curves(curve: Sequence[dict[str, Any]]) -> bytes:
+    """nDCG@10 against RRF's k (left, log scale) and the dense weight (right), one line per
+    half of the queries."""
+
+    def draw(fig: Any) -> None:
+        left, right = fig.subplots(1, 2, sharey=True)
+        for ax, fusion, xlabel in ((left, "rrf", "RRF k"), (right, "weighted", "dense weight")):
+            points = [c for c in curve if c["fusion"] == fusion]
+            x = [c["param"] for c in points]
+            for i, (key, label) in enumerate((("tune_ndcg", "tuning half"),
+                                              ("confirm_ndcg", "confirming half"))):
+                ax.plot(x, [c[key] for c in points], marker="o", markersize=3,
+                        color=_COLOURS[i], label=label)
+            if fusion == "rrf":
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+        left.set_ylabel("nDCG@10")
+        left.legend(frameon=False, fontsize=8)
+
+    return render(draw, size=(8.0, 3.4))

@@ -43,7 +43,7 @@ def _ordered(
 
 
 def rrf(
-    runs: Sequence[Run], k: int = 60, weights: Sequence[float] | None = None
+    runs: Sequence[Run], k: float = 60, weights: Sequence[float] | None = None
 ) -> list[tuple[Hashable, float]]:
     """Reciprocal rank fusion (Cormack, Clarke & Buettcher, 2009): sum of w / (k + rank).
 

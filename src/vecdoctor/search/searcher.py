@@ -120,7 +120,7 @@ class Searcher:
         index: Any,
         encoder: Any = None,
         fusion: Fusion | str | None = None,
-        rrf_k: int | None = None,
+        rrf_k: float | None = None,
         weights: Sequence[float] | None = None,
         candidates: int = DEFAULT_CANDIDATES,
         rescore: bool = True,
@@ -142,6 +142,8 @@ class Searcher:
         self.fusion = Fusion.parse(fusion or defaults.get("fusion", Fusion.RRF))
         self.rrf_k = check_rrf_k(rrf_k if rrf_k is not None else defaults.get("rrf_k", 60))
         self.mode = SearchMode.parse(defaults.get("mode", SearchMode.HYBRID))
+        if weights is None and fusion is None:
+            weights = defaults.get("weights")  # the pipeline's tuned weights, if any
         if weights is None:
             weights = (1.0, 1.0) if self.fusion is Fusion.RRF else (0.5, 0.5)
         self.weights = tuple(check_weights(weights, 2))
