@@ -62,3 +62,42 @@ def test_tuned_weights_travel_from_the_pipeline_to_the_searcher(tmp_path):
     for bad in ((1.0,), (0.0, 0.0), (-1.0, 1.0), (float("nan"), 1.0), "0.5,0.5"):
         with pytest.raises(InputError, match="fusion_weights"):
             Pipeline(fusion_weights=bad)
+
+
+def test_the_rerank_budget_picks_the_cheapest_depth_near_the_best():
+    import retrieval_support as rs
+
+    from vecdoctor.checkup.rerank_budget import DEPTHS, rerank_budget
+    from vecdoctor.index.store import Index
+    from vecdoctor.rerank.rerankers import MaxSimReranker
+    from vecdoctor.search.searcher import Searcher
+
+    docs, queries, qrels = rs.subset()
+    searcher = Searcher(Index.build(docs, rs.encoder(), baseline=False), cache_size=0)
+    run = {q: {h.id: h.score for h in searcher.search(text, k=100)} for q, text in queries.items()}
+    budget = rerank_budget(MaxSimReranker(rs.encoder()), run, queries, qrels,
+                           {d.id: d for d in docs})
+    assert [c["depth"] for c in budget.curve] == list(DEPTHS)
+    best = max(c["ndcg@10"] for c in budget.curve)
+    chosen = next(c for c in budget.curve if c["depth"] == budget.depth)
+    assert chosen["ndcg@10"] >= best - 0.005
+    assert all(c["ndcg@10"] < best - 0.005 for c in budget.curve if c["depth"] < budget.depth)
+    assert all(c["ms_per_query"] > 0 for c in budget.curve)
+    assert budget.settings == {"rerank_depth": budget.depth} and "cheapest" in budget.reason
+
+
+def test_the_rerank_depth_travels_from_the_pipeline_to_the_searcher(tmp_path):
+    import retrieval_support as rs
+
+    from vecdoctor.errors import InputError
+    from vecdoctor.index.store import Index
+    from vecdoctor.pipeline import Pipeline
+    from vecdoctor.search.searcher import Searcher
+
+    pipeline = Pipeline(rerank="maxsim", rerank_depth=20, max_length=64)
+    assert Pipeline.from_dict(pipeline.to_dict()).rerank_depth == 20
+    Index.from_pipeline(rs.subset()[0][:30], pipeline, baseline=False).save(tmp_path / "idx")
+    assert Searcher(Index.load(tmp_path / "idx")).rerank_depth == 20
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(InputError, match="rerank_depth"):
+            Pipeline(rerank_depth=bad)

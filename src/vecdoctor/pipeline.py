@@ -100,6 +100,7 @@ class Pipeline:
     rrf_k: float = 60
     fusion_weights: tuple[float, float] | None = None  # (bm25, dense); None: the searcher's
     rerank: str | None = None
+    rerank_depth: int | None = None  # candidates the reranker scores; None: the searcher's
     rerank_fusion: RerankFusion = RerankFusion.RRF
     rerank_backend: Backend | None = None
     rerank_precision: ModelPrecision | None = None
@@ -138,6 +139,8 @@ class Pipeline:
             put("fusion_weights", (float(weights[0]), float(weights[1])))
         if self.rerank is not None and (not isinstance(self.rerank, str) or not self.rerank):
             raise InputError(f"pipeline rerank must be a reranker folder or 'maxsim', got {self.rerank!r}")
+        if self.rerank_depth is not None:
+            _number("rerank_depth", self.rerank_depth, 1, integer=True)
         put("rerank_fusion", RerankFusion.parse(self.rerank_fusion))
         put("rerank_backend", _optional(Backend.parse, self.rerank_backend))
         put("rerank_precision", _optional(ModelPrecision.parse, self.rerank_precision))
@@ -174,6 +177,7 @@ class Pipeline:
             "fusion": str(self.fusion),
             "rrf_k": self.rrf_k,
             "weights": list(self.fusion_weights) if self.fusion_weights is not None else None,
+            "rerank_depth": self.rerank_depth,
             "rerank_fusion": str(self.rerank_fusion),
         }
 

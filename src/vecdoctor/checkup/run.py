@@ -52,6 +52,7 @@ class CheckupResult:
     meta: dict[str, Any] = field(default_factory=dict)
     transform: Any = None  # the fitted transform of the recommended pipeline, if any
     fusion_tuning: Any = None  # vecdoctor.checkup.fusion.FusionTuning, for a hybrid pipeline
+    rerank_budget: Any = None  # vecdoctor.checkup.rerank_budget.RerankBudget, with a reranker
 
     def to_dict(self) -> dict[str, Any]:
         from vecdoctor.persist import header
@@ -65,6 +66,7 @@ class CheckupResult:
             "variants": self.variants.to_dict() if self.variants else None,
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
             "fusion_tuning": self.fusion_tuning.to_dict() if self.fusion_tuning else None,
+            "rerank_budget": self.rerank_budget.to_dict() if self.rerank_budget else None,
         }
 
 
@@ -251,6 +253,8 @@ def checkup(
     report = evaluate_variants(ds, model, names, progress=say, cache=cache, **rerank_opts)
     pipeline, decisions = decide(report, model, comparison)
     pipeline, tuning = _tune_fusion(ds, report, pipeline, seed, decisions)
+    pipeline, budget = _rerank_budget(ds, report, pipeline, rerank_opts, model, cache, seed,
+                                      decisions)
     if pipeline != _baseline_pipeline(pipeline):
         say("confirm recommended pipeline")
         decisions.append(_confirm(ds, model, pipeline, report, cache, rerank_opts))
@@ -274,7 +278,31 @@ def checkup(
         "seconds": round(time.perf_counter() - started, 1),
     }
     return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform,
-                         tuning)
+                         tuning, budget)
+
+
+def _rerank_budget(ds: Dataset, report: Any, pipeline: Pipeline, rerank_opts: dict[str, Any],
+                   model: str, cache: Any, seed: int, decisions: list[Decision]
+                   ) -> tuple[Pipeline, Any]:
+    """With a reranker: nDCG@10 and milliseconds per reranking depth over the hybrid candidates
+    (:mod:`vecdoctor.checkup.rerank_budget`); the depth goes into the pipeline when it reranks."""
+    from vecdoctor.checkup.rerank_budget import rerank_budget
+
+    hybrid, reranker = report.get("hybrid"), rerank_opts.get("reranker")
+    if reranker is None or hybrid is None:
+        return pipeline, None
+    if isinstance(reranker, str):
+        from vecdoctor.encode.encoder import Encoder
+        from vecdoctor.rerank.rerankers import load_reranker
+
+        reranker = load_reranker(reranker, Encoder(model, cache=cache))
+    budget = rerank_budget(reranker, hybrid.run, ds.queries, ds.qrels,
+                           {d.id: d for d in ds.corpus}, str(pipeline.rerank_fusion),
+                           pipeline.rrf_k, seed)
+    applies = pipeline.rerank is not None
+    decisions.append(Decision("rerank depth", str(budget.depth), applies, budget.reason + (
+        "" if applies else "; not applied: the reranker is not recommended on this data")))
+    return (pipeline.replace(rerank_depth=budget.depth) if applies else pipeline), budget
 
 
 def _tune_fusion(ds: Dataset, report: Any, pipeline: Pipeline, seed: int,

@@ -99,12 +99,26 @@ def fusion_section(result: Any) -> Section | None:
     return Section("Fusion", text, (), figs, verdict="ok" if tuning.kept else None)
 
 
+def rerank_section(result: Any) -> Section | None:
+    """nDCG@10 and reranking time per depth of the hybrid candidates."""
+    from vecdoctor.report import figures
+
+    budget = getattr(result, "rerank_budget", None)
+    if budget is None:
+        return None
+    table = Table(("depth", "nDCG@10", "reranking ms per query"),
+                  [(c["depth"], c["ndcg@10"], c["ms_per_query"]) for c in budget.curve], digits=4)
+    return Section("Reranker depth", (budget.reason + ".",), (table,),
+                   (Figure("nDCG@10 and time per depth", figures.depth_curve(budget.curve)),))
+
+
 def render_checkup(result: Any) -> str:
     from vecdoctor.report.diagnosis import diagnosis_sections
 
     sections = [recommendation_section(result), variants_section(result)]
     fusion = fusion_section(result)
-    sections += ([fusion] if fusion is not None else []) + [models_section(result)]
+    sections += [s for s in (fusion, rerank_section(result)) if s is not None]
+    sections.append(models_section(result))
     if result.diagnosis is not None:
         sections += diagnosis_sections(result.diagnosis)
     meta = {k: v for k, v in result.meta.items() if not isinstance(v, (dict, list))}

@@ -202,3 +202,20 @@ def fusion_curves(curve: Sequence[dict[str, Any]]) -> bytes:
         left.legend(frameon=False, fontsize=8)
 
     return render(draw, size=(8.0, 3.4))
+
+
+def depth_curve(curve: Sequence[dict[str, Any]]) -> bytes:
+    """nDCG@10 (left axis) and reranking milliseconds per query (right axis) per depth."""
+
+    def draw(fig: Any) -> None:
+        ax = fig.add_subplot()
+        depths = [c["depth"] for c in curve]
+        ax.plot(depths, [c["ndcg@10"] for c in curve], marker="o", color=_COLOURS[0])
+        ax.set_xlabel("candidates reranked")
+        ax.set_ylabel("nDCG@10", color=_COLOURS[0])
+        right = ax.twinx()
+        right.plot(depths, [c["ms_per_query"] or 0 for c in curve], marker="s",
+                   color=_COLOURS[1], linestyle="--")
+        right.set_ylabel("ms per query", color=_COLOURS[1])
+
+    return render(draw)

@@ -89,7 +89,7 @@ def fuse_with_first_stage(
     first: Sequence[tuple[Hashable, float]],
     reranked: Sequence[tuple[Hashable, float]],
     fusion: RerankFusion | str = RerankFusion.RRF,
-    k: int = 60,
+    k: float = 60,
     weights: Sequence[float] | None = None,
 ) -> list[tuple[Hashable, float]]:
     """Fuse the first stage's top-N (best first) with the reranker's order of the same documents.

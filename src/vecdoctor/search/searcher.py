@@ -148,6 +148,9 @@ class Searcher:
             weights = (1.0, 1.0) if self.fusion is Fusion.RRF else (0.5, 0.5)
         self.weights = tuple(check_weights(weights, 2))
         self.candidates = _check_k(candidates)
+        depth = defaults.get("rerank_depth")
+        self.rerank_depth = _check_k(depth) if depth is not None else self.candidates
+        """Candidates the reranker scores (the pipeline's measured budget, else ``candidates``)."""
         self.rerank_fusion = RerankFusion.parse(
             rerank_fusion or defaults.get("rerank_fusion", RerankFusion.RRF)
         )
@@ -308,7 +311,7 @@ class Searcher:
                 self._observe(query, None if query_vectors is None else query_vectors[i], stages)
             final = list(stages.values())[-1]
             if reranker is not None:
-                head = final[: self.candidates]
+                head = final[: self.rerank_depth]
                 final = stages["rerank"] = self._rerank(reranker, query, head)
                 if self.rerank_fusion is not RerankFusion.NONE:
                     fused = fuse_with_first_stage(
