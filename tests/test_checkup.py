@@ -90,12 +90,44 @@ def test_hybrid_stays_unless_one_retriever_is_measurably_better(dense_gain, mode
 
 
 def test_every_fix_verdict_matches_its_measurement(result):
+    from vecdoctor.checkup.run import TRANSFORMS
+
+    variant_of = {value: name for name, value in TRANSFORMS}
+    helping = []
     for d in result.decisions:
         if d.topic == "transform":
-            r = result.variants.get("dense+" + ("abtt" if d.choice == "abtt" else "whiten"))
+            r = result.variants.get(variant_of[d.choice])
             helps = r.delta_ndcg >= MIN_GAIN and r.p_value < 0.05
-            assert d.recommended == (helps and result.pipeline.mode != "bm25")
+            assert not d.recommended or (helps and result.pipeline.mode != "bm25")
             assert f"{r.ndcg:.4f}" in d.evidence
+            if helps:
+                helping.append((r.ndcg, d))
+    chosen = [d for d in result.decisions if d.topic == "transform" and d.recommended]
+    if helping and result.pipeline.mode != "bm25":
+        assert chosen == [max(helping, key=lambda x: x[0])[1]]
+    else:
+        assert chosen == []
+
+
+def test_the_best_helping_transform_is_chosen_and_whitening_k_is_remembered():
+    from vecdoctor.checkup.run import whitening_kept
+    from vecdoctor.evaluate.metrics import randomization_test
+
+    base = {f"q{i}": 0.5 for i in range(50)}
+    results = [_variant("bm25", {k: 0.4 for k in base}), _variant("dense", base),
+               _variant("hybrid", {k: 0.55 for k in base}),
+               _variant("dense+whiten", {k: 0.45 for k in base}, "dense"),
+               _variant("dense+whiten-k", {f"q{i}": 0.62 + 0.001 * (i % 5) for i in range(50)},
+                        "dense"),
+               _variant("dense+abtt", {f"q{i}": 0.58 + 0.001 * (i % 7) for i in range(50)},
+                        "dense")]
+    for r in results[3:]:
+        r.delta_ndcg = r.ndcg - results[1].ndcg
+        r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], base)
+    pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, 50, False, results), "minilm")
+    verdicts = {d.choice: d.recommended for d in decisions if d.topic == "transform"}
+    assert verdicts == {"whitening": False, "whitening-k": True, "abtt": False}
+    assert pipeline.transform == "whitening" and whitening_kept(decisions)
 
 
 def _variant(name, per_query, baseline=None):

@@ -136,6 +136,26 @@ def _fmt(name: str, variants: Any) -> str:
     return text
 
 
+TRANSFORMS = (("dense+whiten", "whitening"), ("dense+whiten-k", "whitening-k"),
+              ("dense+abtt", "abtt"))
+
+
+def _choose_transform(variants: Any, uses_dense: bool, why_not: str,
+                      decisions: list[Decision]) -> str | None:
+    """The best of the transforms that pass the gate (whitening in full, whitening-k, all-but-
+    the-top), or none; a decision for each measured one. ``whitening-k`` is whitening kept to
+    its top components (the pipeline's kind is whitening, the fitted folder holds k)."""
+    measured = [(name, value, _gain(variants, name)) for name, value in TRANSFORMS]
+    helping = [(n, v) for n, v, g in measured if g is not None and _helps(g)]
+    best = max(helping, key=lambda nv: variants.get(nv[0]).ndcg)[1] if helping and uses_dense \
+        else None
+    for name, value, g in measured:
+        if g is not None:
+            decisions.append(Decision("transform", value, value == best,
+                                      _fmt(name, variants) + (why_not if _helps(g) else "")))
+    return best
+
+
 def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline, list[Decision]]:
     """Turn measured variant results into a pipeline and the reasons for each choice."""
     decisions: list[Decision] = []
@@ -154,15 +174,14 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline,
         decisions.append(Decision("retrieval", pipeline["mode"], True, evidence))
     uses_dense = pipeline["mode"] != "bm25"
     why_not = "; not applied: the recommended retrieval is bm25 alone" if not uses_dense else ""
-    for name, key, value in (("dense+whiten", "transform", "whitening"), ("dense+abtt", "transform", "abtt"),
-                             ("dense+window", "window", "256:128:max")):
-        g = _gain(variants, name)
-        if g is None:
-            continue
-        ok = uses_dense and _helps(g) and (key != "transform" or pipeline["transform"] is None)
+    pipeline["transform"] = _choose_transform(variants, uses_dense, why_not, decisions)
+    g = _gain(variants, "dense+window")
+    if g is not None:
+        ok = uses_dense and _helps(g)
         if ok:
-            pipeline[key] = value
-        decisions.append(Decision(key, value, ok, _fmt(name, variants) + (why_not if _helps(g) else "")))
+            pipeline["window"] = "256:128:max"
+        decisions.append(Decision("window", "256:128:max", ok,
+                                  _fmt("dense+window", variants) + (why_not if _helps(g) else "")))
     pool_variants = [n for n in ("dense+cls", "dense+max", "dense+subword", "dense+attention") if variants.get(n)]
     helping = [n for n in pool_variants if _helps(_gain(variants, n))]
     best_pool = max(helping, key=lambda v: variants.get(v).ndcg) if helping and uses_dense else None
@@ -196,7 +215,15 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline,
                 if key in how:
                     pipeline[f"rerank_{key}"] = how[key]
         decisions.append(Decision("rerank", "reranker on the hybrid top candidates", ok, _fmt("hybrid+rerank", variants)))
+    if pipeline["transform"] == "whitening-k":
+        pipeline["transform"] = "whitening"
     return Pipeline(**pipeline), decisions
+
+
+def whitening_kept(decisions: Sequence[Decision]) -> bool:
+    """Whether the recommended transform is whitening-k (whitening kept to its top components)."""
+    return any(d.topic == "transform" and d.choice == "whitening-k" and d.recommended
+               for d in decisions)
 
 
 def checkup(
@@ -257,8 +284,9 @@ def checkup(
                                       decisions)
     if pipeline != _baseline_pipeline(pipeline):
         say("confirm recommended pipeline")
-        decisions.append(_confirm(ds, model, pipeline, report, cache, rerank_opts))
-    transform = _fit_recommended(ds, model, pipeline, cache)
+        decisions.append(_confirm(ds, model, pipeline, report, cache, rerank_opts,
+                                  whitening_kept(decisions)))
+    transform = _fit_recommended(ds, model, pipeline, cache, whitening_kept(decisions))
     for r in report.results:  # rates measured in the model comparison (same encoder settings)
         if r.docs_per_second is None and r.name not in {"bm25"}:
             row = next((m for m in comparison.rows if m.model == model and not m.converted), None)
@@ -348,12 +376,12 @@ def _variant_names(variants: Sequence[str] | None, reranker: Any, enc: Any) -> l
         names.append("hybrid+rerank")
     if enc.tokenizer is None:  # pooled-only models: no windows, no pooling choice
         names = [n for n in names if n not in {"dense+window"} and not n.startswith("dense+") or
-                 n in {"dense+whiten", "dense+abtt"}]
+                 n in {"dense+whiten", "dense+whiten-k", "dense+abtt"}]
     return names
 
 
 def _confirm(ds: Dataset, model: str, pipeline: Pipeline, report: Any, cache: Any,
-             rerank_opts: dict[str, Any]) -> Decision:
+             rerank_opts: dict[str, Any], top_components: bool = False) -> Decision:
     """Measure the recommended pipeline end to end; its row joins the report."""
     from vecdoctor.evaluate.variants import VariantSpec, evaluate_variants
 
@@ -362,7 +390,8 @@ def _confirm(ds: Dataset, model: str, pipeline: Pipeline, report: Any, cache: An
         mode=pipeline.mode,
         pooling=str(pipeline.pooling) if pipeline.pooling else None,
         window=pipeline.window,
-        transform=str(pipeline.transform) if pipeline.transform else None,
+        transform=("whitening-k" if top_components else str(pipeline.transform))
+        if pipeline.transform else None,
         precision=pipeline.storage,
         rerank=bool(pipeline.rerank),
         baseline=str(pipeline.mode),
@@ -379,8 +408,10 @@ def _confirm(ds: Dataset, model: str, pipeline: Pipeline, report: Any, cache: An
     return Decision("confirmation", "recommended pipeline", True, _fmt("recommended", confirm))
 
 
-def _fit_recommended(ds: Dataset, model: str, pipeline: Pipeline, cache: Any) -> Any:
-    """The recommended transform fitted on the whole corpus, or ``None``."""
+def _fit_recommended(ds: Dataset, model: str, pipeline: Pipeline, cache: Any,
+                     top_components: bool = False) -> Any:
+    """The recommended transform fitted on the whole corpus (whitening-k with
+    ``top_components``), or ``None``."""
     if not pipeline.transform:
         return None
     from vecdoctor.encode.encoder import Encoder
@@ -388,7 +419,8 @@ def _fit_recommended(ds: Dataset, model: str, pipeline: Pipeline, cache: Any) ->
 
     tenc = Encoder(model, pooling=pipeline.pooling, window=pipeline.window, cache=cache)
     vectors = tenc.encode_documents([d.content for d in ds.corpus])
-    return fit_transform(str(pipeline.transform), vectors, tenc)
+    return fit_transform("whitening-k" if top_components else str(pipeline.transform), vectors,
+                         tenc)
 
 
 def pipeline_file(result: CheckupResult, transform_dir: Path | None = None) -> Pipeline:

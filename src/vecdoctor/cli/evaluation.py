@@ -66,7 +66,7 @@ KEEP_SELF_HITS = typer.Option(
 
 
 _VARIANTS_HELP = (
-    "Comma-separated variants, listed in the README (default: bm25,dense,dense+whiten,"
+    "Comma-separated variants, listed in the README (default: bm25,dense,dense+whiten,dense+whiten-k,"
     "dense+abtt,dense+window,hybrid,int8,binary, less those no --store can run)"
 )
 

@@ -62,6 +62,9 @@ VARIANTS: dict[str, VariantSpec] = {
     ),
     "dense": VariantSpec("dense, the model's own pooling, float32, exact search", baseline="bm25"),
     "dense+whiten": VariantSpec("dense + whitening fitted on the corpus", transform="whitening"),
+    "dense+whiten-k": VariantSpec(
+        "dense + whitening fitted on the corpus, kept to its top third of directions "
+        "(whitening-k)", transform="whitening-k"),
     "dense+abtt": VariantSpec("dense + all-but-the-top fitted on the corpus", transform="abtt"),
     "dense+window": VariantSpec(
         "dense + token windows 256:128 (max) for long texts", window=Window(256, 128, "max")
@@ -83,7 +86,8 @@ VARIANTS: dict[str, VariantSpec] = {
     "binary": VariantSpec("dense on binary vectors, float32 rescoring of 4x candidates", precision=Precision.BINARY),
 }
 
-DEFAULT_VARIANTS = ("bm25", "dense", "dense+whiten", "dense+abtt", "dense+window", "hybrid", "int8", "binary")
+DEFAULT_VARIANTS = ("bm25", "dense", "dense+whiten", "dense+whiten-k", "dense+abtt", "dense+window",
+                    "hybrid", "int8", "binary")
 
 
 def parse_variants(names: str | Sequence[str]) -> list[str]:
@@ -123,11 +127,20 @@ def unsupported(spec: VariantSpec, store: Store) -> str | None:
     return None
 
 
+def whitening_components(dim: int) -> int:
+    """k of whitening-k: a third of the dimensions (Su et al. 2021 keep 256 of BERT-base's 768)."""
+    return max(16, dim // 3)
+
+
 def fit_transform(kind: str, vectors: np.ndarray, encoder: Any) -> Any:
-    """A transform of ``kind`` fitted on ``vectors`` made by ``encoder``."""
+    """A transform of ``kind`` fitted on ``vectors`` made by ``encoder``; ``whitening-k`` is
+    whitening kept to its top :func:`whitening_components` directions."""
     from vecdoctor.fix.transform import make_transform
 
-    fitted = make_transform(kind)
+    if kind == "whitening-k":
+        fitted = make_transform("whitening", n_components=whitening_components(vectors.shape[1]))
+    else:
+        fitted = make_transform(kind)
     return fitted.fit(vectors, fingerprint=encoder.fingerprint, model_id=encoder.model_id)
 
 

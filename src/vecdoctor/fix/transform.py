@@ -168,6 +168,11 @@ class _Transform(SavedArrays):
         return f"{type(self).__name__}({self.config}, {state})"
 
 
+SHRINK_BELOW = 10
+"""Whitening shrinks its covariance (Ledoit-Wolf) when fitted on fewer than this many vectors
+per dimension."""
+
+
 def _ledoit_wolf_shrinkage(centred: np.ndarray) -> float:
     """Optimal shrinkage towards (trace/d)·I (Ledoit & Wolf 2004, J. Multivar. Anal., Sec. 3)."""
     n, d = centred.shape
@@ -188,7 +193,8 @@ class Whitening(_Transform):
     Su et al. 2021, "Whitening Sentence Representations for Better Semantics and Faster
     Retrieval" (arXiv:2103.15316), Eq. 6 and the dimension reduction of Sec. 2.2; the full-rank
     variant is ZCA whitening (Bell & Sejnowski 1997). With fewer samples than dimensions the
-    covariance is shrunk towards a scaled identity (Ledoit-Wolf) and a warning is issued.
+    covariance is shrunk towards a scaled identity (Ledoit-Wolf), as it is with fewer than
+    ``SHRINK_BELOW`` samples per dimension; below one sample per dimension a warning is issued.
 
     Fitted attributes: ``mean_`` (d,), ``W_`` (d, k), ``eigenvalues_`` (d,), ``shrinkage_``.
     """
@@ -216,8 +222,14 @@ class Whitening(_Transform):
             )
         cov = centred.T @ centred / (n - 1)
         self.shrinkage_ = 0.0
-        if n <= d:
+        if n < SHRINK_BELOW * d:
+            # with n not far above d the smallest eigenvalues are mostly noise and whitening
+            # blows them up (on 453 texts of 384 dimensions: nDCG@10 0.15 against 0.44 dense);
+            # Ledoit-Wolf shrinkage takes that back (0.36), and is ~0 once n >> d
             self.shrinkage_ = _ledoit_wolf_shrinkage(centred)
+            mu = np.trace(cov) / d
+            cov = (1 - self.shrinkage_) * cov + self.shrinkage_ * mu * np.eye(d)
+        if n <= d:
             warnings.warn(
                 f"whitening fitted on {n} vectors of dimension {d} (fewer samples than "
                 f"dimensions): the covariance is rank-deficient, so it was shrunk towards the "
@@ -226,8 +238,6 @@ class Whitening(_Transform):
                 UserWarning,
                 stacklevel=3,
             )
-            mu = np.trace(cov) / d
-            cov = (1 - self.shrinkage_) * cov + self.shrinkage_ * mu * np.eye(d)
         eigenvalues, eigenvectors = np.linalg.eigh(cov)
         order = np.argsort(eigenvalues)[::-1]
         lam = np.clip(eigenvalues[order], 0.0, None)
