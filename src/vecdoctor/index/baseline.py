@@ -58,14 +58,17 @@ def quantiles(values: np.ndarray) -> dict[str, float]:
 
 
 def mean_cosine(vectors: np.ndarray) -> float:
-    """Mean cosine over all pairs of distinct rows (exact, in O(n d))."""
-    u = np.asarray(vectors, dtype=np.float64)
-    u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
-    n = len(u)
-    if n < 2:
+    """The diagnosis' mean pairwise cosine, NaN below two rows."""
+    from vecdoctor.diagnose.isotropy import mean_pairwise_cosine
+
+    if len(vectors) < 2:
         return float("nan")
-    s = u.sum(axis=0)
-    return float((s @ s - n) / (n * (n - 1)))
+    return float(mean_pairwise_cosine(np.asarray(vectors, dtype=np.float32)))
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - cos(a, b): how far one mean vector has moved from another."""
+    return float(1 - a @ b / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
 
 
 def isotropy(vectors: np.ndarray) -> float:

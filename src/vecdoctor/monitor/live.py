@@ -193,7 +193,7 @@ class LiveHealth:
     def _added_geometry(self) -> dict[str, Any] | None:
         """Mean pairwise cosine and centroid shift of the documents appended to the index since
         its baseline (the last 1000 of them), computed once per index size."""
-        from vecdoctor.index.baseline import mean_cosine
+        from vecdoctor.index.baseline import cosine_distance, mean_cosine
 
         base = self.baseline
         stored = getattr(getattr(self.index, "vectors", None), "vectors", None)
@@ -203,8 +203,7 @@ class LiveHealth:
         if self._added_key != key:
             added = np.asarray(stored[base.documents:][-1000:], dtype=np.float32)
             centre = added.mean(axis=0)
-            shift = 1 - float(centre @ base.centroid) / max(
-                float(np.linalg.norm(centre) * np.linalg.norm(base.centroid)), 1e-12)
+            shift = cosine_distance(centre, base.centroid)
             self._added = {"documents": key - base.documents, "mean_cosine": mean_cosine(added),
                            "baseline_mean_cosine": base.mean_cosine, "centroid_shift": shift}
             self._added_key = key
