@@ -326,3 +326,75 @@ def test_cli_checkup_on_unlabelled_corpus_uses_self_supervised_queries(small, tm
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["self_supervised"] is True
     assert "self-supervised" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("chunk_gain", [0.08, 0.0])
+def test_long_text_strategy_answers_the_truncation_finding(chunk_gain):
+    """The best long-text strategy that passes the gate is chosen; when none does, the decision
+    to keep truncation says so next to the diagnosis' share of truncated texts."""
+    from types import SimpleNamespace
+
+    from vecdoctor.evaluate.metrics import randomization_test
+
+    base = {f"q{i}": 0.5 for i in range(50)}
+    results = [_variant("bm25", {k: 0.4 for k in base}), _variant("dense", base),
+               _variant("hybrid", {k: 0.55 for k in base}),
+               _variant("dense+window", {f"q{i}": 0.5 + 0.003 * (i % 2) for i in range(50)}, "dense"),
+               _variant("dense+chunks", {f"q{i}": 0.5 + chunk_gain + 0.001 * (i % 7)
+                                         for i in range(50)}, "dense"),
+               _variant("dense+chunks-first", {f"q{i}": 0.5 + chunk_gain / 2 + 0.001 * (i % 3)
+                                               for i in range(50)}, "dense")]
+    for r in results[3:]:
+        r.delta_ndcg = r.ndcg - results[1].ndcg
+        r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], base)
+    truncation = SimpleNamespace(share_truncated=0.42)
+    pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, 50, False, results), "minilm",
+                                 truncation=truncation)
+    long_text = {d.choice: d for d in decisions if d.topic == "long texts"}
+    if chunk_gain:
+        assert str(pipeline.chunks) == "max" and pipeline.window is None
+        assert long_text["chunks max"].recommended
+        assert not long_text["chunks max+first"].recommended  # passes, but scores lower
+        assert "truncation" not in long_text
+    else:
+        assert pipeline.chunks is None and pipeline.window is None
+        kept = long_text["truncation"]
+        assert kept.recommended and "42% of texts" in kept.evidence
+        assert "dense+chunks nDCG@10" in kept.evidence and "dense+window nDCG@10" in kept.evidence
+    assert not long_text["windows 256:128:max"].recommended  # +0.0015: below the gate
+
+
+def test_chunk_variants_run_where_the_diagnosis_found_long_texts(minilm):
+    from types import SimpleNamespace
+
+    from vecdoctor.checkup.run import _variant_names
+    from vecdoctor.diagnose._common import Verdict
+
+    def names(verdict, variants=None):
+        diagnosis = SimpleNamespace(truncation=SimpleNamespace(verdict=verdict))
+        return _variant_names(variants, None, minilm, diagnosis)
+
+    assert {"dense+chunks", "dense+chunks-first"} <= set(names(Verdict.WARN))
+    assert {"dense+chunks", "dense+chunks-first"} <= set(names(Verdict.FAIL))
+    assert not {"dense+chunks", "dense+chunks-first"} & set(names(Verdict.OK))
+    assert names(Verdict.FAIL, ["bm25", "dense"]) == ["bm25", "dense"]  # the user's list stands
+
+
+def test_what_to_do_lists_recommended_steps_by_measured_gain():
+    from types import SimpleNamespace
+
+    from vecdoctor.checkup.run import Decision
+    from vecdoctor.report.checkup import todo_section
+
+    decisions = [Decision("model", "minilm", True, "tie"),
+                 Decision("retrieval", "hybrid", True, "hybrid 0.71", 0.03),
+                 Decision("transform", "abtt", False, "abtt 0.60", -0.01),
+                 Decision("long texts", "chunks max+first", True, "chunks 0.67", 0.05),
+                 Decision("precision", "int8", True, "int8 keeps 99.6%", -0.002),
+                 Decision("confirmation", "recommended pipeline", True, "recommended 0.72")]
+    section = todo_section(SimpleNamespace(decisions=decisions))
+    lines = section.paragraphs
+    assert [line.split(":")[0] for line in lines[:4]] == [
+        "1. long texts", "2. retrieval", "3. precision", "4. model"]
+    assert "(+0.0500 nDCG@10)" in lines[0] and "(-0.0020 nDCG@10)" in lines[2]
+    assert "transform abtt" in lines[4] and "recommended 0.72" in lines[5]

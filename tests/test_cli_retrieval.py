@@ -58,6 +58,9 @@ def test_index_writes_a_loadable_index(built):
     config = json.loads((out / "config.json").read_text())
     assert config["encoder"]["max_length"] == 64
     assert config["counts"]["documents"] == N_DOCS
+    # --ann auto by default: a small corpus is searched exactly, and the measurement says why
+    assert summary["dense_search"]["chosen"] == "exact" == config["ann_choice"]["chosen"]
+    assert "within the 10 ms budget" in summary["dense_search"]["reason"]
 
 
 def test_search_json_and_plain(built):

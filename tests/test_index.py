@@ -303,3 +303,36 @@ def test_ann_needs_float32():
         VectorStore.build(np.ones((4, 8), np.float32), "int8", ann="hnsw")
     with pytest.raises(InputError, match="hnsw, ivf"):
         VectorStore.build(np.ones((4, 8), np.float32), "float32", ann="lsh")
+
+
+# -- ann="auto": exact search while it meets the latency budget ------------------------------
+def test_auto_ann_measures_exact_search_and_builds_hnsw_over_budget(real_corpus, tmp_path):
+    from vecdoctor.encode.cache import VectorCache
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.index.ann import choose_ann
+
+    docs = real_corpus[:150]
+    minilm = Encoder("minilm", cache=VectorCache(max_size=1000))  # documents encoded once
+    fast = Index.build(docs, minilm, ann="auto", ann_budget_ms=1e6, baseline=False)
+    assert fast.pipeline.ann is None and fast.ann_choice["chosen"] == "exact"
+    assert fast.ann_choice["queries"] == 50 and fast.ann_choice["exact_ms_p50"] > 0
+    # a budget no search can meet: HNSW, with its recall against exact search measured
+    slow = Index.build(docs, minilm, ann="auto", ann_budget_ms=0.0, baseline=False)
+    choice = slow.ann_choice
+    assert slow.pipeline.ann.kind == "hnsw" and choice["chosen"] == "hnsw"
+    assert choice["recall_at_10"] >= 0.95 and choice["ef_search"] == slow.pipeline.ann.ef_search
+    assert "recall@10" in choice["reason"]
+    again = Index.load(slow.save(tmp_path / "auto"))
+    assert again.ann_choice == choice and again.pipeline.ann == slow.pipeline.ann
+    # the recall is what it says: HNSW against brute force on fresh queries
+    queries = minilm.encode_queries(["vitamin D deficiency", "gene expression in cancer cells"])
+    vectors = np.asarray(slow.vectors.vectors)
+    truth, _ = brute(queries, vectors, 10)
+    rows, _ = slow.vectors.search(queries, 10)
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth, strict=True)]) >= 0.8
+    # int8 storage keeps exact search over its codes, and says so
+    small = Index.build(docs[:50], minilm, ann="auto", precision="int8", baseline=False)
+    assert small.ann_choice["chosen"] == "exact" and "int8" in small.ann_choice["reason"]
+    # the rule itself: an unreachable recall target keeps the last ef_search step and says so
+    config, _, report = choose_ann(vectors, queries, budget_ms=0.0, target=1.01)
+    assert config.ef_search == 1024 and "stays below" in report.reason

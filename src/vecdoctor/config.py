@@ -54,6 +54,15 @@ class Reduce(_Choice):
     """Mean of window vectors weighted by each window's token count."""
 
 
+class Chunking(_Choice):
+    """Chunk-level retrieval: every token window of a document indexed as its own vector."""
+
+    MAX = "max"
+    """A document scores its best chunk's score (MaxP, Dai & Callan, 2019)."""
+    MAX_FIRST = "max+first"
+    """The mean of the best chunk's and the first chunk's scores (MaxP fused with FirstP)."""
+
+
 class Precision(_Choice):
     """Storage precision of dense vectors in an index."""
 

@@ -6,7 +6,7 @@ the ``pipeline`` entry of an index folder's ``config.json`` are its serialisatio
 
     {"class": "Pipeline", "format_version": 2, "vecdoctor_version": "0.3.0",
      "model": "minilm", "backend": null, "model_precision": null, "pooling": null,
-     "max_length": null, "window": null,
+     "max_length": null, "window": null, "chunks": null,
      "transform": "whitening", "transform_dir": "transform",
      "storage": "int8", "ann": null, "oversample": 4.0,
      "mode": "hybrid", "fusion": "rrf", "rrf_k": 60,
@@ -34,6 +34,7 @@ import numpy as np
 
 from vecdoctor.config import (
     Backend,
+    Chunking,
     Fusion,
     ModelPrecision,
     Pooling,
@@ -75,8 +76,12 @@ def _number(name: str, value: Any, low: float, integer: bool = False) -> Any:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """Model, backend, model precision, pooling, max length, windows, fitted transform, storage
-    precision, ANN, search mode, fusion and reranker: what turns a corpus into ranked hits.
+    """Model, backend, model precision, pooling, max length, windows, chunks, fitted transform,
+    storage precision, ANN, search mode, fusion and reranker: what turns a corpus into ranked hits.
+
+    ``chunks`` (``max`` or ``max+first``) indexes every token window of a document as its own
+    vector and ranks a document by its best chunk (see :mod:`vecdoctor.index.chunks`);
+    ``window`` then sets the chunk size and stride.
 
     Every field is validated on construction (strings become enums; numbers must be finite and
     in range), so a Pipeline that exists is one vecdoctor can build. ``transform_dir`` is the
@@ -90,6 +95,7 @@ class Pipeline:
     pooling: Pooling | None = None
     max_length: int | None = None
     window: Window | None = None
+    chunks: Chunking | None = None  # chunk-level retrieval (every window its own vector)
     transform: TransformKind | None = None
     transform_dir: Path | None = None
     storage: Precision = Precision.FLOAT32
@@ -120,6 +126,7 @@ class Pipeline:
             _number("max_length", self.max_length, 1, integer=True)
         window = self.window
         put("window", Window(**window) if isinstance(window, dict) else Window.parse(window))
+        put("chunks", _optional(Chunking.parse, self.chunks))
         put("transform", _optional(TransformKind.parse, self.transform))
         put("transform_dir", _optional(Path, self.transform_dir))
         put("storage", Precision.parse(self.storage))
@@ -434,6 +441,19 @@ class Embedder:
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors through the index's own encoder and transform."""
         return self.embed(texts, role="queries")
+
+    def embed_chunks(
+        self, texts: Sequence[str], show_progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk vectors of documents and the position of each chunk's document
+        (:meth:`Encoder.encode_chunks <vecdoctor.encode.encoder.Encoder.encode_chunks>`, then
+        the transform)."""
+        enc = self.encoder
+        with self._lock:
+            vecs, owners = enc.encode_chunks(list(texts), show_progress=show_progress)
+        if self.transform is not None and len(vecs):
+            vecs = self.transform.transform(vecs, fingerprint=self.fingerprint or enc.fingerprint)
+        return np.ascontiguousarray(vecs, dtype=np.float32), owners
 
     def embed_bulk(self, texts: Sequence[str], role: str, chunk: int = 8) -> np.ndarray:
         """:meth:`embed` ``chunk`` texts at a time, each chunk waiting while a search waits for

@@ -13,6 +13,7 @@ from typing import Any
 
 from vecdoctor.config import Precision, SearchMode
 from vecdoctor.data import Dataset, load_dataset
+from vecdoctor.diagnose._common import Verdict
 from vecdoctor.errors import InputError, VecdoctorError
 from vecdoctor.evaluate.metrics import MAX_P, MIN_GAIN
 from vecdoctor.pipeline import Pipeline
@@ -35,10 +36,12 @@ class Decision:
     choice: str
     recommended: bool
     evidence: str
+    gain: float | None = None  # measured nDCG@10 difference against what it replaces
 
     def to_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "choice": self.choice, "recommended": self.recommended,
-                "evidence": self.evidence}
+                "evidence": self.evidence,
+                "gain": None if self.gain is None else round(self.gain, 4)}
 
 
 @dataclass
@@ -152,18 +155,53 @@ def _choose_transform(variants: Any, uses_dense: bool, why_not: str,
     for name, value, g in measured:
         if g is not None:
             decisions.append(Decision("transform", value, value == best,
-                                      _fmt(name, variants) + (why_not if _helps(g) else "")))
+                                      _fmt(name, variants) + (why_not if _helps(g) else ""), g[0]))
     return best
 
 
-def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline, list[Decision]]:
-    """Turn measured variant results into a pipeline and the reasons for each choice."""
+LONG_TEXT = (("dense+window", "windows 256:128:max", {"window": "256:128:max"}),
+             ("dense+chunks", "chunks max", {"chunks": "max"}),
+             ("dense+chunks-first", "chunks max+first", {"chunks": "max+first"}))
+"""The long-text strategies measured against truncation (plain dense): the variant, the
+decision's name for it and the pipeline settings it stands for."""
+
+
+def _choose_long_text(variants: Any, pipeline: dict[str, Any], uses_dense: bool, why_not: str,
+                      decisions: list[Decision], truncation: Any = None) -> None:
+    """Truncation, windows pooled into one vector, or chunk-level retrieval: the best strategy
+    that passes the gate against truncation, one decision for each one measured. When the
+    diagnosis found truncated texts and no strategy helps, the decision to keep truncation says
+    so, so that the report does not leave the finding unanswered."""
+    measured = [(name, label, settings, g) for name, label, settings in LONG_TEXT
+                if (g := _gain(variants, name)) is not None]
+    helping = [m for m in measured if _helps(m[3])]
+    best = max(helping, key=lambda m: variants.get(m[0]).ndcg) if helping and uses_dense else None
+    for name, label, settings, g in measured:
+        chosen = best is not None and name == best[0]
+        if chosen:
+            pipeline.update(settings)
+        decisions.append(Decision("long texts", label, chosen,
+                                  _fmt(name, variants) + (why_not if _helps(g) else ""), g[0]))
+    share = getattr(truncation, "share_truncated", None)
+    if measured and best is None and share:
+        tried = "; ".join(f"{label}: {_fmt(name, variants)}" for name, label, _, _ in measured)
+        decisions.append(Decision(
+            "long texts", "truncation", True,
+            f"{share:.0%} of texts are longer than the model reads, but no long-text strategy "
+            f"is measurably better than truncating them (gate: >= {MIN_GAIN} nDCG@10 with "
+            f"p < {MAX_P}): {tried}"))
+
+
+def decide(variants: Any, model: str, comparison: Any = None,
+           truncation: Any = None) -> tuple[Pipeline, list[Decision]]:
+    """Turn measured variant results into a pipeline and the reasons for each choice;
+    ``truncation`` (the diagnosis' check) lets the long-text decision answer it."""
     decisions: list[Decision] = []
     if comparison is not None and comparison.recommended:
         choice = f"{model} on {comparison.backend} {comparison.precision}" if comparison.backend else model
         decisions.append(Decision("model", choice, True, comparison.reason))
     pipeline: dict[str, Any] = {"model": model, "backend": None, "model_precision": None,
-                                "pooling": None, "window": None, "transform": None,
+                                "pooling": None, "window": None, "chunks": None, "transform": None,
                                 "mode": "dense", "fusion": "rrf", "rrf_k": 60, "rerank": None,
                                 "storage": "float32"}
     if comparison is not None and comparison.backend:
@@ -171,17 +209,13 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline,
     modes = {m: variants.get(m) for m in ("bm25", "dense", "hybrid") if variants.get(m)}
     if modes:
         pipeline["mode"], evidence = _choose_mode(modes)
-        decisions.append(Decision("retrieval", pipeline["mode"], True, evidence))
+        others = [r.ndcg for n, r in modes.items() if n != pipeline["mode"]]
+        gain = modes[pipeline["mode"]].ndcg - max(others) if others else None
+        decisions.append(Decision("retrieval", pipeline["mode"], True, evidence, gain))
     uses_dense = pipeline["mode"] != "bm25"
     why_not = "; not applied: the recommended retrieval is bm25 alone" if not uses_dense else ""
     pipeline["transform"] = _choose_transform(variants, uses_dense, why_not, decisions)
-    g = _gain(variants, "dense+window")
-    if g is not None:
-        ok = uses_dense and _helps(g)
-        if ok:
-            pipeline["window"] = "256:128:max"
-        decisions.append(Decision("window", "256:128:max", ok,
-                                  _fmt("dense+window", variants) + (why_not if _helps(g) else "")))
+    _choose_long_text(variants, pipeline, uses_dense, why_not, decisions, truncation)
     pool_variants = [n for n in ("dense+cls", "dense+max", "dense+subword", "dense+attention") if variants.get(n)]
     helping = [n for n in pool_variants if _helps(_gain(variants, n))]
     best_pool = max(helping, key=lambda v: variants.get(v).ndcg) if helping and uses_dense else None
@@ -189,7 +223,8 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline,
         chosen = n == best_pool
         if chosen:
             pipeline["pooling"] = n.split("+", 1)[1]
-        decisions.append(Decision("pooling", n.split("+", 1)[1], chosen, _fmt(n, variants)))
+        decisions.append(Decision("pooling", n.split("+", 1)[1], chosen, _fmt(n, variants),
+                                  (_gain(variants, n) or (None,))[0]))
     dense = variants.get("dense")
     for prec in ("binary", "int8"):
         r = variants.get(prec)
@@ -204,6 +239,7 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline,
             f"{prec} with rescoring keeps {share:.1%} of float32 nDCG@10 ({r.ndcg:.4f} vs {dense.ndcg:.4f}) "
             f"at {r.bytes_per_doc} instead of {dense.bytes_per_doc} bytes per document "
             f"(rule: keep >= {PRECISION_KEEP:.0%})" + (why_not if share >= PRECISION_KEEP else ""),
+            r.ndcg - dense.ndcg,
         ))
     g = _gain(variants, "hybrid+rerank")
     if g is not None:
@@ -214,7 +250,8 @@ def decide(variants: Any, model: str, comparison: Any = None) -> tuple[Pipeline,
             for key in ("fusion", "backend", "precision"):
                 if key in how:
                     pipeline[f"rerank_{key}"] = how[key]
-        decisions.append(Decision("rerank", "reranker on the hybrid top candidates", ok, _fmt("hybrid+rerank", variants)))
+        decisions.append(Decision("rerank", "reranker on the hybrid top candidates", ok,
+                                  _fmt("hybrid+rerank", variants), g[0]))
     if pipeline["transform"] == "whitening-k":
         pipeline["transform"] = "whitening"
     return Pipeline(**pipeline), decisions
@@ -268,7 +305,7 @@ def checkup(
     model = comparison.recommended or models[0]
     enc = Encoder(model, cache=cache)
     diagnosis = _diagnose(ds, enc, quick, seed, say)
-    names = _variant_names(variants, reranker, enc)
+    names = _variant_names(variants, reranker, enc, diagnosis)
     rerank_opts: dict[str, Any] = {"reranker": reranker, "rerank_fusion": rerank_fusion,
                                    "rerank_backend": rerank_backend, "rerank_precision": rerank_precision}
     if reranker is not None and str(reranker).lower() != "maxsim":
@@ -278,7 +315,8 @@ def checkup(
         rerank_opts["reranker"] = load_reranker(reranker, backend=rerank_backend,
                                                 precision=rerank_precision)
     report = evaluate_variants(ds, model, names, progress=say, cache=cache, **rerank_opts)
-    pipeline, decisions = decide(report, model, comparison)
+    pipeline, decisions = decide(report, model, comparison,
+                                 diagnosis.truncation if diagnosis is not None else None)
     pipeline, tuning = _tune_fusion(ds, report, pipeline, seed, decisions)
     pipeline, budget = _rerank_budget(ds, report, pipeline, rerank_opts, model, cache, seed,
                                       decisions)
@@ -346,7 +384,9 @@ def _tune_fusion(ds: Dataset, report: Any, pipeline: Pipeline, seed: int,
     chosen = tuning.chosen or {"fusion": "rrf", "param": 60}
     label = (f"RRF k={chosen['param']:g}" if chosen["fusion"] == "rrf"
              else f"weighted, dense weight {chosen['param']:g}")
-    decisions.append(Decision("fusion", label, tuning.kept, tuning.reason))
+    gain = (tuning.chosen_confirm - tuning.default_confirm
+            if tuning.chosen_confirm is not None and tuning.default_confirm is not None else None)
+    decisions.append(Decision("fusion", label, tuning.kept, tuning.reason, gain))
     if tuning.kept:
         pipeline = pipeline.replace(**tuning.settings)
     return pipeline, tuning
@@ -368,10 +408,17 @@ def _diagnose(ds: Dataset, enc: Any, quick: bool, seed: int, say: Callable[[str]
         return None
 
 
-def _variant_names(variants: Sequence[str] | None, reranker: Any, enc: Any) -> list[str]:
+def _variant_names(variants: Sequence[str] | None, reranker: Any, enc: Any,
+                   diagnosis: Any = None) -> list[str]:
+    """The variants to measure: the defaults, chunk-level retrieval where the diagnosis found
+    texts longer than the model reads (elsewhere a chunk index equals the plain one), the
+    reranker when one is given; no token-level variants for pooled-only models."""
     from vecdoctor.evaluate.variants import DEFAULT_VARIANTS
 
     names = list(variants) if variants else list(DEFAULT_VARIANTS)
+    truncation = getattr(diagnosis, "truncation", None)
+    if not variants and truncation is not None and truncation.verdict is not Verdict.OK:
+        names += [n for n in ("dense+chunks", "dense+chunks-first") if n not in names]
     if reranker is not None and "hybrid+rerank" not in names:
         names.append("hybrid+rerank")
     if enc.tokenizer is None:  # pooled-only models: no windows, no pooling choice
@@ -390,6 +437,7 @@ def _confirm(ds: Dataset, model: str, pipeline: Pipeline, report: Any, cache: An
         mode=pipeline.mode,
         pooling=str(pipeline.pooling) if pipeline.pooling else None,
         window=pipeline.window,
+        chunks=str(pipeline.chunks) if pipeline.chunks else None,
         transform=("whitening-k" if top_components else str(pipeline.transform))
         if pipeline.transform else None,
         precision=pipeline.storage,
@@ -472,11 +520,11 @@ def _uses_default_encoder(name: str) -> bool:
     from vecdoctor.evaluate.variants import VARIANTS
 
     spec = VARIANTS.get(name)
-    return spec is not None and spec.pooling is None and spec.window is None
+    return spec is not None and spec.pooling is None and spec.window is None and not spec.chunks
 
 
 def _baseline_pipeline(p: Pipeline) -> Pipeline:
     import dataclasses
 
-    return dataclasses.replace(p, pooling=None, window=None, transform=None, rerank=None,
+    return dataclasses.replace(p, pooling=None, window=None, chunks=None, transform=None, rerank=None,
                                storage=Precision.FLOAT32)

@@ -41,6 +41,12 @@ def index_command(
     window: str = typer.Option(
         None, "--window", help="Token windows SIZE:STRIDE[:max|mean], e.g. 256:128:max"
     ),
+    chunks: str = typer.Option(
+        None, "--chunks",
+        help="max|max+first: every token window of a document its own vector, a document "
+        "scored by its best chunk (with --window: the chunk size; default: the model's input "
+        "length, half shared); off: one vector per document",
+    ),
     max_length: int = typer.Option(
         None, "--max-length", help="Tokens per model input (default: the model's)"
     ),
@@ -59,7 +65,13 @@ def index_command(
         None, "--precision", help="float32|int8|binary (default: float32)"
     ),
     ann: str = typer.Option(
-        None, "--ann", help="hnsw|ivf approximate search (float32 only; default: exact)"
+        None, "--ann",
+        help="auto|exact|hnsw|ivf (default auto: exact search while it takes at most "
+        "--latency-budget ms a query here, else HNSW with its recall@10 measured; float32 only)",
+    ),
+    latency_budget: float = typer.Option(
+        10.0, "--latency-budget", min=0.0,
+        help="--ann auto: milliseconds of dense search a query may take before HNSW is built",
     ),
     pipeline: Path = typer.Option(
         None, "--pipeline", help="pipeline.json (from checkup); options given here override it"
@@ -75,15 +87,22 @@ def index_command(
     force: bool = FORCE,
 ) -> None:
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
+    import dataclasses
+
+    from vecdoctor.config import Precision
     from vecdoctor.data import load_corpus
     from vecdoctor.index.store import Index
 
-    _check_index_options(output, store, precision, ann, backend, force)
+    _check_index_options(output, store, precision,
+                         None if ann is None or ann.lower() in {"auto", "exact"} else ann, backend, force)
     # the pipeline is checked whole before the corpus and the model are loaded
+    auto = ann is None or ann.strip().lower() == "auto"
     chosen = _pipeline_of_options(pipeline, window, model=model, pooling=pooling,
                                   max_length=max_length, backend=backend,
-                                  model_precision=model_precision, storage=precision, ann=ann,
-                                  transform_dir=transform)
+                                  model_precision=model_precision, storage=precision,
+                                  ann=None if auto else ann, transform_dir=transform, chunks=chunks)
+    if ann is not None and ann.strip().lower() == "exact":
+        chosen = dataclasses.replace(chosen, ann=None)
     start = time.perf_counter()
     docs = load_corpus(corpus)
     options = {"cache": cache, "batch_size": batch_size}
@@ -97,7 +116,9 @@ def index_command(
               "seconds": round(time.perf_counter() - start, 2)})
         return
     index = Index.from_pipeline(docs, chosen, encoder_options=options,
-                                show_progress=progress_enabled())
+                                show_progress=progress_enabled(),
+                                auto_ann=auto and chosen.storage is Precision.FLOAT32,
+                                ann_budget_ms=latency_budget)
     index.save(output, force)
     emit(
         {
@@ -106,8 +127,13 @@ def index_command(
             "model": index.model_id,
             "dim": index.dim,
             "precision": str(index.precision),
+            **({"chunks": index.vectors.n_chunks, "chunking": str(index.pipeline.chunks)}
+               if index.pipeline.chunks else {}),
             "transform": type(index.transform).__name__ if index.transform is not None else None,
             "baseline": _baseline_line(index),
+            "dense_search": index.ann_choice or {"chosen": str(index.pipeline.ann.kind)
+                                                 if index.pipeline.ann else "exact",
+                                                 "reason": "given with --ann or the pipeline"},
             "seconds": round(time.perf_counter() - start, 2),
         }
     )
@@ -326,14 +352,19 @@ def _check_index_options(
 
 def _pipeline_of_options(path: Path | None, window: str | None, **options: Any) -> Any:
     """The pipeline of ``--pipeline`` (or the defaults) with the options given on the command
-    line in place of its settings; ``--window off`` turns its windows off."""
+    line in place of its settings; ``--window off`` turns its windows off, ``--chunks off``
+    its chunks."""
     import dataclasses
 
     from vecdoctor.config import Window
     from vecdoctor.pipeline import Pipeline
 
     chosen = Pipeline.load(path) if path is not None else Pipeline(model=options["model"] or "minilm")
+    chunks = options.pop("chunks", None)
     chosen = chosen.replace(**options)
+    if chunks is not None:
+        off = chunks.strip().lower() in {"off", "none", ""}
+        chosen = dataclasses.replace(chosen, chunks=None if off else chunks)
     if window is not None:
         chosen = dataclasses.replace(chosen, window=Window.parse(window))
     return chosen

@@ -66,7 +66,9 @@ def check_truncation(
             rec = f"Only {share:.1%} of texts exceed {max_length} tokens; no action needed."
         else:
             fix = (
-                "encode with sliding windows (--window 256:128:max) or split documents into passages"
+                "index every token window as its own vector (index --chunks max), pool windows "
+                "into one vector (--window 256:128:max) or split documents into passages; "
+                "`vecdoctor checkup` measures which of these helps on your data"
                 if windows_possible
                 else "split documents into passages (this model cannot encode token windows), or "
                 "choose a model that returns token states"

@@ -222,6 +222,52 @@ class Encoder:
         """Like :meth:`encode`, with the model's document prefix (e.g. E5's ``passage: ``)."""
         return self._encode(_check_texts(texts), role="document", show_progress=show_progress)
 
+    def chunk_window(self) -> Window:
+        """The token windows :meth:`encode_chunks` cuts: the encoder's own window, or windows as
+        long as the model input with half of each shared with the next."""
+        self._require_tokens("chunk-level retrieval")
+        budget = self.max_length - self._tok.n_lead - self._tok.n_trail
+        if self.window is None:
+            return Window(size=budget, stride=max(budget // 2, 1), reduce=Reduce.MAX)
+        if self.window.size > budget:
+            raise InputError(
+                f"chunk window of {self.window.size} tokens is longer than model "
+                f"{self.model_id!r} reads ({budget} content tokens at max_length "
+                f"{self.max_length}); use a window of at most {budget}, e.g. "
+                f"{budget}:{budget // 2}"
+            )
+        return self.window
+
+    def encode_chunks(
+        self, texts: Sequence[str], show_progress: bool = False, block: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Every token window of every document as its own vector (with the document prefix).
+
+        Returns ``(vectors, owners)``: one row per chunk, in document order and, within a
+        document, in text order; ``owners[i]`` is the position of chunk ``i``'s text. A text
+        that fits the model input is one chunk. With a cache, a text's head chunk (what the
+        plain encoder reads) comes from the cache when the plain pipeline encoded it already.
+        """
+        texts = _check_texts(texts)
+        window = self.chunk_window()
+        prefix = self._prefix("document")
+        parts: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
+        bar = _progress(len(texts), show_progress)
+        for start in range(0, len(texts), block):
+            part = [prefix + t for t in texts[start : start + block]]
+            seqs, _ = self._tok.sequences(part, window)
+            parts.append(self._pool_with_heads(seqs, part, window))
+            owners.append(np.array([start + s.owner for s in seqs], dtype=np.int64))
+            if bar is not None:
+                bar.update(len(part))
+        if bar is not None:
+            bar.close()
+        if not parts:
+            return np.zeros((0, self.dimension), np.float32), np.zeros(0, np.int64)
+        vectors = np.concatenate(parts)
+        return (_l2(vectors) if self.normalize else vectors), np.concatenate(owners)
+
     def _prefix(self, role: str | None) -> str:
         if role == "query":
             return self.resolved.query_prefix
@@ -285,17 +331,21 @@ class Encoder:
             return pooled
         return self._reduce(seqs, pooled, len(texts))
 
-    def _pool_with_heads(self, seqs: list[TokenSeq], texts: list[str]) -> np.ndarray:
-        """Pool ``seqs``; with windows and a cache, a text's head window is looked up first.
+    def _pool_with_heads(
+        self, seqs: list[TokenSeq], texts: list[str], window: Window | None = None
+    ) -> np.ndarray:
+        """Pool ``seqs`` cut with ``window`` (default: the encoder's); with a cache, a text's
+        head window is looked up first.
 
         The head is the one input the same encoder without windows would see (a text that fits,
-        or the first window when windows are as long as the model input), so the windowed and
-        the plain pipeline share its vector instead of encoding it twice.
+        or the first window when windows are as long as the model input), so the windowed (or
+        chunked) and the plain pipeline share its vector instead of encoding it twice.
         """
-        if self.window is None or self.cache is None:
+        window = window or self.window
+        if window is None or self.cache is None:
             return self._pool_sequences(seqs)
         budget = self.max_length - self._tok.n_lead - self._tok.n_trail
-        full_windows = self.window.size >= budget
+        full_windows = window.size >= budget
         heads: dict[int, int] = {}  # owner -> index of its head sequence
         counts = np.bincount([s.owner for s in seqs], minlength=len(texts))
         for j, s in enumerate(seqs):

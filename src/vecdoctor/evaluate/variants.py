@@ -53,6 +53,7 @@ class VariantSpec:
     fusion: str = "rrf"  # hybrid: rrf (rrf_k) or weighted (fusion_weights: bm25, dense)
     rrf_k: float = 60
     fusion_weights: tuple[float, float] | None = None
+    chunks: str | None = None  # a Chunking: every window its own vector ("max" | "max+first")
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -69,6 +70,12 @@ VARIANTS: dict[str, VariantSpec] = {
     "dense+window": VariantSpec(
         "dense + token windows 256:128 (max) for long texts", window=Window(256, 128, "max")
     ),
+    "dense+chunks": VariantSpec(
+        "dense over chunks: every token window its own vector, a document scored by its best "
+        "chunk (MaxP)", chunks="max"),
+    "dense+chunks-first": VariantSpec(
+        "dense over chunks: mean of the best and the first chunk's scores (MaxP + FirstP)",
+        chunks="max+first"),
     "dense+cls": VariantSpec("dense with CLS pooling", pooling="cls"),
     "dense+max": VariantSpec("dense with max pooling", pooling="max"),
     "dense+subword": VariantSpec("dense with subword-aware pooling", pooling="subword"),
@@ -77,6 +84,14 @@ VARIANTS: dict[str, VariantSpec] = {
     "hybrid+whiten": VariantSpec(
         "BM25 + whitened dense, reciprocal rank fusion", SearchMode.HYBRID, transform="whitening",
         baseline="hybrid",
+    ),
+    "hybrid+chunks": VariantSpec(
+        "BM25 + dense over chunks (MaxP), reciprocal rank fusion", SearchMode.HYBRID, chunks="max",
+        baseline="hybrid",
+    ),
+    "hybrid+chunks-first": VariantSpec(
+        "BM25 + dense over chunks (MaxP + FirstP), reciprocal rank fusion", SearchMode.HYBRID,
+        chunks="max+first", baseline="hybrid",
     ),
     "hybrid+rerank": VariantSpec(
         "hybrid, then the reranker on the fused top candidates", SearchMode.HYBRID, rerank=True,
@@ -124,6 +139,8 @@ def unsupported(spec: VariantSpec, store: Store) -> str | None:
     """Why ``store`` cannot run ``spec``, or ``None`` when it can."""
     if store is Store.LANCEDB and spec.precision is not Precision.FLOAT32:
         return "LanceDB stores float32 vectors; int8/binary need the index folder"
+    if store is Store.LANCEDB and spec.chunks:
+        return "LanceDB tables hold one vector per document; chunk retrieval needs the index folder"
     return None
 
 
@@ -195,7 +212,7 @@ def _table_names(pairs: list[tuple[str, Store]], specs: dict[str, VariantSpec]) 
 
 
 def _pipeline_key(spec: VariantSpec) -> tuple[Any, ...]:
-    return (spec.pooling, spec.window, spec.transform, spec.precision)
+    return (spec.pooling, spec.window, spec.transform, spec.precision, spec.chunks)
 
 
 def _lance_location(uri: str | Path | None, tables: dict[tuple[Any, ...], str], stack: ExitStack) -> str:
@@ -271,6 +288,13 @@ class _Builder:
             self.encoders[key] = (enc, rate)
         return self.encoders[key][0]
 
+    def _other_chunking(self, key: tuple[Any, ...]) -> Any:
+        """A built folder index that differs from ``key`` only in how chunks are scored."""
+        for other, index in self.indexes.items():
+            if other[-1] is Store.DIR and other[:4] == key[:4] and other[4] and other != key:
+                return index
+        return None
+
     def rate(self, spec: VariantSpec) -> float | None:
         return self.encoders[(spec.pooling, spec.window)][1]
 
@@ -294,13 +318,30 @@ class _Builder:
 
                 self.indexes[key] = LanceIndex.build(self.dataset.corpus, str(lance_uri), enc, transform,
                                                      table=tables[_pipeline_key(spec)])
+            elif spec.chunks and self._other_chunking(key) is not None:
+                self.indexes[key] = _rechunked(self._other_chunking(key), spec.chunks)
             else:
                 from vecdoctor.index.store import Index
 
                 self.indexes[key] = Index.build(self.dataset.corpus, encoder=enc, transform=transform,
-                                                precision=spec.precision)
+                                                precision=spec.precision, chunks=spec.chunks)
             enc.cache = None  # queries are encoded for real, so latencies are honest
         return self.indexes[key]
+
+
+def _rechunked(index: Any, mode: str) -> Any:
+    """``index`` (a folder index with chunks) searched with another chunk scoring: the same
+    documents, BM25 and chunk vectors, not encoded again."""
+    import copy
+    import dataclasses
+
+    from vecdoctor.index.chunks import ChunkStore
+
+    other = copy.copy(index)
+    chunks = index.vectors
+    other.vectors = ChunkStore(chunks.store, chunks.owners, chunks.n_docs, mode)
+    other.pipeline = dataclasses.replace(index.pipeline, chunks=other.vectors.mode)
+    return other
 
 
 def evaluate_variants(

@@ -110,3 +110,86 @@ def load_ann(path: Path, config: AnnConfig, n_rows: int) -> Any:
         )
     configure(index, config)
     return index
+
+
+LATENCY_BUDGET_MS = 10.0
+"""Per-query milliseconds that exact dense search may take before ``ann="auto"`` builds HNSW
+(the dense part of a hybrid query; query encoding and BM25 come on top)."""
+RECALL_TARGET = 0.95
+"""recall@10 against exact search that an automatically chosen ANN index must reach."""
+EF_SEARCH_STEPS = (64, 128, 256, 512, 1024)
+
+
+@dataclass
+class AnnChoice:
+    """Why an index searches exactly or through HNSW: the measurements taken at build time."""
+
+    chosen: str  # "exact" or "hnsw"
+    reason: str
+    rows: int
+    queries: int
+    budget_ms: float
+    exact_ms_p50: float
+    ann_ms_p50: float | None = None
+    recall_at_10: float | None = None
+    ef_search: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _timed_search(search: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """Rows of one query at a time (as a server searches) and the median milliseconds."""
+    import time
+
+    rows, times = [], []
+    for q in queries:
+        start = time.perf_counter()
+        found, _ = search(q[None, :], k)
+        times.append((time.perf_counter() - start) * 1000)
+        rows.append(found[0])
+    return np.stack(rows), float(np.median(times))
+
+
+def choose_ann(
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    budget_ms: float = LATENCY_BUDGET_MS,
+    target: float = RECALL_TARGET,
+    k: int = 10,
+) -> tuple[AnnConfig | None, Any, AnnChoice]:
+    """Exact search while its median time per query on this machine stays within
+    ``budget_ms``; above it an HNSW graph, its ``ef_search`` raised until recall@10 against
+    exact search on ``queries`` reaches ``target`` (the largest step is kept otherwise, and the
+    reason says so). Returns the config, the built graph (or ``None``) and the measurements."""
+    from vecdoctor.index.dense import exact_search
+
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    n = len(x)
+    k = min(k, n)
+    if not len(queries) or not n:
+        return None, None, AnnChoice("exact", "no probe queries: exact search", n, 0, budget_ms, 0.0)
+    truth, exact_ms = _timed_search(lambda q, kk: exact_search(q, x, kk), queries, k)
+    if exact_ms <= budget_ms:
+        return None, None, AnnChoice(
+            "exact", f"exact search takes {exact_ms:.2f} ms a query over {n} vectors, within the "
+            f"{budget_ms:g} ms budget", n, len(queries), budget_ms, exact_ms)
+    config = AnnConfig("hnsw")
+    graph = build_ann(x, config)
+    recall = ann_ms = 0.0
+    for ef in EF_SEARCH_STEPS:
+        config = AnnConfig("hnsw", ef_search=ef)
+        configure(graph, config)
+        found, ann_ms = _timed_search(lambda q, kk: ann_search(graph, q, kk), queries, k)
+        recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k
+                                for a, b in zip(found, truth, strict=True)]))
+        if recall >= target:
+            break
+    met = "reaches" if recall >= target else "stays below"
+    reason = (f"exact search takes {exact_ms:.2f} ms a query over {n} vectors, over the "
+              f"{budget_ms:g} ms budget: HNSW (ef_search {config.ef_search}) takes {ann_ms:.2f} ms "
+              f"and {met} recall@10 {target:g} of exact search ({recall:.3f} on {len(queries)} "
+              "self-supervised queries)")
+    return config, graph, AnnChoice("hnsw", reason, n, len(queries), budget_ms, exact_ms, ann_ms,
+                                    recall, config.ef_search)

@@ -4,7 +4,8 @@ Layout of an index folder::
 
     config.json     header, the Pipeline, the resolved encoder, counts, dims, versions
     docs.jsonl      one {"id", "title", "text"} object a line, in row order
-    vectors.npy     float32 (n, d) after encoder + transform (memory-mapped on load)
+    vectors.npy     float32 (n, d) after encoder + transform (memory-mapped on load); with
+                    chunks, one row per chunk and ``chunk_owners.npy`` the document of each
     codes.npy       int8 (n, d) or packed sign bits (n, ceil(d/8)) for int8/binary precision
     quantizer/      fitted int8 ranges (int8 precision only)
     transform/      the fitted transform, if any
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import ModelPrecision, Precision
+from vecdoctor.config import Chunking, ModelPrecision, Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.folders import child as safe_child
@@ -32,6 +33,7 @@ from vecdoctor.folders import read_json
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.index.baseline import BASELINE_DIR, Baseline, compute_baseline
 from vecdoctor.index.bm25 import BM25Config, BM25Index
+from vecdoctor.index.chunks import ChunkStore
 from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
 from vecdoctor.io import atomic_dir, write_json
@@ -155,7 +157,7 @@ class Index(DocumentIndex):
         self,
         docs: list[Document],
         bm25: BM25Index,
-        vectors: VectorStore,
+        vectors: VectorStore | ChunkStore,
         encoder_config: dict[str, Any],
         transform: Any = None,
         encoder: Any = None,
@@ -172,6 +174,7 @@ class Index(DocumentIndex):
             self.pipeline = _pipeline_of(self)
         self._rows = {d.id: i for i, d in enumerate(docs)}
         self.baseline: Baseline | None = None  # the corpus reference the monitor compares with
+        self.ann_choice: dict[str, Any] | None = None  # why ann="auto" chose exact or HNSW
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
@@ -186,6 +189,8 @@ class Index(DocumentIndex):
         oversample: float = DEFAULT_OVERSAMPLE,
         show_progress: bool = False,
         baseline: bool = True,
+        chunks: Chunking | str | None = None,
+        ann_budget_ms: float | None = None,
     ) -> Index:
         """Encode and index ``corpus``.
 
@@ -195,10 +200,18 @@ class Index(DocumentIndex):
                 encoder config dict (``Encoder.config()``).
             transform: a fitted Whitening/AllButTheTop (or a folder holding one), or ``None``.
             precision: float32, int8 or binary storage for dense search.
-            ann: ``None`` (exact search), ``"hnsw"``, ``"ivf"`` or an :class:`AnnConfig`.
+            ann: ``None`` (exact search), ``"hnsw"``, ``"ivf"``, an :class:`AnnConfig`, or
+                ``"auto"``: exact search while it takes at most ``ann_budget_ms`` a query on
+                this machine, else HNSW with its recall@10 against exact search measured on
+                self-supervised queries (:func:`~vecdoctor.index.ann.choose_ann`; the
+                measurements are kept in ``ann_choice`` and config.json).
             oversample: candidates fetched per result before int8/binary rescoring.
             baseline: compute the corpus baseline the monitor compares traffic with
                 (:mod:`vecdoctor.index.baseline`; a sample, a second or two).
+            chunks: ``"max"`` or ``"max+first"``: index every token window of a document as its
+                own vector (:mod:`vecdoctor.index.chunks`; the encoder's window sets the chunk
+                size, by default the model's input length with half shared); ``None``: one
+                vector per document.
         """
         docs = as_documents(corpus)
         if not docs:
@@ -218,13 +231,41 @@ class Index(DocumentIndex):
         encoder_config = {**enc.config(), "fingerprint": enc.fingerprint}
         placeholder = VectorStore(np.zeros((0, int(enc.dimension)), np.float32))
         index = cls(docs, lexical, placeholder, encoder_config, transform, enc, None, oversample)
-        vecs = index.embedder.embed(texts, role="documents", show_progress=show_progress)
-        index.vectors = VectorStore.build(vecs, precision, ann)
+        if chunks is None:
+            vecs = index.embedder.embed(texts, role="documents", show_progress=show_progress)
+            index.vectors = index._dense_store(vecs, precision, ann, ann_budget_ms)
+        else:
+            vecs, owners = index.embedder.embed_chunks(texts, show_progress=show_progress)
+            store = index._dense_store(vecs, precision, ann, ann_budget_ms)
+            index.vectors = ChunkStore(store, owners, len(docs), chunks)
+            logger.info("%d documents cut into %d chunks (%s)", len(docs), len(vecs), enc.chunk_window())
         index.pipeline = _pipeline_of(index)
         if baseline:
             index.baseline = compute_baseline(index)
         logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
         return index
+
+    def _dense_store(
+        self, vecs: np.ndarray, precision: Precision | str, ann: AnnConfig | str | None,
+        budget_ms: float | None,
+    ) -> VectorStore:
+        """The store of ``vecs``; ``ann="auto"`` measures exact search first (see :meth:`build`)."""
+        if not (isinstance(ann, str) and ann.strip().lower() == "auto"):
+            return VectorStore.build(vecs, precision, ann)
+        from vecdoctor.index.ann import LATENCY_BUDGET_MS, AnnChoice, choose_ann
+
+        budget = LATENCY_BUDGET_MS if budget_ms is None else float(budget_ms)
+        if Precision.parse(precision) is not Precision.FLOAT32:
+            self.ann_choice = AnnChoice(
+                "exact", f"{precision} storage: exact search over the codes, then rescoring",
+                len(vecs), 0, budget, 0.0).to_dict()
+            return VectorStore.build(vecs, precision)
+        queries = self.embed_queries(probe_queries(self.docs))
+        config, graph, choice = choose_ann(vecs, queries, budget)
+        self.ann_choice = choice.to_dict()
+        logger.info("dense search: %s", choice.reason)
+        return VectorStore(np.ascontiguousarray(vecs, dtype=np.float32), Precision.FLOAT32,
+                           ann_config=config, ann=graph)
 
     @classmethod
     def from_vectors(
@@ -257,10 +298,13 @@ class Index(DocumentIndex):
         show_progress: bool = False,
         bm25: BM25Config | None = None,
         baseline: bool = True,
+        auto_ann: bool = False,
+        ann_budget_ms: float | None = None,
     ) -> Index:
         """Build from a :class:`~vecdoctor.pipeline.Pipeline` (or a pipeline.json path, or the
         dict of one). Its search settings become the index's defaults. ``encoder_options``
-        (``cache``, ``batch_size``) do not change the vectors and are not saved.
+        (``cache``, ``batch_size``) do not change the vectors and are not saved. With
+        ``auto_ann``, a pipeline without ``ann`` gets ``ann="auto"`` (see :meth:`build`).
         """
         from vecdoctor.encode.encoder import Encoder
 
@@ -278,11 +322,13 @@ class Index(DocumentIndex):
             encoder,
             transform=pipeline.transform_dir,
             precision=pipeline.storage,
-            ann=pipeline.ann,
+            ann="auto" if auto_ann and pipeline.ann is None else pipeline.ann,
+            ann_budget_ms=ann_budget_ms,
             bm25=bm25,
             oversample=pipeline.oversample,
             show_progress=show_progress,
             baseline=baseline,
+            chunks=pipeline.chunks,
         )
         index.pipeline = _pipeline_of(index, pipeline)
         return index
@@ -318,10 +364,15 @@ class Index(DocumentIndex):
         dup = duplicates([d.id for d in new])
         if dup:
             raise InputError(f"duplicate ids among the new documents: {preview(dup)}")
-        vecs = self.embed_documents([d.content for d in new], show_progress=show_progress)
+        texts = [d.content for d in new]
+        if isinstance(self.vectors, ChunkStore):
+            vecs, owners = self.embedder.embed_chunks(texts, show_progress=show_progress)
+            vectors: VectorStore | ChunkStore = self.vectors.append(vecs, owners, len(new))
+        else:
+            vectors = self.vectors.append(self.embed_documents(texts, show_progress=show_progress))
         docs = self.docs + new
         bm25 = BM25Index(self.bm25.config).build([d.content for d in docs])
-        self.vectors = self.vectors.append(vecs)
+        self.vectors = vectors
         self.bm25, self.docs = bm25, docs
         self._rows = {d.id: i for i, d in enumerate(docs)}
 
@@ -361,6 +412,7 @@ class Index(DocumentIndex):
             "counts": {
                 "documents": len(self.docs),
                 "bm25_terms": len(self.bm25.retriever_.vocab_dict),
+                **({"chunks": self.vectors.n_chunks} if isinstance(self.vectors, ChunkStore) else {}),
             },
             "dims": {
                 "encoder": int(self.encoder_config.get("dimension", self.dim)),
@@ -370,6 +422,7 @@ class Index(DocumentIndex):
             + ([TRANSFORM] if self.transform is not None else [])
             + ([BASELINE_DIR] if self.baseline is not None else []),
             "versions": versions(),
+            **({"ann_choice": self.ann_choice} if self.ann_choice else {}),
         }
 
     def save(self, path: str | Path | None = None, force: bool = False) -> Path:
@@ -454,7 +507,15 @@ class Index(DocumentIndex):
                 f"{folder / BM25_DIR}: does not match config.json "
                 f"({bm25.num_docs} documents, expected {n}); rebuild the index"
             )
-        vectors = VectorStore.load(folder, n, dim, precision, ann, mmap=mmap)
+        vectors: VectorStore | ChunkStore
+        if pipeline.chunks is None:
+            vectors = VectorStore.load(folder, n, dim, precision, ann, mmap=mmap)
+        else:
+            n_chunks = meta["counts"].get("chunks")
+            if isinstance(n_chunks, bool) or not isinstance(n_chunks, int) or n_chunks < n:
+                raise InputError(f"{source}: counts.chunks must be a whole number >= {n}, "
+                                 f"got {n_chunks!r}; rebuild the index")
+            vectors = ChunkStore.load(folder, n, n_chunks, dim, precision, ann, pipeline.chunks, mmap)
         transform = None
         if pipeline.transform_dir is not None:
             from vecdoctor.fix.transform import load_transform
@@ -473,6 +534,8 @@ class Index(DocumentIndex):
             oversample,
             pipeline,
         )
+        choice = meta.get("ann_choice")
+        index.ann_choice = dict(choice) if isinstance(choice, dict) else None
         if baseline and safe_child(folder, BASELINE_DIR).exists():
             try:
                 index.baseline = Baseline.load(folder / BASELINE_DIR)
@@ -489,6 +552,23 @@ class Index(DocumentIndex):
             f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
             f"precision={self.precision}, path={str(self.path) if self.path else None!r})"
         )
+
+
+def probe_queries(docs: Sequence[Document], n: int = 50, seed: int = 0) -> list[str]:
+    """Self-supervised probe queries: a sentence (not the first, when there is another) of
+    each of ``n`` documents sampled with ``seed``; a document of one sentence gives its first
+    twenty words."""
+    from vecdoctor.data import split_sentences
+
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(docs), size=min(n, len(docs)), replace=False)
+    out = []
+    for i in sorted(int(p) for p in picks):
+        sentences = [s for s in split_sentences(docs[i].text) if len(s.split()) >= 4]
+        text = sentences[min(1, len(sentences) - 1)] if sentences else " ".join(docs[i].content.split()[:20])
+        if text.strip():
+            out.append(text)
+    return out
 
 
 def _v1_pipeline(meta: dict[str, Any]) -> dict[str, Any]:
@@ -519,6 +599,7 @@ def _pipeline_of(index: Index, chosen: Pipeline | None = None) -> Pipeline:
         pooling=enc.get("pooling"),
         max_length=enc.get("max_length"),
         window=enc.get("window"),
+        chunks=index.vectors.mode if isinstance(index.vectors, ChunkStore) else None,
         transform=transform,
         transform_dir=Path(source) if transform is not None and source else None,
         storage=index.vectors.precision,

@@ -101,6 +101,10 @@ class VectorStore:
         kept = np.asarray(self.vectors[keep], dtype=np.float32)
         return VectorStore.build(kept, self.precision, self.ann_config, self.quantizer)
 
+    def score_rows(self, query: np.ndarray, rows: Any) -> np.ndarray:
+        """The dense score of rows ``rows`` for one query vector (float32 vectors)."""
+        return np.asarray(self.vectors[np.asarray(rows, dtype=np.int64)], dtype=np.float32) @ query
+
     # -- search ---------------------------------------------------------------------------
     def search(
         self,

@@ -121,7 +121,7 @@ def compare_pipelines(old: str | Path, new: str | Path, dataset: Any,
         scores = {}
         for name, searcher in searchers.items():
             rows = [searcher.index.row(d) for d in union]
-            scores[name] = np.asarray(searcher.index.vectors.vectors[rows]) @ vectors[name][i]
+            scores[name] = searcher.index.vectors.score_rows(vectors[name][i], rows)
         rho.append(spearman(scores["old"], scores["new"]))
     runs = {name: {q: {h.id: h.score - 1e-9 * r for r, h in enumerate(hits[name][i])}
                    for i, q in enumerate(qids)} for name in hits}

@@ -14,7 +14,8 @@ def recommendation_section(result: Any) -> Section:
         f"model {p.model}" + (f" on {p.backend} {p.model_precision}" if p.backend else ""),
         f"{p.mode} retrieval" + (f" ({p.fusion}, k={p.rrf_k})" if str(p.mode) == "hybrid" else ""),
         f"{p.pooling or 'default'} pooling",
-        f"windows {p.window}" if p.window else "no windows",
+        (f"chunk-level retrieval ({p.chunks}, chunks of {p.window or 'the model input'})"
+         if p.chunks else f"windows {p.window}" if p.window else "no windows"),
         f"transform {p.transform}" if p.transform else "no transform",
         f"{p.storage} storage",
         f"rerank {p.rerank}" if p.rerank else "no reranking",
@@ -112,10 +113,29 @@ def rerank_section(result: Any) -> Section | None:
                    (Figure("nDCG@10 and time per depth", figures.depth_curve(budget.curve)),))
 
 
+def todo_section(result: Any) -> Section:
+    """What to do, first the steps with the largest measured gain: every recommended choice
+    that changes the default pipeline, with its number; then what was tried and not kept."""
+    steps = [d for d in result.decisions if d.recommended and d.topic not in {"confirmation"}]
+    steps.sort(key=lambda d: (d.gain is None, -(d.gain or 0.0)))
+    lines = []
+    for i, d in enumerate(steps, 1):
+        gain = "" if d.gain is None else f" ({d.gain:+.4f} nDCG@10)"
+        lines.append(f"{i}. {d.topic}: {d.choice}{gain}. {d.evidence}.")
+    dropped = sorted({f"{d.topic} {d.choice}" for d in result.decisions if not d.recommended})
+    if dropped:
+        lines.append("Measured and not recommended (no measurable gain on this data, or it "
+                     "does not apply): " + "; ".join(dropped) + ".")
+    confirm = next((d for d in result.decisions if d.topic == "confirmation"), None)
+    if confirm is not None:
+        lines.append(f"The whole recommended pipeline, measured end to end: {confirm.evidence}.")
+    return Section("What to do", tuple(lines), anchor="what-to-do")
+
+
 def render_checkup(result: Any) -> str:
     from vecdoctor.report.diagnosis import diagnosis_sections
 
-    sections = [recommendation_section(result), variants_section(result)]
+    sections = [todo_section(result), recommendation_section(result), variants_section(result)]
     fusion = fusion_section(result)
     sections += [s for s in (fusion, rerank_section(result)) if s is not None]
     sections.append(models_section(result))

@@ -284,6 +284,11 @@ class LanceIndex(DocumentIndex):
                 "a LanceDB table keeps float32 vectors and builds its own IVF-PQ index "
                 "(create_vector_index); use storage float32 and no ann"
             )
+        if pipeline.chunks is not None:
+            raise InputError(
+                f"a LanceDB table holds one vector per document; chunks ({pipeline.chunks}) need "
+                "the index folder: build with --store dir, or set chunks to off"
+            )
         docs = list(corpus)
         options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
         if str(pipeline.model_precision) == "int8" and "calibration_texts" not in options:
