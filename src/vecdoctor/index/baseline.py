@@ -255,7 +255,8 @@ def compute_baseline(
     lengths = _lengths(encoder, texts)
     max_length = getattr(encoder, "max_length", None)
     truncation = None
-    if lengths is not None and max_length and getattr(encoder, "window", None) is None:
+    chunked = getattr(getattr(index, "pipeline", None), "chunks", None) is not None
+    if lengths is not None and max_length and getattr(encoder, "window", None) is None and not chunked:
         truncation = float((lengths > int(max_length)).mean())
     chosen = rng.permutation(len(rows))[: max(n_queries, 0)]
     q_texts, sources = self_queries([documents[i] for i in chosen], rows[chosen], rng)
