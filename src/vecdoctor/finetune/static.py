@@ -1,0 +1,220 @@
+"""Distil a static student from a teacher, fitted on the user's corpus.
+
+1. **Token vectors from the teacher**: every token of the teacher's vocabulary is run through
+   the teacher alone (with its special tokens) and pooled as the teacher pools, the way
+   model2vec distils (Tulkens & van Dongen, 2024).
+2. **Weights from the corpus**: each token vector is scaled by a / (a + p), p its frequency in
+   the corpus (smooth inverse frequency, Arora et al., 2017), so frequent words count less.
+3. **Fitted on the corpus**: the token table is trained so that the mean of a text's token
+   vectors points where the teacher's vector of that text points (cosine loss over the corpus'
+   documents and their sentences; tokenlearn fits a static model to a teacher's sentence
+   vectors the same way). A held-out share of the texts measures the cosine to the teacher
+   before and after; the epoch with the best held-out cosine is kept, and fitting stops after
+   ``patience`` epochs without a better one.
+
+Words stay split as the teacher's tokenizer splits them: a table over corpus words distilled
+one by one, out of context, measured worse than the teacher's own vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vecdoctor.errors import InputError
+from vecdoctor.io import atomic_dir, save_npy, write_json
+from vecdoctor.persist import STATIC, check_output, header
+
+logger = logging.getLogger(__name__)
+
+SIF_A = 1e-3
+HELD_OUT = 0.05
+
+
+@dataclass
+class StaticReport:
+    """What ``vecdoctor distill`` did and measured."""
+
+    teacher: str
+    student: str
+    vocabulary: int
+    dimension: int
+    texts: int
+    held_out: int
+    epochs: int
+    best_epoch: int
+    cosine_to_teacher_before: float  # held-out texts, token vectors as distilled and weighted
+    cosine_to_teacher_after: float
+    seconds_teacher: float
+    seconds_training: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def training_texts(texts: Sequence[str], max_texts: int, seed: int = 0) -> list[str]:
+    """The corpus' documents and their sentences (>= 4 words), without repeats, at most
+    ``max_texts`` of them (a seeded sample, documents first in line)."""
+    from vecdoctor.data import split_sentences
+
+    docs = [t for t in texts if t.strip()]
+    sentences = [s for t in docs for s in split_sentences(t) if len(s.split()) >= 4]
+    pool = list(dict.fromkeys([*docs, *sentences]))
+    if len(pool) <= max_texts:
+        return pool
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(pool), size=max_texts, replace=False))
+    return [pool[i] for i in keep]
+
+
+def token_table(teacher: Any, batch: int = 512) -> np.ndarray:
+    """Every vocabulary token through the teacher alone, pooled as the teacher pools."""
+    from vecdoctor.encode.pooling import pool
+    from vecdoctor.encode.tokens import TokenSeq
+
+    tok = teacher._tok
+    probe = tok.tokenizer.encode("")
+    lead, trail = probe.ids[: tok.n_lead], probe.ids[tok.n_lead :]
+    vocab = tok.tokenizer.get_vocab_size()
+    out = np.zeros((vocab, teacher.dimension), dtype=np.float32)
+    for start in range(0, vocab, batch):
+        ids = range(start, min(start + batch, vocab))
+        seqs = [TokenSeq(np.array([*lead, i, *trail], dtype=np.int64),
+                         np.array([-1] * len(lead) + [0] + [-1] * len(trail), dtype=np.int32),
+                         np.array([1] * len(lead) + [0] + [1] * len(trail), dtype=np.int8), 0)
+                for i in ids]
+        b = tok.pad(seqs)
+        result = teacher.backend.forward(b.input_ids, b.attention_mask)
+        out[start : start + len(seqs)] = pool(teacher.pooling, result.states, b.attention_mask,
+                                              word_ids=b.word_ids, special=b.special)
+    return out
+
+
+def _bags(tokenizer: Any, texts: Sequence[str], limit: int) -> list[np.ndarray]:
+    """Token ids of each text without special tokens, cut at ``limit`` (what the teacher read)."""
+    encoded = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [np.asarray(e.ids[:limit], dtype=np.int64) for e in encoded]
+
+
+def _batch(bags: list[np.ndarray], rows: np.ndarray) -> tuple[Any, Any]:
+    import torch
+
+    chosen = [bags[i] for i in rows]
+    lengths = np.array([len(b) for b in chosen], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    flat = np.concatenate(chosen) if len(chosen) else np.zeros(0, dtype=np.int64)
+    return torch.from_numpy(flat), torch.from_numpy(offsets)
+
+
+def _cosine(table: Any, bags: list[np.ndarray], targets: Any, rows: np.ndarray) -> float:
+    import torch
+
+    with torch.no_grad():
+        flat, offsets = _batch(bags, rows)
+        pred = torch.nn.functional.embedding_bag(flat, table, offsets, mode="mean")
+        return float(torch.nn.functional.cosine_similarity(pred, targets[rows]).mean())
+
+
+def distill_static(
+    teacher: Any,
+    texts: Sequence[str],
+    output: str | Path,
+    *,
+    epochs: int = 20,
+    batch_size: int = 128,
+    learning_rate: float = 1e-2,
+    patience: int = 3,
+    max_texts: int = 30_000,
+    seed: int = 0,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> StaticReport:
+    """Distil ``teacher`` (an :class:`~vecdoctor.encode.encoder.Encoder` or a model name) into
+    a static student fitted on ``texts`` and write it to ``output`` (atomically; an existing
+    folder is replaced only when it holds a static student, or with ``force``)."""
+    import torch
+
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.encode.runtime.static import EMBEDDINGS, FORMAT_VERSION, STATIC_FILE, TOKENIZER
+
+    say = progress or (lambda _m: None)
+    for name, number, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
+                              ("max_texts", max_texts, 20)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < low:
+            raise InputError(f"{name} must be a whole number >= {low}, got {number!r}")
+    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
+        raise InputError(f"learning_rate must be in (0, 1), got {learning_rate!r}")
+    output = check_output(output, STATIC, force)
+    enc = Encoder(teacher) if isinstance(teacher, str) else teacher
+    if enc.tokenizer is None:
+        raise InputError(
+            f"teacher {enc.model_id!r} returns pooled vectors only; a static student is distilled "
+            "from a model with token states (e.g. minilm)")
+    train = training_texts(texts, max_texts, seed)
+    if len(train) < 20:
+        raise InputError(f"the corpus gives {len(train)} texts to fit on; a static student needs at "
+                         "least 20 (documents and their sentences)")
+    say(f"teacher: {len(train)} texts")
+    started = time.perf_counter()
+    targets = torch.from_numpy(enc.encode_documents(train))
+    table = token_table(enc)
+    seconds_teacher = time.perf_counter() - started
+    budget = enc.max_length - enc._tok.n_lead - enc._tok.n_trail
+    bags = _bags(enc.tokenizer, train, budget)
+    counts = np.bincount(np.concatenate(bags), minlength=len(table)).astype(np.float64)
+    weights = SIF_A / (SIF_A + counts / max(counts.sum(), 1.0))
+    table *= weights[:, None].astype(np.float32)
+    usable = np.array([len(b) > 0 for b in bags])
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(np.flatnonzero(usable))
+    n_held = max(10, int(len(order) * HELD_OUT))
+    held, fit = order[:n_held], order[n_held:]
+    weight = torch.nn.Parameter(torch.from_numpy(table.copy()))
+    before = _cosine(weight.detach(), bags, targets, held)
+    best, best_epoch, best_table = before, 0, table.copy()
+    optimizer = torch.optim.Adam([weight], lr=learning_rate)
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    for epoch in range(1, epochs + 1):
+        perm = fit[torch.randperm(len(fit), generator=generator).numpy()]
+        for start in range(0, len(perm), batch_size):
+            rows = perm[start : start + batch_size]
+            flat, offsets = _batch(bags, rows)
+            pred = torch.nn.functional.embedding_bag(flat, weight, offsets, mode="mean")
+            loss = (1 - torch.nn.functional.cosine_similarity(pred, targets[rows])).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        score = _cosine(weight.detach(), bags, targets, held)
+        say(f"epoch {epoch}: held-out cosine to the teacher {score:.4f}")
+        if score > best:
+            best, best_epoch, best_table = score, epoch, weight.detach().numpy().copy()
+        elif epoch - best_epoch >= patience:
+            say(f"no better held-out cosine for {patience} epochs: stop, keep epoch {best_epoch}")
+            break
+    seconds_training = time.perf_counter() - started
+    meta = {
+        **header("StaticModel", FORMAT_VERSION),
+        "teacher": enc.model_id,
+        "teacher_fingerprint": enc.fingerprint,
+        "dimension": int(best_table.shape[1]),
+        "vocabulary": int(best_table.shape[0]),
+        "fitted_on": {"texts": len(train), "held_out": len(held), "epochs": epochs,
+                      "epochs_run": epoch, "best_epoch": best_epoch,
+                      "cosine_to_teacher": round(best, 4),
+                      "cosine_before_fitting": round(before, 4)},
+    }
+    with atomic_dir(output) as tmp:
+        save_npy(tmp / EMBEDDINGS, np.ascontiguousarray(best_table, dtype=np.float32))
+        shutil.copyfile(str(enc.resolved.tokenizer_path), tmp / TOKENIZER)
+        write_json(tmp / STATIC_FILE, meta)
+    return StaticReport(enc.model_id, str(output), len(best_table), int(best_table.shape[1]),
+                        len(train), len(held), epochs, best_epoch, before, best,
+                        seconds_teacher, seconds_training)
