@@ -9,7 +9,10 @@ alone and in a hybrid with BM25, against the teacher, in one run.
   3. nDCG@10 on SciFact test (300 queries): bm25, dense, hybrid (RRF) for the teacher and the
      student through the same evaluation as the checkup, with query latency p50 end to end.
 
-    .venv/bin/python benchmarks/static_student.py [--max-texts 30000] [--epochs 6]
+    .venv/bin/python benchmarks/static_student.py [--max-texts 30000] [--epochs 20] [--keep DIR]
+
+``--keep DIR`` keeps the student there (and reuses it when DIR already holds one: the
+distillation is then not timed again, and the result says so).
 
 Writes benchmarks/results/static_student.json.
 """
@@ -17,6 +20,7 @@ Writes benchmarks/results/static_student.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -42,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-texts", type=int, default=30_000)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--keep", type=Path, default=None)
     args = parser.parse_args()
 
     from sentence_transformers import SentenceTransformer
@@ -56,12 +61,15 @@ def main() -> None:
     texts = [d.content for d in ds.corpus]
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "static"
-        start = time.perf_counter()
-        report = distill_static("minilm", texts, folder, epochs=args.epochs, max_texts=args.max_texts,
-                                progress=lambda m: print(m, flush=True))
-        out["distill"] = {**report.to_dict(), "seconds": round(time.perf_counter() - start, 1)}
-        out["distill"]["student"] = "(temporary folder)"
+        folder = args.keep or Path(tmp) / "static"
+        if (folder / "static_model.json").is_file():
+            out["distill"] = {"reused": str(folder), **json.loads((folder / "static_model.json").read_text())}
+        else:
+            start = time.perf_counter()
+            report = distill_static("minilm", texts, folder, epochs=args.epochs, max_texts=args.max_texts,
+                                    progress=lambda m: print(m, flush=True))
+            out["distill"] = {**report.to_dict(), "seconds": round(time.perf_counter() - start, 1)}
+            out["distill"]["student"] = str(args.keep) if args.keep else "(temporary folder)"
         print(out["distill"], flush=True)
         sample = texts[:1000]
         st = SentenceTransformer(str(resolve("minilm").path), device="cpu")
