@@ -141,6 +141,8 @@ def test_chunks_in_a_pipeline_and_their_bad_input(long_docs, short_encoder, tmp_
     pipeline = Pipeline(model="minilm", max_length=48, window="24:12:max", chunks="max+first")
     path = pipeline.save(tmp_path / "pipeline.json")
     assert Pipeline.load(path) == pipeline
+    # written only when on: a pipeline without chunks stays readable by vecdoctor 0.3.0
+    assert "chunks" not in Pipeline().to_dict() and pipeline.to_dict()["chunks"] == "max+first"
     index = Index.from_pipeline(long_docs[:10], path, baseline=False)
     assert index.pipeline.chunks is Chunking.MAX_FIRST and str(index.pipeline.window) == "24:12:max"
     with pytest.raises(InputError, match="unknown chunking 'best'"):

@@ -4,9 +4,9 @@
 ``pipeline.json`` (written by ``vecdoctor checkup``, read by ``vecdoctor index --pipeline``) and
 the ``pipeline`` entry of an index folder's ``config.json`` are its serialisation::
 
-    {"class": "Pipeline", "format_version": 2, "vecdoctor_version": "0.3.0",
+    {"class": "Pipeline", "format_version": 2, "vecdoctor_version": "0.4.0",
      "model": "minilm", "backend": null, "model_precision": null, "pooling": null,
-     "max_length": null, "window": null, "chunks": null,
+     "max_length": null, "window": null,
      "transform": "whitening", "transform_dir": "transform",
      "storage": "int8", "ann": null, "oversample": 4.0,
      "mode": "hybrid", "fusion": "rrf", "rrf_k": 60,
@@ -79,9 +79,9 @@ class Pipeline:
     """Model, backend, model precision, pooling, max length, windows, chunks, fitted transform,
     storage precision, ANN, search mode, fusion and reranker: what turns a corpus into ranked hits.
 
-    ``chunks`` (``max`` or ``max+first``) indexes every token window of a document as its own
-    vector and ranks a document by its best chunk (see :mod:`vecdoctor.index.chunks`);
-    ``window`` then sets the chunk size and stride.
+    ``chunks`` (``max`` or ``max+first``; the key is left out of the JSON when off) indexes
+    every token window of a document as its own vector and ranks a document by its best chunk
+    (see :mod:`vecdoctor.index.chunks`); ``window`` then sets the chunk size and stride.
 
     Every field is validated on construction (strings become enums; numbers must be finite and
     in range), so a Pipeline that exists is one vecdoctor can build. ``transform_dir`` is the
@@ -197,6 +197,8 @@ class Pipeline:
         out = header("Pipeline", FORMAT_VERSION)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "chunks" and value is None:
+                continue  # written only when on, so vecdoctor 0.3.0 reads pipelines without chunks
             if f.name == "transform_dir":
                 value = _relative(value, folder)
             elif f.name == "ann":
