@@ -8,11 +8,18 @@ from typing import Any
 from vecdoctor.report.html import Figure, Section, Table, render_html
 
 
+def _fusion_words(p: Any) -> str:
+    if str(p.fusion) == "rrf":
+        return f" (rrf, k={p.rrf_k:g})"
+    weights = f", bm25 {p.fusion_weights[0]:g} / dense {p.fusion_weights[1]:g}" if p.fusion_weights else ""
+    return f" ({p.fusion}{weights})"
+
+
 def recommendation_section(result: Any) -> Section:
     p = result.pipeline
     parts = [
         f"model {p.model}" + (f" on {p.backend} {p.model_precision}" if p.backend else ""),
-        f"{p.mode} retrieval" + (f" ({p.fusion}, k={p.rrf_k})" if str(p.mode) == "hybrid" else ""),
+        f"{p.mode} retrieval" + (_fusion_words(p) if str(p.mode) == "hybrid" else ""),
         f"{p.pooling or 'default'} pooling",
         (f"chunk-level retrieval ({p.chunks}, chunks of {p.window or 'the model input'})"
          if p.chunks else f"windows {p.window}" if p.window else "no windows"),
