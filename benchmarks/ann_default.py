@@ -33,13 +33,10 @@ from _common import DATA, machine, versions, write_result  # noqa: E402
 
 
 def timed(search, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, float, float]:  # type: ignore[no-untyped-def]
-    rows, times = [], []
-    for q in queries:
-        start = time.perf_counter()
-        found, _ = search(q[None, :], k)
-        times.append((time.perf_counter() - start) * 1000)
-        rows.append(found[0])
-    return np.stack(rows), float(np.median(times)), float(np.percentile(times, 99))
+    from vecdoctor.index.ann import timed_search
+
+    rows, times = timed_search(search, queries, k)
+    return rows, float(np.median(times)), float(np.percentile(times, 99))
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -67,7 +64,14 @@ def exact_curve(sizes: list[int], d: int = 384) -> list[dict]:
 def real_part() -> dict:
     from vecdoctor.data import load_dataset, split_sentences
     from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.index.ann import AnnConfig, ann_search, build_ann, choose_ann, configure
+    from vecdoctor.index.ann import (
+        AnnConfig,
+        ann_search,
+        build_ann,
+        choose_ann,
+        configure,
+        recall_at_k,
+    )
     from vecdoctor.index.dense import exact_search
 
     ds = load_dataset(DATA / "scifact")
@@ -86,7 +90,7 @@ def real_part() -> dict:
     for ef in (16, 32, 64, 128, 256, 512):
         configure(graph, AnnConfig("hnsw", ef_search=ef))
         found, p50, p99 = timed(lambda q, k: ann_search(graph, q, k), queries)
-        recall = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)]))
+        recall = recall_at_k(found, truth, 10)
         steps.append({"ef_search": ef, "ms_p50": round(p50, 3), "ms_p99": round(p99, 3),
                       "recall_at_10": round(recall, 4)})
         print(steps[-1], flush=True)

@@ -138,8 +138,9 @@ class AnnChoice:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def _timed_search(search: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    """Rows of one query at a time (as a server searches) and the median milliseconds."""
+def timed_search(search: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``search(query, k)`` one query at a time (as a server searches): the rows found and each
+    query's milliseconds."""
     import time
 
     rows, times = [], []
@@ -148,7 +149,13 @@ def _timed_search(search: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray,
         found, _ = search(q[None, :], k)
         times.append((time.perf_counter() - start) * 1000)
         rows.append(found[0])
-    return np.stack(rows), float(np.median(times))
+    return np.stack(rows), np.asarray(times)
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray, k: int) -> float:
+    """Mean share of each query's true top-``k`` rows that ``found`` holds."""
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k
+                          for a, b in zip(found, truth, strict=True)]))
 
 
 def choose_ann(
@@ -170,7 +177,8 @@ def choose_ann(
     k = min(k, n)
     if not len(queries) or not n:
         return None, None, AnnChoice("exact", "no probe queries: exact search", n, 0, budget_ms, 0.0)
-    truth, exact_ms = _timed_search(lambda q, kk: exact_search(q, x, kk), queries, k)
+    truth, times = timed_search(lambda q, kk: exact_search(q, x, kk), queries, k)
+    exact_ms = float(np.median(times))
     if exact_ms <= budget_ms:
         return None, None, AnnChoice(
             "exact", f"exact search takes {exact_ms:.2f} ms a query over {n} vectors, within the "
@@ -181,9 +189,8 @@ def choose_ann(
     for ef in EF_SEARCH_STEPS:
         config = AnnConfig("hnsw", ef_search=ef)
         configure(graph, config)
-        found, ann_ms = _timed_search(lambda q, kk: ann_search(graph, q, kk), queries, k)
-        recall = float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k
-                                for a, b in zip(found, truth, strict=True)]))
+        found, times = timed_search(lambda q, kk: ann_search(graph, q, kk), queries, k)
+        ann_ms, recall = float(np.median(times)), recall_at_k(found, truth, k)
         if recall >= target:
             break
     met = "reaches" if recall >= target else "stays below"
