@@ -37,7 +37,7 @@ def test_a_run_that_stops_moving_fails_naming_the_stage():
         yield _Block(3)
 
     got = []
-    with pytest.raises(StalledError, match="stopped returning batches after 3 rows"):
+    with pytest.raises(StalledError, match="stopped returning batches after 3 documents"):
         for block in watched(stuck(), 0.5, "encoding"):
             got.append(block)
     assert len(got) == 1

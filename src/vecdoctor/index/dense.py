@@ -8,6 +8,7 @@ row so results are deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,6 +16,8 @@ from vecdoctor.errors import IncompatibleError, InputError
 
 CHUNK_ROWS = 65_536
 """Rows scored per matrix product, bounding memory to about ``queries x CHUNK_ROWS`` floats."""
+WIDEN_ROWS = 4096
+"""int8 rows widened to float32 at once (6 MiB at 384-d: stays in cache)."""
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,15 +98,24 @@ def exact_search(
 def int8_search(
     queries: np.ndarray,
     codes: np.ndarray,
-    decode: Callable[[np.ndarray], np.ndarray],
+    scale: np.ndarray,
+    offset: np.ndarray,
     k: int,
     chunk_rows: int = CHUNK_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inner products against int8 codes, decoded to float one chunk at a time."""
+    """Inner products against int8 codes of ``x = offset + scale * code``, scored as
+    ``(q * scale) . code + q . offset``: the codes are widened to float a cache-sized block at a
+    time and never decoded, which costs about what exact float search costs."""
     queries = _check_dims(queries, codes.shape[1])
+    weighted = np.ascontiguousarray(queries * np.asarray(scale, np.float32), dtype=np.float32)
+    shift = (queries @ np.asarray(offset, np.float32)).astype(np.float32)[:, None]
 
     def score(q: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        return q @ np.asarray(decode(np.asarray(codes[lo:hi])), dtype=np.float32).T
+        out = np.empty((len(q), hi - lo), dtype=np.float32)
+        for a in range(lo, hi, WIDEN_ROWS):
+            b = min(a + WIDEN_ROWS, hi)
+            out[:, a - lo : b - lo] = weighted @ np.asarray(codes[a:b], dtype=np.float32).T
+        return out + shift
 
     return chunked_top_k(queries, codes.shape[0], k, score, chunk_rows)
 
@@ -142,6 +154,36 @@ def hamming_search(
         return out
 
     return chunked_top_k(queries, packed.shape[0], k, score, chunk_rows)
+
+
+def binary_index(packed: np.ndarray) -> Any:
+    """A faiss flat binary index over packed sign bits (SIMD popcount: about ten times
+    :func:`hamming_search`'s speed); its rows are the positions in ``packed``."""
+    import faiss
+
+    codes = np.ascontiguousarray(packed, dtype=np.uint8)
+    index = faiss.IndexBinaryFlat(8 * codes.shape[1])
+    if len(codes):
+        index.add(codes)
+    return index
+
+
+def binary_index_search(
+    index: Any, queries: np.ndarray, dim: int, k: int,
+    encode: Callable[[np.ndarray], np.ndarray] = pack_signs,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hamming_search` through :func:`binary_index`: the same scores
+    (``dim - 2 * hamming``), ties among the returned rows ordered by row."""
+    queries = _check_dims(queries, dim)
+    q_bits = np.ascontiguousarray(encode(queries), dtype=np.uint8)
+    k = min(int(k), int(index.ntotal))
+    if k <= 0 or not len(q_bits):
+        return np.empty((len(q_bits), 0), np.int64), np.empty((len(q_bits), 0), np.float32)
+    distances, rows = index.search(q_bits, k)
+    order = np.lexsort((rows, distances), axis=1)
+    rows = np.take_along_axis(rows, order, axis=1).astype(np.int64)
+    scores = (dim - 2 * np.take_along_axis(distances, order, axis=1)).astype(np.float32)
+    return rows, scores
 
 
 def rescore(

@@ -274,9 +274,12 @@ class Index(DocumentIndex):
         vectors: np.ndarray,
         encoder: Any,
         precision: Precision | str = Precision.FLOAT32,
+        ann: AnnConfig | str | None = None,
+        ann_budget_ms: float | None = None,
     ) -> Index:
         """An index over documents ``encoder`` has already encoded (``encode_documents``, in
-        corpus order): what :meth:`build` would make, without encoding them again."""
+        corpus order): what :meth:`build` would make, without encoding them again (``ann``
+        and ``ann_budget_ms`` as in :meth:`build`, ``"auto"`` included)."""
         docs = as_documents(corpus)
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         if vecs.ndim != 2 or len(vecs) != len(docs) or vecs.shape[1] != int(encoder.dimension):
@@ -286,8 +289,11 @@ class Index(DocumentIndex):
             )
         lexical = BM25Index().build([d.content for d in docs])
         encoder_config = {**encoder.config(), "fingerprint": encoder.fingerprint}
-        store = VectorStore.build(vecs, precision)
-        return cls(docs, lexical, store, encoder_config, None, encoder)
+        placeholder = VectorStore(np.zeros((0, vecs.shape[1]), np.float32))
+        index = cls(docs, lexical, placeholder, encoder_config, None, encoder)
+        index.vectors = index._dense_store(vecs, precision, ann, ann_budget_ms)
+        index.pipeline = _pipeline_of(index)
+        return index
 
     @classmethod
     def from_pipeline(

@@ -54,6 +54,7 @@ class VectorStore:
         self.quantizer = quantizer
         self.ann_config = ann_config
         self.ann = ann
+        self._binary: Any = None  # faiss binary index over the codes (binary precision)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -127,10 +128,14 @@ class VectorStore:
         fetch = dense.oversampled(k, oversample, n) if rescore else min(int(k), n)
         assert self.codes is not None  # quantized precisions always hold codes
         if self.precision is Precision.INT8:
-            rows, scores = dense.int8_search(queries, self.codes, self.quantizer.decode, fetch)
+            rows, scores = dense.int8_search(
+                queries, self.codes, self.quantizer.scale_, self.quantizer.offset_, fetch
+            )
         else:
-            rows, scores = dense.hamming_search(
-                queries, self.codes, self.dim, fetch, encode=self.quantizer.encode
+            if self._binary is None:  # built on first use: a copy of the codes, 1/32 of the floats
+                self._binary = dense.binary_index(self.codes)
+            rows, scores = dense.binary_index_search(
+                self._binary, queries, self.dim, fetch, encode=self.quantizer.encode
             )
         if not rescore:
             return rows, scores

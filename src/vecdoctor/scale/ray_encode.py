@@ -308,10 +308,17 @@ def encode_corpus(
     return EncodeResult(str(output), encoded, skipped, total, dim, fingerprint, workers, seconds)
 
 
+def _documents(block: Any) -> int:
+    """Documents behind a block: a ``rows`` column (the written parts) or its row count."""
+    if "rows" in getattr(block, "column_names", ()):
+        return int(np.sum(block.column("rows").to_numpy())) if block.num_rows else 0
+    return int(block.num_rows)
+
+
 def watched(blocks: Any, stall_seconds: float, what: str) -> Iterator[Any]:
     """The batches of a Ray Data iterator, consumed in a thread of their own; if none arrives
     for ``stall_seconds``, :class:`StalledError` says which stage is stuck instead of waiting
-    forever, and progress (batches, rows, rate) is logged every half minute."""
+    forever, and progress (batches, documents, rate) is logged every half minute."""
     import queue
     import threading
 
@@ -340,7 +347,7 @@ def watched(blocks: Any, stall_seconds: float, what: str) -> Iterator[Any]:
                 stop.set()
                 stage = ("no batch has come out of the encoder actors yet (reading the corpus or "
                          "starting the actors is stuck)" if batches == 0 else
-                         f"the encoder actors stopped returning batches after {rows} rows")
+                         f"the encoder actors stopped returning batches after {rows} documents")
                 raise StalledError(
                     f"{what}: no progress for {stall_seconds:.0f} s: {stage}; check that every node "
                     "has the model installed and free CPUs, or use fewer --workers"
@@ -350,10 +357,10 @@ def watched(blocks: Any, stall_seconds: float, what: str) -> Iterator[Any]:
             if kind == "error":
                 raise item
             batches += 1
-            rows += int(item.num_rows)
+            rows += _documents(item)
             now = time.monotonic()
             if now - last_log >= 30:
-                logger.info("%s: %d batches, %d rows, %.1f rows/s", what, batches, rows,
+                logger.info("%s: %d batches, %d documents, %.1f documents/s", what, batches, rows,
                             rows / max(now - start, 1e-9))
                 last_log = now
             yield item
@@ -367,7 +374,7 @@ def _collect(parts: Any, target: dict[str, Any], stall_seconds: float = STALL_SE
     pending: list[str] = []
     blocks = parts.iter_batches(batch_size=None, batch_format="pyarrow")
     for block in watched(blocks, stall_seconds, "encoding"):
-        encoded += int(np.sum(block.column("rows").to_numpy())) if block.num_rows else 0
+        encoded += _documents(block)
         if target["format"] == "lance":
             pending += block.column("part").to_pylist()
             if len(pending) >= COMMIT_EVERY:
