@@ -11,7 +11,7 @@ a fixed seed in blocks of 10,000, so the first N passages are the same whatever 
 
 Vectors: real encodings, by a static student of minilm distilled on SciFact (``vecdoctor
 distill minilm SCIFACT --student static``). Encoding a million passages with minilm itself
-would take about eleven hours on these two cores (about 25 passages/s); the student encodes
+would take about four hours on these two cores (64 passages/s measured by --teacher-check); the student encodes
 them in minutes. The recall of each approximate store is measured against exact search over
 these same vectors, so the substitution changes which vectors are searched, not how the
 stores are compared. ``--teacher-check N`` repeats the ANN recall on minilm's own vectors of
@@ -48,7 +48,8 @@ from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
 
 BLOCK = 10_000
 SEED = 20261130
-STORES = ("exact", "int8", "binary", "hnsw", "ivf", "lance-ivfpq", "bm25", "index-hybrid")
+STORES = ("exact", "int8", "binary", "binary-x10", "hnsw", "ivf", "lance-ivfpq", "bm25",
+          "index-hybrid")
 K = 10
 
 
@@ -191,25 +192,34 @@ def measure_vector_store(store: str, n: int, work: Path) -> dict[str, Any]:
 
     vecs = np.load(work / "vectors.npy", mmap_mode="r")[:n]
     q, truth = np.load(work / "queries.npy"), np.load(work / f"truth_{n}.npy")
-    precision = store if store in ("int8", "binary") else "float32"
-    ann = {"hnsw": AnnConfig("hnsw"), "ivf": AnnConfig("ivf")}.get(store)
+    kind, _, times_k = store.partition("-x")  # binary-x10: fetch 10 x k candidates to rescore
+    oversample = float(times_k) if times_k else 4.0
+    precision = kind if kind in ("int8", "binary") else "float32"
+    ann = {"hnsw": AnnConfig("hnsw"), "ivf": AnnConfig("ivf")}.get(kind)
     start = time.perf_counter()
     built = VectorStore.build(np.asarray(vecs), precision, ann)
     build_s = time.perf_counter() - start
     disk = saved_mb(built, work / f"{store}-{n}")
     _single_thread()
-    timed_search(built.search, q[:20], K)  # warm-up
-    found, times = timed_search(built.search, q, K)
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return built.search(queries, k, oversample=oversample)
+
+    timed_search(search, q[:20], K)  # warm-up
+    found, times = timed_search(search, q, K)
     out = {"build_s": round(build_s, 2), "disk_mb": round(disk, 1),
            **_latency(times), "recall_at_10": round(recall_at_k(found, truth, K), 4)}
+    if precision != "float32":
+        out["oversample"] = oversample
     if ann is not None:
         out["settings"] = ann.to_dict()
     return out
 
 
 def measure_lance(n: int, work: Path) -> dict[str, Any]:
-    """LanceDB IVF-PQ with the settings ``LanceIndex.create_vector_index`` uses by default
-    (partitions and sub-vectors chosen by LanceDB, 20 probes), without and with refining."""
+    """LanceDB IVF-PQ as ``LanceIndex.create_vector_index`` builds it by default (partitions
+    and sub-vectors chosen by LanceDB), searched with 20 and 100 probes, unrefined and with the
+    PQ candidates re-ranked by their stored vectors (refine factor 10 and 50)."""
     import lancedb
     import pyarrow as pa
 
@@ -239,21 +249,22 @@ def measure_lance(n: int, work: Path) -> dict[str, Any]:
     _single_thread()
     out: dict[str, Any] = {"build_s": round(build_s, 2), "write_s": round(write_s, 2),
                            "disk_mb": round(disk, 1)}
-    for refine in (None, 10):
+    for probes, refine in ((20, None), (20, 10), (100, 10), (20, 50), (100, 50)):
         rows, times = [], []
         for i, vector in enumerate(np.concatenate([q[:20], q])):
             t0 = time.perf_counter()
-            query = table.search(vector).distance_type("dot").limit(K).nprobes(20).select(["row"])
+            query = (table.search(vector).distance_type("dot").limit(K).nprobes(probes)
+                     .select(["row"]))
             if refine:
                 query = query.refine_factor(refine)
             found = query.to_arrow().column("row").to_numpy()
             if i >= 20:  # the first twenty warm up
                 times.append((time.perf_counter() - t0) * 1000)
                 rows.append(np.pad(found, (0, K - len(found)), constant_values=-1))
-        key = "refine_10" if refine else "no_refine"
+        key = f"nprobes_{probes}" + (f"_refine_{refine}" if refine else "")
         out[key] = {**_latency(np.asarray(times)),
                     "recall_at_10": round(recall_at_k(np.stack(rows), truth, K), 4)}
-    out.update(out["refine_10"])
+    out.update(out["nprobes_20_refine_50"])  # what LanceIndex searches with by default
     shutil.rmtree(folder)
     return out
 
@@ -374,15 +385,16 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     sizes = sorted(int(n) for n in results)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for store in STORES:
+    for i, store in enumerate(STORES):
         have = [n for n in sizes if store in results[str(n)] and "error" not in results[str(n)][store]]
         if not have:
             continue
         row = [results[str(n)][store] for n in have]
-        axes[0].plot(have, [r["p50_ms"] for r in row], marker="o", label=store)
-        axes[1].plot(have, [r["peak_rss_mb"] / 1024 for r in row], marker="o", label=store)
+        style = {"marker": "o", "label": store, "color": f"C{i}"}  # one colour per store
+        axes[0].plot(have, [r["p50_ms"] for r in row], **style)
+        axes[1].plot(have, [r["peak_rss_mb"] / 1024 for r in row], **style)
         if all("recall_at_10" in r for r in row):
-            axes[2].plot(have, [r["recall_at_10"] for r in row], marker="o", label=store)
+            axes[2].plot(have, [r["recall_at_10"] for r in row], **style)
     titles = ("query p50 (ms, one thread)", "peak memory (GiB)", "recall@10 vs exact")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_xscale("log")
@@ -397,6 +409,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def save(prepared: dict[str, Any], results: dict[str, Any], extra: dict[str, Any]) -> None:
+    write_result("scale_curve", {
+        "question": "how build time, memory, disk, query latency and recall grow from 10k to "
+                    "1M documents, per store",
+        "machine": machine(), "versions": versions("numpy", "faiss-cpu", "lancedb", "bm25s",
+                                                   "pylance"),
+        "prepared": prepared, "results": results, **extra})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--student", type=Path, required=True)
@@ -404,17 +425,27 @@ def main() -> None:
     parser.add_argument("--stores", default=",".join(STORES))
     parser.add_argument("--work", type=Path, default=Path("/tmp/vecdoctor-scale"))
     parser.add_argument("--teacher-check", type=int, default=0)
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.plot_only:
+        plot(json.loads((RESULTS / "scale_curve.json").read_text())["results"],
+             RESULTS / "scale_curve.png")
+        return
     if args.one:  # a child process: one store at one size
         print(json.dumps(measure(args.one, sizes[0], args.work, args.student)))
         return
     prepared = prepare(args.work, args.student, sizes)
     print("prepared:", prepared, flush=True)
     path = RESULTS / "scale_curve.json"
-    previous = json.loads(path.read_text()).get("results", {}) if path.is_file() else {}
-    results: dict[str, Any] = previous
+    before = json.loads(path.read_text()) if path.is_file() else {}
+    results: dict[str, Any] = before.get("results", {})  # a rerun of some stores keeps the rest
+    extra: dict[str, Any] = {k: before[k] for k in ("teacher_check",) if k in before}
+    # the runs that measured the stores this run did not
+    earlier = before.get("earlier_commands", []) + ([before["command"]] if "command" in before else [])
+    if earlier:
+        extra["earlier_commands"] = earlier
     for n in sizes:
         for store in args.stores.split(","):
             cmd = [sys.executable, __file__, "--one", store, "--sizes", str(n),
@@ -428,22 +459,11 @@ def main() -> None:
             row["wall_s"] = round(time.perf_counter() - start, 1)
             results.setdefault(str(n), {})[store] = row
             print(n, store, row, flush=True)
-            write_result("scale_curve", {
-                "question": "how build time, memory, disk, query latency and recall grow from "
-                            "10k to 1M documents, per store",
-                "machine": machine(), "versions": versions("numpy", "faiss-cpu", "lancedb",
-                                                           "bm25s", "pylance"),
-                "prepared": prepared, "results": results})
-    extra = {}
+            save(prepared, results, extra)
     if args.teacher_check:
         extra["teacher_check"] = teacher_check(args.teacher_check, args.work)
         print("teacher check:", extra["teacher_check"], flush=True)
-    write_result("scale_curve", {
-        "question": "how build time, memory, disk, query latency and recall grow from 10k to "
-                    "1M documents, per store",
-        "machine": machine(), "versions": versions("numpy", "faiss-cpu", "lancedb", "bm25s",
-                                                   "pylance"),
-        "prepared": prepared, "results": results, **extra})
+    save(prepared, results, extra)
     plot(results, RESULTS / "scale_curve.png")
 
 

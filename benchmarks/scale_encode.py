@@ -11,12 +11,21 @@ In one run, on the same SciFact documents (title + abstract):
   of planning the job and starting the actors, with no encoding;
 - ``ray-init``: starting the local cluster.
 
+With ``--cluster``, the Ray runs go to a real multi-node cluster on this machine instead
+(``tests/ray_cluster.py``: ``ray start --head`` with no CPUs of its own, plus one worker node
+per encoder actor and one spare, each its own raylet with 1 CPU): ``cluster-N`` encodes the
+corpus, and ``cluster-N-killed`` encodes it again while the raylet of a worker node whose actor
+is busy is killed (kill -9) ``--kill-after`` seconds into the run; both must write every id
+exactly once with the plain encoder's vectors.
+
 Reported: documents/s, the ratio to ``plain`` (load + encode), and Ray's overhead in seconds.
 On a small machine the actors compete for the same cores as each other, so the 2-worker
 number says more about overhead than about scaling; on a cluster each actor has its own node.
 
     python benchmarks/scale_encode.py                       # 600 docs, max length 128
     python benchmarks/scale_encode.py --docs 2000 --max-length 256 --cpus 4
+    python benchmarks/scale_encode.py --docs 5183 --max-length 256 --workers 2 --cluster \
+        --output benchmarks/results/scale_encode_cluster.json
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +69,12 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=None,
                         help="logical CPUs for local Ray (default: the machine's)")
     parser.add_argument("--workers", default="1,2", help="encoder actor counts to run, e.g. 1,2,4")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run on a multi-node cluster started with `ray start` (see above)")
+    parser.add_argument("--kill-after", type=float, default=60.0,
+                        help="--cluster: seconds into the second run to kill a busy worker node")
+    parser.add_argument("--skip-one-thread", action="store_true",
+                        help="do not time the plain encoder on one thread")
     parser.add_argument("--output", type=Path,
                         default=ROOT / "benchmarks" / "results" / "scale_encode.json")
     args = parser.parse_args()
@@ -92,17 +108,26 @@ def main() -> None:
                         "docs_per_second": round(len(docs) / encode, 1),
                         "torch_threads": torch.get_num_threads()}
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what each Ray actor gets (Ray sets OMP_NUM_THREADS to its CPUs)
-    start = time.perf_counter()
-    encoder.encode_documents([d.content for d in docs])
-    one = time.perf_counter() - start
-    torch.set_num_threads(threads)
-    results["plain-1thread"] = {"encode_seconds": round(one, 2),
-                                "docs_per_second": round(len(docs) / one, 1)}
+    if not args.skip_one_thread:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # what each Ray actor gets (Ray sets OMP_NUM_THREADS to its CPUs)
+        start = time.perf_counter()
+        encoder.encode_documents([d.content for d in docs])
+        one = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        results["plain-1thread"] = {"encode_seconds": round(one, 2),
+                                    "docs_per_second": round(len(docs) / one, 1)}
 
     cpus = args.cpus or os.cpu_count() or 1
     counts = [int(w) for w in args.workers.split(",")]
+    if args.cluster:
+        results.update(on_cluster(corpus, work, docs, encoder, reference, counts[0], args))
+        finish(args, results, [f"cluster-{counts[0]}", f"cluster-{counts[0]}-killed"],
+               f"documents/s of `vecdoctor encode --engine ray` on a {counts[0] + 1}-worker-node "
+               "cluster (ray start, one raylet per node) vs the plain Encoder, with and without "
+               "a worker node killed mid-run", docs)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     start = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     results["ray-init"] = {"seconds": round(time.perf_counter() - start, 2), "cpus": cpus}
@@ -122,24 +147,86 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
+    finish(args, results, [f"ray-{w}" for w in counts],
+           f"documents/s of Ray Data encoding ({args.workers} local actors on {cpus} CPUs) vs the "
+           "plain Encoder, and equal vectors", docs)
+
+
+def finish(args: argparse.Namespace, results: dict, runs: list[str], question: str,
+           docs: list) -> None:
     plain = results["plain"]["seconds"]
-    for name in (f"ray-{w}" for w in counts):
+    for name in runs:
         r = results[name]
         r["speed_vs_plain"] = round(plain / r["seconds"], 3)
         r["overhead_seconds_vs_plain"] = round(r["seconds"] - plain, 2)
     payload = {
-        "question": f"documents/s of Ray Data encoding ({args.workers} local actors on {cpus} "
-                    "CPUs) vs the plain Encoder, and equal vectors",
+        "question": question,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
         "versions": _versions(),
         "settings": {"docs": len(docs), "model": "minilm", "max_length": args.max_length,
-                     "ray_batch_size": args.batch_size},
+                     # --cluster runs the CLI, which keeps encode_corpus's default batch
+                     "ray_batch_size": 256 if args.cluster else args.batch_size},
         "results": results,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(payload, indent=2))
+
+
+def on_cluster(corpus: Path, work: Path, docs: list, encoder: object, reference: np.ndarray,
+               workers: int, args: argparse.Namespace) -> dict[str, dict]:
+    """Two runs of `vecdoctor encode --engine ray --address` on a LocalCluster: one clean,
+    one with a busy worker node's raylet killed ``args.kill_after`` seconds in."""
+    import subprocess
+    import threading
+
+    from ray_cluster import LocalCluster
+
+    from vecdoctor.scale.ray_encode import read_vectors
+
+    out: dict[str, dict] = {}
+    order = {d.id: i for i, d in enumerate(docs)}
+    with LocalCluster(workers=workers + 1, cpus=1, head_cpus=0) as cluster:
+        for name, kill in ((f"cluster-{workers}", False), (f"cluster-{workers}-killed", True)):
+            target = work / name
+            killed: dict[str, float] = {}
+
+            def killer(started: float = time.perf_counter(), c: LocalCluster = cluster,
+                       k: dict[str, float] = killed) -> None:
+                while time.perf_counter() - started < args.kill_after:
+                    time.sleep(0.5)
+                while "at_s" not in k and time.perf_counter() - started < 3600:
+                    busy = c.busy_worker_raylets()
+                    if busy:
+                        c.kill(sorted(busy)[0])
+                        k["at_s"] = round(time.perf_counter() - started, 1)
+                    time.sleep(0.1)
+
+            start = time.perf_counter()
+            thread = threading.Thread(target=killer, daemon=True) if kill else None
+            if thread is not None:
+                thread.start()
+            done = subprocess.run(
+                [str(Path(sys.executable).with_name("vecdoctor")), "encode", str(corpus), "-o",
+                 str(target), "--engine", "ray", "--address", cluster.address, "--workers",
+                 str(workers), "--max-length", str(args.max_length)],
+                env=cluster.env, capture_output=True, text=True, check=True)
+            seconds = time.perf_counter() - start
+            out_text = done.stdout  # the command's JSON, after whatever Ray printed
+            emitted = json.loads(out_text[out_text.rindex("\n{") + 1:] if "\n{" in out_text
+                                 else out_text[out_text.index("{"):])
+            ids, vecs, _ = read_vectors(target)
+            diff = float(np.abs(vecs - reference[[order[i] for i in ids]]).max())
+            out[name] = {"seconds": round(seconds, 2),
+                         "docs_per_second": round(len(docs) / seconds, 1),
+                         "job_seconds": round(emitted["seconds"], 2),
+                         "ids_written": len(ids), "distinct_ids": len(set(ids)),
+                         "max_abs_diff_to_plain": diff,
+                         "alive_nodes_after": cluster.alive_nodes()}
+            if kill:
+                out[name]["worker_node_killed_at_s"] = killed.get("at_s")
+    return out
 
 
 if __name__ == "__main__":

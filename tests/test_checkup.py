@@ -55,6 +55,15 @@ def test_checkup_writes_report_pipeline_and_runs(report_dir, result):
     assert {"bm25", "dense", "dense+abtt", "hybrid", "int8"} <= names
     for name in names:
         assert (report_dir / "runs" / f"{name}.trec").is_file()
+    # how the dense search of the recommended pipeline runs at this size, with the measurement
+    search = [d for d in data["decisions"] if d["topic"] == "dense search"]
+    if pipeline["mode"] != "bm25":
+        assert len(search) == 1
+        assert search[0]["choice"] == ("exact" if pipeline["storage"] == "float32"
+                                       else "exact over int8 codes")
+        if pipeline["storage"] == "float32":
+            assert f"over {len(result.dataset.corpus)} vectors, within the 10 ms budget" in \
+                search[0]["evidence"]
 
 
 def test_saved_runs_reproduce_the_reported_numbers(report_dir, result, small):

@@ -360,6 +360,9 @@ def test_auto_ann_measures_exact_search_and_builds_hnsw_over_budget(real_corpus,
     truth, _ = brute(queries, vectors, 10)
     rows, _ = slow.vectors.search(queries, 10)
     assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth, strict=True)]) >= 0.8
+    # vectors encoded elsewhere get the same choice
+    given = Index.from_vectors(docs, vectors, minilm, ann="auto", ann_budget_ms=0.0)
+    assert given.ann_choice["chosen"] == "hnsw" and given.pipeline.ann.kind == "hnsw"
     # int8 storage keeps exact search over its codes, and says so
     small = Index.build(docs[:50], minilm, ann="auto", precision="int8", baseline=False)
     assert small.ann_choice["chosen"] == "exact" and "int8" in small.ann_choice["reason"]

@@ -260,6 +260,12 @@ def test_lance_ivf_pq_search(tmp_path: Path, docs: list, encoder, queries: list[
               for q in queries[:5]]
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)])
     assert recall >= 0.8
+    reopened = LanceIndex.load(tmp_path / "db")
+    assert reopened.refine_factor == 50  # PQ order refined with the stored vectors by default
+    from vecdoctor.errors import InputError
+
+    with pytest.raises(InputError, match="refine_factor must be a whole number >= 1"):
+        LanceIndex.load(tmp_path / "db", refine_factor=-2)
 
 
 def test_lance_missing_table_is_a_clear_error(tmp_path: Path) -> None:
@@ -356,16 +362,17 @@ def test_ray_interrupted_job_resumes_without_duplicates(
 
 
 @pytest.mark.slow
-def test_ray_fits_whitening_on_a_sample_and_writes_lancedb(
+def test_ray_applies_whitening_and_writes_lancedb(
     ray_cluster, corpus_file: Path, tmp_path: Path, encoder, reference: dict, docs: list
 ) -> None:
+    from vecdoctor.fix.transform import make_transform
     from vecdoctor.scale.lance import LanceIndex
-    from vecdoctor.scale.ray_encode import fit_transform
     from vecdoctor.search.searcher import Searcher
 
-    whitening = fit_transform(corpus_file, encoder, "whitening", sample=120, seed=1,
-                              n_components=32)
-    assert whitening.dim_ == encoder.dimension and 60 <= whitening.n_samples_ <= 120
+    # fitting through Ray (`vecdoctor ray-fit`) runs in tests/test_scale_cluster.py
+    sample = np.stack([reference[d.id] for d in docs[:120]])
+    whitening = make_transform("whitening", n_components=32).fit(
+        sample, fingerprint=encoder.fingerprint, model_id=encoder.model_id)
     index = LanceIndex.build_with_ray(corpus_file, tmp_path / "db", encoder, whitening,
                                       workers=2, batch_size=64)
     assert len(index) == N_DOCS and index.dim == 32

@@ -325,6 +325,10 @@ def checkup(
         decisions.append(_confirm(ds, model, pipeline, report, cache, rerank_opts,
                                   whitening_kept(decisions)))
     transform = _fit_recommended(ds, model, pipeline, cache, whitening_kept(decisions))
+    dense_search = _dense_search(ds, model, pipeline, cache, transform,
+                                 len(full.corpus) if quick else None)
+    if dense_search is not None:
+        decisions.append(dense_search)
     for r in report.results:  # rates measured in the model comparison (same encoder settings)
         if r.docs_per_second is None and r.name not in {"bm25"}:
             row = next((m for m in comparison.rows if m.model == model and not m.converted), None)
@@ -469,6 +473,37 @@ def _fit_recommended(ds: Dataset, model: str, pipeline: Pipeline, cache: Any,
     vectors = tenc.encode_documents([d.content for d in ds.corpus])
     return fit_transform("whitening-k" if top_components else str(pipeline.transform), vectors,
                          tenc)
+
+
+def _dense_search(ds: Dataset, model: str, pipeline: Pipeline, cache: Any, transform: Any,
+                  full_size: int | None) -> Decision | None:
+    """How the recommended pipeline's dense search runs at this corpus size on this machine:
+    what ``vecdoctor index --ann auto`` decides (exact search within the latency budget, else
+    HNSW with its recall against exact search measured), with the measurements."""
+    if pipeline.mode is SearchMode.BM25:
+        return None
+    if pipeline.storage is not Precision.FLOAT32:
+        return Decision("dense search", f"exact over {pipeline.storage} codes", True,
+                        f"{pipeline.storage} storage searches its codes exactly, then rescores")
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.index.ann import LATENCY_BUDGET_MS, choose_ann
+    from vecdoctor.index.store import probe_queries
+
+    enc = Encoder(model, pooling=pipeline.pooling, window=pipeline.window, cache=cache)
+    vectors = enc.encode_documents([d.content for d in ds.corpus])
+    queries = enc.encode_queries(probe_queries(ds.corpus))
+    if transform is not None:
+        vectors = transform.transform(vectors, fingerprint=enc.fingerprint)
+        queries = transform.transform(queries, fingerprint=enc.fingerprint)
+    _, _, choice = choose_ann(vectors, queries, LATENCY_BUDGET_MS)
+    label = "exact" if choice.chosen == "exact" else f"HNSW (ef_search {choice.ef_search})"
+    notes = [choice.reason]
+    if pipeline.chunks:
+        notes.append("one vector per document; a chunk index holds one per chunk")
+    if full_size is not None:
+        notes.append(f"measured on the quick sample: the full corpus holds {full_size} documents")
+    notes.append("`vecdoctor index` measures again when it builds (`--ann auto`)")
+    return Decision("dense search", label, True, "; ".join(notes))
 
 
 def pipeline_file(result: CheckupResult, transform_dir: Path | None = None) -> Pipeline:

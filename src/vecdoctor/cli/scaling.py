@@ -109,7 +109,9 @@ def lance_search(
     rerank_backend: str = RERANK_BACKEND,
     rerank_precision: str = RERANK_PRECISION,
     nprobes: int = typer.Option(20, "--nprobes", help="IVF partitions searched (with --ivf-pq)"),
-    refine_factor: int = typer.Option(None, "--refine-factor", help="Re-rank k*N candidates exactly"),
+    refine_factor: int = typer.Option(
+        50, "--refine-factor", help="Re-rank k*N IVF-PQ candidates with the stored vectors (0: off)"
+    ),
     exact: bool = typer.Option(False, "--exact", help="Ignore any vector index: exact search"),
     plain: bool = typer.Option(False, "--plain", help="Human-readable lines instead of JSON"),
 ) -> None:
@@ -117,7 +119,8 @@ def lance_search(
     from vecdoctor.scale.lance import LanceIndex
     from vecdoctor.search.searcher import Searcher
 
-    index = LanceIndex.load(uri, table, nprobes=nprobes, refine_factor=refine_factor, exact=exact)
+    index = LanceIndex.load(uri, table, nprobes=nprobes, refine_factor=refine_factor or None,
+                            exact=exact)
     searcher = Searcher(index, fusion=fusion, cache_size=0, rerank_fusion=rerank_fusion)
     run_searches(
         searcher, query, k, mode, reranker_option(rerank, rerank_backend, rerank_precision), plain

@@ -165,10 +165,13 @@ def choose_ann(
     target: float = RECALL_TARGET,
     k: int = 10,
 ) -> tuple[AnnConfig | None, Any, AnnChoice]:
-    """Exact search while its median time per query on this machine stays within
+    """Exact search while its median time per query on this machine (one BLAS thread, as
+    :func:`~vecdoctor.search.searcher.limit_blas_threads` leaves searches) stays within
     ``budget_ms``; above it an HNSW graph, its ``ef_search`` raised until recall@10 against
     exact search on ``queries`` reaches ``target`` (the largest step is kept otherwise, and the
     reason says so). Returns the config, the built graph (or ``None``) and the measurements."""
+    from threadpoolctl import threadpool_limits
+
     from vecdoctor.index.dense import exact_search
 
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -177,7 +180,8 @@ def choose_ann(
     k = min(k, n)
     if not len(queries) or not n:
         return None, None, AnnChoice("exact", "no probe queries: exact search", n, 0, budget_ms, 0.0)
-    truth, times = timed_search(lambda q, kk: exact_search(q, x, kk), queries, k)
+    with threadpool_limits(limits=1, user_api="blas"):  # as `search` and `serve` run
+        truth, times = timed_search(lambda q, kk: exact_search(q, x, kk), queries, k)
     exact_ms = float(np.median(times))
     if exact_ms <= budget_ms:
         return None, None, AnnChoice(

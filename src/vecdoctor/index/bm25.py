@@ -111,9 +111,13 @@ class BM25Index:
 
         if not texts:
             raise InputError("cannot build a BM25 index over an empty corpus")
-        tokens = self.tokenizer.many(texts)
+        # token ids as each text is tokenized: the token strings of the whole corpus are never
+        # held at once (at 1M passages they took 3.9 GB), and the vocabulary is numbered in
+        # order of first occurrence, so the same corpus always gives the same index files
+        vocab: dict[str, int] = {}
+        ids = [[vocab.setdefault(t, len(vocab)) for t in self.tokenizer(text)] for text in texts]
         retriever = bm25s.BM25(k1=self.config.k1, b=self.config.b, method=self.config.method)
-        retriever.index(tokens, show_progress=False)
+        retriever.index((ids, vocab), show_progress=False)
         self.retriever_ = retriever
         return self
 
