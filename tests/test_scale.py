@@ -420,21 +420,56 @@ def test_cli_encode_engine_ray_rejects_npy(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cli_encode_engine_ray(ray_cluster, corpus_file: Path, tmp_path: Path) -> None:
+def test_cli_encode_engine_ray_then_index_the_vectors(ray_cluster, corpus_file: Path,
+                                                      tmp_path: Path, docs: list,
+                                                      queries: list[str]) -> None:
     from typer.testing import CliRunner
 
     from vecdoctor.cli import app
+    from vecdoctor.data import Document
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.index.store import Index
     from vecdoctor.scale.ray_encode import read_vectors
+    from vecdoctor.search.searcher import Searcher
 
     out = tmp_path / "vectors"
-    result = CliRunner().invoke(app, ["encode", str(corpus_file), "-o", str(out), "--engine",
-                                      "ray", "--workers", "2", "--max-length", "32"])
+    runner = CliRunner()
+    result = runner.invoke(app, ["encode", str(corpus_file), "-o", str(out), "--engine",
+                                 "ray", "--workers", "2", "--max-length", "32"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["encoded"] == N_DOCS and summary["engine"] == "ray"
     ids, vectors, meta = read_vectors(out)
     assert len(set(ids)) == N_DOCS and vectors.shape == (N_DOCS, 384)
     assert meta["encoder"]["max_length"] == 32
+
+    # an index folder over those vectors, without encoding the corpus again
+    folder = tmp_path / "idx"
+    made = runner.invoke(app, ["index", str(corpus_file), "--vectors", str(out), "-o", str(folder)])
+    assert made.exit_code == 0, made.output
+    info = json.loads(made.stdout)
+    assert info["documents"] == N_DOCS and info["dense_search"]["chosen"] == "exact"
+    assert info["baseline"] is not None  # the monitor's reference, as `index` always makes
+    from_ray = Index.load(folder)
+    encoder = Encoder("minilm", max_length=32)
+    assert from_ray.encoder_config["fingerprint"] == encoder.fingerprint
+    here = Index.build(docs, encoder, baseline=False)  # encoded in this process instead
+    for query in queries[:5]:
+        got = [h.id for h in Searcher(from_ray, cache_size=0).search(query, k=10)]
+        want = [h.id for h in Searcher(here, cache_size=0).search(query, k=10)]
+        assert got == want
+    # bad input: a corpus that is not the one encoded, settings the vectors already fixed
+    more = _write_corpus(tmp_path / "more.jsonl", [*docs, Document("new-doc", "", "new text")])
+    fewer = _write_corpus(tmp_path / "fewer.jsonl", docs[3:])
+    for corpus, message in ((more, "1 documents have no vector: 'new-doc' (resume"),
+                            (fewer, "3 vectors belong to no document of the corpus: ")):
+        bad = runner.invoke(app, ["index", str(corpus), "--vectors", str(out), "-o",
+                                  str(tmp_path / "bad")])
+        assert bad.exit_code == 1 and message in bad.output, bad.output
+    clash = runner.invoke(app, ["index", str(corpus_file), "--vectors", str(out), "-m",
+                                "minilm", "--chunks", "max", "-o", str(tmp_path / "bad")])
+    assert clash.exit_code == 1 and "drop -m, --chunks" in clash.output, clash.output
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cli_index_store_lancedb_then_search_like_a_folder(tmp_path, real_corpus):

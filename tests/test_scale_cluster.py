@@ -104,3 +104,22 @@ def test_three_nodes_fit_and_encode_and_a_killed_node_costs_no_data(cluster, cor
     want = transform.transform(encoder.encode_documents([by_id[i] for i in ids]),
                                fingerprint=encoder.fingerprint)
     assert float(np.max(np.abs(np.stack(vectors) - want))) < 1e-4
+
+    # the vectors become an index folder without encoding again; their whitening is needed
+    idx = tmp_path / "idx"
+    plain = subprocess.run([*base, "index", str(path), "--vectors", str(output), "-o", str(idx)],
+                           capture_output=True, text=True, timeout=600)
+    assert plain.returncode == 1 and "pass that transform's folder" in plain.stderr + plain.stdout
+    made = subprocess.run([*base, "index", str(path), "--vectors", str(output), "--transform",
+                           str(fitted), "-o", str(idx)], capture_output=True, text=True,
+                          timeout=600)
+    assert made.returncode == 0, made.stderr[-2000:]
+    from vecdoctor.index.store import Index
+    from vecdoctor.search.searcher import Searcher
+
+    index = Index.load(idx)
+    assert index.transform is not None and len(index) == len(docs)
+    row = int(np.argmax(np.asarray(index.vectors.vectors) @ want[0]))
+    assert index.docs[row].id == ids[0]  # the stored vectors are the whitened ones
+    hits = Searcher(index, cache_size=0).search(docs[7].content, k=3, mode="dense")
+    assert hits[0].id == docs[7].id

@@ -87,7 +87,7 @@ ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
          object_store_memory=200 * 2**20)
 try:
     ray_encode.encode_corpus(sys.argv[1], sys.argv[2], Encoder("minilm", max_length=32),
-                             workers=2, batch_size=16, stall_seconds=20)
+                             workers=2, batch_size=16, stall_seconds=10)
     print("FINISHED")
 except ray_encode.StalledError as exc:
     print("STALLED:", exc)
@@ -113,5 +113,5 @@ def test_without_the_plan_the_read_stage_starves_and_the_watchdog_says_so(real_c
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", STARVED, str(path), str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=300)
-    assert "STALLED: encoding: no progress for 20 s" in done.stdout, done.stdout + done.stderr
+    assert "STALLED: encoding: no progress for 10 s" in done.stdout, done.stdout + done.stderr
     assert time.monotonic() - start < 240

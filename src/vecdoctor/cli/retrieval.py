@@ -84,6 +84,11 @@ def index_command(
         "dir", "--store", help="dir (an index folder) | lancedb (-o is then a LanceDB URI)"
     ),
     table: str = typer.Option("documents", "--table", help="--store lancedb: table name"),
+    vectors: Path = typer.Option(
+        None, "--vectors",
+        help="Vectors already encoded by `vecdoctor encode --engine ray` (a Parquet folder or "
+        ".lance): indexed without encoding again; the encoder comes from their description",
+    ),
     force: bool = FORCE,
 ) -> None:
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
@@ -94,6 +99,15 @@ def index_command(
     auto = ann is None or ann.strip().lower() == "auto"
     exact = not auto and ann.strip().lower() == "exact"  # parses to no ANN in the pipeline
     _check_index_options(output, store, precision, None if auto or exact else ann, backend, force)
+    if vectors is not None:
+        given = {"-m": model, "--pooling": pooling, "--window": window, "--chunks": chunks,
+                 "--max-length": max_length, "--backend": backend,
+                 "--model-precision": model_precision, "--pipeline": pipeline,
+                 "--cache": cache, "--store lancedb": store if store == "lancedb" else None}
+        _index_encoded(corpus, vectors, output, [k for k, v in given.items() if v is not None],
+                       transform, precision, "auto" if auto else None if exact else ann,
+                       latency_budget, force)
+        return
     # the pipeline is checked whole before the corpus and the model are loaded
     chosen = _pipeline_of_options(pipeline, window, model=model, pooling=pooling,
                                   max_length=max_length, backend=backend,
@@ -111,6 +125,27 @@ def index_command(
                                 ann_budget_ms=latency_budget)
     index.save(output, force)
     emit(_index_summary(index, output, start))
+
+
+def _index_encoded(corpus: Path, vectors: Path, output: Path, conflicting: list[str],
+                   transform: Path | None, precision: str | None, ann: str | None,
+                   latency_budget: float, force: bool) -> None:
+    """`vecdoctor index CORPUS --vectors OUTPUT`: an index folder over vectors encoded on Ray."""
+    from vecdoctor.config import Precision
+    from vecdoctor.data import load_corpus
+    from vecdoctor.errors import InputError
+    from vecdoctor.index.store import Index
+
+    if conflicting:
+        raise InputError(
+            f"--vectors takes the encoder from the vectors' description; drop "
+            f"{', '.join(conflicting)} (encode again with those settings to change them)")
+    start = time.perf_counter()
+    storage = Precision.parse(precision or Precision.FLOAT32)
+    index = Index.from_encoded(load_corpus(corpus), vectors, transform=transform,
+                               precision=storage, ann=ann, ann_budget_ms=latency_budget)
+    index.save(output, force)
+    emit({**_index_summary(index, output, start), "vectors": str(vectors)})
 
 
 def _index_lance(docs: Any, output: Path, chosen: Any, table: str, options: dict[str, Any],

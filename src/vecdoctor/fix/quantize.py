@@ -37,7 +37,7 @@ __all__ = [
 
 
 ENCODE_ROWS = 65_536
-"""Rows encoded at once: bounds the float temporaries (1M x 384 int8 codes peaked at 4.8 GB
+"""Rows encoded at once: bounds the float temporaries (1M x 384 int8 codes peaked at 4.7 GiB
 resident when encoded in one piece)."""
 
 class ScalarMode(_Choice):

@@ -89,9 +89,6 @@ class Tokenizer:
             return words
         return list(self._stemmer().stemWords(words))
 
-    def many(self, texts: Sequence[str]) -> list[list[str]]:
-        return [self(t) for t in texts]
-
 
 class BM25Index:
     """A BM25 index over a fixed list of texts; rows are positions in that list."""
@@ -112,7 +109,7 @@ class BM25Index:
         if not texts:
             raise InputError("cannot build a BM25 index over an empty corpus")
         # token ids as each text is tokenized: the token strings of the whole corpus are never
-        # held at once (at 1M passages they took 3.9 GB), and the vocabulary is numbered in
+        # held at once (at 1M passages they took 3.8 GiB), and the vocabulary is numbered in
         # order of first occurrence, so the same corpus always gives the same index files
         vocab: dict[str, int] = {}
         ids = [[vocab.setdefault(t, len(vocab)) for t in self.tokenizer(text)] for text in texts]
