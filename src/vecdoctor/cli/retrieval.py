@@ -20,17 +20,18 @@ from vecdoctor.cli._app import (
     run_searches,
 )
 
+_VECTORS_HELP = ("Vectors already encoded by `vecdoctor encode --engine ray` (a Parquet folder "
+                 "or .lance): indexed without encoding again; the encoder comes from their "
+                 "description")
+_FIXED_BY_VECTORS = ("-m", "--pooling", "--window", "--chunks", "--max-length", "--backend",
+                     "--model-precision", "--pipeline", "--cache", "--store lancedb")
+
 
 @command("index")
 def index_command(
-    corpus: Path = typer.Argument(
-        ..., help="corpus.jsonl[.gz], a BEIR folder, a .txt file or a text folder"
-    ),
+    corpus: Path = typer.Argument(..., help="corpus.jsonl[.gz], a BEIR folder, .txt file or text folder"),
     output: Path = typer.Option(
-        ...,
-        "-o",
-        "--output",
-        help="Index folder to write (an existing index is replaced atomically)",
+        ..., "-o", "--output", help="Index folder to write (an existing one is replaced atomically)"
     ),
     model: str = typer.Option(
         None, "-m", "--model", help="Registry name or local model folder (default: minilm)"
@@ -54,8 +55,7 @@ def index_command(
         None, "--backend", help="torch|openvino|onnx to encode with (default: the model's)"
     ),
     model_precision: str = typer.Option(
-        None,
-        "--model-precision",
+        None, "--model-precision",
         help="fp32|bf16|int8 of the model (int8 is calibrated on this corpus) (default: fp32)",
     ),
     transform: Path = typer.Option(
@@ -84,11 +84,7 @@ def index_command(
         "dir", "--store", help="dir (an index folder) | lancedb (-o is then a LanceDB URI)"
     ),
     table: str = typer.Option("documents", "--table", help="--store lancedb: table name"),
-    vectors: Path = typer.Option(
-        None, "--vectors",
-        help="Vectors already encoded by `vecdoctor encode --engine ray` (a Parquet folder or "
-        ".lance): indexed without encoding again; the encoder comes from their description",
-    ),
+    vectors: Path = typer.Option(None, "--vectors", help=_VECTORS_HELP),
     force: bool = FORCE,
 ) -> None:
     """Build an index folder: documents, BM25, dense vectors and the pipeline config."""
@@ -99,15 +95,11 @@ def index_command(
     auto = ann is None or ann.strip().lower() == "auto"
     exact = not auto and ann.strip().lower() == "exact"  # parses to no ANN in the pipeline
     _check_index_options(output, store, precision, None if auto or exact else ann, backend, force)
-    if vectors is not None:
-        given = {"-m": model, "--pooling": pooling, "--window": window, "--chunks": chunks,
-                 "--max-length": max_length, "--backend": backend,
-                 "--model-precision": model_precision, "--pipeline": pipeline,
-                 "--cache": cache, "--store lancedb": store if store == "lancedb" else None}
-        _index_encoded(corpus, vectors, output, [k for k, v in given.items() if v is not None],
-                       transform, precision, "auto" if auto else None if exact else ann,
-                       latency_budget, force)
-        return
+    if vectors is not None:  # encoded already: the vectors' description fixes the encoder
+        fixed = (model, pooling, window, chunks, max_length, backend, model_precision, pipeline,
+                 cache, None if store == "dir" else store)
+        return _index_encoded(corpus, vectors, output, fixed, transform, precision,
+                              "auto" if auto else None if exact else ann, latency_budget, force)
     # the pipeline is checked whole before the corpus and the model are loaded
     chosen = _pipeline_of_options(pipeline, window, model=model, pooling=pooling,
                                   max_length=max_length, backend=backend,
@@ -127,23 +119,26 @@ def index_command(
     emit(_index_summary(index, output, start))
 
 
-def _index_encoded(corpus: Path, vectors: Path, output: Path, conflicting: list[str],
+def _index_encoded(corpus: Path, vectors: Path, output: Path, fixed: tuple[Any, ...],
                    transform: Path | None, precision: str | None, ann: str | None,
                    latency_budget: float, force: bool) -> None:
-    """`vecdoctor index CORPUS --vectors OUTPUT`: an index folder over vectors encoded on Ray."""
+    """`vecdoctor index CORPUS --vectors OUTPUT`: an index folder over vectors encoded on Ray;
+    ``fixed``: the values given for :data:`_FIXED_BY_VECTORS`, which must all be unset."""
     from vecdoctor.config import Precision
     from vecdoctor.data import load_corpus
     from vecdoctor.errors import InputError
-    from vecdoctor.index.store import Index
+    from vecdoctor.scale.ray_encode import index_encoded
 
+    conflicting = [name for name, value in zip(_FIXED_BY_VECTORS, fixed, strict=True)
+                   if value is not None]
     if conflicting:
         raise InputError(
             f"--vectors takes the encoder from the vectors' description; drop "
             f"{', '.join(conflicting)} (encode again with those settings to change them)")
     start = time.perf_counter()
     storage = Precision.parse(precision or Precision.FLOAT32)
-    index = Index.from_encoded(load_corpus(corpus), vectors, transform=transform,
-                               precision=storage, ann=ann, ann_budget_ms=latency_budget)
+    index = index_encoded(load_corpus(corpus), vectors, transform=transform, precision=storage,
+                          ann=ann, ann_budget_ms=latency_budget)
     index.save(output, force)
     emit({**_index_summary(index, output, start), "vectors": str(vectors)})
 

@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "encode_corpus": "vecdoctor.scale.ray_encode",
         "fit_transform": "vecdoctor.scale.ray_encode",
         "read_vectors": "vecdoctor.scale.ray_encode",
+        "index_encoded": "vecdoctor.scale.ray_encode",
         "LanceIndex": "vecdoctor.scale.lance",
     },
 )

@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from vecdoctor.config import Precision
 from vecdoctor.errors import IncompatibleError, InputError, VecdoctorError, require
+from vecdoctor.index.ann import AnnConfig
 from vecdoctor.scale import _rows
 
 logger = logging.getLogger(__name__)
@@ -429,3 +431,80 @@ def fit_transform(
 def read_vectors(output: str | Path) -> tuple[list[str], np.ndarray, dict[str, Any]]:
     """Ids, vectors and the pipeline description of an output written by :func:`encode_corpus`."""
     return _rows.read_output(str(output))
+
+
+def index_encoded(
+    corpus: Iterable[Any],
+    encoded: str | Path,
+    transform: Any = None,
+    precision: Precision | str = Precision.FLOAT32,
+    ann: AnnConfig | str | None = "auto",
+    ann_budget_ms: float | None = None,
+    baseline: bool = True,
+) -> Any:
+    """An :class:`~vecdoctor.index.store.Index` over vectors :func:`encode_corpus` wrote
+    (``vecdoctor encode --engine ray``: a folder of Parquet parts or a ``.lance`` dataset),
+    without encoding them again (``vecdoctor index CORPUS --vectors OUTPUT``):
+    the encoder comes from the output's description, every document of ``corpus`` must have
+    exactly one vector there and every vector a document, and a transform the vectors were
+    made with must be given again (``transform``: the fitted object or its folder; its
+    fingerprint is checked against the output's). ``precision``, ``ann``, ``ann_budget_ms``
+    and ``baseline`` as in :meth:`~vecdoctor.index.store.Index.build`."""
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.index.baseline import compute_baseline
+    from vecdoctor.index.docs import as_documents
+    from vecdoctor.index.store import Index
+
+    docs = as_documents(corpus)
+    ids, vectors, meta = _rows.read_output(str(encoded))
+    if not isinstance(meta.get("encoder"), dict):
+        raise InputError(f"{encoded}: its description names no encoder; the output is "
+                         "damaged, encode again into a new output")
+    encoder = Encoder.from_config(meta["encoder"])
+    if encoder.fingerprint != meta["encoder"].get("fingerprint"):
+        raise IncompatibleError(
+            f"{encoded}: made by encoder {meta['encoder'].get('fingerprint')}, but this "
+            f"installation builds {encoder.fingerprint} from its description; install the "
+            "same model and vecdoctor version that encoded it")
+    if isinstance(transform, (str, Path)):
+        from vecdoctor.fix.transform import load_transform
+
+        transform = load_transform(transform, fingerprint=encoder.fingerprint,
+                                   dim=encoder.dimension)
+    if bool(meta.get("transform")) != (transform is not None):
+        made = "with a transform" if meta.get("transform") else "without a transform"
+        raise InputError(f"{encoded}: its vectors were made {made}; "
+                         + ("pass that transform's folder (--transform)"
+                            if meta.get("transform") else "drop --transform"))
+    if _rows.pipeline_fingerprint(encoder, transform) != meta.get("fingerprint"):
+        raise IncompatibleError(
+            f"{encoded}: made by pipeline {meta.get('fingerprint')}, not by this encoder and "
+            "transform; pass the transform the vectors were made with")
+    rows = _match_rows(docs, ids, str(encoded))
+    index = Index.from_vectors(docs, vectors[rows], encoder, precision, ann, ann_budget_ms,
+                               transform)
+    if baseline:
+        index.baseline = compute_baseline(index)
+    return index
+
+
+def _match_rows(docs: Sequence[Any], ids: Sequence[str], where: str) -> np.ndarray:
+    """For each document, the row of its vector among ``ids``; every document needs exactly
+    one vector and every vector a document."""
+    from vecdoctor.index.docs import preview
+
+    rows: dict[str, int] = {}
+    repeated = [i for r, i in enumerate(ids) if rows.setdefault(i, r) != r]
+    if repeated:
+        raise InputError(f"{where}: ids written more than once: {preview(repeated)}; the output "
+                         "is damaged, encode again into a new output")
+    missing = [d.id for d in docs if d.id not in rows]
+    wanted = {d.id for d in docs}
+    extra = [i for i in ids if i not in wanted]
+    if missing or extra:
+        parts = ([f"{len(missing)} documents have no vector: {preview(missing)} (resume the "
+                  "encoding with the same command)"] if missing else [])
+        parts += ([f"{len(extra)} vectors belong to no document of the corpus: {preview(extra)} "
+                   "(give the corpus that was encoded)"] if extra else [])
+        raise InputError(f"{where}: " + "; ".join(parts))
+    return np.fromiter((rows[d.id] for d in docs), dtype=np.int64, count=len(docs))
