@@ -213,12 +213,7 @@ class Index(DocumentIndex):
                 size, by default the model's input length with half shared); ``None``: one
                 vector per document.
         """
-        docs = as_documents(corpus)
-        if not docs:
-            raise InputError("the corpus is empty; an index needs at least one document")
-        dup = duplicates([d.id for d in docs])
-        if dup:
-            raise InputError(f"duplicate document ids: {preview(dup)}; ids must be unique")
+        docs = _index_documents(corpus)
         if oversample < 1:
             raise InputError(f"oversample must be >= 1, got {oversample!r}")
         enc = _make_encoder(encoder)
@@ -282,10 +277,7 @@ class Index(DocumentIndex):
         corpus order, then ``transform`` when given): what :meth:`build` would make, without
         encoding them again (``ann`` and ``ann_budget_ms`` as in :meth:`build`, ``"auto"``
         included)."""
-        docs = as_documents(corpus)
-        dup = duplicates([d.id for d in docs])
-        if dup:
-            raise InputError(f"duplicate document ids: {preview(dup)}; ids must be unique")
+        docs = _index_documents(corpus)
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         dim = int(transform.output_dim if transform is not None else encoder.dimension)
         if vecs.ndim != 2 or len(vecs) != len(docs) or vecs.shape[1] != dim:
@@ -564,6 +556,17 @@ class Index(DocumentIndex):
             f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
             f"precision={self.precision}, path={str(self.path) if self.path else None!r})"
         )
+
+
+def _index_documents(corpus: Iterable[Document]) -> list[Document]:
+    """The documents of a new index: at least one, ids unique."""
+    docs = as_documents(corpus)
+    if not docs:
+        raise InputError("the corpus is empty; an index needs at least one document")
+    dup = duplicates([d.id for d in docs])
+    if dup:
+        raise InputError(f"duplicate document ids: {preview(dup)}; ids must be unique")
+    return docs
 
 
 def probe_queries(docs: Sequence[Document], n: int = 50, seed: int = 0) -> list[str]:
