@@ -107,3 +107,36 @@ def test_finetune_command_trains_and_writes_json(tmp_path, tiny_beir):
     assert (out / "model.safetensors").is_file()
     again = runner.invoke(app, ["finetune", str(tiny_beir), "-o", str(out), "--max-steps", "1"])
     assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_reranker_recipes_fill_what_the_user_did_not_set():
+    from vecdoctor.finetune.recipes import CPU_RECIPE, RerankerConfig, reranker_recipe
+
+    cpu = reranker_recipe("auto", "cpu")
+    assert (cpu.epochs, cpu.group_size, cpu.max_length) == (
+        CPU_RECIPE["epochs"], CPU_RECIPE["group_size"], CPU_RECIPE["max_length"])
+    assert reranker_recipe("auto", "cuda") == RerankerConfig(device="cuda")
+    assert reranker_recipe("full", "cpu") == RerankerConfig()
+    mine = reranker_recipe("cpu", "cpu", max_length=96, layers=3, epochs=None)
+    assert mine.max_length == 96 and mine.layers == 3 and mine.epochs == CPU_RECIPE["epochs"]
+    with pytest.raises(Exception, match="valid values: auto, full, cpu"):
+        reranker_recipe("fast", "cpu")
+
+
+@pytest.mark.slow
+def test_train_reranker_without_a_gpu_says_it_trains_the_cpu_recipe(tmp_path, tiny_beir):
+    out = tmp_path / "rr"
+    result = runner.invoke(app, ["train-reranker", str(tiny_beir), "-o", str(out), "--max-steps",
+                                 "1", "--layers", "2", "--eval-split", "none", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "no GPU in use: the cpu recipe (128 tokens, lists of 8, 2 epochs)" in result.stderr
+    card = json.loads((out / "vecdoctor_reranker.json").read_text())
+    assert card["config"]["max_length"] == 128 and card["config"]["layers"] == 2
+    # the saved cross-encoder has the two layers it was cut to, and reranks
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    from vecdoctor.data import load_dataset
+    from vecdoctor.rerank.rerankers import CrossEncoderReranker
+
+    data = load_dataset(tiny_beir, "train")
+    scores = CrossEncoderReranker(out).score(next(iter(data.queries.values())), data.corpus[:4])
+    assert scores.shape == (4,)

@@ -87,8 +87,8 @@ def test_a_damaged_student_is_a_clear_error(student, tmp_path):
     with pytest.raises(InputError, match="'dimension'"):
         Encoder(str(bad))
     result = CliRunner().invoke(app, ["distill", "minilm", str(bad), "-o", str(tmp_path / "x"),
-                                      "--student", "layers:3"])
-    assert result.exit_code != 0 and "unknown --student 'layers:3'" in result.output
+                                      "--student", "pruned"])
+    assert result.exit_code != 0 and "unknown --student 'pruned'" in result.output
 
 
 def test_compare_models_measures_the_student_beside_its_teacher(student, docs):

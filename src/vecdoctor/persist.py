@@ -1,6 +1,6 @@
 """The header every file and folder vecdoctor saves starts with.
 
-    {"class": "Index", "format_version": 2, "vecdoctor_version": "0.5.0", ...}
+    {"class": "Index", "format_version": 2, "vecdoctor_version": "0.6.0", ...}
 
 ``class`` names what the folder holds, ``format_version`` the layout of its files (raised when
 a reader of the old layout could not read the new one), ``vecdoctor_version`` the writer.
@@ -69,6 +69,7 @@ CONVERTED = OutputKind("converted model", "vecdoctor_export.json", ("ConvertedMo
 DRIFT = OutputKind("drift report", "report.json", ("DriftReport",))
 MIGRATION = OutputKind("pipeline comparison", "report.json", ("MigrationReport",))
 STATIC = OutputKind("static student", "static_model.json", ("StaticModel",))
+LAYERS = OutputKind("layer-pruned student", "vecdoctor_student.json", ("LayerStudent",))
 
 
 def written_as(folder: Path, kind: OutputKind) -> bool:

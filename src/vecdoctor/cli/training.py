@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.finetune.recipes import CPU_RECIPE as _CPU
 from vecdoctor.finetune.recipes import FinetuneConfig as _FT
 from vecdoctor.finetune.recipes import RerankerConfig as _RR
 
@@ -142,21 +143,32 @@ def train_reranker(
     eval_split: str = typer.Option(
         "test", "--eval-split", help="Split to compare with the first stage on ('none' to skip)"
     ),
-    loss: str = typer.Option(str(_RR.loss), "--loss", help="listnet | lambda | mnrl | bce"),
-    epochs: float = typer.Option(_RR.epochs, "--epochs"),
-    batch_size: int = typer.Option(_RR.batch_size, "--batch-size", help="Queries per batch"),
-    group_size: int = typer.Option(
-        _RR.group_size, "--group-size", help="Documents per query list"
+    recipe: str = typer.Option(
+        "auto", "--recipe",
+        help="auto: cpu without a GPU, else full | full: the GPU recipe (hours on a small CPU) | "
+        "cpu: 128 tokens, lists of 8, 2 epochs (under 30 min on 2 cores); options below override",
     ),
-    learning_rate: float = typer.Option(_RR.learning_rate, "--lr"),
-    head_learning_rate: float = typer.Option(_RR.head_learning_rate, "--head-lr"),
-    max_length: int = typer.Option(_RR.max_length, "--max-length"),
+    loss: str = typer.Option(None, "--loss", help=f"listnet | lambda | mnrl | bce [{_RR.loss}]"),
+    epochs: float = typer.Option(None, "--epochs", help=f"[full {_RR.epochs}, cpu {_CPU['epochs']}]"),
+    batch_size: int = typer.Option(None, "--batch-size", help=f"Queries per batch [{_RR.batch_size}]"),
+    group_size: int = typer.Option(
+        None, "--group-size",
+        help=f"Documents per query list [full {_RR.group_size}, cpu {_CPU['group_size']}]",
+    ),
+    learning_rate: float = typer.Option(None, "--lr", help=f"[{_RR.learning_rate}]"),
+    head_learning_rate: float = typer.Option(None, "--head-lr", help=f"[{_RR.head_learning_rate}]"),
+    max_length: int = typer.Option(
+        None, "--max-length", help=f"Tokens per pair [full {_RR.max_length}, cpu {_CPU['max_length']}]"
+    ),
+    layers: int = typer.Option(
+        None, "--layers", min=1, help="Keep this many of the model's layers (a shallower reranker)"
+    ),
     depth: int = typer.Option(
-        _RR.depth, "--depth", help="First-stage candidates to take negatives from"
+        None, "--depth", help=f"First-stage candidates to take negatives from [{_RR.depth}]"
     ),
     max_steps: int = typer.Option(None, "--max-steps"),
     seed: int = typer.Option(42, "--seed"),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option(None, "--device", help="cpu, cuda, ... [cuda when present, else cpu]"),
     restart: bool = typer.Option(
         False, "--restart", help="Ignore checkpoints of an interrupted run"
     ),
@@ -165,22 +177,21 @@ def train_reranker(
     ),
 ) -> None:
     """Train vecdoctor's own cross-encoder reranker on labelled queries (listwise loss)."""
-    from vecdoctor.finetune.reranker import RerankerConfig
+    from vecdoctor.finetune.recipes import RerankRecipe, reranker_recipe
     from vecdoctor.finetune.reranker import train_reranker as run
 
-    config = RerankerConfig(
-        loss=loss,
-        epochs=epochs,
-        batch_size=batch_size,
-        group_size=group_size,
-        learning_rate=learning_rate,
-        head_learning_rate=head_learning_rate,
-        max_length=max_length,
-        depth=depth,
-        max_steps=max_steps,
-        seed=seed,
-        device=device,
-    )
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = reranker_recipe(
+        recipe, device, loss=loss, epochs=epochs, batch_size=batch_size, group_size=group_size,
+        learning_rate=learning_rate, head_learning_rate=head_learning_rate, max_length=max_length,
+        layers=layers, depth=depth, max_steps=max_steps, seed=seed)
+    if RerankRecipe.parse(recipe) is RerankRecipe.AUTO and device.startswith("cpu"):
+        typer.echo(f"no GPU in use: the cpu recipe ({config.max_length} tokens, lists of "
+                   f"{config.group_size}, {config.epochs:g} epochs); --recipe full trains the GPU "
+                   "recipe (hours on a small CPU)", err=True)
     result = run(
         _labelled(data, split),
         output,
@@ -224,25 +235,34 @@ def distill(
     output: Path = typer.Option(..., "-o", "--output", help="Folder for the student"),
     student: str = typer.Option(
         "static", "--student",
-        help="static: a vector per token, fitted on the corpus (the only kind built so far)",
+        help="static: a vector per token, fitted on the corpus (thousands of texts/s); "
+        "layers:K: K of the teacher's transformer layers, trained on the corpus",
     ),
-    epochs: int = typer.Option(20, "--epochs", min=1, help="At most; fitting stops when the held-out cosine stops rising"),
+    epochs: int = typer.Option(
+        None, "--epochs", min=1,
+        help="At most (static 20, layers 4); training stops when the held-out cosine stops rising",
+    ),
     max_texts: int = typer.Option(
         30_000, "--max-texts", min=20,
         help="Documents and sentences the teacher encodes as targets (a seeded sample above it)",
     ),
     seed: int = typer.Option(0, "--seed"),
-    force: bool = typer.Option(False, "--force", help="Replace a folder that is not a static student"),
+    force: bool = typer.Option(False, "--force", help="Replace a folder that is not a student of that kind"),
 ) -> None:
     """Distil a fast student from a teacher, fitted on your corpus; use it anywhere with -m."""
     from vecdoctor.data import load_corpus
-    from vecdoctor.errors import InputError
+    from vecdoctor.finetune.layers import distill_layers, parse_student
     from vecdoctor.finetune.static import distill_static
 
-    if student != "static":
-        raise InputError(f"unknown --student {student!r}; the student built so far is: static")
+    kind, layers = parse_student(student)
     docs = load_corpus(data)
-    report = distill_static(
-        teacher, [d.content for d in docs], output, epochs=epochs, max_texts=max_texts, seed=seed,
-        force=force, progress=(lambda m: typer.echo(m, err=True)) if progress_enabled() else None)
+    say = (lambda m: typer.echo(m, err=True)) if progress_enabled() else None
+    texts = [d.content for d in docs]
+    if kind == "layers":
+        assert layers is not None
+        report: Any = distill_layers(teacher, texts, output, layers=layers, epochs=epochs or 4,
+                                     max_texts=max_texts, seed=seed, force=force, progress=say)
+    else:
+        report = distill_static(teacher, texts, output, epochs=epochs or 20, max_texts=max_texts,
+                                seed=seed, force=force, progress=say)
     emit(report.to_dict())

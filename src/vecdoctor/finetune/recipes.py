@@ -156,9 +156,16 @@ class RerankerConfig:
     save_steps: int = 100
     max_steps: int | None = None
     device: str = "cpu"
+    layers: int | None = None
+    """Keep this many of the initial model's transformer layers (evenly spread, the first and
+    the last among them): a shallower cross-encoder, faster to train and to run. None: all."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loss", RerankLoss.parse(self.loss))
+        if self.layers is not None and (
+            isinstance(self.layers, bool) or not isinstance(self.layers, int) or self.layers < 1
+        ):
+            raise InputError(f"layers must be a whole number >= 1 or None, got {self.layers!r}")
         for name in ("batch_size", "group_size", "max_length", "depth", "save_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -181,3 +188,30 @@ class RerankerConfig:
         d = asdict(self)
         d["loss"] = str(self.loss)
         return d
+
+
+class RerankRecipe(_Choice):
+    """Which reranker recipe ``train-reranker`` starts from (explicit options override it)."""
+
+    AUTO = "auto"
+    """``cpu`` when no GPU is present (or ``--device cpu``), else ``full``."""
+    FULL = "full"
+    """The recipe chosen on a GPU (the :class:`RerankerConfig` defaults); hours on a small CPU."""
+    CPU = "cpu"
+    """Shorter inputs, shorter lists, fewer epochs: trains in well under 30 minutes on 2 cores
+    (benchmarks/rerank_cpu.py)."""
+
+
+CPU_RECIPE: dict[str, Any] = {"epochs": 2.0, "group_size": 8, "max_length": 128}
+"""What the CPU recipe changes from the full one (measured in benchmarks/rerank_cpu.py)."""
+
+
+def reranker_recipe(recipe: RerankRecipe | str, device: str, **explicit: Any) -> RerankerConfig:
+    """The config of ``recipe`` on ``device`` with the ``explicit`` options (those not None)
+    on top; ``auto`` means ``cpu`` on a CPU device and ``full`` on any other."""
+    chosen = RerankRecipe.parse(recipe)
+    if chosen is RerankRecipe.AUTO:
+        chosen = RerankRecipe.CPU if str(device).startswith("cpu") else RerankRecipe.FULL
+    base = dict(CPU_RECIPE) if chosen is RerankRecipe.CPU else {}
+    base.update({k: v for k, v in explicit.items() if v is not None})
+    return RerankerConfig(device=device, **base)

@@ -140,6 +140,12 @@ def _load_cross_encoder(model: str, config: RerankerConfig) -> tuple[Any, str]:
         device=config.device,
         local_files_only=True,
     )
+    if config.layers is not None:
+        from vecdoctor.finetune.layers import kept_layers, prune_layers
+
+        keep = kept_layers(int(ce.model.config.num_hidden_layers), config.layers)
+        prune_layers(ce.model, keep)
+        logger.info("cross-encoder cut to layers %s of %s", keep, resolved.id)
     return ce, resolved.id
 
 

@@ -156,6 +156,16 @@ def _fit(table: np.ndarray, bags: list[np.ndarray], targets: Any, fit: np.ndarra
     return best_table, before, best, best_epoch, epoch
 
 
+def check_settings(learning_rate: float, **numbers: tuple[int, int]) -> None:
+    """Refuse a learning rate outside (0, 1) and any ``name=(value, lowest)`` that is not a
+    whole number at or above its lowest."""
+    for name, (number, low) in numbers.items():
+        if isinstance(number, bool) or not isinstance(number, int) or number < low:
+            raise InputError(f"{name} must be a whole number >= {low}, got {number!r}")
+    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
+        raise InputError(f"learning_rate must be in (0, 1), got {learning_rate!r}")
+
+
 def distill_static(
     teacher: Any,
     texts: Sequence[str],
@@ -179,12 +189,8 @@ def distill_static(
     from vecdoctor.encode.runtime.static import EMBEDDINGS, FORMAT_VERSION, STATIC_FILE, TOKENIZER
 
     say = progress or (lambda _m: None)
-    for name, number, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1),
-                              ("max_texts", max_texts, 20)):
-        if isinstance(number, bool) or not isinstance(number, int) or number < low:
-            raise InputError(f"{name} must be a whole number >= {low}, got {number!r}")
-    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < 1):
-        raise InputError(f"learning_rate must be in (0, 1), got {learning_rate!r}")
+    check_settings(learning_rate, epochs=(epochs, 1), batch_size=(batch_size, 1),
+                   max_texts=(max_texts, 20))
     output = check_output(output, STATIC, force)
     enc = Encoder(teacher) if isinstance(teacher, str) else teacher
     if enc.tokenizer is None:
