@@ -35,13 +35,16 @@ class FinetuneResult(_training.TrainingResult):
     pairs: int
 
 
-def _load_sentence_transformer(model: str, device: str) -> tuple[Any, Any]:
+def _load_sentence_transformer(model: str, device: str, purpose: str = "fine-tuning needs"
+                               ) -> tuple[Any, Any]:
+    """A PyTorch sentence-transformers model; any other backend is refused, ``purpose`` saying
+    what needed it."""
     from vecdoctor.models import resolve
 
     resolved = resolve(model)
     if resolved.backend != "torch" or not resolved.path.is_dir():
         raise InputError(
-            f"model {model!r} runs on the {resolved.backend} backend; fine-tuning needs a PyTorch "
+            f"model {model!r} runs on the {resolved.backend} backend; {purpose} a PyTorch "
             "sentence-transformers model such as 'minilm' or a local model folder"
         )
     from sentence_transformers import SentenceTransformer

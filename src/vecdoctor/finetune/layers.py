@@ -207,18 +207,12 @@ def distill_layers(
     from vecdoctor.finetune._training import record_max_length
     from vecdoctor.finetune.biencoder import _load_sentence_transformer
     from vecdoctor.finetune.static import check_settings, training_texts
-    from vecdoctor.models import resolve
 
     say = progress or (lambda _m: None)
     check_settings(learning_rate, layers=(layers, 1), epochs=(epochs, 1),
                    batch_size=(batch_size, 2), max_texts=(max_texts, 20))
     output = check_output(output, LAYERS, force)
-    resolved = resolve(teacher)
-    if resolved.backend != "torch" or not resolved.path.is_dir():
-        raise InputError(
-            f"teacher {teacher!r} runs on the {resolved.backend} backend; a layer-pruned student "
-            "is cut from a PyTorch sentence-transformers model (e.g. minilm or a model folder)")
-    st, _ = _load_sentence_transformer(teacher, "cpu")
+    st, resolved = _load_sentence_transformer(teacher, "cpu", "a layer-pruned student is cut from")
     total = int(st[0].auto_model.config.num_hidden_layers)
     keep = kept_layers(total, layers)
     train = training_texts(texts, max_texts, seed)
