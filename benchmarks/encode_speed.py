@@ -12,8 +12,15 @@ and ONNX Runtime fp32/int8 (converted by vecdoctor, int8 calibrated on the corpu
 - single short query latency (p50, p95);
 - peak resident memory added while encoding (sampled), and the model size on disk.
 
+With ``--peer`` it also times sentence-transformers' own fastest CPU paths, exported as its docs
+say (OpenVINO static int8 calibrated on the same corpus texts as vecdoctor's, ONNX dynamic int8 for
+the CPU's instruction set), each in a worker process of an isolated environment (peer_env.py: their
+extras pin transformers and the hub client below the project's versions). They take their turn in
+the same interleaved chunks; their time is the worker's ``encode`` call alone.
+
     python benchmarks/encode_speed.py                     # full corpus, every variant
     python benchmarks/encode_speed.py --docs 1000 --sts 1000 --chunks 4
+    python benchmarks/encode_speed.py --variants st-fp32,openvino-int8,onnx-int8 --peer
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 VARIANTS = ["st-fp32", "torch-fp32", "openvino-fp32", "openvino-bf16", "openvino-int8", "onnx-fp32",
             "onnx-int8"]
+PEER_VARIANTS = ["st-openvino-int8", "st-onnx-int8"]  # sentence-transformers' own, in peer_env.py's env
 
 
 class PeakRSS:
@@ -76,6 +84,48 @@ def load_sts(limit: int) -> list[str]:
                 if s not in sentences:
                     sentences.append(s)
     return sentences[:limit]
+
+
+class PeerRun:
+    """A sentence-transformers variant encoding in the peer environment's process (peer_worker.py).
+
+    Called like the in-process variants; ``last_seconds`` is the time of the worker's ``encode``
+    call alone, so moving texts and vectors between the processes is never counted against it.
+    """
+
+    def __init__(self, python: Path, name: str, model: str, calibration: list[str], max_length: int,
+                 work: Path) -> None:
+        import subprocess
+
+        self.work = work
+        self.proc = subprocess.Popen([str(python), str(ROOT / "benchmarks" / "peer_worker.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        ready = self._ask({"variant": name, "model": model, "work": str(work), "max_length": max_length,
+                           "batch_size": 32, "calibration": calibration})
+        self.facts = ready["facts"]
+        self.versions = self.facts.pop("versions")
+        self.last_seconds = 0.0
+
+    def _ask(self, message: dict) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            sys.exit(f"the peer worker stopped (exit {self.proc.wait()}); its error is above")
+        return json.loads(line)
+
+    def __call__(self, texts: list[str], role: str) -> np.ndarray:
+        out = self.work / "vectors.npy"
+        self.last_seconds = self._ask({"texts": texts, "out": str(out)})["seconds"]
+        return np.load(out)
+
+
+def timed_call(run, texts: list[str], role: str) -> tuple[np.ndarray, float]:  # noqa: ANN001
+    """Vectors and seconds of one call; a peer variant reports its own encode time."""
+    started = time.perf_counter()
+    vectors = run(texts, role)
+    return vectors, getattr(run, "last_seconds", time.perf_counter() - started)
 
 
 def build(name: str, model: str, calibration: list[str], max_length: int):  # noqa: ANN201
@@ -119,9 +169,9 @@ def interleaved(runs: dict, texts: list[str], chunks: int) -> tuple[dict, dict, 
         part = [texts[i] for i in idx]
         for name in names[c % len(names):] + names[: c % len(names)]:
             with PeakRSS() as mem:
-                t = time.perf_counter()
-                vectors[name].append(runs[name](part, "document"))
-                seconds[name] += time.perf_counter() - t
+                vec, took = timed_call(runs[name], part, "document")
+            vectors[name].append(vec)
+            seconds[name] += took
             peak[name] = max(peak[name], mem.peak - mem.start)
     return seconds, {k: np.vstack(v) for k, v in vectors.items()}, peak
 
@@ -144,9 +194,7 @@ def ndcg_at_10(queries: dict[str, str], qrels: dict, doc_ids: list[str], docs: n
 def latency(run, queries: list[str], repeats: int) -> dict[str, float]:  # noqa: ANN001
     times = []
     for q in queries[:repeats]:
-        t = time.perf_counter()
-        run([q], "query")
-        times.append((time.perf_counter() - t) * 1000)
+        times.append(timed_call(run, [q], "query")[1] * 1000)
     return {"p50_ms": round(float(np.percentile(times, 50)), 2),
             "p95_ms": round(float(np.percentile(times, 95)), 2)}
 
@@ -182,6 +230,11 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=6, help="interleaving chunks per text set")
     ap.add_argument("--queries", type=int, default=50, help="single-query latency samples")
     ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--peer", action="store_true",
+                    help="also time sentence-transformers' own OpenVINO static int8 and ONNX dynamic "
+                         "int8 (exported as its docs say, in an isolated environment: peer_env.py)")
+    ap.add_argument("--peer-env", default=None, help="where the peer environment lives "
+                                                     "(default ~/.cache/vecdoctor/peer-env)")
     ap.add_argument("--no-quality", action="store_true", help="skip nDCG@10")
     ap.add_argument("--quality-variants", default="st-fp32,openvino-bf16,openvino-int8,onnx-int8",
                     help="variants whose nDCG@10 is computed ('all' for every one)")
@@ -203,12 +256,31 @@ def main() -> None:
     names = args.variants.split(",")
     if names[0] != "st-fp32":
         sys.exit("the first variant must be st-fp32 (the baseline)")
+    peer_python = None
+    if args.peer:
+        import tempfile
+
+        import peer_env
+
+        peer_python = peer_env.ensure(Path(args.peer_env) if args.peer_env else peer_env.DEFAULT)
+        names += [n for n in PEER_VARIANTS if n not in names]
+        work = Path(tempfile.mkdtemp(prefix="vecdoctor-peer-"))
 
     started = time.time()
     quality_docs = 0
     runs, facts = {}, {}
     for name in names:
         log(f"loading {name}")
+        if name in PEER_VARIANTS or name == "st-torch-fp32":
+            from vecdoctor.encode.convert.export import _calibration_sample
+            from vecdoctor.models import resolve
+
+            if peer_python is None:
+                sys.exit(f"{name} runs in the peer environment: add --peer")
+            peer = PeerRun(peer_python, name, str(resolve(args.model).path), _calibration_sample(texts),
+                           args.max_length, work)
+            runs[name], facts[name] = peer, peer.facts
+            continue
         runs[name], facts[name] = build(name, args.model, texts, args.max_length)
     for run in runs.values():  # warm-up: first-call allocations and compilation
         run(texts[:8], "document")
@@ -263,7 +335,8 @@ def main() -> None:
             "sts_per_s": round(len(sts) / sts_seconds[name], 1),
             "sts_ratio": round(sts_seconds["st-fp32"] / sts_seconds[name], 2),
             **lat[name],
-            "peak_rss_added_mb": round(doc_peak[name] / 2**20, 1),
+            # A peer encodes in its own process, whose memory this one does not see.
+            "peak_rss_added_mb": None if isinstance(runs[name], PeerRun) else round(doc_peak[name] / 2**20, 1),
             **quality.get(name, {}),
             **facts[name],
         }
@@ -274,6 +347,7 @@ def main() -> None:
         "machine": {**cpu_facts(), "python": platform.python_version(), "platform": platform.platform()},
         "versions": {p: version(p) for p in ("torch", "transformers", "sentence-transformers", "openvino",
                                              "nncf", "onnxruntime", "onnx", "tokenizers")},
+        "peer_environment": next((r.versions for r in runs.values() if isinstance(r, PeerRun)), None),
         "settings": {"model": args.model, "max_length": args.max_length, "batch_size": 32,
                      "docs_timed": len(timed), "corpus": len(texts), "sts_sentences": len(sts),
                      "chunks": args.chunks, "latency_queries": args.queries,

@@ -114,6 +114,32 @@ def test_load_converted_explains_a_folder_without_export(tmp_path):
 
 
 # -- slow: real conversions --------------------------------------------------------------------
+def test_openvino_passes_hold_at_most_its_token_budget(home, texts):
+    shapes: list[tuple[int, int]] = []
+
+    def record(enc: Encoder) -> Encoder:
+        forward = enc.backend.forward
+
+        def recording(ids, mask, **kw):
+            shapes.append(ids.shape)
+            return forward(ids, mask, **kw)
+
+        enc.backend.forward = recording
+        return enc
+
+    # 40 distinct texts, every one past 256 tokens
+    long_texts = [f"{i}. " + " ".join([t] * 8) for i, t in enumerate(texts + texts)][:40]
+    enc = record(Encoder("minilm", backend="openvino", precision="fp32"))
+    capped = enc.encode_documents(long_texts)
+    budget = enc.backend.tokens_per_pass
+    assert shapes and all(b * n <= budget for b, n in shapes)
+    assert max(b for b, _ in shapes) == budget // enc.max_length < enc.batch_size
+    shapes.clear()
+    wide = record(Encoder("minilm", backend="openvino", precision="fp32", max_tokens=32 * enc.max_length))
+    np.testing.assert_allclose(wide.encode_documents(long_texts), capped, atol=1e-5)
+    assert max(b for b, _ in shapes) == 32  # an explicit max_tokens is the user's to choose
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["openvino", "onnx"])
 def test_fp32_matches_pytorch(backend, encoders, texts, reference):

@@ -68,6 +68,8 @@ class Encoder:
         normalize: L2-normalise the output vectors.
         cache: a :class:`VectorCache`, a folder for an on-disk cache, or ``None``.
         batch_size: sequences per forward pass (also bounded by ``max_tokens``).
+        max_tokens: padded tokens per forward pass; defaults to ``batch_size * max_length``,
+            capped by the backend's own best size where it has one (OpenVINO: 4,096).
         backend: ``torch`` (default for PyTorch models), ``openvino`` or ``onnx`` (ONNX Runtime).
             A PyTorch model on ``openvino``/``onnx`` is converted once and kept in the models cache.
         precision: ``fp32`` (default), ``bf16`` (openvino) or ``int8`` (openvino, onnx).
@@ -369,7 +371,8 @@ class Encoder:
 
     def _pool_sequences(self, seqs: list[TokenSeq]) -> np.ndarray:
         lengths = np.array([len(s) for s in seqs])
-        budget = self.max_tokens or self.batch_size * self.max_length
+        budget = self.max_tokens or min(self.batch_size * self.max_length,
+                                        getattr(self.backend, "tokens_per_pass", None) or 1 << 62)
         pooled = np.zeros((len(seqs), self.dimension), dtype=np.float32)
         want_attention = self.pooling is Pooling.ATTENTION
         for batch_idx in plan_batches(lengths, self.batch_size, budget):
