@@ -124,6 +124,13 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
         "seconds": round(time.perf_counter() - t, 1),
         "steps_started_at_s": steps, "pipeline": one.pipeline.to_dict(), "full_minilm_pipeline": reference,
         "matches_full": {k: choices(one.pipeline)[k] == reference[k] for k in KEYS},
+        "sample_design": one.meta.get("sample_design"),
+        # each variant's nDCG@10: on the sample, carried over to the whole corpus, and measured
+        # on the whole corpus by the full run
+        "ndcg_sample_estimate_full": {
+            r.name: [round(r.ndcg, 4), one.meta.get("full_corpus_estimate", {}).get(r.name),
+                     next((row["ndcg@10"] for row in minilm_table if row["variant"] == r.name), None)]
+            for r in one.variants.results},
     }
     print("quick, minilm", out["quick_checkup_minilm"], flush=True)
     return out

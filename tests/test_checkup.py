@@ -247,6 +247,51 @@ def test_quick_checkup_says_what_it_sampled(small, tmp_path):
     assert quick.meta["documents"] <= len(small.corpus)
 
 
+def test_a_quick_sample_reports_estimates_for_the_whole_corpus(small):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from vecdoctor.checkup.run import _sample_estimates
+    from vecdoctor.report.checkup import variants_section
+
+    ds = sample_dataset(small, 10, 60, seed=0, hard_share=0.5)
+    report = evaluate_variants(ds, "minilm", ["bm25"])
+    found = _sample_estimates(ds, report)
+    design = found["sample_design"]
+    assert design["full_documents"] == len(small.corpus) and design["neighbours"] > 0
+    assert design["fixed"] + design["random"] == len(ds.corpus)
+    # random documents stand for >= 1 document each, so no estimated rank is above the sampled one
+    assert 0 < found["full_corpus_estimate"]["bm25"] <= round(report.results[0].evaluation.metrics["ndcg@10"], 4)
+    whole = dataclasses.replace(small, sample=None)
+    assert _sample_estimates(whole, report) == {}  # not a sample: nothing to carry over
+    section = variants_section(SimpleNamespace(variants=report, meta=found))
+    assert "est. nDCG@10, whole corpus" in section.tables[0].columns
+    said = " ".join(section.paragraphs)
+    assert "best matches (bm25)" in said and "dense numbers on the sample are optimistic" in said
+
+
+def test_quick_sample_takes_dense_matches_within_its_time_budget(small, minilm, monkeypatch):
+    import numpy as np
+
+    from vecdoctor.checkup import run
+
+    monkeypatch.setitem(run.QUICK, "max_docs", 60)
+    monkeypatch.setitem(run.QUICK, "max_queries", 10)
+    said: list[str] = []
+    dense = run._quick_sample(small, "minilm", 0, said.append)
+    assert dense.sample.neighbours_from == "bm25+dense" and len(dense.corpus) == 60
+    judged = {d for rels in dense.qrels.values() for d in rels}
+    docs = minilm.encode_documents([d.content for d in small.corpus])
+    ids = {d.id for d in dense.corpus}
+    for q in dense.qrels:  # each query's best dense match outside its judged documents is kept
+        order = np.argsort(-(docs @ minilm.encode_queries([dense.queries[q]])[0]))
+        assert next(small.corpus[i].id for i in order if small.corpus[i].id not in judged) in ids
+    monkeypatch.setitem(run.QUICK, "neighbour_seconds", 0)
+    lexical = run._quick_sample(small, "minilm", 0, said.append)
+    assert lexical.sample.neighbours_from == "bm25" and set(lexical.qrels) == set(dense.qrels)
+    assert "dense neighbours skipped" in said[-1] and "over the 0 s budget" in said[-1]
+
+
 def test_unknown_variant_lists_valid_ones(small):
     with pytest.raises(InputError, match="valid variants: bm25, dense"):
         evaluate_variants(small, "minilm", ["dense", "dense+magic"])

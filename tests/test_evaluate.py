@@ -9,6 +9,7 @@ import pytest
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
 from vecdoctor.evaluate.metrics import (
+    estimate_full_ndcg,
     evaluate_run,
     paired_t_test,
     parse_metric,
@@ -104,6 +105,49 @@ def test_sample_dataset_keeps_relevant_documents(beir_dir):
     ids = {d.id for d in ds.corpus}
     assert len(ds.qrels) == 20 and len(ds.corpus) == 100
     assert all(d in ids for rels in ds.qrels.values() for d in rels)
+
+
+def test_a_hard_sample_keeps_each_querys_best_bm25_matches(beir_dir):
+    from vecdoctor.data import load_dataset
+    from vecdoctor.index.bm25 import BM25Index
+
+    full = load_dataset(beir_dir)
+    ds = sample_dataset(full, max_queries=20, max_docs=100, seed=1, hard_share=0.5)
+    easy = sample_dataset(full, max_queries=20, max_docs=100, seed=1)
+    assert set(ds.qrels) == set(easy.qrels) and len(ds.corpus) == 100
+    judged = {d for rels in ds.qrels.values() for d in rels}
+    design = ds.sample
+    room = 100 - len(judged)
+    assert design.neighbours == room // 2 and design.random == room - room // 2
+    assert design.fixed >= judged and len(design.fixed) == len(judged) + design.neighbours
+    assert design.pool == len(full.corpus) - len(design.fixed) and design.full_documents == len(full.corpus)
+    # every sampled query's best non-judged BM25 match in the whole corpus is in the sample
+    bm25 = BM25Index().build([d.content for d in full.corpus])
+    ids = {d.id for d in ds.corpus}
+    for q in ds.qrels:
+        rows, _ = bm25.search(ds.queries[q], 10)
+        best = next(full.corpus[int(r)].id for r in rows if full.corpus[int(r)].id not in judged)
+        assert best in ids
+    with pytest.raises(InputError, match="hard_share"):
+        sample_dataset(full, 20, 100, hard_share=1.5)
+
+
+def test_the_full_corpus_estimate_weights_random_documents():
+    from vecdoctor.data import SampleDesign
+
+    qrels = {"q1": {"a": 1}, "q2": {"b": 2}}
+    # q1: a fixed distractor, then one random document (standing for 3 of the pool), then "a"
+    # at an estimated rank 1 + 1 + 3 = 5; q2: its document first
+    design = SampleDesign(full_documents=100, fixed=frozenset({"a", "b", "f"}), random=20, pool=60)
+    run = {"q1": {"f": 3.0, "r": 2.0, "a": 1.0}, "q2": {"b": 5.0, "r": 1.0}}
+    got = estimate_full_ndcg(run, qrels, design)
+    assert got == pytest.approx((1 / math.log2(6) + 1.0) / 2)
+    # the same run read as a run over the whole corpus (random documents weigh 1) is plain nDCG
+    plain = SampleDesign(full_documents=3, fixed=frozenset(), random=3, pool=3)
+    assert estimate_full_ndcg(run, qrels, plain) == pytest.approx(evaluate_run(qrels, run).metrics["ndcg@10"])
+    # pushed below rank 10 by random documents: no gain
+    deep = SampleDesign(full_documents=1000, fixed=frozenset({"a", "b"}), random=1, pool=900)
+    assert estimate_full_ndcg({"q1": {"r": 2.0, "a": 1.0}}, {"q1": {"a": 1}}, deep) == 0.0
 
 
 def _questions_that_are_documents():

@@ -38,6 +38,29 @@ class Document:
         return f"{self.title}. {self.text}" if self.title else self.text
 
 
+@dataclass(frozen=True)
+class SampleDesign:
+    """How a sample of a larger corpus was drawn (``sample_dataset``), so that a number measured
+    on the sample can be carried over to the whole corpus.
+
+    ``fixed`` documents are in the sample by construction (the judged documents of the sampled
+    queries and their hardest lexical neighbours in the whole corpus); the other ``random``
+    documents were drawn uniformly from the ``pool`` of every other document.
+    """
+
+    full_documents: int
+    fixed: frozenset[str]
+    random: int
+    pool: int
+    neighbours: int = 0  # how many hard neighbours are among ``fixed``
+    neighbours_from: str = ""  # the retrievers that found them: "bm25" or "bm25+dense"
+
+    @property
+    def weight(self) -> float:
+        """How many pool documents one sampled random document stands for."""
+        return self.pool / self.random if self.random else 0.0
+
+
 @dataclass
 class Dataset:
     """A corpus with optional queries and relevance judgements for one split."""
@@ -52,6 +75,8 @@ class Dataset:
     """Whether a retrieved document whose id is the query's own id counts. It does not by
     default, as in BEIR and MTEB: in collections where queries are themselves documents
     (duplicate questions, arguments), a query finding itself is not an answer."""
+    sample: SampleDesign | None = None
+    """Set when this dataset is a sample of a larger one (``--quick``)."""
 
     @property
     def has_labels(self) -> bool:

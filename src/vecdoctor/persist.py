@@ -1,6 +1,6 @@
 """The header every file and folder vecdoctor saves starts with.
 
-    {"class": "Index", "format_version": 2, "vecdoctor_version": "0.6.0", ...}
+    {"class": "Index", "format_version": 2, "vecdoctor_version": "0.7.0", ...}
 
 ``class`` names what the folder holds, ``format_version`` the layout of its files (raised when
 a reader of the old layout could not read the new one), ``vecdoctor_version`` the writer.

@@ -4,7 +4,7 @@
 ``pipeline.json`` (written by ``vecdoctor checkup``, read by ``vecdoctor index --pipeline``) and
 the ``pipeline`` entry of an index folder's ``config.json`` are its serialisation::
 
-    {"class": "Pipeline", "format_version": 2, "vecdoctor_version": "0.6.0",
+    {"class": "Pipeline", "format_version": 2, "vecdoctor_version": "0.7.0",
      "model": "minilm", "backend": null, "model_precision": null, "pooling": null,
      "max_length": null, "window": null,
      "transform": "whitening", "transform_dir": "transform",

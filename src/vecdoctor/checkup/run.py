@@ -23,9 +23,12 @@ logger = logging.getLogger(__name__)
 PRECISION_KEEP = 0.99  # quantized storage must keep this share of float32 nDCG@10
 
 QUICK = {"max_queries": 100, "max_docs": 500, "diagnose_sample": 400, "layer_sample": 128,
-         "attention_sample": 64, "model_seconds": 40}
+         "attention_sample": 64, "model_seconds": 40, "neighbour_seconds": 300}
 """Sample sizes of ``--quick``; ``model_seconds``: installed models (when none are named) whose
-estimated time to encode the sample is longer are listed as skipped instead of measured."""
+estimated time to encode the sample is longer are listed as skipped instead of measured;
+``neighbour_seconds``: when the first model's estimated time to encode the whole corpus is at
+most this, it encodes it once so that the sample keeps each query's best dense matches
+(otherwise BM25 matches only)."""
 
 
 @dataclass
@@ -287,17 +290,16 @@ def checkup(
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.evaluate.compare import compare_models
-    from vecdoctor.evaluate.metrics import sample_dataset
     from vecdoctor.evaluate.variants import evaluate_variants
 
     say = progress or (lambda _m: None)
     started = time.perf_counter()
     full = prepare_dataset(data, split=split, seed=seed)
-    ds = sample_dataset(full, QUICK["max_queries"], QUICK["max_docs"], seed) if quick else full
     named = bool(models)
     models = list(models) if models else installed_models()
     if not models:
         raise InputError("no model is installed; run `vecdoctor models` to see how to install one")
+    ds = _quick_sample(full, models[0], seed, say) if quick else full
     cache = VectorCache(max_size=4 * len(ds.corpus) + 64)
     budget = QUICK["model_seconds"] if quick and not named else None  # named models always run
     comparison = compare_models(ds, models, prefer=prefer, progress=say, cache=cache,
@@ -343,12 +345,56 @@ def checkup(
         # a quick sample is easier than the whole corpus: its numbers compare only with each other
         **({"sampled_from_documents": len(full.corpus), "sampled_from_queries": len(full.qrels)}
            if quick else {}),
+        **_sample_estimates(ds, report),
         "models": models,
         "models_skipped": [r.model for r in comparison.rows if r.skipped],
         "seconds": round(time.perf_counter() - started, 1),
     }
     return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform,
                          tuning, budget)
+
+
+def _quick_sample(full: Dataset, model: str, seed: int, say: Callable[[str], None]) -> Dataset:
+    """The ``--quick`` sample: its queries' judged documents, their best BM25 and (within
+    ``QUICK["neighbour_seconds"]``) dense matches in the whole corpus, random others."""
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.evaluate.metrics import HARD_SHARE, sample_dataset
+
+    encoder = None
+    if len(full.corpus) > QUICK["max_docs"]:
+        # its own encoder, without the checkup's cache: the model comparison must time encoding,
+        # not cache hits
+        encoder = Encoder(model)
+        texts = [d.content for d in full.corpus[:18]]
+        encoder.encode_documents(texts[:2])  # loads the model
+        started = time.perf_counter()
+        encoder.encode_documents(texts[2:])
+        estimate = len(full.corpus) * (time.perf_counter() - started) / max(len(texts) - 2, 1)
+        if estimate > QUICK["neighbour_seconds"]:
+            say(f"dense neighbours skipped: {model} would take about {estimate:.0f} s to encode "
+                f"the {len(full.corpus)} documents, over the {QUICK['neighbour_seconds']} s budget")
+            encoder = None
+        else:
+            say(f"dense neighbours: encoding the {len(full.corpus)} documents with {model}")
+    return sample_dataset(full, QUICK["max_queries"], QUICK["max_docs"], seed,
+                          hard_share=HARD_SHARE, encoder=encoder)
+
+
+def _sample_estimates(ds: Dataset, report: Any) -> dict[str, Any]:
+    """For a quick sample: how it was drawn and each variant's nDCG@10 carried over to the whole
+    corpus (:func:`~vecdoctor.evaluate.metrics.estimate_full_ndcg`)."""
+    from vecdoctor.evaluate.metrics import estimate_full_ndcg
+
+    design = ds.sample
+    if design is None:
+        return {}
+    return {
+        "sample_design": {"full_documents": design.full_documents, "fixed": len(design.fixed),
+                          "neighbours": design.neighbours, "neighbours_from": design.neighbours_from,
+                          "random": design.random, "weight": round(design.weight, 2)},
+        "full_corpus_estimate": {r.name: round(estimate_full_ndcg(r.run, ds.qrels, design), 4)
+                                 for r in report.results},
+    }
 
 
 def _rerank_budget(ds: Dataset, report: Any, pipeline: Pipeline, rerank_opts: dict[str, Any],

@@ -9,10 +9,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vecdoctor.data import Dataset, Document, Qrels, split_sentences
+from vecdoctor.data import Dataset, Document, Qrels, SampleDesign, split_sentences
 from vecdoctor.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -187,21 +188,48 @@ def self_supervised(
     return Dataset(corpus=docs, queries=queries, qrels=qrels, name="self-supervised", self_supervised=True)
 
 
-def sample_dataset(ds: Dataset, max_queries: int | None, max_docs: int | None, seed: int = 0) -> Dataset:
-    """A smaller dataset for quick runs: a query sample, every relevant document, then random others."""
+HARD_SHARE = 0.5
+"""Share of a sample's room (after the judged documents) that ``sample_dataset`` gives to the
+sampled queries' hardest BM25 neighbours in the whole corpus; the rest is drawn at random."""
+
+
+def sample_dataset(
+    ds: Dataset, max_queries: int | None, max_docs: int | None, seed: int = 0,
+    hard_share: float = 0.0, encoder: Any = None,
+) -> Dataset:
+    """A smaller dataset for quick runs: a query sample, every relevant document, then others.
+
+    With ``hard_share`` > 0 that share of the room left after the relevant documents goes to the
+    sampled queries' best BM25 matches in the whole corpus, and with ``encoder`` (an
+    :class:`~vecdoctor.encode.encoder.Encoder`, which then encodes the whole corpus once) their
+    best dense matches too, rank 1 of every query and retriever first, then rank 2, ...: the
+    distractors that make the whole corpus hard stay in the sample, for lexical and dense
+    retrieval alike (lexical neighbours alone make a sample hard for BM25 only). The rest is
+    a uniform draw from every other document, and ``Dataset.sample`` records the design, so that
+    :func:`estimate_full_ndcg` can carry a sample's numbers over to the whole corpus.
+    """
+    if not 0.0 <= hard_share <= 1.0:
+        raise InputError(f"hard_share must be between 0 and 1, got {hard_share!r}")
     rng = np.random.default_rng(seed)
     qids = sorted(ds.qrels)
     if max_queries is not None and len(qids) > max_queries:
         qids = sorted(rng.choice(qids, size=max_queries, replace=False).tolist())
     qrels = {q: ds.qrels[q] for q in qids}
-    corpus = ds.corpus
+    corpus, design = ds.corpus, None
     if max_docs is not None and len(corpus) > max_docs:
         needed = {d for rels in qrels.values() for d in rels}
-        keep = [i for i, d in enumerate(corpus) if d.id in needed]
-        others = [i for i, d in enumerate(corpus) if d.id not in needed]
-        extra = rng.permutation(others)[: max(max_docs - len(keep), 0)]
-        rows = sorted(keep + [int(x) for x in extra])
-        corpus = [corpus[i] for i in rows]
+        fixed = [i for i, d in enumerate(corpus) if d.id in needed]
+        room = max(max_docs - len(fixed), 0)
+        hard = (_hard_neighbours(ds, qids, set(fixed), int(hard_share * room), encoder)
+                if hard_share else [])
+        fixed += hard
+        taken = set(fixed)
+        others = [i for i in range(len(corpus)) if i not in taken]
+        extra = [int(x) for x in rng.permutation(others)[: max(max_docs - len(fixed), 0)]]
+        design = SampleDesign(full_documents=len(corpus), fixed=frozenset(corpus[i].id for i in fixed),
+                              random=len(extra), pool=len(others), neighbours=len(hard),
+                              neighbours_from=("bm25+dense" if encoder is not None else "bm25") if hard else "")
+        corpus = [corpus[i] for i in sorted(fixed + extra)]
     return Dataset(
         corpus=list(corpus),
         queries={q: ds.queries[q] for q in qids if q in ds.queries},
@@ -210,4 +238,67 @@ def sample_dataset(ds: Dataset, max_queries: int | None, max_docs: int | None, s
         split=ds.split,
         self_supervised=ds.self_supervised,
         keep_self_hits=ds.keep_self_hits,
+        sample=design,
     )
+
+
+def _hard_neighbours(ds: Dataset, qids: Sequence[str], taken: set[int], room: int,
+                     encoder: Any = None) -> list[int]:
+    """Up to ``room`` corpus rows: the queries' best BM25 matches (and best dense matches with
+    ``encoder``), taken rank by rank across every query and both retrievers."""
+    from vecdoctor.index.bm25 import BM25Index
+    from vecdoctor.index.dense import top_k
+
+    asked = [q for q in qids if ds.queries.get(q, "").strip()]
+    if room <= 0 or not asked:
+        return []
+    lists = 2 if encoder is not None else 1
+    depth = -(-room // (len(asked) * lists)) + max(len(ds.qrels[q]) for q in asked) + 1
+    texts = [d.content for d in ds.corpus]
+    bm25 = BM25Index().build(texts)
+    ranked = [bm25.search(ds.queries[q], depth)[0] for q in asked]
+    if encoder is not None:
+        docs = encoder.encode_documents(texts)
+        queries = encoder.encode_queries([ds.queries[q] for q in asked])
+        ranked += [top_k(docs @ v, depth)[0] for v in queries]
+    owners = asked * lists
+    # a query's own document never competes with it (unless self-hits are kept)
+    ranked_ids = [[int(r) for r in rows if ds.keep_self_hits or ds.corpus[int(r)].id != q]
+                  for rows, q in zip(ranked, owners, strict=True)]
+    chosen: list[int] = []
+    seen = set(taken)
+    for rank in range(depth):
+        for rows in ranked_ids:
+            if rank < len(rows) and rows[rank] not in seen:
+                seen.add(rows[rank])
+                chosen.append(rows[rank])
+                if len(chosen) == room:
+                    return chosen
+    return chosen
+
+
+def estimate_full_ndcg(run: Run, qrels: Qrels, design: SampleDesign, k: int = 10) -> float:
+    """nDCG@k on the whole corpus, estimated from a run over a sample drawn as ``design`` says.
+
+    A document's rank in the whole corpus is estimated by counting every sampled document above
+    it: a fixed one (judged, or a hard neighbour) counts once; a randomly drawn one stands for
+    ``design.weight`` documents of the pool it was drawn from (the stratified-sampling count of
+    how many pool documents outrank it). Gains are the judged relevance, as in trec_eval.
+    """
+    scores = []
+    for qid, rels in qrels.items():
+        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
+        idcg = sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
+        if idcg == 0:  # nothing relevant: scores 0, as in evaluate_run
+            scores.append(0.0)
+            continue
+        ranked = sorted((run.get(qid) or {}).items(), key=lambda item: (-item[1], item[0]))
+        above, dcg = 0.0, 0.0
+        for doc, _ in ranked:
+            if above >= k:
+                break
+            if rels.get(doc, 0) > 0:
+                dcg += rels[doc] / np.log2(above + 2)
+            above += 1.0 if doc in design.fixed else design.weight
+        scores.append(dcg / idcg)
+    return float(np.mean(scores)) if scores else 0.0

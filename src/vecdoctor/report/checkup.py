@@ -47,20 +47,34 @@ def variants_section(result: Any) -> Section:
     from vecdoctor.report import figures
 
     rep = result.variants
+    estimate = result.meta.get("full_corpus_estimate") or {}
     rows = []
     for r in rep.results:
         m = r.evaluation.metrics
-        rows.append((r.name, m.get("ndcg@10"), m.get("recall@10"), m.get("recall@100"), m.get("mrr@10"),
-                     r.docs_per_second, r.query_ms_p50, r.bytes_per_doc, r.baseline, r.delta_ndcg, r.p_value))
+        rows.append((r.name, m.get("ndcg@10"), *((estimate.get(r.name),) if estimate else ()),
+                     m.get("recall@10"), m.get("recall@100"), m.get("mrr@10"), r.docs_per_second,
+                     r.query_ms_p50, r.bytes_per_doc, r.baseline, r.delta_ndcg, r.p_value))
     table = Table(
-        ("variant", "nDCG@10", "recall@10", "recall@100", "MRR@10", "encode docs/s", "query p50 ms",
-         "bytes/doc", "vs", "Δ nDCG@10", "p"),
+        ("variant", "nDCG@10", *(("est. nDCG@10, whole corpus",) if estimate else ()), "recall@10",
+         "recall@100", "MRR@10", "encode docs/s", "query p50 ms", "bytes/doc", "vs", "Δ nDCG@10", "p"),
         tuple(rows),
         caption=f"{rep.num_queries} queries over {rep.num_docs} documents, model {rep.model}",
         digits=4,
     )
     png = figures.bars([r.name for r in rep.results], [("nDCG@10", [r.ndcg for r in rep.results])], "nDCG@10")
     described = tuple(f"{r.name}: {r.description}" for r in rep.results)
+    if estimate:
+        design = result.meta.get("sample_design", {})
+        described += (
+            f"Quick sample of {design.get('full_documents')} documents: the judged documents, the "
+            f"{design.get('neighbours')} best matches ({design.get('neighbours_from')}) of the sampled "
+            f"queries in the whole corpus and {design.get('random')} random others. "
+            + ("" if "dense" in str(design.get("neighbours_from")) else
+               "Dense neighbours were not sought (a corpus this large is not encoded whole by "
+               "--quick), so dense numbers on the sample are optimistic. ")
+            + "The estimate for the whole corpus counts "
+            f"each random document above a relevant one as the {design.get('weight')} documents it "
+            "stands for; decisions are made on the sample.",)
     touched = max((r.self_hits for r in rep.results), default=0)
     if touched:
         described += (f"{touched} queries are themselves documents of the corpus: their own "
