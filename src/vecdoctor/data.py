@@ -44,7 +44,7 @@ class SampleDesign:
     on the sample can be carried over to the whole corpus.
 
     ``fixed`` documents are in the sample by construction (the judged documents of the sampled
-    queries and their hardest lexical neighbours in the whole corpus); the other ``random``
+    queries and their best BM25, and dense, matches in the whole corpus); the other ``random``
     documents were drawn uniformly from the ``pool`` of every other document.
     """
 

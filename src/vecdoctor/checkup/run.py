@@ -342,7 +342,7 @@ def checkup(
         "documents": len(ds.corpus),
         "queries": len(ds.qrels),
         "quick": quick,
-        # a quick sample is easier than the whole corpus: its numbers compare only with each other
+        # a quick sample's numbers are the sample's; full_corpus_estimate carries them over
         **({"sampled_from_documents": len(full.corpus), "sampled_from_queries": len(full.qrels)}
            if quick else {}),
         **_sample_estimates(ds, report),

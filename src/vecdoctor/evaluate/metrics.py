@@ -190,7 +190,7 @@ def self_supervised(
 
 HARD_SHARE = 0.5
 """Share of a sample's room (after the judged documents) that ``sample_dataset`` gives to the
-sampled queries' hardest BM25 neighbours in the whole corpus; the rest is drawn at random."""
+sampled queries' best BM25 (and dense) matches in the whole corpus; the rest is drawn at random."""
 
 
 def sample_dataset(
