@@ -114,6 +114,16 @@ def test_load_converted_explains_a_folder_without_export(tmp_path):
 
 
 # -- slow: real conversions --------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+def test_encoding_leaves_the_process_floating_point_state_alone(encoders, texts, backend):
+    # Flushing subnormal floats to zero (OpenVINO's CPU_DENORMALS_OPTIMIZATION) is process-wide
+    # state: every later computation of the caller's, in numpy or plain Python, would change.
+    encoders(backend, "int8").encode_documents(texts[:4])
+    tiny = float(np.finfo(np.float64).smallest_subnormal)
+    assert tiny * 1.0 == tiny and tiny / 2**-10 > 0
+    assert np.float32(1e-40) * np.float32(1.0) > 0
+
+
 def test_openvino_passes_hold_at_most_its_token_budget(home, texts):
     shapes: list[tuple[int, int]] = []
 
