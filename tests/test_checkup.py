@@ -280,12 +280,14 @@ def test_quick_sample_takes_dense_matches_within_its_time_budget(small, minilm, 
     said: list[str] = []
     dense = run._quick_sample(small, "minilm", 0, said.append)
     assert dense.sample.neighbours_from == "bm25+dense" and len(dense.corpus) == 60
-    judged = {d for rels in dense.qrels.values() for d in rels}
+    # rank 1 of every query and retriever comes first: with room for it, each query's best dense
+    # match in the whole corpus is in the sample
+    assert dense.sample.neighbours >= 2 * len(dense.qrels)
     docs = minilm.encode_documents([d.content for d in small.corpus])
     ids = {d.id for d in dense.corpus}
-    for q in dense.qrels:  # each query's best dense match outside its judged documents is kept
-        order = np.argsort(-(docs @ minilm.encode_queries([dense.queries[q]])[0]))
-        assert next(small.corpus[i].id for i in order if small.corpus[i].id not in judged) in ids
+    for q in dense.qrels:
+        best = int(np.argmax(docs @ minilm.encode_queries([dense.queries[q]])[0]))
+        assert small.corpus[best].id in ids
     monkeypatch.setitem(run.QUICK, "neighbour_seconds", 0)
     lexical = run._quick_sample(small, "minilm", 0, said.append)
     assert lexical.sample.neighbours_from == "bm25" and set(lexical.qrels) == set(dense.qrels)
