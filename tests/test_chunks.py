@@ -150,10 +150,6 @@ def test_chunks_in_a_pipeline_and_their_bad_input(long_docs, short_encoder, tmp_
     too_long = Encoder("minilm", max_length=48, window="64:32")
     with pytest.raises(InputError, match="longer than model 'minilm' reads .* at most 46"):
         Index.build(long_docs[:3], too_long, chunks="max", baseline=False)
-    from vecdoctor.scale.lance import LanceIndex
-
-    with pytest.raises(InputError, match="one vector per document"):
-        LanceIndex.from_pipeline(long_docs[:3], str(tmp_path / "db"), pipeline)
 
 
 def test_cli_index_and_search_with_chunks(long_docs, tmp_path):
@@ -181,3 +177,73 @@ def test_cli_index_and_search_with_chunks(long_docs, tmp_path):
                               "--chunks", "max", "-o", str(tmp_path / "bad")])
     assert bad.exit_code != 0 and "at most 46" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_lancedb_table_with_chunks_ranks_documents_by_their_best_chunk(long_docs, short_encoder, tmp_path):
+    """A LanceDB table with chunks returns the brute-force MaxP documents and scores (exact
+    search, both chunk scorings, as the folder index's test above), keeps them through
+    reopening and added documents, and says it holds chunks."""
+    pytest.importorskip("lancedb")
+    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.search.searcher import Searcher
+
+    docs = long_docs[:24]
+    queries = ["how do I catch an exception", "what does the with statement do", "sorting a list"]
+    lance = LanceIndex.build(docs[:18], str(tmp_path / "db"), short_encoder, chunks="max+first")
+    lance.add(docs[18:])  # appended documents get their chunks too
+    reopened = LanceIndex.load(str(tmp_path / "db"), baseline=False)
+    assert reopened.chunks is Chunking.MAX_FIRST and reopened.pipeline.chunks is Chunking.MAX_FIRST
+    assert reopened.config()["chunks"] == "max+first"
+    qv = short_encoder.encode_queries(queries)
+    vectors, owners = short_encoder.encode_chunks([d.content for d in docs])
+    assert len(vectors) > 2 * len(docs)
+    for mode in ("max+first", "max"):
+        table = LanceIndex(reopened.table, reopened.config()["encoder"], chunks=mode)
+        want = _maxp(qv, vectors, owners, len(docs), mode)
+        hits = Searcher(table, cache_size=0).search_batch(queries, k=6, mode="dense")
+        for q, found in enumerate(hits):
+            assert len(found) == 6
+            positions = [next(i for i, d in enumerate(docs) if d.id == h.id) for h in found]
+            np.testing.assert_allclose([h.score for h in found], np.sort(want[q])[::-1][:6], atol=1e-5)
+            np.testing.assert_allclose(want[q][positions], [h.score for h in found], atol=1e-5)
+    # the table's dense vector is each document's first chunk, as the folder index's
+    _, vecs, _ = reopened.sample_documents(np.arange(len(docs)))
+    first = vectors[np.searchsorted(owners, np.arange(len(docs)))]
+    np.testing.assert_allclose(np.sort(vecs @ qv[0]), np.sort(first @ qv[0]), atol=1e-5)
+
+
+def test_lancedb_chunks_from_a_pipeline_and_the_cli(long_docs, tmp_path):
+    """`vecdoctor index --store lancedb --chunks` and `lance-index --chunks` write tables with
+    chunks; the Ray engine and a window longer than the model are refused before any write."""
+    pytest.importorskip("lancedb")
+    from typer.testing import CliRunner
+
+    from vecdoctor.cli import app
+    from vecdoctor.data import write_corpus_jsonl
+    from vecdoctor.pipeline import Pipeline
+    from vecdoctor.scale.lance import LanceIndex
+
+    pipeline = Pipeline(model="minilm", max_length=48, chunks="max")
+    made = LanceIndex.from_pipeline(long_docs[:6], str(tmp_path / "p"), pipeline)
+    assert made.pipeline.chunks is Chunking.MAX and len(made) == 6
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus_jsonl(long_docs[:8], corpus)
+    runner = CliRunner()
+    out = runner.invoke(app, ["index", str(corpus), "--max-length", "48", "--chunks", "max+first",
+                              "--store", "lancedb", "-o", str(tmp_path / "db")])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["chunking"] == "max+first"
+    found = runner.invoke(app, ["search", str(tmp_path / "db"), "string formatting", "-k", "3",
+                                "--mode", "dense"])
+    assert found.exit_code == 0, found.output
+    assert len({h["id"] for h in json.loads(found.stdout)["hits"]}) == 3
+    lance = runner.invoke(app, ["lance-index", str(corpus), "--uri", str(tmp_path / "l"),
+                                "--max-length", "48", "--chunks", "max"])
+    assert lance.exit_code == 0, lance.output
+    assert json.loads(lance.stdout)["chunking"] == "max"
+    for extra, says in ((["--engine", "ray"], "--chunks needs --engine local"),
+                        (["--window", "100:50"], "at most 46")):
+        bad = runner.invoke(app, ["lance-index", str(corpus), "--uri", str(tmp_path / "bad"),
+                                  "--max-length", "48", "--chunks", "max", *extra])
+        assert bad.exit_code != 0 and says in bad.output, bad.output
+        assert not (tmp_path / "bad").exists()

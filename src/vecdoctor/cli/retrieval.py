@@ -151,6 +151,7 @@ def _index_lance(docs: Any, output: Path, chosen: Any, table: str, options: dict
                                      encoder_options=options, show_progress=progress_enabled())
     emit({"index": str(output), "store": "lancedb", "table": table, "documents": len(lance),
           "model": lance.model_id, "dim": lance.dim,
+          **({"chunking": str(chosen.chunks)} if chosen.chunks else {}),
           "seconds": round(time.perf_counter() - start, 2)})
 
 

@@ -70,14 +70,26 @@ def lance_index(
     ivf_pq: bool = typer.Option(False, "--ivf-pq", help="Also build an IVF-PQ vector index"),
     partitions: int = typer.Option(None, "--partitions", help="IVF partitions (default: LanceDB's)"),
     sub_vectors: int = typer.Option(None, "--sub-vectors", help="PQ sub-vectors (must divide dim)"),
+    chunks: str = typer.Option(
+        None, "--chunks",
+        help="max|max+first: every token window of a document its own vector, a document "
+        "scored by its best chunk (with --window: the chunk size); --engine local only",
+    ),
 ) -> None:
     """Build a LanceDB table (ids, texts, vectors, pipeline) searchable like an index folder."""
+    from vecdoctor.config import Chunking
     from vecdoctor.errors import InputError
     from vecdoctor.scale.lance import LanceIndex
 
     if engine not in {"local", "ray"}:
         raise InputError(f"--engine must be local or ray, got {engine!r}")
+    mode = Chunking.parse(chunks) if chunks is not None else None
+    if mode is not None and engine == "ray":
+        raise InputError("--chunks needs --engine local: the Ray engine writes one vector per "
+                         "document (drop --chunks, or build with --engine local)")
     enc = _encoder(model, pooling, window, max_length, batch_size)
+    if mode is not None:
+        enc.chunk_window()  # a window longer than the model reads fails before the corpus loads
     if engine == "ray":
         if overwrite:
             raise InputError("--overwrite is for --engine local; a Ray build resumes the table")
@@ -88,12 +100,14 @@ def lance_index(
         from vecdoctor.data import load_corpus
 
         index = LanceIndex.build(load_corpus(Path(source)), uri, enc, transform, table=table,
-                                 overwrite=overwrite, show_progress=progress_enabled())
+                                 overwrite=overwrite, show_progress=progress_enabled(),
+                                 chunks=mode)
     if ivf_pq:
         index.create_vector_index(num_partitions=partitions, num_sub_vectors=sub_vectors)
     emit({"uri": uri, "table": table, "documents": len(index), "dimension": index.dim,
           "model": index.model_id, "fingerprint": index.config().get("fingerprint"),
-          "vector_index": index.has_vector_index, "engine": engine})
+          "vector_index": index.has_vector_index, "engine": engine,
+          **({"chunking": str(mode)} if mode is not None else {})})
 
 
 @command("lance-search")

@@ -139,8 +139,6 @@ def unsupported(spec: VariantSpec, store: Store) -> str | None:
     """Why ``store`` cannot run ``spec``, or ``None`` when it can."""
     if store is Store.LANCEDB and spec.precision is not Precision.FLOAT32:
         return "LanceDB stores float32 vectors; int8/binary need the index folder"
-    if store is Store.LANCEDB and spec.chunks:
-        return "LanceDB tables hold one vector per document; chunk retrieval needs the index folder"
     return None
 
 
@@ -317,7 +315,7 @@ class _Builder:
                 from vecdoctor.scale.lance import LanceIndex
 
                 self.indexes[key] = LanceIndex.build(self.dataset.corpus, str(lance_uri), enc, transform,
-                                                     table=tables[_pipeline_key(spec)])
+                                                     table=tables[_pipeline_key(spec)], chunks=spec.chunks)
             elif spec.chunks and self._other_chunking(key) is not None:
                 self.indexes[key] = _rechunked(self._other_chunking(key), spec.chunks)
             else:

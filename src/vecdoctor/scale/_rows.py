@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 SIDECAR = "_vecdoctor.json"  # Parquet readers skip files starting with "_"
 PIPELINE_KEY = b"vecdoctor.pipeline"
 FORMAT = "vecdoctor.vectors"
+CHUNKS = "chunks"  # the column of chunk vectors (a list per document) in a table with chunks
 
 
 # -- identity -------------------------------------------------------------------------------
@@ -130,19 +131,34 @@ def contents(batch: Any) -> list[str]:
     ]
 
 
-def schema(dim: int, keep_text: bool, metadata: dict[str, Any] | None = None) -> Any:
+def schema(dim: int, keep_text: bool, metadata: dict[str, Any] | None = None,
+           chunks: bool = False) -> Any:
+    """The output's columns; ``chunks``: a ``chunks`` column (a list of chunk vectors per
+    document, each window of the document its own vector) before ``fingerprint``."""
     import pyarrow as pa
 
     fields = [pa.field("id", pa.string(), nullable=False)]
     if keep_text:
         fields += [pa.field("title", pa.string()), pa.field("text", pa.string())]
-    fields += [pa.field("vector", pa.list_(pa.float32(), int(dim))),
-               pa.field("fingerprint", pa.string())]
+    fields += [pa.field("vector", pa.list_(pa.float32(), int(dim)))]
+    if chunks:
+        fields += [pa.field(CHUNKS, pa.list_(pa.list_(pa.float32(), int(dim))))]
+    fields += [pa.field("fingerprint", pa.string())]
     meta = {PIPELINE_KEY: json.dumps(metadata).encode()} if metadata else None
     return pa.schema(fields, metadata=meta)
 
 
-def output_table(batch: Any, vectors: np.ndarray, fingerprint: str, keep_text: bool) -> Any:
+def _fixed_lists(vectors: np.ndarray) -> Any:
+    import pyarrow as pa
+
+    return pa.FixedSizeListArray.from_arrays(
+        pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1)), vectors.shape[1])
+
+
+def output_table(batch: Any, vectors: np.ndarray, fingerprint: str, keep_text: bool,
+                 chunks: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+    """Rows of ``batch`` with their ``vectors``; ``chunks``: (chunk vectors, the row of each
+    chunk's document), chunks in document order, every document owning at least one."""
     import pyarrow as pa
 
     n, dim = vectors.shape
@@ -150,11 +166,13 @@ def output_table(batch: Any, vectors: np.ndarray, fingerprint: str, keep_text: b
     if keep_text:
         columns["title"] = batch.column("title")
         columns["text"] = batch.column("text")
-    columns["vector"] = pa.FixedSizeListArray.from_arrays(
-        pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1)), dim
-    )
+    columns["vector"] = _fixed_lists(vectors)
+    if chunks is not None:
+        chunk_vectors, owners = chunks
+        offsets = np.searchsorted(owners, np.arange(n + 1), side="left").astype(np.int32)
+        columns[CHUNKS] = pa.ListArray.from_arrays(pa.array(offsets), _fixed_lists(chunk_vectors))
     columns["fingerprint"] = pa.array([fingerprint] * n, pa.string())
-    return pa.Table.from_pydict(columns, schema=schema(dim, keep_text))
+    return pa.Table.from_pydict(columns, schema=schema(dim, keep_text, chunks=chunks is not None))
 
 
 def vector_matrix(column: Any) -> np.ndarray:

@@ -1,7 +1,10 @@
 """A LanceDB table as a vecdoctor index: same Searcher, same pipeline, storage anywhere.
 
 One table holds a row per document (``id``, ``title``, ``text``, ``vector``, ``fingerprint``);
-its schema metadata holds the pipeline (encoder config, transform parameters, fingerprint). A
+its schema metadata holds the pipeline (encoder config, transform parameters, fingerprint). With
+chunk-level retrieval (a pipeline's ``chunks``) a ``chunks`` column holds every token window's
+vector of the document (LanceDB's multivector type), ``vector`` its first window's, and dense
+search scores a document by its best chunk (MaxP), or by the mean of its best and first chunk's. A
 fitted transform's arrays live in a companion table ``<name>__transform``. Full-text indexes
 on ``title`` and ``text`` serve the lexical half, vector search (exact, or IVF-PQ once
 :meth:`LanceIndex.create_vector_index` has run) the dense half, and :class:`~vecdoctor.search.searcher.
@@ -13,6 +16,7 @@ its results, so building hits needs no second read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -24,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import Precision
+from vecdoctor.config import Chunking, Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.folders import parse_json, value
@@ -46,6 +50,9 @@ partitions and sub-vectors, recall@10 against exact search (``benchmarks/scale_c
 was 0.59 / 0.45 / 0.24 at 10k / 100k / 1M documents unrefined, 0.97 / 0.90 / 0.70 refined by 10
 and 1.00 / 0.99 / 0.89 by 50, for 2-4 ms more a query; more probes changed nothing (the PQ codes
 limit it), more sub-vectors would."""
+CHUNK_OVERSAMPLE = 4.0
+"""With ``max+first``, documents gathered by their best chunk per result, then ranked again by
+the mean of their best and first chunk's inner products (as the folder index's chunk store)."""
 
 
 def _connect(uri: str | Path, storage_options: dict[str, str] | None = None) -> Any:
@@ -173,23 +180,54 @@ class LanceVectors:
         queries = np.asarray(queries, dtype=np.float32).reshape(-1, self._dim)
         rows = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        index = self._index
+        if k <= 0:
+            return rows, scores
         for i, q in enumerate(queries):
-            query = (index.table.search(q, vector_column_name="vector").distance_type("dot")
-                     .limit(int(k)).with_row_id(True)
-                     .select(["id", *TEXT_COLUMNS, "_distance"]))
-            if index.exact or not index.has_vector_index:
-                query = query.bypass_vector_index()
+            if self._index.chunks is None:
+                found, best = self._search_documents(q, k)
             else:
-                query = query.nprobes(index.nprobes)
-                if index.refine_factor:
-                    query = query.refine_factor(index.refine_factor)
-            table = query.to_arrow()
-            index.lance_docs.remember(table)
-            n = table.num_rows
-            rows[i, :n] = table.column("_rowid").to_pylist()
-            scores[i, :n] = 1.0 - np.asarray(table.column("_distance").to_pylist())  # dot: 1 - q.x
+                found, best = self._search_chunks(q, k, oversample)
+            rows[i, : len(found)], scores[i, : len(found)] = found, best
         return rows, scores
+
+    def _query(self, q: np.ndarray, column: str, metric: str, k: int, extra: list[str]) -> Any:
+        index = self._index
+        query = (index.table.search(q, vector_column_name=column).distance_type(metric)
+                 .limit(int(k)).with_row_id(True).select(["id", *TEXT_COLUMNS, *extra]))
+        if index.exact or not index.has_vector_index:
+            query = query.bypass_vector_index()
+        else:
+            query = query.nprobes(index.nprobes)
+            if index.refine_factor:
+                query = query.refine_factor(index.refine_factor)
+        table = query.to_arrow()
+        index.lance_docs.remember(table)
+        return table
+
+    def _search_documents(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        table = self._query(q, "vector", "dot", k, ["_distance"])
+        rows = np.asarray(table.column("_rowid").to_pylist(), dtype=np.int64)
+        return rows, 1.0 - np.asarray(table.column("_distance").to_pylist())  # dot: 1 - q.x
+
+    def _search_chunks(self, q: np.ndarray, k: int, oversample: float) -> tuple[np.ndarray, np.ndarray]:
+        """Documents by their best chunk: LanceDB's multivector search (cosine MaxSim, the
+        inner product's order for unit vectors) gathers candidates, whose chunk vectors are
+        then scored exactly by inner product (and, with ``max+first``, ranked again)."""
+        mode = self._index.chunks
+        factor = max(oversample, CHUNK_OVERSAMPLE) if mode is Chunking.MAX_FIRST else oversample
+        want = max(k, int(np.ceil(k * max(factor, 1.0))))
+        table = self._query(q, _rows.CHUNKS, "cosine", want, ["_distance", _rows.CHUNKS])
+        rows = np.asarray(table.column("_rowid").to_pylist(), dtype=np.int64)
+        if not len(rows):
+            return rows, np.zeros(0, np.float32)
+        column = table.column(_rows.CHUNKS).combine_chunks()
+        offsets = column.offsets.to_numpy().astype(np.int64)
+        dots = _rows.vector_matrix(column.flatten()) @ q
+        starts = offsets[:-1] - offsets[0]
+        best = np.maximum.reduceat(dots, starts)
+        score = best if mode is Chunking.MAX else (best + dots[starts]) / 2
+        order = np.lexsort((rows, -score))[:k]
+        return rows[order], score[order].astype(np.float32)
 
 
 class LanceIndex(DocumentIndex):
@@ -213,12 +251,16 @@ class LanceIndex(DocumentIndex):
         nprobes: int = 20,
         refine_factor: int | None = DEFAULT_REFINE,
         exact: bool = False,
+        chunks: Chunking | str | None = None,
     ) -> None:
         if refine_factor is not None and (isinstance(refine_factor, bool)
                                           or not isinstance(refine_factor, int) or refine_factor < 1):
             raise InputError(f"refine_factor must be a whole number >= 1 (or None: off), got "
                              f"{refine_factor!r}")
         pipeline = Pipeline.from_dict({"encoder": encoder_config, "search": search_defaults or {}})
+        self.chunks = Chunking.parse(chunks) if chunks is not None else None
+        if self.chunks is not None:
+            pipeline = dataclasses.replace(pipeline, chunks=self.chunks)
         path = Path(uri) if uri is not None and "://" not in uri else None
         super().__init__(Embedder(encoder_config, transform, encoder), pipeline, path, 1.0)
         self.table = table
@@ -266,8 +308,13 @@ class LanceIndex(DocumentIndex):
         if meta.get("transform"):
             fingerprint = value(encoder, "fingerprint", str, where, None)
             transform = _load_transform(db, table, fingerprint)
+        chunks = value(meta, "chunks", str, where, None)
+        if chunks is not None and _rows.CHUNKS not in tbl.schema.names:
+            raise InputError(f"{where}: names chunks {chunks!r} but the table has no "
+                             f"{_rows.CHUNKS!r} column; rebuild the table")
         index = cls(tbl, encoder, transform, uri=str(uri),
-                    search_defaults=value(meta, "search", dict, where, None), **options)
+                    search_defaults=value(meta, "search", dict, where, None), chunks=chunks,
+                    **options)
         index.db = db
         if baseline:
             index.baseline = _load_baseline(db, table, str(encoder.get("fingerprint") or ""), uri)
@@ -294,18 +341,13 @@ class LanceIndex(DocumentIndex):
                 "a LanceDB table keeps float32 vectors and builds its own IVF-PQ index "
                 "(create_vector_index); use storage float32 and no ann"
             )
-        if pipeline.chunks is not None:
-            raise InputError(
-                f"a LanceDB table holds one vector per document; chunks ({pipeline.chunks}) need "
-                "the index folder: build with --store dir, or set chunks to off"
-            )
         docs = list(corpus)
         options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
         if str(pipeline.model_precision) == "int8" and "calibration_texts" not in options:
             options["calibration_texts"] = [d.content for d in docs]  # calibrated on this corpus
         encoder = Encoder(**pipeline.encoder_config(), **options)
         index = cls.build(docs, str(uri), encoder, transform=pipeline.transform_dir, table=table,
-                          overwrite=True, show_progress=show_progress)
+                          overwrite=True, show_progress=show_progress, chunks=pipeline.chunks)
         return index
 
     @classmethod
@@ -320,8 +362,14 @@ class LanceIndex(DocumentIndex):
         chunk: int = 4096,
         storage_options: dict[str, str] | None = None,
         show_progress: bool = False,
+        chunks: Chunking | str | None = None,
     ) -> LanceIndex:
-        """Encode ``corpus`` in this process and write it as ``table`` of the database at ``uri``."""
+        """Encode ``corpus`` in this process and write it as ``table`` of the database at ``uri``.
+
+        ``chunks`` (``"max"`` or ``"max+first"``): every token window of a document is stored as
+        its own vector (the encoder's window sets the chunk size and stride) and dense search
+        scores documents by their chunks (:mod:`vecdoctor.index.chunks` describes the scores).
+        """
         from vecdoctor.scale.ray_encode import _encoder
         from vecdoctor.scale.ray_encode import _load_transform as resolve_transform
 
@@ -333,15 +381,18 @@ class LanceIndex(DocumentIndex):
         fingerprint = _rows.pipeline_fingerprint(enc, fitted)
         dim = int(fitted.output_dim if fitted is not None else enc.dimension)
         meta = _rows.describe(enc, fitted, fingerprint, dim)
+        mode = Chunking.parse(chunks) if chunks is not None else None
+        if mode is not None:
+            meta["chunks"] = str(mode)
         db = _connect(uri, storage_options)
         if not overwrite and _has_table(db, table):
             raise InputError(
                 f"{uri}: table {table!r} already exists; pass overwrite=True (--overwrite) to "
                 "replace it, or choose another table name"
             )
-        tbl = db.create_table(table, schema=_rows.schema(dim, True, meta),
+        tbl = db.create_table(table, schema=_rows.schema(dim, True, meta, chunks=mode is not None),
                               mode="overwrite" if overwrite else "create")
-        index = cls(tbl, meta["encoder"], fitted, enc, uri=str(uri))
+        index = cls(tbl, meta["encoder"], fitted, enc, uri=str(uri), chunks=mode)
         if fitted is not None:
             _save_transform(db, table, fitted)
         for start in range(0, len(docs), chunk):
@@ -385,10 +436,17 @@ class LanceIndex(DocumentIndex):
     def _append(self, docs: list[Document], fingerprint: str, show_progress: bool) -> None:
         import pyarrow as pa
 
-        vectors = self.embed_documents([d.content for d in docs], show_progress=show_progress)
+        texts = [d.content for d in docs]
+        chunks = None
+        if self.chunks is None:
+            vectors = self.embed_documents(texts, show_progress=show_progress)
+        else:
+            chunk_vectors, owners = self.embedder.embed_chunks(texts, show_progress=show_progress)
+            chunks = (chunk_vectors, owners)
+            vectors = chunk_vectors[np.searchsorted(owners, np.arange(len(docs)), side="left")]
         batch = pa.table({"id": [d.id for d in docs], "title": [d.title for d in docs],
                           "text": [d.text for d in docs]})
-        self.table.add(_rows.output_table(batch, vectors, fingerprint, keep_text=True))
+        self.table.add(_rows.output_table(batch, vectors, fingerprint, keep_text=True, chunks=chunks))
 
     def create_text_index(self) -> None:
         """(Re)build the full-text indexes on title and text (English stemming, stopwords)."""
@@ -403,19 +461,24 @@ class LanceIndex(DocumentIndex):
         nprobes: int = 20,
         refine_factor: int | None = DEFAULT_REFINE,
     ) -> None:
-        """Build an IVF-PQ index for approximate dense search (inner product).
+        """Build an IVF-PQ index for approximate dense search (inner product; with chunks, on
+        the chunk vectors by cosine, LanceDB's only multivector metric, the candidates then
+        scored exactly).
 
         ``nprobes`` partitions are searched per query; ``refine_factor`` re-ranks that many
         times k candidates with the stored float vectors (``None`` or 0: the PQ order as is).
         """
-        self.table.create_index(metric="dot", index_type="IVF_PQ", vector_column_name="vector",
+        column = "vector" if self.chunks is None else _rows.CHUNKS  # chunks: cosine only
+        self.table.create_index(metric="dot" if self.chunks is None else "cosine",
+                                index_type="IVF_PQ", vector_column_name=column,
                                 num_partitions=num_partitions, num_sub_vectors=num_sub_vectors,
                                 replace=True)
         self.nprobes, self.refine_factor = int(nprobes), refine_factor
 
     @property
     def has_vector_index(self) -> bool:
-        return any("vector" in i.columns for i in self.table.list_indices())
+        column = "vector" if self.chunks is None else _rows.CHUNKS
+        return any(column in i.columns for i in self.table.list_indices())
 
     # -- documents --------------------------------------------------------------------------
     def __len__(self) -> int:
