@@ -66,6 +66,16 @@ def test_checkup_writes_report_pipeline_and_runs(report_dir, result):
                 search[0]["evidence"]
 
 
+def test_every_report_figure_keeps_its_labels_apart(result):
+    """Every figure of the checkup report (variants, models, the diagnosis) is drawn with no
+    two tick labels overlapping."""
+    from vecdoctor.report.checkup import checkup_sections
+
+    figures = [f for section in checkup_sections(result) for f in section.figures]
+    assert len(figures) >= 4
+    assert {f.title: f.png.crowded for f in figures if f.png.crowded} == {}
+
+
 def test_saved_runs_reproduce_the_reported_numbers(report_dir, result, small):
     for r in result.variants.results:
         run = read_trec_run(report_dir / "runs" / f"{r.name}.trec")

@@ -160,3 +160,45 @@ def test_generic_sections_escape_text_and_embed_figures():
         Figure("not a png", b"GIF89a")
     with pytest.raises(InputError, match="cells"):
         Table(("a", "b"), [(1,)])
+
+
+VARIANT_NAMES = ["bm25", "dense", "hybrid", "hybrid-weighted", "dense+window-max", "dense+window-mean",
+                 "dense+chunks", "dense+chunks-first", "hybrid+chunks", "hybrid+chunks-first",
+                 "dense+whiten", "dense+whiten-k", "dense+abtt", "int8", "binary", "hybrid+rerank"]
+
+
+def test_bar_charts_keep_every_label_readable():
+    """The checkup's variant chart (16 names) and a few short labels: no tick labels overlap
+    once drawn; many names turn the chart on its side, in the order given, values written."""
+    from vecdoctor.report import figures
+
+    many = figures.bars(VARIANT_NAMES, [("nDCG@10", np.linspace(0.4, 0.72, 16))], "nDCG@10",
+                        highlight="hybrid")
+    few = figures.bars(["a", "b"], [("x", [0.2, 0.7])], "share")
+    grouped = figures.bars(["head", "middle", "tail"], [("plain", [0.3, 0.5, 0.2]),
+                                                        ("windows", [0.4, 0.4, 0.2])], "share")
+    for png in (many, few, grouped):
+        assert png.startswith(b"\x89PNG") and png.crowded == ()
+    assert _png_size(many)[1] > _png_size(few)[1]  # one line per name: a taller figure
+
+
+def test_crowded_labels_are_turned_and_what_still_overlaps_is_reported():
+    """The guard measures labels: 40 long labels on a small axis overlap even when turned upright,
+    and the figure says which; at a readable count, turned upright, they do not."""
+    from vecdoctor.report import figures
+
+    def axis_of(n):
+        def draw(fig):
+            ax = fig.add_subplot()
+            ax.plot(range(n), range(n))
+            ax.set_xticks(range(n), [f"a rather long label {i}" for i in range(n)])
+        return draw
+
+    assert len(figures.render(axis_of(40), size=(4.0, 3.0)).crowded) > 10
+    assert figures.render(axis_of(8), size=(8.0, 4.0)).crowded == ()
+
+
+def _png_size(png):
+    import struct
+
+    return struct.unpack(">II", png[16:24])

@@ -101,7 +101,11 @@ def models_section(result: Any) -> Section:
     ok = [r for r in comp.rows if r.measured]
     figs: tuple[Figure, ...] = ()
     if ok:
-        png = figures.bars([r.label for r in ok], [("nDCG@10", [r.ndcg_at_10 for r in ok])], "nDCG@10")
+        chosen = next((r.label for r in ok if r.model == comp.recommended
+                       and r.backend == (comp.backend or r.backend)
+                       and r.precision == (comp.precision or r.precision)), None)
+        png = figures.bars([r.label for r in ok], [("nDCG@10", [r.ndcg_at_10 for r in ok])], "nDCG@10",
+                           highlight=chosen)
         figs = (Figure("nDCG@10 per model", png),)
     text = (f"Priority: {comp.prefer}. Recommended: {comp.recommended} — {comp.reason}.",)
     return Section("Model comparison", text, (table,), figs, anchor="model-comparison")
@@ -153,7 +157,8 @@ def todo_section(result: Any) -> Section:
     return Section("What to do", tuple(lines), anchor="what-to-do")
 
 
-def render_checkup(result: Any) -> str:
+def checkup_sections(result: Any) -> list[Section]:
+    """The checkup report's sections, in reading order."""
     from vecdoctor.report.diagnosis import diagnosis_sections
 
     sections = [todo_section(result), recommendation_section(result), variants_section(result)]
@@ -162,6 +167,11 @@ def render_checkup(result: Any) -> str:
     sections.append(models_section(result))
     if result.diagnosis is not None:
         sections += diagnosis_sections(result.diagnosis)
+    return sections
+
+
+def render_checkup(result: Any) -> str:
+    sections = checkup_sections(result)
     meta = {k: v for k, v in result.meta.items() if not isinstance(v, (dict, list))}
     meta["models"] = ", ".join(result.meta.get("models", []))
     if result.meta.get("models_skipped"):

@@ -1,4 +1,9 @@
-"""Matplotlib figures rendered to PNG bytes (Agg canvas, no pyplot, no global state)."""
+"""Matplotlib figures rendered to PNG bytes (Agg canvas, no pyplot, no global state).
+
+Every figure is laid out, then its tick labels are measured: x labels that overlap are turned
+upright, and any overlap left is reported on the returned :class:`Png` (``crowded``), which the
+tests hold at none for the report's figures.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,33 @@ import numpy as np
 _COLOURS = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#9a6700", "#57606a")
 
 
-def render(draw: Callable[[Any], None], size: tuple[float, float] = (6.0, 3.6)) -> bytes:
-    """Create a figure, let ``draw(fig)`` fill it, and return it as PNG bytes."""
+class Png(bytes):
+    """A rendered figure's PNG bytes; ``crowded`` names tick labels that still overlap after
+    layout (``"a / b"`` per pair; empty when every label stands clear)."""
+
+    crowded: tuple[str, ...] = ()
+
+
+def crowded_labels(fig: Any, axis_name: str | None = None) -> tuple[str, ...]:
+    """Pairs of visible tick labels of one axis whose drawn boxes overlap (``fig`` drawn)."""
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for ax in fig.axes:
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            if axis_name not in (None, name):
+                continue
+            labels = [t for t in axis.get_ticklabels() if t.get_visible() and t.get_text()]
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    if boxes[i].overlaps(boxes[j]):
+                        out.append(f"{labels[i].get_text()} / {labels[j].get_text()}")
+    return tuple(out)
+
+
+def render(draw: Callable[[Any], None], size: tuple[float, float] = (6.0, 3.6)) -> Png:
+    """Create a figure, let ``draw(fig)`` fill it, and return it as PNG bytes; x tick labels
+    that overlap are turned upright (and the layout done again) before the image is written."""
     from vecdoctor.errors import require
 
     require("matplotlib", "report")
@@ -22,9 +52,17 @@ def render(draw: Callable[[Any], None], size: tuple[float, float] = (6.0, 3.6)) 
     fig = Figure(figsize=size, dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     draw(fig)
+    fig.canvas.draw()
+    if crowded_labels(fig, "x"):
+        for ax in fig.axes:
+            for label in ax.get_xticklabels():
+                label.set_rotation(90)  # upright boxes: what is measured is what is drawn
+        fig.canvas.draw()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    png = Png(buf.getvalue())
+    png.crowded = crowded_labels(fig)
+    return png
 
 
 def cosine_histograms(series: Sequence[tuple[str, Sequence[int], Sequence[float]]]) -> bytes:
@@ -93,30 +131,54 @@ def length_scatter(
     return render(draw, size=(8.0, 3.4))
 
 
+_UPRIGHT_LABEL_CHARS = 48
+"""Labels whose characters add up to more than this (or more than 6 labels) make a bar chart
+horizontal: names then read on the left, one per line, however many there are."""
+
+
 def bars(
     labels: Sequence[str],
     series: Sequence[tuple[str, Sequence[float]]],
     ylabel: str,
     ylim: tuple[float, float] | None = (0.0, 1.0),
-) -> bytes:
-    """Grouped bar chart: one group per label, one bar per series."""
+    highlight: str | None = None,
+) -> Png:
+    """Grouped bar chart: one group per label, one bar per series. Many or long labels turn
+    it on its side, in the order given from the top; a single series then has its values
+    written at the bars' ends, and the bar of ``highlight`` (a label) stands out."""
+    horizontal = len(labels) > 6 or sum(len(str(t)) for t in labels) > _UPRIGHT_LABEL_CHARS
+    values = [np.array([np.nan if v is None else v for v in vals], dtype=float) for _, vals in series]
 
     def draw(fig: Any) -> None:
         ax = fig.add_subplot()
         x = np.arange(len(labels))
         width = 0.8 / max(len(series), 1)
-        for i, (name, values) in enumerate(series):
-            vals = np.array([np.nan if v is None else v for v in values], dtype=float)
-            ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=name,
-                   color=_COLOURS[i % 6])
-        ax.set_xticks(x, labels)
-        ax.set_ylabel(ylabel)
-        if ylim is not None:
-            ax.set_ylim(*ylim)
+        for i, ((name, _), vals) in enumerate(zip(series, values, strict=True)):
+            colours: Any = _COLOURS[i % 6]
+            if highlight is not None and len(series) == 1:
+                colours = [_COLOURS[1] if t == highlight else _COLOURS[0] for t in labels]
+            at = x + (i - (len(series) - 1) / 2) * width
+            drawn = (ax.barh(at, vals, width, label=name, color=colours) if horizontal
+                     else ax.bar(at, vals, width, label=name, color=colours))
+            if horizontal and len(series) == 1:
+                ax.bar_label(drawn, labels=["" if np.isnan(v) else f"{v:.4f}" for v in vals],
+                             padding=3, fontsize=8)
+        if horizontal:
+            ax.set_yticks(x, labels)
+            ax.invert_yaxis()  # the first label on top, as in the table
+            ax.set_xlabel(ylabel)
+            if ylim is not None:
+                ax.set_xlim(ylim[0], ylim[1] * (1.12 if len(series) == 1 else 1.0))
+        else:
+            ax.set_xticks(x, labels)
+            ax.set_ylabel(ylabel)
+            if ylim is not None:
+                ax.set_ylim(*ylim)
         if len(series) > 1:
             ax.legend(frameon=False, loc="best")
 
-    return render(draw)
+    height = max(3.0, 0.9 + 0.28 * len(labels) * max(1, len(series) // 2)) if horizontal else 3.6
+    return render(draw, size=(6.4 if horizontal else 6.0, height))
 
 
 def distributions(
