@@ -104,8 +104,11 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
                                                 "recall_at_10": r.get("recall@10")}.items() if k in fields})
                  for r in full["models"]["models"]]
     measured = set(out["quick_checkup"]["models_measured"])
-    pick, _ = recommend([r for r in full_rows if r.model in measured], full["models"]["prefer"])
-    among = {"model": pick.model if pick else None}
+    if measured == {r.model for r in full_rows}:  # the full run's own pick (its gate had per-query values)
+        among = {"model": full["models"]["recommended"]}
+    else:  # saved rows carry no per-query values: the size rule of the gate alone
+        pick, _ = recommend([r for r in full_rows if r.model in measured], full["models"]["prefer"])
+        among = {"model": pick.model if pick else None}
     if among["model"] == full.get("variants_model", "minilm"):
         among = choices(decide(_report_from_table(minilm_table), among["model"])[0])
     out["quick_matches_full_among_measured_models"] = {

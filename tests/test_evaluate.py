@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from vecdoctor.data import Document
@@ -150,6 +151,24 @@ def test_the_full_corpus_estimate_weights_random_documents():
     # pushed below rank 10 by random documents: no gain
     deep = SampleDesign(full_documents=1000, fixed=frozenset({"a", "b"}), random=1, pool=900)
     assert estimate_full_ndcg({"q1": {"r": 2.0, "a": 1.0}}, {"q1": {"a": 1}}, deep) == 0.0
+
+
+def test_models_on_a_sample_are_compared_on_the_whole_corpus_estimate(beir_dir):
+    """On a quick sample a model's nDCG@10 (and the per-query values its gate tests) is the
+    whole corpus' estimate of its dense run; the sample's own number is kept beside it."""
+    from vecdoctor.data import load_dataset
+    from vecdoctor.evaluate.compare import compare_models
+    from vecdoctor.evaluate.metrics import estimate_full_ndcg_per_query
+    from vecdoctor.evaluate.variants import evaluate_variants
+
+    ds = sample_dataset(load_dataset(beir_dir), max_queries=20, max_docs=60, seed=1, hard_share=0.5)
+    row = compare_models(ds, ["minilm-l3-onnx"]).rows[0]
+    dense = evaluate_variants(ds, "minilm-l3-onnx", ["dense"]).results[0]  # the same retrieval path
+    estimate = estimate_full_ndcg_per_query(dense.run, ds.qrels, ds.sample)
+    assert row.per_query == pytest.approx(estimate, abs=1e-9)
+    assert row.ndcg_at_10 == pytest.approx(np.mean(list(estimate.values())))
+    assert row.ndcg_on_sample == pytest.approx(dense.ndcg)
+    assert row.ndcg_at_10 <= row.ndcg_on_sample  # the rest of the corpus only adds distractors
 
 
 def _questions_that_are_documents():

@@ -285,12 +285,23 @@ def estimate_full_ndcg(run: Run, qrels: Qrels, design: SampleDesign, k: int = 10
     ``design.weight`` documents of the pool it was drawn from (the stratified-sampling count of
     how many pool documents outrank it). Gains are the judged relevance, as in trec_eval.
     """
-    scores = []
+    scores = estimate_full_ndcg_per_query(run, qrels, design, k)
+    return float(np.mean(list(scores.values()))) if scores else 0.0
+
+
+def estimate_full_ndcg_per_query(
+    run: Run, qrels: Qrels, design: SampleDesign, k: int = 10
+) -> dict[str, float]:
+    """:func:`estimate_full_ndcg` of each judged query. Unlike the sample's own nDCG it does not
+    favour a model whose hardest distractors were left out of the sample: the sample's dense
+    neighbours are one model's, so on the sample itself every other model looks better than it is
+    (on SciFact a 4-bit e5 led minilm by 0.075 on the sample, by 0.015 on the whole corpus)."""
+    scores: dict[str, float] = {}
     for qid, rels in qrels.items():
         ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
         idcg = sum(r / np.log2(i + 2) for i, r in enumerate(ideal))
         if idcg == 0:  # nothing relevant: scores 0, as in evaluate_run
-            scores.append(0.0)
+            scores[qid] = 0.0
             continue
         ranked = sorted((run.get(qid) or {}).items(), key=lambda item: (-item[1], item[0]))
         above, dcg = 0.0, 0.0
@@ -300,5 +311,5 @@ def estimate_full_ndcg(run: Run, qrels: Qrels, design: SampleDesign, k: int = 10
             if rels.get(doc, 0) > 0:
                 dcg += rels[doc] / np.log2(above + 2)
             above += 1.0 if doc in design.fixed else design.weight
-        scores.append(dcg / idcg)
-    return float(np.mean(scores)) if scores else 0.0
+        scores[qid] = float(dcg / idcg)
+    return scores
