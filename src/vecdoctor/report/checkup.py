@@ -97,9 +97,10 @@ def models_section(result: Any) -> Section:
     ]
     caption = "Dense retrieval with each model's own pooling, exact search"
     if sampled:
-        caption += ("; models are compared on nDCG@10 estimated for the whole corpus: the quick "
-                    "sample's hard neighbours are one model's, which makes the others look "
-                    "better on the sample itself")
+        caption += ("; models are compared on nDCG@10 estimated for the whole corpus. The quick "
+                    "sample's dense neighbours are the first model's, which makes the others "
+                    "look better on the sample, and still somewhat in the estimate: confirm a "
+                    "model choice with a full run")
     table = Table(
         ("model", "dim", "backend", "precision",
          "est. nDCG@10, whole corpus" if sampled else "nDCG@10",
