@@ -25,15 +25,20 @@ from vecdoctor.index.ann import AnnConfig
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
 from vecdoctor.io import load_npy, save_npy
 
-__all__ = ["OWNERS", "ChunkStore"]
+__all__ = ["OWNERS", "ChunkStore", "combine", "first_rows"]
 
 OWNERS = "chunk_owners.npy"
 
 
-def _first_rows(owners: np.ndarray, n_docs: int) -> np.ndarray:
+def first_rows(owners: np.ndarray, n_docs: int) -> np.ndarray:
     """Each document's first chunk row (chunks are stored in document order)."""
     first = np.searchsorted(owners, np.arange(n_docs), side="left")
     return first.astype(np.int64)
+
+
+def combine(mode: Chunking, best: Any, first: Any) -> Any:
+    """A document's score from its best and its first chunk's scores, as ``mode`` says."""
+    return best if mode is Chunking.MAX else (best + first) / 2
 
 
 def check_owners(owners: np.ndarray, n_docs: int, source: Any = "chunk owners") -> np.ndarray:
@@ -66,7 +71,7 @@ class ChunkStore:
         self.owners = check_owners(owners, n_docs)
         self.n_docs = int(n_docs)
         self.mode = Chunking.parse(mode)
-        self.first = _first_rows(self.owners, self.n_docs)
+        self.first = first_rows(self.owners, self.n_docs)
 
     @classmethod
     def build(
@@ -115,11 +120,8 @@ class ChunkStore:
             lo = self.first[row]
             hi = self.first[row + 1] if row + 1 < self.n_docs else self.n_chunks
             scores = np.asarray(self.store.vectors[lo:hi], dtype=np.float32) @ q
-            out[i] = self._combine(float(scores.max()), float(scores[0]))
+            out[i] = combine(self.mode, float(scores.max()), float(scores[0]))
         return out
-
-    def _combine(self, best: Any, first: Any) -> Any:
-        return best if self.mode is Chunking.MAX else (best + first) / 2
 
     def search(
         self,
@@ -156,7 +158,7 @@ class ChunkStore:
                     continue
                 if self.mode is Chunking.MAX_FIRST and len(docs):
                     first = np.asarray(self.store.vectors[self.first[docs]], dtype=np.float32) @ queries[q]
-                    combined = self._combine(best, first)
+                    combined = combine(self.mode, best, first)
                     order = np.lexsort((docs, -combined))[:k]
                     docs, best = docs[order], combined[order]
                 n = min(k, len(docs))

@@ -33,6 +33,7 @@ from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.folders import parse_json, value
 from vecdoctor.index.baseline import compute_baseline
+from vecdoctor.index.chunks import combine, first_rows
 from vecdoctor.index.store import DocumentIndex
 from vecdoctor.pipeline import Embedder, Pipeline
 from vecdoctor.scale import _rows
@@ -214,6 +215,7 @@ class LanceVectors:
         inner product's order for unit vectors) gathers candidates, whose chunk vectors are
         then scored exactly by inner product (and, with ``max+first``, ranked again)."""
         mode = self._index.chunks
+        assert mode is not None  # only tables with chunks search them
         factor = max(oversample, CHUNK_OVERSAMPLE) if mode is Chunking.MAX_FIRST else oversample
         want = max(k, int(np.ceil(k * max(factor, 1.0))))
         table = self._query(q, _rows.CHUNKS, "cosine", want, ["_distance", _rows.CHUNKS])
@@ -225,7 +227,7 @@ class LanceVectors:
         dots = _rows.vector_matrix(column.flatten()) @ q
         starts = offsets[:-1] - offsets[0]
         best = np.maximum.reduceat(dots, starts)
-        score = best if mode is Chunking.MAX else (best + dots[starts]) / 2
+        score = combine(mode, best, dots[starts])
         order = np.lexsort((rows, -score))[:k]
         return rows[order], score[order].astype(np.float32)
 
@@ -443,7 +445,7 @@ class LanceIndex(DocumentIndex):
         else:
             chunk_vectors, owners = self.embedder.embed_chunks(texts, show_progress=show_progress)
             chunks = (chunk_vectors, owners)
-            vectors = chunk_vectors[np.searchsorted(owners, np.arange(len(docs)), side="left")]
+            vectors = chunk_vectors[first_rows(owners, len(docs))]
         batch = pa.table({"id": [d.id for d in docs], "title": [d.title for d in docs],
                           "text": [d.text for d in docs]})
         self.table.add(_rows.output_table(batch, vectors, fingerprint, keep_text=True, chunks=chunks))
