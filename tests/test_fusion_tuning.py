@@ -9,13 +9,13 @@ import pytest
 from vecdoctor.checkup.fusion import MIN_QUERIES, tune_fusion
 
 
-def _runs(n_queries: int, dense_noise: float, seed: int = 0):
+def _runs(n_queries: int, dense_noise: float, seed: int = 0, prefix: str = "q"):
     """A lexical run that ranks each query's relevant document near the top and a dense run
     whose rank for it is noisy: BM25 deserves the larger weight."""
     rng = np.random.default_rng(seed)
     bm25, dense, qrels = {}, {}, {}
     for q in range(n_queries):
-        qid, rel = f"q{q}", f"d{q}-rel"
+        qid, rel = f"{prefix}{q}", f"d{q}-rel"
         docs = [f"d{q}-{j}" for j in range(60)]
         lex = docs[:]
         lex.insert(int(rng.integers(0, 3)), rel)
@@ -42,6 +42,26 @@ def test_too_few_queries_keep_the_default_and_say_so():
     bm25, dense, qrels = _runs(MIN_QUERIES - 1, dense_noise=50)
     tuned = tune_fusion(bm25, dense, qrels)
     assert not tuned.kept and tuned.curve == [] and "not enough queries" in tuned.reason
+
+
+def test_a_tuning_split_chooses_and_every_evaluation_query_confirms():
+    bm25, dense, qrels = _runs(60, dense_noise=50)
+    train = _runs(80, dense_noise=50, seed=1, prefix="t")
+    tuned = tune_fusion(bm25, dense, qrels, tuning=train, tuning_split="train")
+    assert tuned.tuned_on == "train" and (tuned.tuning_queries, tuned.confirm_queries) == (80, 60)
+    assert tuned.kept and tuned.chosen["fusion"] == "weighted" and "the 80 train queries" in tuned.reason
+    halves = tune_fusion(bm25, dense, qrels)
+    # the confirming numbers are every evaluation query's: the default's is their mean
+    rrf60 = next(c for c in tuned.curve if (c["fusion"], c["param"]) == ("rrf", 60.0))
+    assert tuned.default_confirm == pytest.approx(rrf60["confirm_ndcg"])
+    assert halves.confirm_queries == 30 and tuned.default_confirm != halves.default_confirm
+    # queries that are also evaluation queries never tune; too few left: halves, and it says so
+    overlapping = tuple({**part, **{q: v for q, v in list(ev.items())[:30]}}
+                        for part, ev in zip(_runs(10, 50, seed=2, prefix="t"), (bm25, dense, qrels),
+                                            strict=True))
+    fallback = tune_fusion(bm25, dense, qrels, tuning=overlapping, tuning_split="train")
+    assert fallback.tuned_on == "half" and fallback.tuning_queries == 30
+    assert fallback.reason.startswith("the train split has 10 usable queries")
 
 
 def test_tuned_weights_travel_from_the_pipeline_to_the_searcher(tmp_path):
@@ -101,3 +121,42 @@ def test_the_rerank_depth_travels_from_the_pipeline_to_the_searcher(tmp_path):
     for bad in (0, -5, 2.5, True):
         with pytest.raises(InputError, match="rerank_depth"):
             Pipeline(rerank_depth=bad)
+
+
+def test_the_checkup_tunes_fusion_on_the_train_split_of_a_real_folder(tmp_path):
+    """On a BEIR folder with train and test qrels (the built-in sample's self-supervised
+    queries), fusion is chosen on the train queries for the pipeline's own dense side and
+    confirmed on every test query; the default's confirming number is hybrid's as measured."""
+    import dataclasses
+
+    import retrieval_support as rs
+
+    from vecdoctor.checkup.run import _Encoding, _tune_fusion, tuning_split
+    from vecdoctor.data import load_dataset
+    from vecdoctor.encode.cache import VectorCache
+    from vecdoctor.evaluate.variants import evaluate_variants
+    from vecdoctor.pipeline import Pipeline
+
+    folder = rs.sample_beir()
+    test = load_dataset(folder, "test")
+    train = tuning_split(folder, "test", "train", test)
+    assert train is not None and train.split == "train" and train.corpus is test.corpus
+    assert not set(train.qrels) & set(test.qrels)
+    assert tuning_split(folder, "test", "test", test) is None  # never the evaluated split
+    assert tuning_split(folder, "test", "dev", test) is None  # a split the folder lacks
+    qt, qe = sorted(train.qrels)[:30], sorted(test.qrels)[:30]
+    wanted = {d for q in qt for d in train.qrels[q]} | {d for q in qe for d in test.qrels[q]}
+    docs = [d for d in test.corpus if d.id in wanted] + \
+        [d for d in test.corpus if d.id not in wanted][:60]
+    small_test, small_train = (dataclasses.replace(d, corpus=docs, qrels={q: d.qrels[q] for q in ids})
+                               for d, ids in ((test, qe), (train, qt)))
+    decisions: list = []
+    cache = VectorCache(max_size=1000)  # the documents are encoded once for both measurements
+    pipeline, tuned = _tune_fusion(small_test, Pipeline(mode="hybrid"), 0, decisions, small_train,
+                                   _Encoding("minilm", cache, None))
+    assert tuned.tuned_on == "train" and (tuned.tuning_queries, tuned.confirm_queries) == (30, 30)
+    assert len(tuned.curve) == 18 and decisions[0].topic == "fusion"
+    assert "train queries" in decisions[0].evidence
+    assert (pipeline.fusion == "weighted") == (tuned.kept and tuned.chosen["fusion"] == "weighted")
+    hybrid = evaluate_variants(small_test, "minilm", ["hybrid"], cache=cache).get("hybrid")
+    assert tuned.default_confirm == pytest.approx(hybrid.ndcg, abs=1e-3)

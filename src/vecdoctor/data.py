@@ -278,11 +278,25 @@ def load_dataset(path: str | Path, split: str = "test", on_duplicate: str = "err
     name = path.name if path.is_dir() else path.stem.split(".")[0]
     if not path.is_dir():
         return Dataset(corpus=corpus, name=name)
+    if _find(path, "queries") is None and not (path / "qrels").is_dir():
+        return Dataset(corpus=corpus, name=name)
+    return load_split(path, split, corpus)
+
+
+def has_split(path: str | Path, split: str) -> bool:
+    """Whether ``path`` is a BEIR folder with queries and ``qrels/<split>.tsv``."""
+    path = Path(path)
+    return path.is_dir() and _find(path, "queries") is not None and (path / "qrels" / f"{split}.tsv").is_file()
+
+
+def load_split(path: str | Path, split: str, corpus: list[Document]) -> Dataset:
+    """The queries and judgements of one split of the BEIR folder ``path``, over ``corpus`` (its
+    documents, already read): another split of a loaded dataset costs no second corpus read."""
+    path = Path(path)
+    name = path.name
     qfile = _find(path, "queries")
     qrels_file = path / "qrels" / f"{split}.tsv"
     has_qrels_dir = (path / "qrels").is_dir()
-    if qfile is None and not has_qrels_dir:
-        return Dataset(corpus=corpus, name=name)
     if qfile is None:
         raise InputError(f"{path}: has qrels/ but no queries.jsonl; add the queries or remove qrels/")
     if not qrels_file.exists():

@@ -280,8 +280,15 @@ def checkup(
     rerank_precision: str = "fp32",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    tuning: Dataset | None = None,
+    tune_split: str | None = "train",
 ) -> CheckupResult:
     """Run the whole checkup in memory; :func:`write_checkup` saves it.
+
+    Fusion is tuned on ``tuning`` (other labelled queries over the same corpus) when given, or
+    when ``data`` is a BEIR folder with a ``tune_split`` other than ``split`` (``train``), and on
+    one half of the evaluation queries otherwise (always with ``quick``: the sample does not
+    hold the other split's documents).
 
     With ``reranker`` (``maxsim`` or a cross-encoder folder) ``hybrid+rerank`` is measured too,
     fused with the first stage as ``rerank_fusion`` says and run on ``rerank_backend`` in
@@ -295,6 +302,8 @@ def checkup(
     say = progress or (lambda _m: None)
     started = time.perf_counter()
     full = prepare_dataset(data, split=split, seed=seed)
+    if tuning is None and isinstance(data, (str, Path)):
+        tuning = tuning_split(data, split, tune_split, full)
     named = bool(models)
     models = list(models) if models else installed_models()
     if not models:
@@ -319,14 +328,15 @@ def checkup(
     report = evaluate_variants(ds, model, names, progress=say, cache=cache, **rerank_opts)
     pipeline, decisions = decide(report, model, comparison,
                                  diagnosis.truncation if diagnosis is not None else None)
-    pipeline, tuning = _tune_fusion(ds, report, pipeline, seed, decisions)
-    pipeline, budget = _rerank_budget(ds, report, pipeline, rerank_opts, model, cache, seed,
+    transform = _fit_recommended(ds, model, pipeline, cache, whitening_kept(decisions))
+    say("tune fusion")
+    fusion = _tune_fusion(ds, pipeline, seed, decisions, tuning, _Encoding(model, cache, transform))
+    pipeline, budget = _rerank_budget(ds, report, fusion[0], rerank_opts, model, cache, seed,
                                       decisions)
     if pipeline != _baseline_pipeline(pipeline):
         say("confirm recommended pipeline")
         decisions.append(_confirm(ds, model, pipeline, report, cache, rerank_opts,
                                   whitening_kept(decisions)))
-    transform = _fit_recommended(ds, model, pipeline, cache, whitening_kept(decisions))
     dense_search = _dense_search(ds, model, pipeline, cache, transform,
                                  len(full.corpus) if quick else None)
     if dense_search is not None:
@@ -351,7 +361,7 @@ def checkup(
         "seconds": round(time.perf_counter() - started, 1),
     }
     return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform,
-                         tuning, budget)
+                         fusion[1], budget)
 
 
 def _quick_sample(full: Dataset, model: str, seed: int, say: Callable[[str], None]) -> Dataset:
@@ -421,25 +431,83 @@ def _rerank_budget(ds: Dataset, report: Any, pipeline: Pipeline, rerank_opts: di
     return (pipeline.replace(rerank_depth=budget.depth) if applies else pipeline), budget
 
 
-def _tune_fusion(ds: Dataset, report: Any, pipeline: Pipeline, seed: int,
-                 decisions: list[Decision]) -> tuple[Pipeline, Any]:
-    """For a hybrid pipeline: RRF k and the weighted fusion tuned on half the queries and
-    confirmed on the other half (:mod:`vecdoctor.checkup.fusion`); a decision either way."""
+def tuning_split(path: str | Path, split: str, tune_split: str | None, ds: Dataset) -> Dataset | None:
+    """The queries of ``tune_split`` over ``ds``'s corpus when ``path`` is a BEIR folder that has
+    that split (and it is not the evaluated one); ``None`` otherwise."""
+    from vecdoctor.data import has_split, load_split
+
+    if not tune_split or tune_split == split or not ds.has_labels or not has_split(path, tune_split):
+        return None
+    tuning = load_split(path, tune_split, ds.corpus)
+    tuning.keep_self_hits = ds.keep_self_hits
+    return tuning
+
+
+@dataclass
+class _Encoding:
+    """What the recommended pipeline's dense side is encoded and transformed with."""
+
+    model: str
+    cache: Any
+    transform: Any
+
+
+def _fusion_runs(ds: Dataset, pipeline: Pipeline, encoding: _Encoding,
+                 tuning: Dataset | None) -> tuple[Any, Any, Any]:
+    """BM25 and dense top-100 runs of the recommended pipeline's own dense side (pooling,
+    windows or chunks, transform, storage) for the evaluation queries and, with ``tuning``,
+    for its queries too (then ``(bm25, dense, qrels)``, else ``None``)."""
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.evaluate.runs import measure_queries
+    from vecdoctor.index.store import Index
+    from vecdoctor.search.searcher import Searcher
+
+    enc = Encoder(encoding.model, pooling=pipeline.pooling, window=pipeline.window,
+                  cache=encoding.cache)
+    index = Index.build(ds.corpus, encoder=enc, transform=encoding.transform,
+                        precision=pipeline.storage, chunks=pipeline.chunks, baseline=False)
+    enc.cache = None
+    searcher = Searcher(index, cache_size=0, candidates=100)
+
+    def runs(d: Dataset) -> list[Any]:
+        qids = sorted(d.qrels)
+        texts = [d.queries[q] for q in qids]
+        return [measure_queries(searcher, qids, texts, 100, mode, None,
+                                skip_self=not d.keep_self_hits)[0]
+                for mode in (SearchMode.BM25, SearchMode.DENSE)]
+
+    bm25, dense = runs(ds)
+    return bm25, dense, ((*runs(tuning), tuning.qrels) if tuning is not None else None)
+
+
+def _tune_fusion(ds: Dataset, pipeline: Pipeline, seed: int, decisions: list[Decision],
+                 tuning: Dataset | None, encoding: _Encoding) -> tuple[Pipeline, Any]:
+    """For a hybrid pipeline: RRF k and the weighted fusion chosen on the tuning split's queries
+    (or one half of the evaluation queries) and confirmed on the evaluation queries it was not
+    chosen on (:mod:`vecdoctor.checkup.fusion`), for the dense side the pipeline fuses; a
+    decision either way."""
     from vecdoctor.checkup.fusion import tune_fusion
 
-    bm25, dense = report.get("bm25"), report.get("dense")
-    if pipeline.mode is not SearchMode.HYBRID or bm25 is None or dense is None:
+    if pipeline.mode is not SearchMode.HYBRID:
         return pipeline, None
-    tuning = tune_fusion(bm25.run, dense.run, ds.qrels, seed=seed)
-    chosen = tuning.chosen or {"fusion": "rrf", "param": 60}
+    note = ""
+    if tuning is not None and ds.sample is not None:
+        note = (f"the {tuning.split} split's queries are not used on a quick sample (their judged "
+                "documents are not in it); ")
+        tuning = None
+    bm25, dense, other = _fusion_runs(ds, pipeline, encoding, tuning)
+    result = tune_fusion(bm25, dense, ds.qrels, seed=seed, tuning=other,
+                         tuning_split=tuning.split or "tuning" if tuning is not None else "train")
+    chosen = result.chosen or {"fusion": "rrf", "param": 60}
     label = (f"RRF k={chosen['param']:g}" if chosen["fusion"] == "rrf"
              else f"weighted, dense weight {chosen['param']:g}")
-    gain = (tuning.chosen_confirm - tuning.default_confirm
-            if tuning.chosen_confirm is not None and tuning.default_confirm is not None else None)
-    decisions.append(Decision("fusion", label, tuning.kept, tuning.reason, gain))
-    if tuning.kept:
-        pipeline = pipeline.replace(**tuning.settings)
-    return pipeline, tuning
+    gain = (result.chosen_confirm - result.default_confirm
+            if result.chosen_confirm is not None and result.default_confirm is not None else None)
+    result.reason = note + result.reason
+    decisions.append(Decision("fusion", label, result.kept, result.reason, gain))
+    if result.kept:
+        pipeline = pipeline.replace(**result.settings)
+    return pipeline, result
 
 
 def _diagnose(ds: Dataset, enc: Any, quick: bool, seed: int, say: Callable[[str], None]) -> Any:

@@ -229,6 +229,25 @@ def compare_models_cmd(
         emit(comp.to_dict())
 
 
+def _tuning(data: Path, split: str, tune_split: str | None, ds: Any) -> Any:
+    """The fusion-tuning split: ``train`` when present, a named one that must exist, or none."""
+    from vecdoctor.checkup.run import tuning_split
+    from vecdoctor.data import has_split
+    from vecdoctor.errors import InputError
+
+    if tune_split is None:
+        return tuning_split(data, split, "train", ds)
+    if tune_split.lower() == "none":
+        return None
+    if tune_split == split:
+        raise InputError(f"--tune-split {tune_split} is the evaluated split: fusion chosen on the "
+                         "queries that confirm it proves nothing; name another split or 'none'")
+    if not has_split(data, tune_split):
+        raise InputError(f"--tune-split {tune_split}: {data} has no queries with "
+                         f"qrels/{tune_split}.tsv; name a split it has, or 'none'")
+    return tuning_split(data, split, tune_split, ds)
+
+
 @command("checkup")
 def checkup_cmd(
     data: Path = typer.Argument(None, help="BEIR folder or a corpus; omit with --sample"),
@@ -237,6 +256,10 @@ def checkup_cmd(
     prefer: str = typer.Option("quality", "--prefer", help="quality | speed | memory"),
     quick: bool = typer.Option(False, "--quick", help="Sample queries and documents; minutes instead of tens"),
     split: str = typer.Option("test", "--split"),
+    tune_split: str = typer.Option(
+        None, "--tune-split", help="Labelled split of the same BEIR folder whose queries tune "
+        "fusion, confirmed on --split (default: train when the folder has it); 'none', no such "
+        "split, or --quick: one half of the evaluation queries"),
     rerank: str = typer.Option(None, "--rerank", help="Also test a reranker (cross-encoder folder or maxsim)"),
     rerank_fusion: str = RERANK_FUSION,
     rerank_backend: str = RERANK_BACKEND,
@@ -256,10 +279,11 @@ def checkup_cmd(
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     ds = _dataset(data, split, sample, keep_self_hits)
-    steps = _Steps(len(names or []) + 10)
+    tuning = _tuning(data, split, tune_split, ds) if data is not None and not sample else None
+    steps = _Steps(len(names or []) + 11)
     result = checkup(ds, names, prefer=prefer, quick=quick, reranker=rerank, seed=seed, progress=steps,
                      rerank_fusion=rerank_fusion or "rrf", rerank_backend=rerank_backend,
-                     rerank_precision=rerank_precision)
+                     rerank_precision=rerank_precision, tuning=tuning)
     write_checkup(result, output, force)
     emit(
         {

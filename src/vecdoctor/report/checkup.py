@@ -128,10 +128,16 @@ def fusion_section(result: Any) -> Section | None:
     tuning = getattr(result, "fusion_tuning", None)
     if tuning is None:
         return None
-    text = (f"Fusion tuned on {tuning.tuning_queries} queries, confirmed on the other "
-            f"{tuning.confirm_queries}: {tuning.reason}.",)
-    figs = (Figure("nDCG@10 per fusion setting", figures.fusion_curves(tuning.curve)),) \
-        if tuning.curve else ()
+    split = getattr(tuning, "tuned_on", "half")
+    how = (f"Fusion tuned on one half of the evaluation queries ({tuning.tuning_queries}), "
+           f"confirmed on the other {tuning.confirm_queries}" if split == "half" else
+           f"Fusion tuned on the {split} split's {tuning.tuning_queries} queries (the same "
+           f"corpus), confirmed on all {tuning.confirm_queries} evaluation queries")
+    text = (f"{how}: {tuning.reason}.",)
+    tuned = "tuning half" if split == "half" else f"{split} queries (tuning)"
+    confirmed = "confirming half" if split == "half" else "evaluation queries"
+    figs = (Figure("nDCG@10 per fusion setting",
+                   figures.fusion_curves(tuning.curve, (tuned, confirmed))),) if tuning.curve else ()
     return Section("Fusion", text, (), figs, verdict="ok" if tuning.kept else None)
 
 

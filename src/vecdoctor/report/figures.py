@@ -244,17 +244,18 @@ def paired_scatter(a: Sequence[float], b: Sequence[float], xlabel: str, ylabel: 
     return render(draw, size=(4.4, 4.2))
 
 
-def fusion_curves(curve: Sequence[dict[str, Any]]) -> bytes:
-    """nDCG@10 against RRF's k (left, log scale) and the dense weight (right), one line per
-    half of the queries."""
+def fusion_curves(curve: Sequence[dict[str, Any]],
+                  labels: tuple[str, str] = ("tuning half", "confirming half")) -> bytes:
+    """nDCG@10 against RRF's k (left, log scale) and the dense weight (right), one line for the
+    tuning queries and one for the confirming ones (``labels``)."""
 
     def draw(fig: Any) -> None:
         left, right = fig.subplots(1, 2, sharey=True)
         for ax, fusion, xlabel in ((left, "rrf", "RRF k"), (right, "weighted", "dense weight")):
             points = [c for c in curve if c["fusion"] == fusion]
             x = [c["param"] for c in points]
-            for i, (key, label) in enumerate((("tune_ndcg", "tuning half"),
-                                              ("confirm_ndcg", "confirming half"))):
+            for i, (key, label) in enumerate(zip(("tune_ndcg", "confirm_ndcg"), labels,
+                                                 strict=True)):
                 ax.plot(x, [c[key] for c in points], marker="o", markersize=3,
                         color=_COLOURS[i], label=label)
             if fusion == "rrf":
