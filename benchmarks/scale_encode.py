@@ -141,7 +141,9 @@ def main() -> None:
             results[f"ray-{workers}"] = {"seconds": round(res.seconds, 2),
                                          "docs_per_second": round(res.encoded / res.seconds, 1),
                                          "max_abs_diff_to_plain": diff}
-        res = encode_corpus(corpus, work / "ray-1", encoder, workers=1, batch_size=args.batch_size)
+        # a finished output run again: every id is skipped (the resume path's cost)
+        res = encode_corpus(corpus, work / f"ray-{counts[-1]}", encoder, workers=1,
+                            batch_size=args.batch_size)
         results["ray-noop"] = {"seconds": round(res.seconds, 2), "skipped": res.skipped}
     finally:
         ray.shutdown()

@@ -383,6 +383,16 @@ def test_cli_evaluate_bad_input(small, tmp_path, setup, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("split", "message"), [
+    ("dev", "--tune-split dev: "), ("test", "--tune-split test is the evaluated split")])
+def test_cli_checkup_refuses_a_tuning_split_it_cannot_use(small, tmp_path, split, message):
+    data = rs.write_beir(small, tmp_path / "data")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["checkup", str(data), "-o", str(out), "--tune-split", split])
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output and not out.exists()
+
+
 def test_cli_checkup_on_unlabelled_corpus_uses_self_supervised_queries(small, tmp_path):
     data = tmp_path / "corpus.jsonl"
     write_corpus_jsonl(small.corpus[:60], data)

@@ -254,6 +254,7 @@ def test_lance_ivf_pq_search(tmp_path: Path, docs: list, encoder, queries: list[
     index = LanceIndex.build(docs, tmp_path / "db", encoder)
     exact = [[h.id for h in Searcher(index, cache_size=0).search(q, k=10, mode="dense")]
              for q in queries[:5]]
+    assert not index.has_vector_index
     index.create_vector_index(num_partitions=2, num_sub_vectors=48, nprobes=2, refine_factor=5)
     assert index.has_vector_index
     approx = [[h.id for h in Searcher(index, cache_size=0).search(q, k=10, mode="dense")]
@@ -262,6 +263,10 @@ def test_lance_ivf_pq_search(tmp_path: Path, docs: list, encoder, queries: list[
     assert recall >= 0.8
     reopened = LanceIndex.load(tmp_path / "db")
     assert reopened.refine_factor == 50  # PQ order refined with the stored vectors by default
+    assert reopened.has_vector_index
+    # the index list is read once per opened index, not on every query
+    reopened.table.list_indices = lambda: pytest.fail("list_indices read again for a query")
+    assert len(Searcher(reopened, cache_size=0).search(queries[0], k=10, mode="dense")) == 10
     from vecdoctor.errors import InputError
 
     with pytest.raises(InputError, match="refine_factor must be a whole number >= 1"):

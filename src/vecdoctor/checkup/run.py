@@ -341,11 +341,24 @@ def checkup(
                                  len(full.corpus) if quick else None)
     if dense_search is not None:
         decisions.append(dense_search)
-    for r in report.results:  # rates measured in the model comparison (same encoder settings)
+    _fill_rates(report, comparison, model)
+    meta = _meta(ds, full, quick, report, models, comparison, started)
+    return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform,
+                         fusion[1], budget)
+
+
+def _fill_rates(report: Any, comparison: Any, model: str) -> None:
+    """Variants encoded like the model comparison get its rate (the same encoder settings)."""
+    row = next((m for m in comparison.rows if m.model == model and not m.converted), None)
+    for r in report.results:
         if r.docs_per_second is None and r.name not in {"bm25"}:
-            row = next((m for m in comparison.rows if m.model == model and not m.converted), None)
             r.docs_per_second = row.docs_per_second if row and _uses_default_encoder(r.name) else None
-    meta = {
+
+
+def _meta(ds: Dataset, full: Dataset, quick: bool, report: Any, models: list[str],
+          comparison: Any, started: float) -> dict[str, Any]:
+    """What the report says about the run: the data, the sample, the models, the time."""
+    return {
         "dataset": ds.name,
         "split": ds.split,
         "self_supervised": ds.self_supervised,
@@ -360,8 +373,6 @@ def checkup(
         "models_skipped": [r.model for r in comparison.rows if r.skipped],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform,
-                         fusion[1], budget)
 
 
 def _quick_sample(full: Dataset, model: str, seed: int, say: Callable[[str], None]) -> Dataset:

@@ -271,6 +271,7 @@ class LanceIndex(DocumentIndex):
         self.nprobes = int(nprobes)
         self.refine_factor = refine_factor
         self.exact = bool(exact)
+        self._vector_index: bool | None = None  # looked up once, not on every query
         dim = int(table.schema.field("vector").type.list_size)
         self.baseline: Any = None  # the corpus reference the monitor compares with
         self.db: Any = None  # the database connection (companion tables live there)
@@ -476,11 +477,19 @@ class LanceIndex(DocumentIndex):
                                 num_partitions=num_partitions, num_sub_vectors=num_sub_vectors,
                                 replace=True)
         self.nprobes, self.refine_factor = int(nprobes), refine_factor
+        self._vector_index = True
 
     @property
     def has_vector_index(self) -> bool:
-        column = "vector" if self.chunks is None else _rows.CHUNKS
-        return any(column in i.columns for i in self.table.list_indices())
+        """Whether the table has an ANN index on its vectors (chunks: on the chunk column).
+
+        Listed once per opened index, and set by :meth:`create_vector_index`, so that a query
+        does not read the table's index list; an index another process builds later is used
+        once the table is opened again (until then search stays exact, never wrong)."""
+        if self._vector_index is None:
+            column = "vector" if self.chunks is None else _rows.CHUNKS
+            self._vector_index = any(column in i.columns for i in self.table.list_indices())
+        return self._vector_index
 
     # -- documents --------------------------------------------------------------------------
     def __len__(self) -> int:
