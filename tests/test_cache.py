@@ -87,3 +87,30 @@ def test_windows_reuse_the_plain_encoding_of_each_head(real_texts):
     assert windowed.cache_stats.hits == len(texts)  # the heads; the final vectors were misses
     again = Encoder("minilm", max_length=128, window=window, cache=cache).encode(texts)
     np.testing.assert_array_equal(again, vecs)  # now the windowed vectors themselves are cached
+
+
+def test_every_chunk_is_kept_so_a_second_chunk_index_encodes_nothing(real_texts):
+    """Chunks beyond the head are cached under their window and position: encoding the same
+    texts' chunks again runs no forward pass and gives the same vectors; another window size
+    shares only the heads."""
+    texts = real_texts[:12]
+    cache = VectorCache(max_size=1000)
+    first, owners = Encoder("minilm", max_length=128, cache=cache).encode_chunks(texts)
+    assert len(owners) > len(texts)  # some texts really have several chunks
+    again = Encoder("minilm", max_length=128, cache=cache)
+    calls: list[int] = []
+    forward = again.backend.forward
+    again.backend.forward = lambda ids, *a, **kw: calls.append(ids.shape[0]) or forward(ids, *a, **kw)
+    vecs, same = again.encode_chunks(texts)
+    assert calls == [] and np.array_equal(same, owners)
+    np.testing.assert_array_equal(vecs, first)
+    other = Encoder("minilm", max_length=128, window="64:32", cache=cache)
+    calls_other: list[int] = []
+    fwd = other.backend.forward
+    other.backend.forward = lambda ids, *a, **kw: calls_other.append(ids.shape[0]) or fwd(ids, *a, **kw)
+    _, other_owners = other.encode_chunks(texts)
+    # 64-token windows: only a text that fits one window is the plain input (its head is shared)
+    single = int((np.bincount(other_owners) == 1).sum())
+    assert sum(calls_other) == len(other_owners) - single
+    uncached, _ = Encoder("minilm", max_length=128, window="64:32").encode_chunks(texts)
+    np.testing.assert_allclose(other.encode_chunks(texts)[0], uncached, atol=1e-5)

@@ -336,37 +336,41 @@ class Encoder:
     def _pool_with_heads(
         self, seqs: list[TokenSeq], texts: list[str], window: Window | None = None
     ) -> np.ndarray:
-        """Pool ``seqs`` cut with ``window`` (default: the encoder's); with a cache, a text's
-        head window is looked up first.
+        """Pool ``seqs`` cut with ``window`` (default: the encoder's); with a cache, every window
+        is looked up first and the new ones are kept.
 
         The head is the one input the same encoder without windows would see (a text that fits,
         or the first window when windows are as long as the model input), so the windowed (or
-        chunked) and the plain pipeline share its vector instead of encoding it twice.
+        chunked) and the plain pipeline share its vector instead of encoding it twice. Every
+        other window is kept under the text, the window's size and stride and its position, so
+        a chunk index built again over the same texts (the checkup builds one per step) encodes
+        nothing twice.
         """
         window = window or self.window
         if window is None or self.cache is None:
             return self._pool_sequences(seqs)
         budget = self.max_length - self._tok.n_lead - self._tok.n_trail
         full_windows = window.size >= budget
-        heads: dict[int, int] = {}  # owner -> index of its head sequence
         counts = np.bincount([s.owner for s in seqs], minlength=len(texts))
-        for j, s in enumerate(seqs):
-            if s.owner not in heads and (full_windows or counts[s.owner] == 1):
-                heads[s.owner] = j
-        owners = sorted(heads)
-        fingerprint = self._head_fingerprint
-        keys = [cache_key(fingerprint, texts[o]) for o in owners]
+        head_fp = self._head_fingerprint
+        tail_fp = f"{self.cache_fingerprint}|windows {window.size}:{window.stride}"
+        position: dict[int, int] = {}
+        keys = []
+        for s in seqs:
+            k = position.get(s.owner, 0)
+            position[s.owner] = k + 1
+            head = k == 0 and (full_windows or counts[s.owner] == 1)
+            keys.append(cache_key(head_fp, texts[s.owner]) if head
+                        else cache_key(f"{tail_fp}|{k}", texts[s.owner]))
         found = self.cache.get_many(keys)
         pooled = np.zeros((len(seqs), self.dimension), dtype=np.float32)
-        known = {heads[o]: vec for o, vec in zip(owners, found, strict=True) if vec is not None}
-        rest = [j for j in range(len(seqs)) if j not in known]
-        for j, vec in known.items():
-            pooled[j] = vec
+        rest = [j for j, vec in enumerate(found) if vec is None]
+        for j, vec in enumerate(found):
+            if vec is not None:
+                pooled[j] = vec
         if rest:
             pooled[rest] = self._pool_sequences([seqs[j] for j in rest])
-        new = [(key, heads[o]) for key, o, vec in zip(keys, owners, found, strict=True) if vec is None]
-        if new:
-            self.cache.put_many([key for key, _ in new], pooled[[j for _, j in new]])
+            self.cache.put_many([keys[j] for j in rest], pooled[rest])
         return pooled
 
     def _pool_sequences(self, seqs: list[TokenSeq]) -> np.ndarray:
