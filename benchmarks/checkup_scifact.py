@@ -42,13 +42,13 @@ def choices(pipeline) -> dict:  # type: ignore[no-untyped-def]
     return {k: d.get(k) for k in KEYS}
 
 
-def full_part(ds, models: list[str]) -> dict:  # type: ignore[no-untyped-def]
+def full_part(ds, models: list[str], tuning=None) -> dict:  # type: ignore[no-untyped-def]
     from vecdoctor.checkup.run import checkup
     from vecdoctor.evaluate.variants import DEFAULT_VARIANTS, evaluate_variants
 
     out: dict = {}
     t = time.perf_counter()
-    full = checkup(ds, models)
+    full = checkup(ds, models, tuning=tuning)  # fusion tuned on train, as the command line does
     out["full_checkup"] = {"seconds": round(time.perf_counter() - t, 1), "pipeline": full.pipeline.to_dict(),
                            "decisions": [d.to_dict() for d in full.decisions],
                            "diagnosis": full.diagnosis.summary() if full.diagnosis else None}
@@ -164,7 +164,7 @@ def main() -> int:
     parser.add_argument("--models", default=None, help="comma-separated; default every installed model")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from vecdoctor.checkup.run import installed_models
+    from vecdoctor.checkup.run import installed_models, tuning_split
     from vecdoctor.data import load_dataset
 
     ds = load_dataset(args.data, "test")
@@ -181,7 +181,7 @@ def main() -> int:
         out = {"command_full": saved.get("command_full", saved.get("command")), **out}
     else:
         out = {**head}
-        out.update(full_part(ds, models))
+        out.update(full_part(ds, models, tuning_split(args.data, "test", "train", ds)))
         if args.part == "all":
             out.update(quick_part(ds, named, out, out["variants"]))
     written = write_result("checkup_scifact", out)
