@@ -507,8 +507,8 @@ def _tune_fusion(ds: Dataset, pipeline: Pipeline, seed: int, decisions: list[Dec
                 "documents are not in it); ")
         tuning = None
     bm25, dense, other = _fusion_runs(ds, pipeline, encoding, tuning)
-    result = tune_fusion(bm25, dense, ds.qrels, seed=seed, tuning=other,
-                         tuning_split=tuning.split or "tuning" if tuning is not None else "train")
+    name = (tuning.split if tuning is not None else None) or "tuning"
+    result = tune_fusion(bm25, dense, ds.qrels, seed=seed, tuning=other, tuning_split=name)
     chosen = result.chosen or {"fusion": "rrf", "param": 60}
     label = (f"RRF k={chosen['param']:g}" if chosen["fusion"] == "rrf"
              else f"weighted, dense weight {chosen['param']:g}")
