@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= all,scale,dev
 
-.PHONY: demo test install lint bench mpnet clean
+.PHONY: demo test test-slow test-all install lint bench mpnet clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/vecdoctor checkup --sample python-docs --quick -o out/demo
 
+# the default run leaves out the tests marked slow (a Ray cluster, killed processes, model
+# conversions and training): `make test-slow` runs those, `make test-all` both; CI runs both
 test: lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: lint
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -114,6 +114,7 @@ def test_load_converted_explains_a_folder_without_export(tmp_path):
 
 
 # -- slow: real conversions --------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["openvino", "onnx"])
 def test_encoding_leaves_the_process_floating_point_state_alone(encoders, texts, backend):
     # Flushing subnormal floats to zero (OpenVINO's CPU_DENORMALS_OPTIMIZATION) is process-wide

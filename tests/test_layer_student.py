@@ -33,6 +33,7 @@ def student(docs, tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_training_brings_the_pruned_student_closer_to_the_teacher(student):
     folder, report = student
     assert report["layers_kept"] == [0, 5] and report["teacher_layers"] == 6
@@ -45,6 +46,7 @@ def test_training_brings_the_pruned_student_closer_to_the_teacher(student):
     assert meta["fitted_on"]["cosine_to_teacher"] == round(report["cosine_to_teacher_after"], 4)
 
 
+@pytest.mark.slow
 def test_the_student_is_a_model_like_any_other(student, docs, minilm, tmp_path):
     from sentence_transformers import SentenceTransformer
 

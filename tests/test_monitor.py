@@ -292,6 +292,7 @@ def test_metrics_of_a_real_server_under_load_parse_and_leak_nothing(index_dir, s
     assert not any(q[:30] in text for q in queries)
 
 
+@pytest.mark.slow
 def test_reload_under_load_fails_no_request(index_dir, split_sample, tmp_path):
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.index.store import Index

@@ -49,6 +49,7 @@ def test_a_saved_index_reproduces_the_variant(tmp_path):
     assert row.ndcg == pytest.approx(variant.ndcg, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_the_two_commands_print_the_same_ndcg(tmp_path):
     import json
 

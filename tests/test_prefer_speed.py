@@ -75,6 +75,7 @@ def test_chosen_backend_goes_into_the_pipeline():
     assert (pipeline.backend, pipeline.model_precision) == ("openvino", "int8")
 
 
+@pytest.mark.slow
 def test_speed_comparison_measures_fast_backends_and_indexes_with_the_pick(home, beir_dir, tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime")

@@ -245,6 +245,7 @@ def test_reranker_returning_the_wrong_number_of_scores():
         Searcher(rs.float_index(), candidates=5).search("cells", k=5, rerank=Short())
 
 
+@pytest.mark.slow
 def test_evaluate_reranks_and_fuses_as_the_searcher_does(cross_encoder_dir):
     from vecdoctor.data import Dataset
     from vecdoctor.evaluate.variants import evaluate_variants

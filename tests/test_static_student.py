@@ -30,6 +30,7 @@ def student(docs, tmp_path_factory):
     return out, json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_fitting_brings_the_student_closer_to_the_teacher(student):
     _, report = student
     assert report["texts"] == 400 and report["vocabulary"] == 30522 and report["dimension"] == 384
@@ -38,6 +39,7 @@ def test_fitting_brings_the_student_closer_to_the_teacher(student):
     assert report["best_epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_the_student_is_a_model_like_any_other(student, docs, minilm, tmp_path):
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.index.store import Index
@@ -71,6 +73,7 @@ def test_the_student_is_a_model_like_any_other(student, docs, minilm, tmp_path):
     assert json.loads(made.stdout)["model"] == str(folder.resolve())
 
 
+@pytest.mark.slow
 def test_a_damaged_student_is_a_clear_error(student, tmp_path):
     import shutil
 
@@ -91,6 +94,7 @@ def test_a_damaged_student_is_a_clear_error(student, tmp_path):
     assert result.exit_code != 0 and "unknown --student 'pruned'" in result.output
 
 
+@pytest.mark.slow
 def test_compare_models_measures_the_student_beside_its_teacher(student, docs):
     from vecdoctor.evaluate.compare import compare_models
     from vecdoctor.evaluate.metrics import self_supervised
