@@ -304,6 +304,38 @@ def test_quick_sample_takes_dense_matches_within_its_time_budget(small, minilm, 
     assert "dense neighbours skipped" in said[-1] and "over the 0 s budget" in said[-1]
 
 
+def test_quick_compares_several_models_on_a_sample_no_model_mined(small, monkeypatch):
+    from types import SimpleNamespace
+
+    from vecdoctor.checkup import run
+    from vecdoctor.evaluate.compare import compare_models
+    from vecdoctor.evaluate.metrics import HARD_SHARE
+    from vecdoctor.report.checkup import models_section
+
+    monkeypatch.setitem(run.QUICK, "max_docs", 60)
+    monkeypatch.setitem(run.QUICK, "max_queries", 10)
+    models = ["minilm", "minilm-l3-onnx"]
+    quick = checkup(small, models, quick=True, variants=["bm25", "dense"])
+    # the models met the sampled queries with BM25's hard matches only (neither model's own)
+    assert quick.meta["model_sample"]["neighbours_from"] == "bm25"
+    lexical = sample_dataset(small, 10, 60, 0, hard_share=HARD_SHARE)
+    assert quick.meta["model_sample"]["documents"] == len(lexical.corpus)
+    alone = compare_models(lexical, models)
+    for row in quick.comparison.rows:
+        same = next(r for r in alone.rows if r.model == row.model)
+        assert row.ndcg_on_sample == pytest.approx(same.ndcg_on_sample, abs=1e-9)
+        assert row.ndcg_at_10 == pytest.approx(same.ndcg_at_10, abs=1e-9)
+    # the variants then run on the same queries with the chosen model's dense matches added
+    assert quick.meta["sample_design"]["neighbours_from"] == "bm25+dense"
+    assert set(quick.dataset.qrels) == set(lexical.qrels)
+    caption = models_section(SimpleNamespace(comparison=quick.comparison, meta=quick.meta)).tables[0].caption
+    assert "favours no model" in caption
+    # one model: its own dense matches from the start, and no second sample
+    one = checkup(small, ["minilm"], quick=True, variants=["bm25", "dense"])
+    assert "model_sample" not in one.meta
+    assert one.meta["sample_design"]["neighbours_from"] == "bm25+dense"
+
+
 def test_unknown_variant_lists_valid_ones(small):
     with pytest.raises(InputError, match="valid variants: bm25, dense"):
         evaluate_variants(small, "minilm", ["dense", "dense+magic"])

@@ -26,9 +26,10 @@ QUICK = {"max_queries": 100, "max_docs": 500, "diagnose_sample": 400, "layer_sam
          "attention_sample": 64, "model_seconds": 40, "neighbour_seconds": 300}
 """Sample sizes of ``--quick``; ``model_seconds``: installed models (when none are named) whose
 estimated time to encode the sample is longer are listed as skipped instead of measured;
-``neighbour_seconds``: when the first model's estimated time to encode the whole corpus is at
+``neighbour_seconds``: when the chosen model's estimated time to encode the whole corpus is at
 most this, it encodes it once so that the sample keeps each query's best dense matches
-(otherwise BM25 matches only)."""
+(otherwise BM25 matches only). Several models are compared on a sample with BM25 matches only
+(the same queries), which is no model's own hard case."""
 
 
 @dataclass
@@ -308,12 +309,19 @@ def checkup(
     models = list(models) if models else installed_models()
     if not models:
         raise InputError("no model is installed; run `vecdoctor models` to see how to install one")
-    ds = _quick_sample(full, models[0], seed, say) if quick else full
-    cache = VectorCache(max_size=4 * len(ds.corpus) + 64)
+    # several models on --quick are compared on a sample whose hard distractors are BM25's: a
+    # sample holding one model's dense neighbours is harder for that model than for the others
+    compared_on = (_quick_sample(full, None if len(models) > 1 else models[0], seed, say)
+                   if quick else full)
+    cache = VectorCache(max_size=4 * len(compared_on.corpus) + 64)
     budget = QUICK["model_seconds"] if quick and not named else None  # named models always run
-    comparison = compare_models(ds, models, prefer=prefer, progress=say, cache=cache,
+    comparison = compare_models(compared_on, models, prefer=prefer, progress=say, cache=cache,
                                 time_budget=budget)
     model = comparison.recommended or models[0]
+    ds = compared_on
+    if quick and len(models) > 1 and compared_on.sample is not None:
+        # the same queries; the chosen model's dense neighbours join the BM25 ones
+        ds = _quick_sample(full, model, seed, say)
     enc = Encoder(model, cache=cache)
     diagnosis = _diagnose(ds, enc, quick, seed, say)
     names = _variant_names(variants, reranker, enc, diagnosis)
@@ -343,6 +351,8 @@ def checkup(
         decisions.append(dense_search)
     _fill_rates(report, comparison, model)
     meta = _meta(ds, full, quick, report, models, comparison, started)
+    if compared_on is not ds:
+        meta["model_sample"] = _design(compared_on)
     return CheckupResult(ds, pipeline, decisions, comparison, diagnosis, report, meta, transform,
                          fusion[1], budget)
 
@@ -375,14 +385,16 @@ def _meta(ds: Dataset, full: Dataset, quick: bool, report: Any, models: list[str
     }
 
 
-def _quick_sample(full: Dataset, model: str, seed: int, say: Callable[[str], None]) -> Dataset:
-    """The ``--quick`` sample: its queries' judged documents, their best BM25 and (within
-    ``QUICK["neighbour_seconds"]``) dense matches in the whole corpus, random others."""
+def _quick_sample(full: Dataset, model: str | None, seed: int,
+                  say: Callable[[str], None]) -> Dataset:
+    """The ``--quick`` sample: its queries' judged documents, their best BM25 and (with a
+    ``model``, within ``QUICK["neighbour_seconds"]``) dense matches in the whole corpus, random
+    others."""
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.evaluate.metrics import HARD_SHARE, sample_dataset
 
     encoder = None
-    if len(full.corpus) > QUICK["max_docs"]:
+    if model is not None and len(full.corpus) > QUICK["max_docs"]:
         # its own encoder, without the checkup's cache: the model comparison must time encoding,
         # not cache hits
         encoder = Encoder(model)
@@ -410,12 +422,20 @@ def _sample_estimates(ds: Dataset, report: Any) -> dict[str, Any]:
     if design is None:
         return {}
     return {
-        "sample_design": {"full_documents": design.full_documents, "fixed": len(design.fixed),
-                          "neighbours": design.neighbours, "neighbours_from": design.neighbours_from,
-                          "random": design.random, "weight": round(design.weight, 2)},
+        "sample_design": _design(ds),
         "full_corpus_estimate": {r.name: round(estimate_full_ndcg(r.run, ds.qrels, design), 4)
                                  for r in report.results},
     }
+
+
+def _design(ds: Dataset) -> dict[str, Any]:
+    """How a quick sample was drawn, as the report states it."""
+    d = ds.sample
+    if d is None:
+        return {}
+    return {"full_documents": d.full_documents, "documents": len(ds.corpus), "fixed": len(d.fixed),
+            "neighbours": d.neighbours, "neighbours_from": d.neighbours_from, "random": d.random,
+            "weight": round(d.weight, 2)}
 
 
 def _rerank_budget(ds: Dataset, report: Any, pipeline: Pipeline, rerank_opts: dict[str, Any],
