@@ -4,6 +4,9 @@ In one run, on the same SciFact documents (title + abstract):
 
 - ``plain``: one process, ``Encoder.encode_documents`` (model load timed separately), with
   torch's default threads and again with one thread (``plain-1thread``, what an actor gets);
+- ``plain-2procs`` (``--processes``): two plain processes of one thread each, started
+  together, each encoding every other document: what two actors on two cores could reach with
+  no Ray at all (the ceiling of ``ray-2`` on this machine);
 - ``ray-1`` / ``ray-2``: ``vecdoctor.scale.encode_corpus`` with 1 and 2 encoder actors on a
   local Ray cluster, end to end (read JSONL, start actors and load the model in each, encode,
   write Parquet parts), each into a fresh output;
@@ -75,6 +78,8 @@ def main() -> None:
                         help="--cluster: seconds into the second run to kill a busy worker node")
     parser.add_argument("--skip-one-thread", action="store_true",
                         help="do not time the plain encoder on one thread")
+    parser.add_argument("--processes", action="store_true",
+                        help="also time two one-thread plain processes side by side (no Ray)")
     parser.add_argument("--output", type=Path,
                         default=ROOT / "benchmarks" / "results" / "scale_encode.json")
     args = parser.parse_args()
@@ -118,6 +123,9 @@ def main() -> None:
         results["plain-1thread"] = {"encode_seconds": round(one, 2),
                                     "docs_per_second": round(len(docs) / one, 1)}
 
+    if args.processes:
+        results["plain-2procs"] = side_by_side([d.content for d in docs], args.max_length, reference)
+
     cpus = args.cpus or os.cpu_count() or 1
     counts = [int(w) for w in args.workers.split(",")]
     if args.cluster:
@@ -152,6 +160,47 @@ def main() -> None:
     finish(args, results, [f"ray-{w}" for w in counts],
            f"documents/s of Ray Data encoding ({args.workers} local actors on {cpus} CPUs) vs the "
            "plain Encoder, and equal vectors", docs)
+
+
+def _one_thread_worker(part: int, texts: list[str], max_length: int, ready, go, out) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from vecdoctor.encode.encoder import Encoder
+
+    torch.set_num_threads(1)
+    encoder = Encoder("minilm", max_length=max_length)
+    encoder.encode_documents(texts[:2])  # loads the model before the clock starts
+    ready.wait()
+    go.wait()
+    started = time.perf_counter()
+    vectors = encoder.encode_documents(texts)
+    out.put((started, time.perf_counter(), part, vectors))
+
+
+def side_by_side(texts: list[str], max_length: int, reference: np.ndarray) -> dict[str, float]:
+    """Two spawned processes of one thread each encode every other text at the same time;
+    the wall time runs from their common start to the later finish."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready, go, out = ctx.Barrier(3), ctx.Barrier(3), ctx.Queue()
+    halves = [texts[0::2], texts[1::2]]
+    procs = [ctx.Process(target=_one_thread_worker, args=(i, h, max_length, ready, go, out))
+             for i, h in enumerate(halves)]
+    for p in procs:
+        p.start()
+    ready.wait()
+    go.wait()
+    done = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    wall = max(d[1] for d in done) - min(d[0] for d in done)
+    each = sorted(d[1] - d[0] for d in done)
+    diff = max(float(np.abs(vectors - reference[part::2]).max()) for _, _, part, vectors in done)
+    return {"encode_seconds": round(wall, 2), "docs_per_second": round(len(texts) / wall, 1),
+            "per_process_seconds": [round(e, 2) for e in each],
+            "per_process_docs_per_second": round(len(texts) / 2 / float(np.mean(each)), 1),
+            "max_abs_diff_to_plain": diff}
 
 
 def finish(args: argparse.Namespace, results: dict, runs: list[str], question: str,
