@@ -30,7 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
 
-KEYS = ("model", "mode", "pooling", "window", "transform", "storage", "rerank")
+KEYS = ("model", "mode", "pooling", "window", "chunks", "transform", "storage", "rerank", "fusion")
+
+
+def _keys(table: list[dict]) -> tuple[str, ...]:
+    """The KEYS a saved variant table can decide (one without chunk variants has no say on
+    chunks, and decide() alone never tunes fusion)."""
+    chunked = any("chunks" in r["variant"] for r in table)
+    return tuple(k for k in KEYS if k != "fusion" and (chunked or k != "chunks"))
 
 
 def choices(pipeline) -> dict:  # type: ignore[no-untyped-def]
@@ -39,6 +46,8 @@ def choices(pipeline) -> dict:  # type: ignore[no-untyped-def]
     d = pipeline.to_dict() if hasattr(pipeline, "to_dict") else dict(pipeline)
     if "storage" not in d:
         d["storage"] = d.get("precision")
+    d["fusion"] = (f"rrf k={d.get('rrf_k', 60)}" if d.get("fusion", "rrf") == "rrf"
+                   else f"{d.get('fusion')} {d.get('fusion_weights')}")
     return {k: d.get(k) for k in KEYS}
 
 
@@ -96,6 +105,12 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
         "models_skipped": {r.model: r.skipped for r in rows if r.skipped},
         "pipeline": quick.pipeline.to_dict(), "decisions": [d.to_dict() for d in quick.decisions],
     }
+    # each model's nDCG@10 as the quick run compared it (estimate for the whole corpus), on its
+    # sample, and as the full run measured it on the whole corpus
+    whole = {r["model"]: r.get("ndcg@10") for r in full["models"]["models"]}
+    out["quick_checkup"]["model_sample"] = quick.meta.get("model_sample") or quick.meta.get("sample_design")
+    out["quick_checkup"]["model_ndcg_estimate_sample_full"] = {
+        r.model: [r.ndcg_at_10, r.ndcg_on_sample, whole.get(r.model)] for r in rows if r.measured}
     mine, theirs = choices(quick.pipeline), choices(full["full_checkup"]["pipeline"])
     out["quick_matches_full"] = {k: mine[k] == theirs[k] for k in KEYS}
     # what the full run recommends among the models the quick run measured
@@ -112,7 +127,8 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
     if among["model"] == full.get("variants_model", "minilm"):
         among = choices(decide(_report_from_table(minilm_table), among["model"])[0])
     out["quick_matches_full_among_measured_models"] = {
-        "reference": among, "matches": {k: choices(quick.pipeline)[k] == among[k] for k in KEYS if k in among},
+        "reference": among,
+        "matches": {k: choices(quick.pipeline)[k] == among[k] for k in _keys(minilm_table) if k in among},
     }
     print("quick", out["quick_checkup"], out["quick_matches_full"],
           out["quick_matches_full_among_measured_models"], flush=True)
@@ -126,7 +142,7 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
     out["quick_checkup_minilm"] = {
         "seconds": round(time.perf_counter() - t, 1),
         "steps_started_at_s": steps, "pipeline": one.pipeline.to_dict(), "full_minilm_pipeline": reference,
-        "matches_full": {k: choices(one.pipeline)[k] == reference[k] for k in KEYS},
+        "matches_full": {k: choices(one.pipeline)[k] == reference[k] for k in _keys(minilm_table)},
         "sample_design": one.meta.get("sample_design"),
         # each variant's nDCG@10: on the sample, carried over to the whole corpus, and measured
         # on the whole corpus by the full run

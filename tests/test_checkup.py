@@ -302,6 +302,27 @@ def test_quick_sample_takes_dense_matches_within_its_time_budget(small, minilm, 
     lexical = run._quick_sample(small, "minilm", 0, said.append)
     assert lexical.sample.neighbours_from == "bm25" and set(lexical.qrels) == set(dense.qrels)
     assert "dense neighbours skipped" in said[-1] and "over the 0 s budget" in said[-1]
+    # whole texts, then their first 128 tokens, were both timed before giving up
+    assert "first 256 tokens or about" in said[-1] and "first 128 tokens of each" in said[-1]
+
+
+def test_quick_sample_reads_only_the_first_tokens_when_whole_texts_take_too_long(small, monkeypatch):
+    from vecdoctor.checkup import run
+
+    monkeypatch.setitem(run.QUICK, "max_docs", 60)
+    monkeypatch.setitem(run.QUICK, "max_queries", 10)
+    # time is what the budget reads: whole texts "take" 1000 s, their first 128 tokens 10 s
+    monkeypatch.setattr(run, "_corpus_seconds", lambda enc, texts, n: 1000.0 if enc.max_length > 128 else 10.0)
+    said: list[str] = []
+    short = run._quick_sample(small, "minilm", 0, said.append)
+    assert short.sample.neighbours_from == "bm25+dense"
+    assert "first 128 tokens of each, about 10 s" in said[-1]
+    # the neighbours are the ones minilm finds reading 128 tokens
+    from vecdoctor.encode.encoder import Encoder
+    from vecdoctor.evaluate.metrics import HARD_SHARE
+
+    again = sample_dataset(small, 10, 60, 0, hard_share=HARD_SHARE, encoder=Encoder("minilm", max_length=128))
+    assert {d.id for d in short.corpus} == {d.id for d in again.corpus}
 
 
 def test_quick_compares_several_models_on_a_sample_no_model_mined(small, monkeypatch):

@@ -23,12 +23,14 @@ logger = logging.getLogger(__name__)
 PRECISION_KEEP = 0.99  # quantized storage must keep this share of float32 nDCG@10
 
 QUICK = {"max_queries": 100, "max_docs": 500, "diagnose_sample": 400, "layer_sample": 128,
-         "attention_sample": 64, "model_seconds": 40, "neighbour_seconds": 300}
+         "attention_sample": 64, "model_seconds": 40, "neighbour_seconds": 300,
+         "neighbour_tokens": 128}
 """Sample sizes of ``--quick``; ``model_seconds``: installed models (when none are named) whose
 estimated time to encode the sample is longer are listed as skipped instead of measured;
 ``neighbour_seconds``: when the chosen model's estimated time to encode the whole corpus is at
 most this, it encodes it once so that the sample keeps each query's best dense matches
-(otherwise BM25 matches only). Several models are compared on a sample with BM25 matches only
+(reading only the first ``neighbour_tokens`` tokens of each text when whole texts would take
+longer; BM25 matches only when even that would). Several models are compared on a sample with BM25 matches only
 (the same queries), which is no model's own hard case."""
 
 
@@ -390,27 +392,49 @@ def _quick_sample(full: Dataset, model: str | None, seed: int,
     """The ``--quick`` sample: its queries' judged documents, their best BM25 and (with a
     ``model``, within ``QUICK["neighbour_seconds"]``) dense matches in the whole corpus, random
     others."""
-    from vecdoctor.encode.encoder import Encoder
     from vecdoctor.evaluate.metrics import HARD_SHARE, sample_dataset
 
     encoder = None
     if model is not None and len(full.corpus) > QUICK["max_docs"]:
-        # its own encoder, without the checkup's cache: the model comparison must time encoding,
-        # not cache hits
-        encoder = Encoder(model)
-        texts = [d.content for d in full.corpus[:18]]
-        encoder.encode_documents(texts[:2])  # loads the model
-        started = time.perf_counter()
-        encoder.encode_documents(texts[2:])
-        estimate = len(full.corpus) * (time.perf_counter() - started) / max(len(texts) - 2, 1)
-        if estimate > QUICK["neighbour_seconds"]:
-            say(f"dense neighbours skipped: {model} would take about {estimate:.0f} s to encode "
-                f"the {len(full.corpus)} documents, over the {QUICK['neighbour_seconds']} s budget")
-            encoder = None
-        else:
-            say(f"dense neighbours: encoding the {len(full.corpus)} documents with {model}")
+        encoder = _neighbour_encoder(full, model, say)
     return sample_dataset(full, QUICK["max_queries"], QUICK["max_docs"], seed,
                           hard_share=HARD_SHARE, encoder=encoder)
+
+
+def _neighbour_encoder(full: Dataset, model: str, say: Callable[[str], None]) -> Any:
+    """The encoder that finds the sample's dense neighbours in the whole corpus: ``model``
+    reading whole texts when that fits ``QUICK["neighbour_seconds"]``, else reading only their
+    first ``QUICK["neighbour_tokens"]`` tokens (near neighbours need approximate ranks only),
+    else none. Its own encoder, without the checkup's cache: the model comparison must time
+    encoding, not cache hits."""
+    from vecdoctor.encode.encoder import Encoder
+
+    texts = [d.content for d in full.corpus[:18]]
+    estimates: list[str] = []
+    encoder = Encoder(model)
+    while True:
+        estimate = _corpus_seconds(encoder, texts, len(full.corpus))
+        reads = f"first {encoder.max_length} tokens"
+        if estimate <= QUICK["neighbour_seconds"]:
+            say(f"dense neighbours: encoding the {len(full.corpus)} documents with {model} "
+                f"({reads} of each, about {estimate:.0f} s)")
+            return encoder
+        estimates.append(f"about {estimate:.0f} s reading the {reads}")
+        if encoder.max_length <= QUICK["neighbour_tokens"]:
+            say(f"dense neighbours skipped: {model} would take {' or '.join(estimates)} of each "
+                f"of the {len(full.corpus)} documents, over the {QUICK['neighbour_seconds']} s "
+                "budget")
+            return None
+        encoder = Encoder(model, max_length=QUICK["neighbour_tokens"])
+
+
+def _corpus_seconds(encoder: Any, texts: list[str], n_docs: int) -> float:
+    """Seconds ``encoder`` would take for ``n_docs`` documents, timed on ``texts`` (the first
+    two only load the model)."""
+    encoder.encode_documents(texts[:2])
+    started = time.perf_counter()
+    encoder.encode_documents(texts[2:])
+    return n_docs * (time.perf_counter() - started) / max(len(texts) - 2, 1)
 
 
 def _sample_estimates(ds: Dataset, report: Any) -> dict[str, Any]:
