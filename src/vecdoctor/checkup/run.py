@@ -30,8 +30,8 @@ estimated time to encode the sample is longer are listed as skipped instead of m
 ``neighbour_seconds``: when the chosen model's estimated time to encode the whole corpus is at
 most this, it encodes it once so that the sample keeps each query's best dense matches
 (reading only the first ``neighbour_tokens`` tokens of each text when whole texts would take
-longer; BM25 matches only when even that would). Several models are compared on a sample with BM25 matches only
-(the same queries), which is no model's own hard case."""
+longer; BM25 matches only when even that would). Several models are compared on a sample of
+the same queries with BM25 matches only, which is no model's own hard case."""
 
 
 @dataclass
