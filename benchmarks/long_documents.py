@@ -15,8 +15,10 @@ on disk and chunk count of a plain and a chunked index built without any cache, 
 long-text decision the checkup takes from these numbers.
 
     .venv/bin/python benchmarks/long_documents.py [--corpora python-docs-whole,scifact]
+        [--no-builds --name long_documents_decisions]
 
-Writes benchmarks/results/long_documents.json.
+Writes benchmarks/results/long_documents.json (or NAME.json). ``--no-builds`` skips the
+from-scratch builds (the variants and the decisions only).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def builds(ds) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
-def one(name: str) -> dict:
+def one(name: str, with_builds: bool = True) -> dict:
     from vecdoctor.checkup.run import decide
     from vecdoctor.diagnose.truncation import check_truncation
     from vecdoctor.encode.encoder import Encoder
@@ -106,18 +108,21 @@ def one(name: str) -> dict:
         "variants": rows,
         "evaluation_seconds": round(time.perf_counter() - start, 1),
         "long_text_decisions": [d.to_dict() for d in decisions if d.topic == "long texts"],
-        "builds": builds(ds),
+        **({"builds": builds(ds)} if with_builds else {}),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpora", default="python-docs-whole,scifact")
+    parser.add_argument("--no-builds", action="store_true", help="skip the from-scratch index builds")
+    parser.add_argument("--name", default="long_documents", help="result file name, without .json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    results = {name: one(name) for name in args.corpora.split(",")}
-    path = write_result("long_documents", {"machine": machine(), "versions": versions("torch", "transformers"),
-                                           "model": "minilm", "corpora": results})
+    results = {name: one(name, not args.no_builds) for name in args.corpora.split(",")}
+    path = write_result(args.name, {"machine": machine(),
+                                    "versions": versions("torch", "transformers"),
+                                    "model": "minilm", "corpora": results})
     print("wrote", path)
 
 

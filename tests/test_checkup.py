@@ -493,6 +493,63 @@ def test_long_text_strategy_answers_the_truncation_finding(chunk_gain):
     assert not long_text["windows 256:128:max"].recommended  # +0.0015: below the gate
 
 
+def _long_text_decision(gains: dict[str, list[float]], n: int = 60):
+    """decide() on toy per-query nDCG@10: dense at 0.5 everywhere, each named long-text variant
+    at 0.5 plus its per-query gain (repeated over the queries)."""
+    from vecdoctor.evaluate.metrics import randomization_test
+
+    base = {f"q{i}": 0.5 for i in range(n)}
+    results = [_variant("bm25", {k: 0.4 for k in base}), _variant("dense", base),
+               _variant("hybrid", {k: 0.55 for k in base})]
+    for name, gain in gains.items():
+        r = _variant(name, {f"q{i}": 0.5 + gain[i % len(gain)] for i in range(n)}, "dense")
+        r.delta_ndcg = r.ndcg - 0.5
+        r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], base)
+        results.append(r)
+    pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, n, False, results), "minilm")
+    return pipeline, {d.choice: d for d in decisions if d.topic == "long texts"}
+
+
+def test_two_chunk_scorings_are_one_decision_and_a_tie_keeps_maxp_plus_first():
+    """MaxP scores higher than MaxP + first, and only MaxP passes the gate on its own (p = 0.015
+    against dense; MaxP + first p = 0.11); the two are not measurably different (p = 0.42), so
+    the chunk index is kept with MaxP + first."""
+    pipeline, long_text = _long_text_decision({
+        "dense+chunks": [0.2, -0.1, 0.0, 0.05, -0.05, 0.1],
+        "dense+chunks-first": [0.0, -0.1, 0.2, 0.05, -0.05, 0.02]})
+    assert long_text["chunks max"].gain > long_text["chunks max+first"].gain
+    assert str(pipeline.chunks) == "max+first"
+    chosen = long_text["chunks max+first"]
+    assert chosen.recommended and not long_text["chunks max"].recommended
+    assert "MaxP is not measurably better than MaxP + first" in chosen.evidence
+    assert "two scorings of one index" in chosen.evidence
+
+
+def test_a_chunk_scoring_needs_half_the_p_value_when_both_are_measured():
+    """p between 0.025 and 0.05 passes the plain gate, but two scorings of one index are two
+    looks: the chunk index is not kept on it; measured alone the same scoring is kept."""
+    from vecdoctor.evaluate.metrics import randomization_test
+
+    gain = [0.2, -0.1, 0.0, 0.05, -0.05, 0.06]
+    p = randomization_test({f"q{i}": 0.5 + gain[i % 6] for i in range(60)},
+                           {f"q{i}": 0.5 for i in range(60)})
+    assert 0.025 <= p < 0.05, p  # the toy data sits where the correction matters
+    pipeline, long_text = _long_text_decision({"dense+chunks": gain, "dense+chunks-first": [0.0]})
+    assert pipeline.chunks is None
+    pipeline, long_text = _long_text_decision({"dense+chunks": gain})
+    assert str(pipeline.chunks) == "max" and long_text["chunks max"].recommended
+
+
+def test_chunks_replace_passing_windows_only_when_measurably_better():
+    windows = [0.06, 0.04, 0.05]
+    pipeline, long_text = _long_text_decision({"dense+window": windows,
+                                               "dense+chunks": [0.07, 0.04, 0.05]})
+    assert str(pipeline.window) == "256:128:max" and pipeline.chunks is None
+    assert "the cheaper windows stay" in long_text["windows 256:128:max"].evidence
+    pipeline, _ = _long_text_decision({"dense+window": windows, "dense+chunks": [0.12, 0.1, 0.11]})
+    assert str(pipeline.chunks) == "max" and pipeline.window is None
+
+
 def test_chunk_variants_run_where_the_diagnosis_found_long_texts(minilm):
     from types import SimpleNamespace
 

@@ -166,36 +166,97 @@ def _choose_transform(variants: Any, uses_dense: bool, why_not: str,
 
 
 LONG_TEXT = (("dense+window", "windows 256:128:max", {"window": "256:128:max"}),
-             ("dense+chunks", "chunks max", {"chunks": "max"}),
-             ("dense+chunks-first", "chunks max+first", {"chunks": "max+first"}))
+             ("dense+chunks-first", "chunks max+first", {"chunks": "max+first"}),
+             ("dense+chunks", "chunks max", {"chunks": "max"}))
 """The long-text strategies measured against truncation (plain dense): the variant, the
-decision's name for it and the pipeline settings it stands for."""
+decision's name for it and the pipeline settings it stands for, cheapest and closest to
+truncation first. Windows keep one vector per document; the two chunk scorings share one
+index of a vector per window, and MaxP + first comes before MaxP because it keeps the opening
+that truncation ranks by in the score, so it moves the ranking least."""
+
+CHUNK_SCORINGS = ("dense+chunks-first", "dense+chunks")
+
+
+def _beats(variants: Any, name: str, other: str) -> tuple[bool, str]:
+    """Whether ``name`` is measurably better than ``other`` (the gate, paired on the queries
+    both were scored on), and the evidence in words."""
+    from vecdoctor.evaluate.metrics import randomization_test
+
+    a, b = variants.get(name), variants.get(other)
+    delta = a.ndcg - b.ndcg
+    pa, pb = (r.evaluation.per_query.get("ndcg@10") for r in (a, b))
+    p = randomization_test(pa, pb) if pa and pb else None
+    words = f"{name} vs {other}: Δ {delta:+.4f}, p={'n/a' if p is None else f'{p:.3f}'}"
+    return _helps((delta, p)), words
+
+
+def _long_text_choice(variants: Any, measured: list[Any]) -> tuple[Any, str]:
+    """The strategy to keep and why. The two chunk scorings are two looks at one decision (a
+    chunk index or not), so the index passes when either scoring passes the gate at half its
+    p-value (Bonferroni); which scoring it keeps is then a second, paired decision, with MaxP +
+    first kept unless MaxP is measurably better. Chunks (a vector per window) replace windows (a
+    vector per document) that pass only when they beat them through the gate, as a slower model
+    replaces a faster one."""
+    chunks = [m for m in measured if m[0] in CHUNK_SCORINGS]
+    alpha = MAX_P / max(len(chunks), 1)
+    passing = [m for m in chunks if m[3][0] >= MIN_GAIN and (m[3][1] is None or m[3][1] < alpha)]
+    cheaper = next((m for m in measured if m[0] == "dense+window" and _helps(m[3])), None)
+    if not passing:
+        return cheaper, ""
+    scoring = _chunk_scoring(variants, chunks)
+    if cheaper is not None:
+        better, words = _beats(variants, scoring[0], cheaper[0])
+        if not better:
+            return cheaper, f"; {words}: chunks are not measurably better, the cheaper windows stay"
+    return scoring, _scoring_evidence(variants, chunks, passing, scoring, alpha)
+
+
+def _chunk_scoring(variants: Any, chunks: list[Any]) -> Any:
+    first = [m for m in chunks if m[0] == "dense+chunks-first"]
+    plain = [m for m in chunks if m[0] == "dense+chunks"]
+    if first and plain and not _beats(variants, plain[0][0], first[0][0])[0]:
+        return first[0]
+    return (plain or first)[0]
+
+
+def _scoring_evidence(variants: Any, chunks: list[Any], passing: list[Any], chosen: Any,
+                      alpha: float) -> str:
+    if len(chunks) < 2:
+        return ""
+    best = min(passing, key=lambda m: m[3][1] if m[3][1] is not None else 0.0)
+    words = _beats(variants, "dense+chunks", "dense+chunks-first")[1]
+    return (f"; a chunk index helps: {best[0]} passes the gate at p < {alpha:g} (two scorings "
+            f"of one index)" + (f"; MaxP beats MaxP + first ({words})" if chosen[0] == "dense+chunks"
+                                else f"; MaxP is not measurably better than MaxP + first ({words}), "
+                                "which keeps the document's opening in the score"))
 
 
 def _choose_long_text(variants: Any, pipeline: dict[str, Any], uses_dense: bool, why_not: str,
                       decisions: list[Decision], truncation: Any = None) -> None:
-    """Truncation, windows pooled into one vector, or chunk-level retrieval: the best strategy
-    that passes the gate against truncation, one decision for each one measured. When the
-    diagnosis found truncated texts and no strategy helps, the decision to keep truncation says
-    so, so that the report does not leave the finding unanswered."""
+    """Truncation, windows pooled into one vector, or chunk-level retrieval (see
+    ``_long_text_choice``), one decision for each strategy measured. When the diagnosis found
+    truncated texts and no strategy helps, the decision to keep truncation says so, so that the
+    report does not leave the finding unanswered."""
     measured = [(name, label, settings, g) for name, label, settings in LONG_TEXT
                 if (g := _gain(variants, name)) is not None]
-    helping = [m for m in measured if _helps(m[3])]
-    best = max(helping, key=lambda m: variants.get(m[0]).ndcg) if helping and uses_dense else None
+    best, why = _long_text_choice(variants, measured) if uses_dense else (None, "")
     for name, label, settings, g in measured:
         chosen = best is not None and name == best[0]
         if chosen:
             pipeline.update(settings)
         decisions.append(Decision("long texts", label, chosen,
-                                  _fmt(name, variants) + (why_not if _helps(g) else ""), g[0]))
+                                  _fmt(name, variants) + (why if chosen else "")
+                                  + (why_not if _helps(g) else ""), g[0]))
     share = getattr(truncation, "share_truncated", None)
-    if measured and best is None and share:
+    if measured and best is None and share and uses_dense:
+        two = sum(m[0] in CHUNK_SCORINGS for m in measured) == 2
         tried = "; ".join(f"{label}: {_fmt(name, variants)}" for name, label, _, _ in measured)
         decisions.append(Decision(
             "long texts", "truncation", True,
             f"{share:.0%} of texts are longer than the model reads, but no long-text strategy "
             f"is measurably better than truncating them (gate: >= {MIN_GAIN} nDCG@10 with "
-            f"p < {MAX_P}): {tried}"))
+            f"p < {MAX_P}" + (f"; p < {MAX_P / 2:g} for either of two chunk scorings" if two else "")
+            + f"): {tried}"))
 
 
 def decide(variants: Any, model: str, comparison: Any = None,
