@@ -94,6 +94,8 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
     from vecdoctor.evaluate.compare import ModelRow, recommend
 
     out: dict = {}
+    if models == ["minilm"]:  # the default model alone: the part below
+        return quick_minilm(ds, minilm_table)
     t = time.perf_counter()
     steps: list[tuple[str, float]] = []
     quick = checkup(ds, models, quick=True,
@@ -132,6 +134,13 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
     }
     print("quick", out["quick_checkup"], out["quick_matches_full"],
           out["quick_matches_full_among_measured_models"], flush=True)
+    return {**out, **quick_minilm(ds, minilm_table)}
+
+
+def quick_minilm(ds, minilm_table: list[dict]) -> dict:  # type: ignore[no-untyped-def]
+    from vecdoctor.checkup.run import checkup, decide
+
+    out: dict = {}
     # the quick checkup of minilm alone (the default model), with the time each step began,
     # against the decisions the full run's minilm variants give
     t = time.perf_counter()
@@ -144,6 +153,7 @@ def quick_part(ds, models: list[str] | None, full: dict, minilm_table: list[dict
         "steps_started_at_s": steps, "pipeline": one.pipeline.to_dict(), "full_minilm_pipeline": reference,
         "matches_full": {k: choices(one.pipeline)[k] == reference[k] for k in _keys(minilm_table)},
         "sample_design": one.meta.get("sample_design"),
+        "long_text_decisions": [d.to_dict() for d in one.decisions if d.topic == "long texts"],
         # each variant's nDCG@10: on the sample, carried over to the whole corpus, and measured
         # on the whole corpus by the full run
         "ndcg_sample_estimate_full": {
@@ -177,7 +187,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DATA / "scifact")
     parser.add_argument("--part", choices=("all", "full", "quick"), default="all",
                         help="quick reuses the full run's result file (run full first)")
-    parser.add_argument("--models", default=None, help="comma-separated; default every installed model")
+    parser.add_argument("--models", default=None, help="comma-separated; default every installed "
+                        "model; with --part quick, minilm alone runs only the minilm quick checkup")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from vecdoctor.checkup.run import installed_models, tuning_split
