@@ -201,8 +201,10 @@ def main() -> int:
     path = RESULTS / "checkup_scifact.json"
     if args.part == "quick":
         saved = json.loads(path.read_text())
-        out = {**saved, "command_quick": " ".join([Path(sys.executable).name, *sys.argv]),
-               "machine_quick": head["machine"]}
+        alone = named == ["minilm"]  # only quick_checkup_minilm is run again
+        out = {**saved, f"command_quick{'_minilm' if alone else ''}":
+               " ".join([Path(sys.executable).name, *sys.argv]),
+               f"machine_quick{'_minilm' if alone else ''}": head["machine"]}
         out.update(quick_part(ds, named, saved, saved["variants"]))
         out.pop("command", None)
         out = {"command_full": saved.get("command_full", saved.get("command")), **out}
