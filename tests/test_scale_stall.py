@@ -28,6 +28,22 @@ def test_actors_always_leave_cpus_to_reading_and_writing():
     assert plan_cpus(2, 1.0, 16) == 1.0  # room enough: what was asked
 
 
+def test_blocks_are_batches_shared_evenly_between_the_actors():
+    """Ray Data gives an actor whole blocks; with Ray's own block count (7 for SciFact) one of
+    two actors encoded the last block alone. The plan: blocks of at most one batch, as many as a
+    multiple of the workers."""
+    from vecdoctor.scale.ray_encode import plan_blocks
+
+    for total in (0, 1, 255, 256, 257, 5183, 1_000_000):
+        for batch in (1, 64, 256, 10_000):
+            for workers in (1, 2, 3, 4, 8):
+                blocks = plan_blocks(total, batch, workers)
+                assert blocks % workers == 0 and blocks >= workers
+                assert -(-total // blocks) <= batch  # the largest block fits a batch
+                assert blocks < workers + max(-(-total // batch), 1)  # never more than needed
+    assert plan_blocks(5183, 256, 2) == 22  # 236 rows each, 11 per actor
+
+
 def test_a_run_that_stops_moving_fails_naming_the_stage():
     from vecdoctor.scale.ray_encode import StalledError, watched
 

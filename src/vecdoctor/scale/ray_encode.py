@@ -174,12 +174,13 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()  # type: ignore[attr-defined]
 
 
-def read_source(source: Any) -> Any:
+def read_source(source: Any, blocks: int | None = None) -> Any:
     """A Ray Dataset of ``id``, ``title``, ``text`` from a BEIR corpus (JSONL/Parquet) or a Dataset.
 
     ``source``: a ``corpus.jsonl[.gz]`` file, a ``.parquet`` file, a folder holding either
     (a BEIR folder with ``corpus.jsonl[.gz]``, or Parquet files), a list of such paths, an
-    object-storage URI (``s3://...``), or a ``ray.data.Dataset``.
+    object-storage URI (``s3://...``), or a ``ray.data.Dataset``. ``blocks``: how many blocks
+    to read files into (Ray's own choice when ``None``; a given Dataset keeps its blocks).
     """
     import ray.data
 
@@ -188,9 +189,10 @@ def read_source(source: Any) -> Any:
     else:
         paths, kind = _rows.resolve_source(source)
         if kind == "parquet":
-            ds = ray.data.read_parquet(paths, num_cpus=IO_CPUS)
+            ds = ray.data.read_parquet(paths, num_cpus=IO_CPUS, override_num_blocks=blocks)
         else:
-            ds = ray.data.read_json(paths, lines=True, num_cpus=IO_CPUS)
+            ds = ray.data.read_json(paths, lines=True, num_cpus=IO_CPUS,
+                                    override_num_blocks=blocks)
     return ds.map_batches(_rows.normalise, batch_format="pyarrow", num_cpus=IO_CPUS)
 
 
@@ -215,7 +217,7 @@ def _load_transform(transform: Any, encoder: Any) -> Any:
 
 
 def _actor_stage(
-    ds: Any, encoder: Any, fingerprint: str, transform: Any, workers: int, batch_size: int,
+    ds: Any, encoder: Any, fingerprint: str, transform: Any, workers: int, batch_size: int | None,
     cpus_per_worker: float, retries: int, keep_text: bool, actor_cls: type,
 ) -> Any:
     import ray
@@ -243,6 +245,25 @@ def _actor_stage(
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker,  # Ray Data restarts dead actors and re-runs their batches
     )
+
+
+def plan_blocks(total: int, batch_size: int, workers: int) -> int:
+    """Blocks to read ``total`` rows into: at most ``batch_size`` rows each, as many as a
+    multiple of ``workers``, so that every actor gets the same number of equal blocks."""
+    return math.ceil(max(math.ceil(total / batch_size), 1) / workers) * workers
+
+
+def _batched(source: Any, total: int, batch_size: int, workers: int) -> tuple[Any, int | None]:
+    """The source read into blocks of at most ``batch_size`` rows, as many blocks as a multiple
+    of ``workers``, each one actor batch (``None``: whole blocks); a given Dataset keeps its
+    blocks, cut into ``batch_size`` batches. Ray Data hands an actor whole blocks: with Ray's own
+    (741 SciFact documents each, 7 in all) one actor encoded the last block alone for a minute
+    while the other sat idle; even blocks give every actor the same share to the end."""
+    import ray.data
+
+    if isinstance(source, ray.data.Dataset):
+        return read_source(source), batch_size
+    return read_source(source, blocks=plan_blocks(total, batch_size, workers)), None
 
 
 def _check_run(workers: int, batch_size: int, retries: int) -> None:
@@ -294,11 +315,11 @@ def encode_corpus(
     with ray_session(address):
         written = _rows.written_ids(target)
         keys = np.unique(_rows.id_keys(written))
-        ds = read_source(source)
-        total = ds.count()
+        total = read_source(source).count()
+        ds, batch = _batched(source, total, batch_size, workers)
         todo = ds.map_batches(_drop_written, fn_kwargs={"written": keys},
                               batch_format="pyarrow", num_cpus=IO_CPUS)
-        vectors = _actor_stage(todo, enc, fingerprint, fitted, workers, batch_size,
+        vectors = _actor_stage(todo, enc, fingerprint, fitted, workers, batch,
                                cpus_per_worker, retries, keep_text, actor_cls)
         parts = vectors.map_batches(_write_part, fn_kwargs={"target": target},
                                     batch_format="pyarrow", batch_size=None, num_cpus=IO_CPUS)
