@@ -299,6 +299,8 @@ def main() -> None:
         data = load_dataset(scifact, "test")
         chosen = names if args.quality_variants == "all" else [
             n for n in args.quality_variants.split(",") if n in runs]
+        if "st-fp32" not in chosen:  # the reference every variant's cosines are taken against
+            chosen.insert(0, "st-fp32")
         keep = np.arange(len(corpus))
         if args.quality_docs and args.quality_docs < len(corpus):
             judged = {d for rel in data.qrels.values() for d in rel}

@@ -77,7 +77,9 @@ def export(variant: str, folder: Path, calibration: list[str], max_length: int) 
         config_name = onnx_config()
         model = SentenceTransformer(str(folder), backend="onnx")
         export_dynamic_quantized_onnx_model(model, config_name, str(folder))
-        file_name = f"onnx/model_qint8_{config_name}.onnx"
+        # model_qint8_<config>.onnx, or model_quint8_avx2.onnx (AVX2 quantizes activations unsigned)
+        file_name = str(next((folder / "onnx").glob(f"model_*int8_{config_name}.onnx"))
+                        .relative_to(folder))
         backend = "onnx"
     else:
         raise SystemExit(f"unknown peer variant {variant!r}")
