@@ -297,7 +297,8 @@ def encode_corpus(
         encoder: an Encoder, a model name or an ``Encoder.config()`` dict; each actor
             rebuilds it from its config.
         transform: a fitted Whitening/AllButTheTop (or its folder), applied in the actors.
-        workers: encoder actors; ``batch_size``: documents per Ray batch.
+        workers: encoder actors; ``batch_size``: documents per Ray batch (files are read
+            into equal blocks of at most this many, as many as a multiple of ``workers``).
         address: a Ray cluster address; ``None`` uses this process's Ray connection, or
             starts a local one for the duration of the call.
         retries: times a failing batch is re-encoded before the job fails.
