@@ -203,32 +203,27 @@ def _long_text_choice(variants: Any, measured: list[Any]) -> tuple[Any, str]:
     cheaper = next((m for m in measured if m[0] == "dense+window" and _helps(m[3])), None)
     if not passing:
         return cheaper, ""
-    scoring = _chunk_scoring(variants, chunks)
+    scoring, why = _chunk_scoring(variants, chunks, passing, alpha)
     if cheaper is not None:
         better, words = _beats(variants, scoring[0], cheaper[0])
         if not better:
             return cheaper, f"; {words}: chunks are not measurably better, the cheaper windows stay"
-    return scoring, _scoring_evidence(variants, chunks, passing, scoring, alpha)
+    return scoring, why
 
 
-def _chunk_scoring(variants: Any, chunks: list[Any]) -> Any:
-    first = [m for m in chunks if m[0] == "dense+chunks-first"]
-    plain = [m for m in chunks if m[0] == "dense+chunks"]
-    if first and plain and not _beats(variants, plain[0][0], first[0][0])[0]:
-        return first[0]
-    return (plain or first)[0]
-
-
-def _scoring_evidence(variants: Any, chunks: list[Any], passing: list[Any], chosen: Any,
-                      alpha: float) -> str:
+def _chunk_scoring(variants: Any, chunks: list[Any], passing: list[Any],
+                   alpha: float) -> tuple[Any, str]:
+    """MaxP + first unless MaxP beats it (with only one measured, that one), and why."""
     if len(chunks) < 2:
-        return ""
+        return chunks[0], ""
+    plain, first = (next(m for m in chunks if m[0] == n) for n in ("dense+chunks", "dense+chunks-first"))
+    better, words = _beats(variants, plain[0], first[0])
     best = min(passing, key=lambda m: m[3][1] if m[3][1] is not None else 0.0)
-    words = _beats(variants, "dense+chunks", "dense+chunks-first")[1]
-    return (f"; a chunk index helps: {best[0]} passes the gate at p < {alpha:g} (two scorings "
-            f"of one index)" + (f"; MaxP beats MaxP + first ({words})" if chosen[0] == "dense+chunks"
-                                else f"; MaxP is not measurably better than MaxP + first ({words}), "
-                                "which keeps the document's opening in the score"))
+    why = (f"; a chunk index helps: {best[0]} passes the gate at p < {alpha:g} (two scorings of "
+           "one index)" + (f"; MaxP beats MaxP + first ({words})" if better else
+                           f"; MaxP is not measurably better than MaxP + first ({words}), which "
+                           "keeps the document's opening in the score"))
+    return (plain if better else first), why
 
 
 def _choose_long_text(variants: Any, pipeline: dict[str, Any], uses_dense: bool, why_not: str,
