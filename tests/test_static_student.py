@@ -32,8 +32,15 @@ def student(docs, tmp_path_factory):
 
 @pytest.mark.slow
 def test_fitting_brings_the_student_closer_to_the_teacher(student):
-    _, report = student
-    assert report["texts"] == 400 and report["vocabulary"] == 30522 and report["dimension"] == 384
+    folder, report = student
+    assert report["texts"] == 400 and report["dimension"] == 384
+    # the sample's own words: a token each, a row each, in the student's tokenizer
+    assert report["words_added"] > 0 and report["vocabulary"] == 30522 + report["words_added"]
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    assert tokenizer.get_vocab_size() == report["vocabulary"]
+    assert max(tokenizer.get_vocab().values()) == report["vocabulary"] - 1
     # held-out texts: the fitted table is closer to the teacher than the distilled one
     assert report["cosine_to_teacher_after"] > report["cosine_to_teacher_before"] + 0.2
     assert report["best_epoch"] >= 1
@@ -83,7 +90,8 @@ def test_a_damaged_student_is_a_clear_error(student, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(folder, bad)
     np.save(bad / "embeddings.npy", np.zeros((10, 384), dtype=np.float32))
-    with pytest.raises(InputError, match="expected float32 \\(30522, 384\\)"):
+    rows = json.loads((folder / "static_model.json").read_text())["vocabulary"]
+    with pytest.raises(InputError, match=f"expected float32 \\({rows}, 384\\)"):
         Encoder(str(bad))
     meta = json.loads((bad / "static_model.json").read_text())
     (bad / "static_model.json").write_text(json.dumps({**meta, "dimension": -3}))
@@ -92,6 +100,9 @@ def test_a_damaged_student_is_a_clear_error(student, tmp_path):
     result = CliRunner().invoke(app, ["distill", "minilm", str(bad), "-o", str(tmp_path / "x"),
                                       "--student", "pruned"])
     assert result.exit_code != 0 and "unknown --student 'pruned'" in result.output
+    result = CliRunner().invoke(app, ["distill", "minilm", str(bad), "-o", str(tmp_path / "x"),
+                                      "--student", "layers:2", "--vocabulary", "teacher"])
+    assert result.exit_code != 0 and "apply to --student static" in result.output
 
 
 @pytest.mark.slow
@@ -107,3 +118,44 @@ def test_compare_models_measures_the_student_beside_its_teacher(student, docs):
     assert fast.error is None and fast.backend == "static" and fast.dimension == 384
     assert fast.docs_per_second > 5 * teacher.docs_per_second
     assert 0 < fast.ndcg_at_10 <= 1 and result.recommended in rows
+
+
+def test_corpus_words_get_a_token_each_and_start_as_their_pieces(minilm, docs):
+    from tokenizers import Tokenizer
+
+    from vecdoctor.finetune.static import _add_words, corpus_words, with_words
+
+    texts = [d.content for d in docs]
+    words = corpus_words(minilm.tokenizer, texts, min_count=3)
+    assert words, "the sample has words the teacher splits"
+    vocab = minilm.tokenizer.get_vocab()
+    for word, pieces in words:
+        assert word not in vocab and len(pieces) > 1
+    # most frequent first, each seen at least min_count times
+    rare = corpus_words(minilm.tokenizer, texts, min_count=1)
+    assert len(rare) > len(words) and [w for w, _ in rare[: len(words)]] == [w for w, _ in words]
+    extended = Tokenizer.from_str(with_words(minilm.resolved.tokenizer_path, [w for w, _ in words]))
+    extended.no_padding()
+    word = words[0][0]
+    assert extended.encode(word, add_special_tokens=False).ids == [len(vocab)]
+    # before fitting, a text reads the same with the word as with its pieces
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(len(vocab), 8)).astype(np.float32)
+    tokenizer, _, grown, added = _add_words(minilm, texts, table, 3, lambda _m: None)
+    assert added == len(words) and grown.shape == (len(vocab) + added, 8)
+    text = f"the {word} and the {words[-1][0]} here"
+    old = table[minilm.tokenizer.encode(text, add_special_tokens=False).ids].sum(axis=0)
+    new = grown[tokenizer.encode(text, add_special_tokens=False).ids].sum(axis=0)
+    np.testing.assert_allclose(new, old, rtol=1e-5, atol=1e-5)
+    assert len(tokenizer.encode(text, add_special_tokens=False).ids) < len(
+        minilm.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def test_distill_refuses_unknown_vocabulary_and_min_count(docs, tmp_path):
+    from vecdoctor.finetune.static import distill_static
+
+    texts = [d.content for d in docs]
+    with pytest.raises(InputError, match="vocabulary must be one of corpus, teacher"):
+        distill_static("minilm", texts, tmp_path / "s", vocabulary="words")
+    with pytest.raises(InputError, match="min_count must be a whole number >= 1"):
+        distill_static("minilm", texts, tmp_path / "s", min_count=0)

@@ -246,15 +246,27 @@ def distill(
         30_000, "--max-texts", min=20,
         help="Documents and sentences the teacher encodes as targets (a seeded sample above it)",
     ),
+    vocabulary: str = typer.Option(
+        "corpus", "--vocabulary",
+        help="static: corpus gives words the teacher splits into pieces a token of their own "
+        "(WordPiece teachers); teacher keeps the teacher's tokens only",
+    ),
+    min_count: int = typer.Option(
+        5, "--min-count", min=1, help="static, --vocabulary corpus: times a word must occur",
+    ),
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force", help="Replace a folder that is not a student of that kind"),
 ) -> None:
     """Distil a fast student from a teacher, fitted on your corpus; use it anywhere with -m."""
     from vecdoctor.data import load_corpus
+    from vecdoctor.errors import InputError
     from vecdoctor.finetune.layers import distill_layers, parse_student
     from vecdoctor.finetune.static import distill_static
 
     kind, layers = parse_student(student)
+    if kind == "layers" and (vocabulary != "corpus" or min_count != 5):
+        raise InputError("--vocabulary and --min-count apply to --student static; a layer "
+                         "student reads the teacher's tokens")
     docs = load_corpus(data)
     say = (lambda m: typer.echo(m, err=True)) if progress_enabled() else None
     texts = [d.content for d in docs]
@@ -264,5 +276,6 @@ def distill(
                                      max_texts=max_texts, seed=seed, force=force, progress=say)
     else:
         report = distill_static(teacher, texts, output, epochs=epochs or 20, max_texts=max_texts,
-                                seed=seed, force=force, progress=say)
+                                vocabulary=vocabulary, min_count=min_count, seed=seed,
+                                force=force, progress=say)
     emit(report.to_dict())

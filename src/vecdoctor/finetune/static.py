@@ -5,19 +5,25 @@
    model2vec distils (Tulkens & van Dongen, 2024).
 2. **Weights from the corpus**: each token vector is scaled by a / (a + p), p its frequency in
    the corpus (smooth inverse frequency, Arora et al., 2017), so frequent words count less.
-3. **Fitted on the corpus**: the token table is trained so that the mean of a text's token
+3. **The corpus' own words** (``vocabulary="corpus"``, WordPiece teachers): every word of the
+   corpus that the teacher splits into pieces and that occurs at least ``min_count`` times gets
+   a token of its own, its row starting as the sum of its pieces' rows (so before fitting the
+   student encodes every text as it would without the word). Fitting then gives domain terms
+   vectors of their own. Words distilled one by one through the teacher, out of context,
+   measured worse than the teacher's vocabulary; words fitted in context measure better.
+4. **Fitted on the corpus**: the token table is trained so that the mean of a text's token
    vectors points where the teacher's vector of that text points (cosine loss over the corpus'
    documents and their sentences; tokenlearn fits a static model to a teacher's sentence
-   vectors the same way). A held-out share of the texts measures the cosine to the teacher
-   before and after; the epoch with the best held-out cosine is kept, and fitting stops after
-   ``patience`` epochs without a better one.
-
-Words stay split as the teacher's tokenizer splits them: a table over corpus words distilled
-one by one, out of context, measured worse than the teacher's own vocabulary.
+   vectors the same way), and so that the cosines between the texts of a batch match the
+   teacher's (relational distillation, Park et al., 2019: retrieval ranks by those cosines).
+   A held-out share of the texts measures the cosine to the teacher before and after; the
+   epoch with the best held-out cosine is kept, and fitting stops after ``patience`` epochs
+   without a better one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -36,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 SIF_A = 1e-3
 HELD_OUT = 0.05
+RELATION = 10.0  # weight of the in-batch cosine term beside the cosine to the teacher
+MAX_WORDS = 50_000  # corpus words added at most (the most frequent first)
+VOCABULARIES = ("corpus", "teacher")
 
 
 @dataclass
@@ -54,6 +63,7 @@ class StaticReport:
     cosine_to_teacher_after: float
     seconds_teacher: float
     seconds_training: float
+    words_added: int = 0  # corpus words given a token of their own
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -97,6 +107,63 @@ def token_table(teacher: Any, batch: int = 512) -> np.ndarray:
     return out
 
 
+def corpus_words(tokenizer: Any, texts: Sequence[str], min_count: int,
+                 limit: int = MAX_WORDS) -> list[tuple[str, list[int]]]:
+    """Words of ``texts`` (as the tokenizer normalises and splits them) that it cuts into two or
+    more pieces and that occur at least ``min_count`` times: (word, its pieces' ids), the most
+    frequent first, at most ``limit``."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    normalize, split = tokenizer.normalizer, tokenizer.pre_tokenizer
+    for text in texts:
+        counts.update(w for w, _ in split.pre_tokenize_str(normalize.normalize_str(text)))
+    vocab = tokenizer.get_vocab()
+    words: list[tuple[str, list[int]]] = []
+    for word, n in counts.most_common():
+        if n < min_count or len(words) >= limit:
+            break
+        if word in vocab:
+            continue
+        pieces = [t.id for t in tokenizer.model.tokenize(word)]
+        if len(pieces) > 1:
+            words.append((word, pieces))
+    return words
+
+
+def with_words(tokenizer_file: Path, words: Sequence[str]) -> str:
+    """The teacher's tokenizer (JSON) with ``words`` appended to its WordPiece vocabulary."""
+    config = json.loads(tokenizer_file.read_text(encoding="utf-8"))
+    vocab = config["model"]["vocab"]
+    start = max(vocab.values()) + 1
+    for i, word in enumerate(words):
+        vocab[word] = start + i
+    return json.dumps(config, ensure_ascii=False)
+
+
+def _add_words(enc: Any, texts: Sequence[str], table: np.ndarray, min_count: int,
+               say: Callable[[str], None]) -> tuple[Any, str | None, np.ndarray, int]:
+    """The tokenizer, its JSON (``None``: the teacher's file), the (weighted) table with a row
+    per added corpus word (the sum of its pieces' rows) and the number of words added."""
+    from tokenizers import Tokenizer
+
+    tokenizer = enc.tokenizer
+    if type(tokenizer.model).__name__ != "WordPiece" or tokenizer.pre_tokenizer is None:
+        say(f"the teacher's tokenizer is {type(tokenizer.model).__name__}, not WordPiece: "
+            "the student keeps the teacher's vocabulary")
+        return tokenizer, None, table, 0
+    words = corpus_words(tokenizer, texts, min_count)
+    if not words:
+        return tokenizer, None, table, 0
+    text = with_words(enc.resolved.tokenizer_path, [w for w, _ in words])
+    extended = Tokenizer.from_str(text)
+    extended.no_truncation()
+    extended.no_padding()
+    rows = np.stack([table[pieces].sum(axis=0) for _, pieces in words]).astype(np.float32)
+    say(f"vocabulary: {len(words)} corpus words seen >= {min_count} times get a token of their own")
+    return extended, text, np.concatenate([table, rows]), len(words)
+
+
 def _bags(tokenizer: Any, texts: Sequence[str], limit: int) -> list[np.ndarray]:
     """Token ids of each text without special tokens, cut at ``limit`` (what the teacher read)."""
     encoded = tokenizer.encode_batch(list(texts), add_special_tokens=False)
@@ -122,12 +189,23 @@ def _cosine(table: Any, bags: list[np.ndarray], targets: Any, rows: np.ndarray) 
         return float(torch.nn.functional.cosine_similarity(pred, targets[rows]).mean())
 
 
+def _loss(pred: Any, target: Any) -> Any:
+    """1 - cosine to the teacher, plus RELATION x the mean squared difference between the
+    student's and the teacher's cosines of every two texts of the batch."""
+    import torch
+
+    nn = torch.nn.functional
+    p, t = nn.normalize(pred, dim=1), nn.normalize(target, dim=1)
+    pointwise = (1 - (p * t).sum(dim=1)).mean()
+    return pointwise + RELATION * ((p @ p.T - t @ t.T) ** 2).mean()
+
+
 def _fit(table: np.ndarray, bags: list[np.ndarray], targets: Any, fit: np.ndarray,
          held: np.ndarray, epochs: int, batch_size: int, learning_rate: float, patience: int,
          seed: int, say: Callable[[str], None]) -> tuple[np.ndarray, float, float, int, int]:
-    """Fit the token table (cosine loss to the teacher's vectors, Adam); returns the table of
-    the epoch with the best held-out cosine, the held-out cosine before and at that epoch, that
-    epoch and the epochs run."""
+    """Fit the token table (:func:`_loss`, Adam); returns the table of the epoch with the best
+    held-out cosine, the held-out cosine before and at that epoch, that epoch and the epochs
+    run."""
     import torch
 
     weight = torch.nn.Parameter(torch.from_numpy(table.copy()))
@@ -142,7 +220,7 @@ def _fit(table: np.ndarray, bags: list[np.ndarray], targets: Any, fit: np.ndarra
             rows = perm[start : start + batch_size]
             flat, offsets = _batch(bags, rows)
             pred = torch.nn.functional.embedding_bag(flat, weight, offsets, mode="mean")
-            loss = (1 - torch.nn.functional.cosine_similarity(pred, targets[rows])).mean()
+            loss = _loss(pred, targets[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -166,6 +244,25 @@ def check_settings(learning_rate: float, **numbers: tuple[int, int]) -> None:
         raise InputError(f"learning_rate must be in (0, 1), got {learning_rate!r}")
 
 
+def _weighted_table(enc: Any, texts: Sequence[str], train: Sequence[str], vocabulary: str,
+                    min_count: int, say: Callable[[str], None]
+                    ) -> tuple[np.ndarray, list[np.ndarray], str | None, int]:
+    """The SIF-weighted token table (with the corpus' words when asked), the training texts'
+    token bags under its tokenizer, that tokenizer's JSON (``None``: the teacher's file) and the
+    number of words added."""
+    table = token_table(enc)
+    budget = enc.max_length - enc._tok.n_lead - enc._tok.n_trail
+    bags = _bags(enc.tokenizer, train, budget)
+    counts = np.bincount(np.concatenate(bags), minlength=len(table)).astype(np.float64)
+    table *= (SIF_A / (SIF_A + counts / max(counts.sum(), 1.0)))[:, None].astype(np.float32)
+    if vocabulary == "teacher":
+        return table, bags, None, 0
+    tokenizer, text, table, added = _add_words(enc, texts, table, min_count, say)
+    if added:
+        bags = _bags(tokenizer, train, budget)
+    return table, bags, text, added
+
+
 def distill_static(
     teacher: Any,
     texts: Sequence[str],
@@ -176,13 +273,19 @@ def distill_static(
     learning_rate: float = 1e-2,
     patience: int = 3,
     max_texts: int = 30_000,
+    vocabulary: str = "corpus",
+    min_count: int = 5,
     seed: int = 0,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> StaticReport:
     """Distil ``teacher`` (an :class:`~vecdoctor.encode.encoder.Encoder` or a model name) into
     a static student fitted on ``texts`` and write it to ``output`` (atomically; an existing
-    folder is replaced only when it holds a static student, or with ``force``)."""
+    folder is replaced only when it holds a static student, or with ``force``).
+
+    ``vocabulary``: ``corpus`` gives the corpus' words split by the teacher and seen at least
+    ``min_count`` times a token of their own (WordPiece teachers); ``teacher`` keeps the
+    teacher's tokens only."""
     import torch
 
     from vecdoctor.encode.encoder import Encoder
@@ -190,7 +293,9 @@ def distill_static(
 
     say = progress or (lambda _m: None)
     check_settings(learning_rate, epochs=(epochs, 1), batch_size=(batch_size, 1),
-                   max_texts=(max_texts, 20))
+                   max_texts=(max_texts, 20), min_count=(min_count, 1))
+    if vocabulary not in VOCABULARIES:
+        raise InputError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
     output = check_output(output, STATIC, force)
     enc = Encoder(teacher) if isinstance(teacher, str) else teacher
     if enc.tokenizer is None:
@@ -204,16 +309,10 @@ def distill_static(
     say(f"teacher: {len(train)} texts")
     started = time.perf_counter()
     targets = torch.from_numpy(enc.encode_documents(train))
-    table = token_table(enc)
+    table, bags, tokenizer_json, added = _weighted_table(enc, texts, train, vocabulary, min_count, say)
     seconds_teacher = time.perf_counter() - started
-    budget = enc.max_length - enc._tok.n_lead - enc._tok.n_trail
-    bags = _bags(enc.tokenizer, train, budget)
-    counts = np.bincount(np.concatenate(bags), minlength=len(table)).astype(np.float64)
-    weights = SIF_A / (SIF_A + counts / max(counts.sum(), 1.0))
-    table *= weights[:, None].astype(np.float32)
     usable = np.array([len(b) > 0 for b in bags])
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(np.flatnonzero(usable))
+    order = np.random.default_rng(seed).permutation(np.flatnonzero(usable))
     n_held = max(10, int(len(order) * HELD_OUT))
     held, fit = order[:n_held], order[n_held:]
     started = time.perf_counter()
@@ -230,12 +329,16 @@ def distill_static(
         "fitted_on": {"texts": len(train), "held_out": len(held), "epochs": epochs,
                       "epochs_run": epoch, "best_epoch": best_epoch,
                       "cosine_to_teacher": round(best, 4),
-                      "cosine_before_fitting": round(before, 4)},
+                      "cosine_before_fitting": round(before, 4),
+                      "vocabulary": vocabulary, "min_count": min_count, "words_added": added},
     }
     with atomic_dir(output) as tmp:
         save_npy(tmp / EMBEDDINGS, np.ascontiguousarray(best_table, dtype=np.float32))
-        shutil.copyfile(str(enc.resolved.tokenizer_path), tmp / TOKENIZER)
+        if tokenizer_json is None:
+            shutil.copyfile(str(enc.resolved.tokenizer_path), tmp / TOKENIZER)
+        else:
+            (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
         write_json(tmp / STATIC_FILE, meta)
     return StaticReport(enc.model_id, str(output), len(best_table), int(best_table.shape[1]),
                         len(train), len(held), epochs, best_epoch, before, best,
-                        seconds_teacher, seconds_training)
+                        seconds_teacher, seconds_training, added)
