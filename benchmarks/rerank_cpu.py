@@ -37,6 +37,7 @@ RECIPES: dict[str, dict] = {
     "cpu-l3-256": {"recipe": "cpu", "layers": 3, "max_length": 256},
     "cpu-l3": {"recipe": "cpu", "layers": 3},
     "cpu-3ep": {"recipe": "cpu", "epochs": 3.0},
+    "cpu-192": {"recipe": "cpu", "max_length": 192},
     "full": {"recipe": "full"},
 }
 
@@ -74,7 +75,7 @@ def main() -> None:
         row = {"config": config.to_dict(), "steps": result.steps,
                "train_seconds": round(result.train_seconds, 1),
                "seconds_per_step": round(result.train_seconds / max(result.steps, 1), 2),
-               "wall_seconds_with_mining_and_test": round(wall, 1)}
+               "wall_seconds_with_mining_and_test": round(wall, 1), "machine": machine()}
         if result.evaluation:
             scores = {k: v["ndcg@10"] for k, v in result.evaluation["results"].items()}
             first = scores["hybrid"]
@@ -87,7 +88,8 @@ def main() -> None:
     earlier = RESULTS / f"{name}.json"
     if earlier.is_file():  # recipes measured by earlier runs stay, with the command that ran them
         before = json.loads(earlier.read_text())
-        out["recipes"] = {**before.get("recipes", {}), **out["recipes"]}
+        kept = {k: {"machine": before.get("machine"), **v} for k, v in before.get("recipes", {}).items()}
+        out["recipes"] = {**kept, **out["recipes"]}
         out["earlier_commands"] = [*before.get("earlier_commands", []), before.get("command")]
     path = write_result(name, {"machine": machine(),
                                "versions": versions("torch", "sentence-transformers"), **out})

@@ -13,11 +13,12 @@ alone and in a hybrid with BM25, against the teacher, in one run.
      100 on train, the best setting applied to test, for the teacher and the student alike.
 
     .venv/bin/python benchmarks/static_student.py [--max-texts 30000] [--epochs 20] [--keep DIR]
+        [--vocabulary corpus|teacher] [--relation W] [--name static_student]
 
 ``--keep DIR`` keeps the student there (and reuses it when DIR already holds one: the
 distillation is then not timed again, and the result says so).
 
-Writes benchmarks/results/static_student.json.
+Writes benchmarks/results/NAME.json (static_student.json by default).
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ def main() -> None:
     parser.add_argument("--max-texts", type=int, default=30_000)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--keep", type=Path, default=None)
+    parser.add_argument("--vocabulary", default="corpus", help="corpus or teacher (distill --vocabulary)")
+    parser.add_argument("--relation", type=float, default=None,
+                        help="weight of the in-batch cosine term (default: distill_static's)")
+    parser.add_argument("--name", default="static_student", help="result file name")
     args = parser.parse_args()
 
     from sentence_transformers import SentenceTransformer
@@ -91,8 +96,10 @@ def main() -> None:
             out["distill"] = {"reused": str(folder), **json.loads((folder / "static_model.json").read_text())}
         else:
             start = time.perf_counter()
+            extra = {} if args.relation is None else {"relation": args.relation}
             report = distill_static("minilm", texts, folder, epochs=args.epochs, max_texts=args.max_texts,
-                                    progress=lambda m: print(m, flush=True))
+                                    vocabulary=args.vocabulary, progress=lambda m: print(m, flush=True),
+                                    **extra)
             out["distill"] = {**report.to_dict(), "seconds": round(time.perf_counter() - start, 1)}
             out["distill"]["student"] = str(args.keep) if args.keep else "(temporary folder)"
         print(out["distill"], flush=True)
@@ -130,7 +137,7 @@ def main() -> None:
             "hybrid, both tuned": round(student / tuned["teacher minilm"]["test_ndcg@10"], 4),
         })
         print(out["fusion_tuned_on_train"], flush=True)
-    path = write_result("static_student", {"machine": machine(),
+    path = write_result(args.name, {"machine": machine(),
                                             "versions": versions("torch", "sentence-transformers"),
                                             **out})
     print(out["student_share_of_teacher"], "wrote", path)

@@ -159,3 +159,21 @@ def test_distill_refuses_unknown_vocabulary_and_min_count(docs, tmp_path):
         distill_static("minilm", texts, tmp_path / "s", vocabulary="words")
     with pytest.raises(InputError, match="min_count must be a whole number >= 1"):
         distill_static("minilm", texts, tmp_path / "s", min_count=0)
+    with pytest.raises(InputError, match="relation must be a number in"):
+        distill_static("minilm", texts, tmp_path / "s", relation=float("nan"))
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_relational_term_counts_only_when_the_batch_cosines_differ():
+    import torch
+
+    from vecdoctor.finetune.static import _loss
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(6, 8, generator=g)
+    pred = target + 0.5 * torch.randn(6, 8, generator=g)
+    pointwise = float((1 - torch.nn.functional.cosine_similarity(pred, target)).mean())
+    assert float(_loss(pred, target, 0.0)) == pytest.approx(pointwise, abs=1e-6)
+    assert float(_loss(pred, target, 10.0)) > pointwise + 1e-3
+    # a scaled copy has the teacher's cosines: no loss of either kind
+    assert float(_loss(3 * target, target, 10.0)) == pytest.approx(0.0, abs=1e-5)

@@ -189,20 +189,23 @@ def _cosine(table: Any, bags: list[np.ndarray], targets: Any, rows: np.ndarray) 
         return float(torch.nn.functional.cosine_similarity(pred, targets[rows]).mean())
 
 
-def _loss(pred: Any, target: Any) -> Any:
-    """1 - cosine to the teacher, plus RELATION x the mean squared difference between the
+def _loss(pred: Any, target: Any, relation: float) -> Any:
+    """1 - cosine to the teacher, plus ``relation`` x the mean squared difference between the
     student's and the teacher's cosines of every two texts of the batch."""
     import torch
 
     nn = torch.nn.functional
     p, t = nn.normalize(pred, dim=1), nn.normalize(target, dim=1)
     pointwise = (1 - (p * t).sum(dim=1)).mean()
-    return pointwise + RELATION * ((p @ p.T - t @ t.T) ** 2).mean()
+    if not relation:
+        return pointwise
+    return pointwise + relation * ((p @ p.T - t @ t.T) ** 2).mean()
 
 
 def _fit(table: np.ndarray, bags: list[np.ndarray], targets: Any, fit: np.ndarray,
          held: np.ndarray, epochs: int, batch_size: int, learning_rate: float, patience: int,
-         seed: int, say: Callable[[str], None]) -> tuple[np.ndarray, float, float, int, int]:
+         seed: int, relation: float, say: Callable[[str], None]
+         ) -> tuple[np.ndarray, float, float, int, int]:
     """Fit the token table (:func:`_loss`, Adam); returns the table of the epoch with the best
     held-out cosine, the held-out cosine before and at that epoch, that epoch and the epochs
     run."""
@@ -220,7 +223,7 @@ def _fit(table: np.ndarray, bags: list[np.ndarray], targets: Any, fit: np.ndarra
             rows = perm[start : start + batch_size]
             flat, offsets = _batch(bags, rows)
             pred = torch.nn.functional.embedding_bag(flat, weight, offsets, mode="mean")
-            loss = _loss(pred, targets[rows])
+            loss = _loss(pred, targets[rows], relation)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -275,6 +278,7 @@ def distill_static(
     max_texts: int = 30_000,
     vocabulary: str = "corpus",
     min_count: int = 5,
+    relation: float = RELATION,
     seed: int = 0,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
@@ -285,7 +289,8 @@ def distill_static(
 
     ``vocabulary``: ``corpus`` gives the corpus' words split by the teacher and seen at least
     ``min_count`` times a token of their own (WordPiece teachers); ``teacher`` keeps the
-    teacher's tokens only."""
+    teacher's tokens only. ``relation`` weighs the in-batch cosine term (0: the cosine to the
+    teacher alone)."""
     import torch
 
     from vecdoctor.encode.encoder import Encoder
@@ -294,6 +299,8 @@ def distill_static(
     say = progress or (lambda _m: None)
     check_settings(learning_rate, epochs=(epochs, 1), batch_size=(batch_size, 1),
                    max_texts=(max_texts, 20), min_count=(min_count, 1))
+    if not (isinstance(relation, (int, float)) and 0 <= relation < 1e3):
+        raise InputError(f"relation must be a number in [0, 1000), got {relation!r}")
     if vocabulary not in VOCABULARIES:
         raise InputError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
     output = check_output(output, STATIC, force)
@@ -317,7 +324,7 @@ def distill_static(
     held, fit = order[:n_held], order[n_held:]
     started = time.perf_counter()
     fitted = _fit(table, bags, targets, fit, held, epochs, batch_size, learning_rate, patience,
-                  seed, say)
+                  seed, relation, say)
     seconds_training = time.perf_counter() - started
     best_table, before, best, best_epoch, epoch = fitted
     meta = {
@@ -330,7 +337,8 @@ def distill_static(
                       "epochs_run": epoch, "best_epoch": best_epoch,
                       "cosine_to_teacher": round(best, 4),
                       "cosine_before_fitting": round(before, 4),
-                      "vocabulary": vocabulary, "min_count": min_count, "words_added": added},
+                      "vocabulary": vocabulary, "min_count": min_count, "words_added": added,
+                      "relation": relation},
     }
     with atomic_dir(output) as tmp:
         save_npy(tmp / EMBEDDINGS, np.ascontiguousarray(best_table, dtype=np.float32))
