@@ -1,4 +1,4 @@
-"""What does encoding on Ray Data cost and gain against the plain Encoder on one machine?
+"""What does encoding on Ray cost and gain against the plain Encoder on one machine?
 
 In one run, on the same SciFact documents (title + abstract):
 
@@ -158,8 +158,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     finish(args, results, [f"ray-{w}" for w in counts],
-           f"documents/s of Ray Data encoding ({args.workers} local actors on {cpus} CPUs) vs the "
-           "plain Encoder, and equal vectors", docs)
+           f"documents/s of Ray encoding ({args.workers} local actors fed by the driver, on "
+           f"{cpus} CPUs) vs the plain Encoder, and equal vectors", docs)
 
 
 def _one_thread_worker(part: int, texts: list[str], max_length: int, ready, go, out) -> None:  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 RAY = Path(sys.executable).with_name("ray")
-ACTOR_AT_WORK = "EncodeActor)).submit"
+ACTOR_AT_WORK = "ray::EncodeActor.write"
 """How Ray titles the process of an encoder actor while it runs a batch."""
 
 

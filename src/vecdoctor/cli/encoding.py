@@ -38,7 +38,7 @@ def encode(
     backend: str = typer.Option(None, "--backend", help="torch | openvino | onnx (default: the model's)"),
     precision: str = typer.Option(None, "--precision", help="fp32 | bf16 | int8 (openvino/onnx; see `vecdoctor export`)"),
     no_normalize: bool = typer.Option(False, "--no-normalize", help="Keep raw (unnormalised) vectors"),
-    engine: str = typer.Option("local", "--engine", help="local | ray (resumable Ray Data job; output: a folder of Parquet parts or a .lance dataset)"),
+    engine: str = typer.Option("local", "--engine", help="local | ray (resumable job on a Ray actor pool; output: a folder of Parquet parts or a .lance dataset)"),
     address: str = typer.Option(None, "--address", help="--engine ray: cluster address (default: start a local Ray)"),
     workers: int = typer.Option(1, "--workers", help="--engine ray: encoder actors"),
 ) -> None:

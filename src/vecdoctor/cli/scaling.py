@@ -35,7 +35,7 @@ def encode_with_ray(
     max_length: int | None, transform: Path | None, batch_size: int, backend: str | None,
     normalize: bool, address: str | None, workers: int,
 ) -> None:
-    """`vecdoctor encode --engine ray`: a resumable Ray Data job writing Parquet parts or Lance."""
+    """`vecdoctor encode --engine ray`: a resumable Ray job writing Parquet parts or Lance."""
     from vecdoctor.errors import InputError
     from vecdoctor.scale.ray_encode import encode_corpus
 

@@ -1,4 +1,4 @@
-"""Scale-out: distributed encoding on Ray Data and a LanceDB store (``pip install 'vecdoctor[scale]'``)."""
+"""Scale-out: distributed encoding on Ray and a LanceDB store (``pip install 'vecdoctor[scale]'``)."""
 
 from vecdoctor._lazy import lazy_exports
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,112 @@ def normalise(batch: Any) -> Any:
     else:
         title = pa.array([""] * batch.num_rows, pa.string())
     return pa.table({"id": ids, "title": title, "text": text})
+
+
+def read_tables(source: Any, batch_size: int) -> Iterator[Any]:
+    """The corpus at ``source`` (see :func:`resolve_source`; local paths or object-storage
+    URIs) as normalised tables of at most ``batch_size`` rows, streamed: JSONL line by line
+    (``.gz`` decompressed on the fly), Parquet a record batch at a time."""
+    import pyarrow as pa
+
+    paths, kind = resolve_source(source)
+    for path in paths:
+        if kind == "parquet":
+            import pyarrow.dataset as pads
+
+            filesystem, where = _filesystem(path)
+            dataset = pads.dataset(where, format="parquet", filesystem=filesystem)
+            for record in dataset.to_batches(batch_size=batch_size):
+                if record.num_rows:
+                    yield normalise(pa.Table.from_batches([record]))
+            continue
+        rows: list[dict[str, Any]] = []
+        for number, row in _json_lines(path):
+            rows.append(_json_row(row, path, number))
+            if len(rows) == batch_size:
+                yield _row_table(rows)
+                rows = []
+        if rows:
+            yield _row_table(rows)
+
+
+def _json_lines(path: str) -> Iterator[tuple[int, Any]]:
+    import io
+
+    filesystem, where = _filesystem(path)
+    compression = "gzip" if path.lower().endswith(".gz") else None
+    with filesystem.open_input_stream(where, compression=compression) as raw:
+        text = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
+        for number, line in enumerate(text, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}, line {number}: not JSON ({exc.msg}); each line must "
+                                 "be one object with '_id' and 'text'") from None
+
+
+def _json_row(row: Any, path: str, number: int) -> dict[str, Any]:
+    """One JSONL object as ``id``, ``title``, ``text`` strings (BEIR ``_id`` or ``id``)."""
+    where = f"{path}, line {number}"
+    if not isinstance(row, dict):
+        raise InputError(f"{where}: expected an object with '_id' and 'text', got "
+                         f"{type(row).__name__}")
+    ident = row.get("_id", row.get("id"))
+    text = row.get("text")
+    if ident is None or text is None:
+        raise InputError(f"{where}: corpus rows need an '_id' (or 'id') and a 'text' field; "
+                         f"found {sorted(row)}")
+    title = row.get("title")
+    return {"id": str(ident), "title": "" if title is None else str(title), "text": str(text)}
+
+
+def _row_table(rows: list[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    return pa.table({name: pa.array([r[name] for r in rows], pa.string())
+                     for name in ("id", "title", "text")})
+
+
+def length_sorted(tables: Iterable[Any], batch_size: int, window: int,
+                  workers: int = 1) -> Iterator[Any]:
+    """``tables`` re-cut into batches of ``batch_size`` rows, each from a window of ``window``
+    batches sorted by text length: a batch then holds texts of about one length, and the
+    model pads less (the order of the output rows does not matter). The last window is cut
+    into equal batches, as many as a multiple of ``workers`` (longest texts first), so that
+    the workers finish together instead of one encoding the last batch alone. (Smaller last
+    batches were tried: on two cores, batches of 75 SciFact documents encoded 12% slower
+    than batches of 200.)"""
+    import pyarrow as pa
+
+    held: list[Any] = []
+    rows = 0
+    for table in tables:
+        held.append(table)
+        rows += table.num_rows
+        if rows >= batch_size * window:
+            yield from _cut(pa.concat_tables(held), batch_size)
+            held, rows = [], 0
+    if rows:
+        parts = min(workers * -(-rows // (workers * batch_size)), rows)
+        yield from _cut(pa.concat_tables(held), batch_size, parts)
+
+
+def _cut(table: Any, batch_size: int, parts: int | None = None) -> Iterator[Any]:
+    """``table`` sorted by text length, longest first, in batches of ``batch_size`` rows (or
+    in ``parts`` batches whose sizes differ by at most one)."""
+    import pyarrow.compute as pc
+
+    size = pc.add(pc.utf8_length(table.column("title")), pc.utf8_length(table.column("text")))
+    table = table.take(pc.sort_indices(size, sort_keys=[("", "descending")]))
+    rows = table.num_rows
+    if parts is None:
+        bounds = list(range(0, rows, batch_size)) + [rows]
+    else:
+        bounds = [rows * i // parts for i in range(parts + 1)]
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        yield table.slice(start, stop - start)
 
 
 def contents(batch: Any) -> list[str]:

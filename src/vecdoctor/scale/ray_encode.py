@@ -1,15 +1,16 @@
-"""Distributed encoding on Ray Data: read a corpus, encode it in an actor pool, write vectors.
+"""Distributed encoding on Ray: read a corpus, encode it in a pool of actors, write vectors.
 
-Each actor builds the Encoder (and holds the fitted transform) once, then encodes the batches
-it is given. Output is either a folder of Parquet files or a Lance dataset; both hold one row
-per document: ``id``, ``vector`` (float32, fixed size) and the pipeline ``fingerprint``.
+Each actor builds the Encoder (and holds the fitted transform) once, then encodes and writes
+the batches the driver hands it. Output is either a folder of Parquet files or a Lance dataset;
+both hold one row per document: ``id``, ``vector`` (float32, fixed size) and the pipeline
+``fingerprint``. The transform's fitting sample is drawn and encoded with Ray Data.
 
 Resuming and retries: before a run, the ids already in the output are read and dropped from
 the input, so a re-run encodes only what is missing. A batch that raises is retried inside its
-actor; a batch whose worker dies is re-run by Ray. A Parquet part is named after the ids it
-holds and written to a temporary name first, so a re-run of the same batch replaces its file
-instead of adding one; Lance fragments become visible only when the driver commits them, so
-the fragments of a failed attempt are never part of the table.
+actor; a batch whose actor dies (its node lost) goes to another actor. A Parquet part is named
+after the ids it holds and written to a temporary name first, so a re-run of the same batch
+replaces its file instead of adding one; Lance fragments become visible only when the driver
+commits them, so the fragments of a failed attempt are never part of the table.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ logger = logging.getLogger(__name__)
 IO_CPUS = 0.25  # reading, filtering and writing hardly use a core; leave the rest to encoders
 IO_RESERVE = 2 * IO_CPUS
 """CPUs the encoder actors never take: when the actors reserve every CPU, Ray Data cannot
-schedule a single read or write task and the job waits forever (a read stage "backpressured"
-with a budget of 0.2 CPU was seen doing exactly that)."""
+schedule a single read task (of a Dataset source, or the fitting sample) and the job waits
+forever (a read stage "backpressured" with a budget of 0.2 CPU was seen doing exactly that)."""
 COMMIT_EVERY = 16  # Lance fragments per commit: how much work a crash can lose
 STALL_SECONDS = 600.0
 """A run whose encoder stage yields no batch for this long fails with a message naming it."""
@@ -75,7 +76,8 @@ class EncodeResult:
 
 # -- the actor ------------------------------------------------------------------------------
 class EncodeActor:
-    """Ray Data callable class: one Encoder per actor, applied to every batch it receives.
+    """One Encoder per actor, applied to every batch it receives: a Ray actor of the encoding
+    pool (:meth:`write`) and a Ray Data callable class (:func:`fit_transform`).
 
     Subclass it to change the per-batch work (the subclass must be importable on workers).
     """
@@ -123,6 +125,12 @@ class EncodeActor:
                     len(contents), attempt + 1, self.retries + 1, exc_info=True,
                 )
         return _rows.output_table(batch, vectors, self.fingerprint, self.keep_text)
+
+    def write(self, batch: Any, target: dict[str, Any]) -> tuple[list[str], int]:
+        """Encode ``batch`` and write it to ``target``: the parts written (Lance fragments to
+        commit) and the rows in them (the pool's entry point)."""
+        written = _write_part(self(batch), target)
+        return written.column("part").to_pylist(), int(batch.num_rows)
 
 
 # -- helpers run as Ray tasks ---------------------------------------------------------------
@@ -247,25 +255,6 @@ def _actor_stage(
     )
 
 
-def plan_blocks(total: int, batch_size: int, workers: int) -> int:
-    """Blocks to read ``total`` rows into: at most ``batch_size`` rows each, as many as a
-    multiple of ``workers``, so that every actor gets the same number of equal blocks."""
-    return math.ceil(max(math.ceil(total / batch_size), 1) / workers) * workers
-
-
-def _batched(source: Any, total: int, batch_size: int, workers: int) -> tuple[Any, int | None]:
-    """The source read into blocks of at most ``batch_size`` rows, as many blocks as a multiple
-    of ``workers``, each one actor batch (``None``: whole blocks); a given Dataset keeps its
-    blocks, cut into ``batch_size`` batches. Ray Data hands an actor whole blocks: with Ray's own
-    (741 SciFact documents each, 7 in all) one actor encoded the last block alone for a minute
-    while the other sat idle; even blocks give every actor the same share to the end."""
-    import ray.data
-
-    if isinstance(source, ray.data.Dataset):
-        return read_source(source), batch_size
-    return read_source(source, blocks=plan_blocks(total, batch_size, workers)), None
-
-
 def _check_run(workers: int, batch_size: int, retries: int) -> None:
     for name, value, low in (("workers", workers, 1), ("batch_size", batch_size, 1),
                              ("retries", retries, 0)):
@@ -297,14 +286,19 @@ def encode_corpus(
         encoder: an Encoder, a model name or an ``Encoder.config()`` dict; each actor
             rebuilds it from its config.
         transform: a fitted Whitening/AllButTheTop (or its folder), applied in the actors.
-        workers: encoder actors; ``batch_size``: documents per Ray batch (files are read
-            into equal blocks of at most this many, as many as a multiple of ``workers``).
+        workers: encoder actors; ``batch_size``: documents per actor call (and per output part).
         address: a Ray cluster address; ``None`` uses this process's Ray connection, or
             starts a local one for the duration of the call.
         retries: times a failing batch is re-encoded before the job fails.
         keep_text: also write ``title`` and ``text`` (what a LanceDB table needs).
         stall_seconds: fail with :class:`StalledError` naming the stuck stage when no batch
             comes out for this long (instead of waiting forever).
+
+    Files are read here, in the driver, a batch at a time, and handed to a pool of Ray actors
+    (not a Ray Data pipeline): each actor encodes a batch and writes it itself, and gets the
+    next one when it is done. On two cores Ray Data's executor, its helper actors and
+    read/write tasks took about a tenth of the CPU the two actors needed (see
+    ``benchmarks/scale_encode.py``). A ``ray.data.Dataset`` source is read through Ray Data.
     """
     _check_run(workers, batch_size, retries)
     enc = _encoder(encoder)
@@ -313,23 +307,151 @@ def encode_corpus(
     dim = int(fitted.output_dim if fitted is not None else enc.dimension)
     target = _rows.prepare_output(str(output), enc, fitted, fingerprint, dim, keep_text)
     start = time.perf_counter()
-    with ray_session(address):
-        written = _rows.written_ids(target)
-        keys = np.unique(_rows.id_keys(written))
-        total = read_source(source).count()
-        ds, batch = _batched(source, total, batch_size, workers)
-        todo = ds.map_batches(_drop_written, fn_kwargs={"written": keys},
-                              batch_format="pyarrow", num_cpus=IO_CPUS)
-        vectors = _actor_stage(todo, enc, fingerprint, fitted, workers, batch,
-                               cpus_per_worker, retries, keep_text, actor_cls)
-        parts = vectors.map_batches(_write_part, fn_kwargs={"target": target},
-                                    batch_format="pyarrow", batch_size=None, num_cpus=IO_CPUS)
-        encoded = _collect(parts, target, stall_seconds)
+    with ray_session(address) as ray:
+        keys = np.unique(_rows.id_keys(_rows.written_ids(target)))
+        todo = _Todo(_source_tables(source, batch_size), keys)
+        actors = _ActorPool(ray, actor_cls, enc, fingerprint, fitted, workers,
+                            cpus_per_worker, retries, keep_text)
+        try:
+            encoded = actors.run(_rows.length_sorted(todo, batch_size, SORT_WINDOW, workers), target,
+                                 stall_seconds)
+        finally:
+            actors.close()
     seconds = time.perf_counter() - start
-    skipped = total - encoded
     logger.info("encoded %d documents (%d already written) into %s in %.1f s",
-                encoded, skipped, output, seconds)
-    return EncodeResult(str(output), encoded, skipped, total, dim, fingerprint, workers, seconds)
+                encoded, todo.total - encoded, output, seconds)
+    return EncodeResult(str(output), encoded, todo.total - encoded, todo.total, dim, fingerprint,
+                        workers, seconds)
+
+
+SORT_WINDOW = 8
+"""Batches read ahead and sorted by length together (see :func:`_rows.length_sorted`)."""
+
+
+def _source_tables(source: Any, batch_size: int) -> Iterator[Any]:
+    import ray.data
+
+    if isinstance(source, ray.data.Dataset):
+        return read_source(source).iter_batches(batch_size=batch_size, batch_format="pyarrow")
+    return _rows.read_tables(source, batch_size)
+
+
+class _Todo:
+    """The source's tables less the rows already written; counts every row read."""
+
+    def __init__(self, tables: Iterator[Any], written: np.ndarray) -> None:
+        self.tables, self.written, self.total = tables, written, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for table in self.tables:
+            self.total += table.num_rows
+            left = _drop_written(table, self.written)
+            if left.num_rows:
+                yield left
+
+
+class _ActorPool:
+    """``workers`` encoder actors spread over the cluster. A batch whose actor died (its node
+    was lost) goes to another actor, and the dead one is replaced; a batch that raised
+    ``retries`` + 1 times fails the run."""
+
+    def __init__(self, ray: Any, actor_cls: type, encoder: Any, fingerprint: str, transform: Any,
+                 workers: int, cpus_per_worker: float, retries: int, keep_text: bool) -> None:
+        total = float(ray.cluster_resources().get("CPU", 1.0))
+        cpus = plan_cpus(workers, cpus_per_worker, total)
+        if cpus < cpus_per_worker:
+            logger.info("%d encoder workers on %.0f CPUs: each reserves %.2f CPU", workers,
+                        total, cpus)
+        self.ray = ray
+        self.remote = ray.remote(actor_cls).options(
+            num_cpus=cpus, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD")
+        self.args = ({**encoder.config(), "fingerprint": encoder.fingerprint}, fingerprint,
+                     transform, encoder.batch_size, retries, keep_text)
+        self.actors = [self.remote.remote(*self.args) for _ in range(workers)]
+        self.deaths = 0
+        self.most_deaths = max(4, 2 * workers)
+
+    def _replace(self, actor: Any, error: Exception) -> None:
+        if actor not in self.actors:
+            return  # already replaced: another of its batches failed first
+        self.deaths += 1
+        if self.deaths > self.most_deaths:
+            raise VecdoctorError(
+                f"encoder actors died {self.deaths} times; the last error: {error}") from error
+        logger.warning("an encoder actor died (%s); its batches go to the others and a new "
+                       "actor takes its place", type(error).__name__)
+        self.actors[self.actors.index(actor)] = self.remote.remote(*self.args)
+
+    def run(self, batches: Iterator[Any], target: dict[str, Any], stall_seconds: float) -> int:
+        """Encode and write every batch; return the documents written."""
+        from ray import exceptions as rx
+
+        lost = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError)
+        inflight: dict[Any, tuple[Any, Any]] = {}  # result -> (actor, batch)
+        again: list[Any] = []  # batches whose actor died
+        progress = _Progress("encoding", stall_seconds)
+        pending: list[str] = []
+        encoded = 0
+        while True:
+            for actor in list(self.actors):
+                if any(a is actor for a, _ in inflight.values()):
+                    continue  # one batch at a time: the last ones go to whoever is free
+                batch = again.pop() if again else next(batches, None)
+                if batch is None:
+                    break
+                inflight[actor.write.remote(batch, target)] = (actor, batch)
+            if not inflight:
+                break
+            done, _ = self.ray.wait(list(inflight), num_returns=1, timeout=stall_seconds)
+            if not done:
+                raise progress.stalled()
+            actor, batch = inflight.pop(done[0])
+            try:
+                parts, rows = self.ray.get(done[0])
+            except lost as exc:  # the actor, its process or its node is gone
+                again.append(batch)
+                self._replace(actor, exc)
+                continue
+            encoded += rows
+            progress.update(rows)
+            if target["format"] == "lance":
+                pending += parts
+                if len(pending) >= COMMIT_EVERY:
+                    _rows.commit_fragments(target["uri"], pending)
+                    pending = []
+        if pending:
+            _rows.commit_fragments(target["uri"], pending)
+        return encoded
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
+
+
+class _Progress:
+    """Rows done and rate, logged every half minute; the watchdog's message."""
+
+    def __init__(self, what: str, stall_seconds: float) -> None:
+        self.what, self.stall_seconds = what, stall_seconds
+        self.start = self.last = time.monotonic()
+        self.batches = self.rows = 0
+
+    def update(self, rows: int) -> None:
+        self.batches += 1
+        self.rows += rows
+        now = time.monotonic()
+        if now - self.last >= 30:
+            logger.info("%s: %d batches, %d documents, %.1f documents/s", self.what,
+                        self.batches, self.rows, self.rows / max(now - self.start, 1e-9))
+            self.last = now
+
+    def stalled(self) -> StalledError:
+        stage = ("no batch has come out of the encoder actors yet (reading the corpus or "
+                 "starting the actors is stuck)" if self.batches == 0 else
+                 f"the encoder actors stopped returning batches after {self.rows} documents")
+        return StalledError(
+            f"{self.what}: no progress for {self.stall_seconds:.0f} s: {stage}; check that every "
+            "node has the model installed and free CPUs, or use fewer --workers")
 
 
 def _documents(block: Any) -> int:
@@ -361,52 +483,22 @@ def watched(blocks: Any, stall_seconds: float, what: str) -> Iterator[Any]:
                 inbox.put(("error", exc))
 
     threading.Thread(target=pump, name="vecdoctor-ray-iter", daemon=True).start()
-    start = last_log = time.monotonic()
-    batches = rows = 0
+    progress = _Progress(what, stall_seconds)
     try:
         while True:
             try:
                 kind, item = inbox.get(timeout=stall_seconds)
             except queue.Empty:
                 stop.set()
-                stage = ("no batch has come out of the encoder actors yet (reading the corpus or "
-                         "starting the actors is stuck)" if batches == 0 else
-                         f"the encoder actors stopped returning batches after {rows} documents")
-                raise StalledError(
-                    f"{what}: no progress for {stall_seconds:.0f} s: {stage}; check that every node "
-                    "has the model installed and free CPUs, or use fewer --workers"
-                ) from None
+                raise progress.stalled() from None
             if kind == "done":
                 return
             if kind == "error":
                 raise item
-            batches += 1
-            rows += _documents(item)
-            now = time.monotonic()
-            if now - last_log >= 30:
-                logger.info("%s: %d batches, %d documents, %.1f documents/s", what, batches, rows,
-                            rows / max(now - start, 1e-9))
-                last_log = now
+            progress.update(_documents(item))
             yield item
     finally:
         stop.set()  # the consumer stopped early or the iterator ended: ask for no more
-
-
-def _collect(parts: Any, target: dict[str, Any], stall_seconds: float = STALL_SECONDS) -> int:
-    """Drive the pipeline; for Lance, commit fragments every :data:`COMMIT_EVERY`."""
-    encoded = 0
-    pending: list[str] = []
-    blocks = parts.iter_batches(batch_size=None, batch_format="pyarrow")
-    for block in watched(blocks, stall_seconds, "encoding"):
-        encoded += _documents(block)
-        if target["format"] == "lance":
-            pending += block.column("part").to_pylist()
-            if len(pending) >= COMMIT_EVERY:
-                _rows.commit_fragments(target["uri"], pending)
-                pending = []
-    if pending:
-        _rows.commit_fragments(target["uri"], pending)
-    return encoded
 
 
 def fit_transform(
