@@ -234,7 +234,7 @@ def main() -> None:
         runs[name](texts[:8], "document")  # warm-up
     log(f"timing {len(timed)} documents")
     started = time.perf_counter()
-    seconds, _, _ = interleaved(runs, timed, args.chunks)
+    seconds, _, _, _ = interleaved(runs, timed, args.chunks)
 
     base = len(timed) / seconds["st-fp32"]
     rows = []

@@ -161,6 +161,7 @@ def build(name: str, model: str, calibration: list[str], max_length: int):  # no
 def interleaved(runs: dict, texts: list[str], chunks: int) -> tuple[dict, dict, dict]:
     """Encode ``texts`` in chunks, every variant per chunk in rotating order; seconds and vectors."""
     seconds = {k: 0.0 for k in runs}
+    per_chunk: dict[str, list[float]] = {k: [] for k in runs}
     peak = {k: 0 for k in runs}
     vectors = {k: [] for k in runs}
     parts = np.array_split(np.arange(len(texts)), chunks)
@@ -172,8 +173,31 @@ def interleaved(runs: dict, texts: list[str], chunks: int) -> tuple[dict, dict, 
                 vec, took = timed_call(runs[name], part, "document")
             vectors[name].append(vec)
             seconds[name] += took
+            per_chunk[name].append(took)
             peak[name] = max(peak[name], mem.peak - mem.start)
-    return seconds, {k: np.vstack(v) for k, v in vectors.items()}, peak
+    return seconds, {k: np.vstack(v) for k, v in vectors.items()}, peak, per_chunk
+
+
+def versus_peer(names: list[str], runs: dict, doc_seconds: dict, per_chunk: dict) -> dict:
+    """Each vecdoctor variant against the fastest peer variant on documents: the ratio of
+    documents/s over the whole run, and the spread of the ratio chunk by chunk (each chunk is
+    the same texts, encoded by both within seconds of each other, so the machine's drift
+    cancels out of it)."""
+    peers = [n for n in names if isinstance(runs[n], PeerRun)]
+    if not peers:
+        return {}
+    best = min(peers, key=lambda n: doc_seconds[n])
+    out = {"best_peer": best}
+    for name in names:
+        if name in peers or name.startswith("st-"):
+            continue
+        paired = np.array(per_chunk[best]) / np.array(per_chunk[name])
+        out[name] = {"docs_ratio": round(doc_seconds[best] / doc_seconds[name], 3),
+                     "chunk_ratio_median": round(float(np.median(paired)), 3),
+                     "chunk_ratio_q25": round(float(np.percentile(paired, 25)), 3),
+                     "chunk_ratio_q75": round(float(np.percentile(paired, 75)), 3),
+                     "chunks": len(paired)}
+    return out
 
 
 def ndcg_at_10(queries: dict[str, str], qrels: dict, doc_ids: list[str], docs: np.ndarray,
@@ -287,9 +311,9 @@ def main() -> None:
         run(["a short warm-up query"], "query")
 
     log(f"timing {len(timed)} documents")
-    doc_seconds, doc_vectors, doc_peak = interleaved(runs, timed, args.chunks)
+    doc_seconds, doc_vectors, doc_peak, doc_chunks = interleaved(runs, timed, args.chunks)
     log(f"timing {len(sts)} STS-B sentences")
-    sts_seconds, _, _ = interleaved(runs, sts, max(2, args.chunks // 2))
+    sts_seconds, _, _, _ = interleaved(runs, sts, max(2, args.chunks // 2))
     log("single-query latency")
     lat = {name: latency(runs[name], sts[::7], args.queries) for name in names}
     log("quality")
@@ -356,6 +380,7 @@ def main() -> None:
                      "quality_corpus_docs": None if args.no_quality else quality_docs},
         "seconds": round(time.time() - started, 1),
         "rows": rows,
+        "versus_best_peer": versus_peer(names, runs, doc_seconds, doc_chunks),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -367,6 +392,8 @@ def main() -> None:
     for r in rows:
         table.write(" | ".join(str(r.get(c, "")) for c in cols) + "\n")
     print(table.getvalue())
+    if result["versus_best_peer"]:
+        print("versus the fastest peer on documents:", json.dumps(result["versus_best_peer"]))
     print(f"wrote {out}")
 
 

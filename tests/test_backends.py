@@ -4,6 +4,7 @@ pooling, windows, precisions, the converted-models cache, the export command, mi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 
@@ -114,6 +115,22 @@ def test_load_converted_explains_a_folder_without_export(tmp_path):
 
 
 # -- slow: real conversions --------------------------------------------------------------------
+def test_openvino_streams_return_the_one_by_one_vectors_in_order(home, texts):
+    # Passes run side by side on throughput streams must come back in order and equal to the
+    # same passes run one at a time on the latency graph.
+    long_texts = [f"{i}. " + " ".join([t] * (1 + i % 6)) for i, t in enumerate(texts * 3)][:60]
+    enc = Encoder("minilm", backend="openvino", precision="fp32")
+    streamed = enc.encode_documents(long_texts)
+    requests = enc.backend._stream_requests
+    if len(os.sched_getaffinity(0)) > 1:
+        assert requests and len(requests) >= 3  # streams + 1, so none waits for the caller
+    enc.backend._stream_requests = []  # no streams: one pass at a time
+    one_by_one = enc.encode_documents(long_texts)
+    np.testing.assert_allclose(streamed, one_by_one, atol=1e-5)
+    alone = Encoder("minilm", backend="openvino", precision="fp32").encode_documents(long_texts[7:8])
+    np.testing.assert_allclose(streamed[7:8], alone, atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["openvino", "onnx"])
 def test_encoding_leaves_the_process_floating_point_state_alone(encoders, texts, backend):
@@ -136,6 +153,17 @@ def test_openvino_passes_hold_at_most_its_token_budget(home, texts):
             return forward(ids, mask, **kw)
 
         enc.backend.forward = recording
+        many = enc.backend.forward_many
+
+        def recording_many(passes):
+            def seen():
+                for ids, mask in passes:
+                    shapes.append(ids.shape)
+                    yield ids, mask
+
+            return many(seen())
+
+        enc.backend.forward_many = recording_many
         return enc
 
     # 40 distinct texts, every one past 256 tokens

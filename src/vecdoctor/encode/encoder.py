@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -379,11 +379,10 @@ class Encoder:
                                         getattr(self.backend, "tokens_per_pass", None) or 1 << 62)
         pooled = np.zeros((len(seqs), self.dimension), dtype=np.float32)
         want_attention = self.pooling is Pooling.ATTENTION
-        for batch_idx in plan_batches(lengths, self.batch_size, budget):
-            batch = self._tok.pad([seqs[i] for i in batch_idx])
-            out: ForwardOutput = self.backend.forward(
-                batch.input_ids, batch.attention_mask, attention=want_attention
-            )
+        plan = plan_batches(lengths, self.batch_size, budget)
+        batches = [self._tok.pad([seqs[i] for i in batch_idx]) for batch_idx in plan]
+        outputs = self._forwards(batches, want_attention)
+        for batch_idx, batch, out in zip(plan, batches, outputs, strict=True):
             pooled[batch_idx] = pool(
                 self.pooling,
                 out.states,
@@ -393,6 +392,15 @@ class Encoder:
                 first_attention=out.first_attention,
             )
         return pooled
+
+    def _forwards(self, batches: list[Batch], attention: bool) -> Iterator[ForwardOutput]:
+        """The backend's output for each batch, in order; several passes at a time where the
+        backend can run them side by side (OpenVINO's throughput streams)."""
+        many = getattr(self.backend, "forward_many", None)
+        if many is None or attention or len(batches) < 2:
+            return (self.backend.forward(b.input_ids, b.attention_mask, attention=attention)
+                    for b in batches)
+        return iter(many((b.input_ids, b.attention_mask) for b in batches))
 
     def _reduce(self, seqs: list[TokenSeq], pooled: np.ndarray, n: int) -> np.ndarray:
         """Combine window vectors per text: max, or mean weighted by window token count."""
