@@ -43,6 +43,16 @@ def test_missing_fields_name_the_field(tmp_path):
         load_corpus(f)
 
 
+def test_id_is_read_where_there_is_no_underscore_id(tmp_path):
+    # the same rows the Ray engine's reader accepts (scale/_rows.py reads through corpus_rows)
+    f = tmp_path / "corpus.jsonl"
+    _write_jsonl(f, [{"id": 7, "text": "seven"}, {"_id": "8", "id": "x", "text": "eight"}])
+    assert [(d.id, d.text) for d in load_corpus(f)] == [("7", "seven"), ("8", "eight")]
+    _write_jsonl(f, [{"text": "no id"}])
+    with pytest.raises(InputError, match=r":1: missing field '_id'"):
+        load_corpus(f)
+
+
 def test_duplicate_ids_error_or_keep_first(tmp_path):
     f = tmp_path / "corpus.jsonl"
     _write_jsonl(f, [{"_id": "1", "text": "a"}, {"_id": "1", "text": "b"}])

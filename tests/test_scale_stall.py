@@ -87,13 +87,27 @@ def test_the_driver_reads_jsonl_gz_and_parquet_and_names_a_bad_line(tmp_path):
     folder.mkdir()
     pq.write_table(_table([3, 1, 2]).rename_columns(["_id", "title", "text"]), folder / "a.parquet")
     assert [r["id"] for t in read_tables(folder, 2) for r in t.to_pylist()] == ["d0", "d1", "d2"]
+    # the same rows through pyarrow's stream (the object-storage path), and the same checks as
+    # the local reader's: a bad line, a missing field, a number for text, bad UTF-8, a cut .gz
+    uri = path.as_uri()
+    assert [t.to_pylist() for t in read_tables(uri, 2)] == got
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"bad.jsonl, line 2: not JSON"):
-        list(read_tables(bad, 10))
-    bad.write_text('{"_id": "a", "title": "no text"}\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"line 1: corpus rows need an '_id' .* and a 'text'"):
-        list(read_tables(bad, 10))
+    cases = [
+        (b'{"_id": "a", "text": "x"}\n{"_id": "b", "text": \n', r"bad.jsonl:2: bad JSON"),
+        (b'{"_id": "a", "title": "no text"}\n', r"bad.jsonl:1: missing field 'text'"),
+        (b'{"_id": "a", "text": 12}\n', r"bad.jsonl:1: field 'text' must be a string"),
+        (b'{"_id": "a", "text": "caf\xe9"}\n', r"bad.jsonl:1: not valid UTF-8"),
+    ]
+    for content, message in cases:
+        bad.write_bytes(content)
+        for source in (bad, bad.as_uri()):
+            with pytest.raises(InputError, match=message):
+                list(read_tables(source, 10))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(path.read_bytes()[:-12])
+    for source in (cut, cut.as_uri()):
+        with pytest.raises(InputError, match=r"cut.jsonl.gz: cannot be read after line"):
+            list(read_tables(source, 10))
 
 
 def test_a_run_that_stops_moving_fails_naming_the_stage():

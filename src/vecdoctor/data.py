@@ -93,9 +93,11 @@ def _open_binary(path: Path) -> IO[bytes]:
     return open(path, "rb")  # noqa: SIM115
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line without its newline), with a clear error on bad UTF-8."""
-    with _open_binary(path) as fh:
+def _lines(path: Path | str, stream: IO[bytes] | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line without its newline), with a clear error on bad UTF-8 or a
+    truncated file. ``stream``: the file already opened (and decompressed), read instead of
+    opening ``path``, which then only names it in errors (object storage)."""
+    with _open_binary(Path(path)) if stream is None else stream as fh:
         lineno = 0
         try:
             for lineno, raw in enumerate(fh, start=1):  # noqa: B007
@@ -116,8 +118,8 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             ) from None
 
 
-def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    for lineno, line in _lines(path):
+def _jsonl(path: Path | str, stream: IO[bytes] | None = None) -> Iterator[tuple[int, dict[str, object]]]:
+    for lineno, line in _lines(path, stream):
         if not line.strip():
             continue
         try:
@@ -132,13 +134,13 @@ def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
         yield lineno, obj
 
 
-def _field(obj: dict[str, object], key: str, path: Path, lineno: int, required: bool = True) -> str:
+def _field(obj: dict[str, object], key: str, path: Path | str, lineno: int, required: bool = True) -> str:
     value = obj.get(key)
     if value is None:
         if required:
             raise InputError(f"{path}:{lineno}: missing field {key!r}")
         return ""
-    if isinstance(value, (int, float)) and key == "_id":
+    if isinstance(value, (int, float)) and key in ("_id", "id"):
         return str(value)
     if not isinstance(value, str):
         raise InputError(f"{path}:{lineno}: field {key!r} must be a string, got {type(value).__name__}")
@@ -152,8 +154,21 @@ def _field(obj: dict[str, object], key: str, path: Path, lineno: int, required: 
     return value
 
 
+def corpus_rows(path: Path | str, stream: IO[bytes] | None = None) -> Iterator[tuple[int, str, str, str]]:
+    """(line number, id, title, text) of every object in a corpus JSONL, each checked: ``_id``
+    (or ``id``) and ``text`` present, every field a string (a numeric id is taken as its
+    text). ``stream``: the file already opened and decompressed (see :func:`_lines`).
+    Duplicate ids are the caller's to judge."""
+    for lineno, obj in _jsonl(path, stream):
+        key = "id" if "_id" not in obj and "id" in obj else "_id"
+        doc_id = _field(obj, key, path, lineno)
+        yield lineno, doc_id, _field(obj, "title", path, lineno, required=False), _field(
+            obj, "text", path, lineno
+        )
+
+
 def read_corpus_jsonl(path: str | Path, on_duplicate: str = "error") -> list[Document]:
-    """Read a BEIR ``corpus.jsonl[.gz]`` (``_id``, ``text``, optional ``title``).
+    """Read a BEIR ``corpus.jsonl[.gz]`` (``_id`` or ``id``, ``text``, optional ``title``).
 
     Duplicate ids raise by default; ``on_duplicate="first"`` keeps the first and logs a warning.
     """
@@ -161,10 +176,7 @@ def read_corpus_jsonl(path: str | Path, on_duplicate: str = "error") -> list[Doc
     docs: list[Document] = []
     seen: dict[str, int] = {}
     duplicates = 0
-    for lineno, obj in _jsonl(path):
-        doc_id = _field(obj, "_id", path, lineno)
-        text = _field(obj, "text", path, lineno)
-        title = _field(obj, "title", path, lineno, required=False)
+    for lineno, doc_id, title, text in corpus_rows(path):
         if doc_id in seen:
             if on_duplicate == "error":
                 raise InputError(

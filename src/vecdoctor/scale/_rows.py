@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.errors import IncompatibleError, InputError
+from vecdoctor.folders import library_errors
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,8 @@ def read_tables(source: Any, batch_size: int) -> Iterator[Any]:
                     yield normalise(pa.Table.from_batches([record]))
             continue
         rows: list[dict[str, Any]] = []
-        for number, row in _json_lines(path):
-            rows.append(_json_row(row, path, number))
+        for _, ident, title, text in _json_rows(path):
+            rows.append({"id": ident, "title": title, "text": text})
             if len(rows) == batch_size:
                 yield _row_table(rows)
                 rows = []
@@ -148,36 +149,21 @@ def read_tables(source: Any, batch_size: int) -> Iterator[Any]:
             yield _row_table(rows)
 
 
-def _json_lines(path: str) -> Iterator[tuple[int, Any]]:
+def _json_rows(path: str) -> Iterator[tuple[int, str, str, str]]:
+    """(line number, id, title, text) of a corpus JSONL, local or in object storage, checked
+    as the local reader checks them (:func:`vecdoctor.data.corpus_rows`)."""
     import io
 
+    from vecdoctor.data import corpus_rows
+
+    if "://" not in path:
+        yield from corpus_rows(path)
+        return
     filesystem, where = _filesystem(path)
     compression = "gzip" if path.lower().endswith(".gz") else None
-    with filesystem.open_input_stream(where, compression=compression) as raw:
-        text = io.TextIOWrapper(io.BufferedReader(raw), encoding="utf-8")
-        for number, line in enumerate(text, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}, line {number}: not JSON ({exc.msg}); each line must "
-                                 "be one object with '_id' and 'text'") from None
-
-
-def _json_row(row: Any, path: str, number: int) -> dict[str, Any]:
-    """One JSONL object as ``id``, ``title``, ``text`` strings (BEIR ``_id`` or ``id``)."""
-    where = f"{path}, line {number}"
-    if not isinstance(row, dict):
-        raise InputError(f"{where}: expected an object with '_id' and 'text', got "
-                         f"{type(row).__name__}")
-    ident = row.get("_id", row.get("id"))
-    text = row.get("text")
-    if ident is None or text is None:
-        raise InputError(f"{where}: corpus rows need an '_id' (or 'id') and a 'text' field; "
-                         f"found {sorted(row)}")
-    title = row.get("title")
-    return {"id": str(ident), "title": "" if title is None else str(title), "text": str(text)}
+    with library_errors(path, "a corpus file", "check the URI and its credentials"):
+        raw = filesystem.open_input_stream(where, compression=compression)
+    yield from corpus_rows(path, io.BufferedReader(raw))
 
 
 def _row_table(rows: list[dict[str, Any]]) -> Any:

@@ -133,7 +133,7 @@ class EncodeActor:
         return written.column("part").to_pylist(), int(batch.num_rows)
 
 
-# -- helpers run as Ray tasks ---------------------------------------------------------------
+# -- batches: the driver drops ids already written, the actors write parts ----------------
 def _drop_written(batch: Any, written: np.ndarray) -> Any:
     if len(written) == 0 or batch.num_rows == 0:
         return batch
@@ -182,13 +182,12 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         ray.shutdown()  # type: ignore[attr-defined]
 
 
-def read_source(source: Any, blocks: int | None = None) -> Any:
+def read_source(source: Any) -> Any:
     """A Ray Dataset of ``id``, ``title``, ``text`` from a BEIR corpus (JSONL/Parquet) or a Dataset.
 
     ``source``: a ``corpus.jsonl[.gz]`` file, a ``.parquet`` file, a folder holding either
     (a BEIR folder with ``corpus.jsonl[.gz]``, or Parquet files), a list of such paths, an
-    object-storage URI (``s3://...``), or a ``ray.data.Dataset``. ``blocks``: how many blocks
-    to read files into (Ray's own choice when ``None``; a given Dataset keeps its blocks).
+    object-storage URI (``s3://...``), or a ``ray.data.Dataset`` (used as it is).
     """
     import ray.data
 
@@ -197,10 +196,9 @@ def read_source(source: Any, blocks: int | None = None) -> Any:
     else:
         paths, kind = _rows.resolve_source(source)
         if kind == "parquet":
-            ds = ray.data.read_parquet(paths, num_cpus=IO_CPUS, override_num_blocks=blocks)
+            ds = ray.data.read_parquet(paths, num_cpus=IO_CPUS)
         else:
-            ds = ray.data.read_json(paths, lines=True, num_cpus=IO_CPUS,
-                                    override_num_blocks=blocks)
+            ds = ray.data.read_json(paths, lines=True, num_cpus=IO_CPUS)
     return ds.map_batches(_rows.normalise, batch_format="pyarrow", num_cpus=IO_CPUS)
 
 
@@ -224,6 +222,17 @@ def _load_transform(transform: Any, encoder: Any) -> Any:
     return load_transform(transform, fingerprint=encoder.fingerprint, dim=encoder.dimension)
 
 
+def _planned_cpus(ray: Any, workers: int, cpus_per_worker: float) -> float:
+    """The CPUs each encoder actor reserves on this cluster (see :func:`plan_cpus`), said in
+    the log when it is less than asked for."""
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    planned = plan_cpus(workers, cpus_per_worker, total)
+    if planned < cpus_per_worker:
+        logger.info("%d encoder workers on %.0f CPUs: each reserves %.2f CPU, so that reading "
+                    "and writing keep %.2f", workers, total, planned, IO_RESERVE)
+    return planned
+
+
 def _actor_stage(
     ds: Any, encoder: Any, fingerprint: str, transform: Any, workers: int, batch_size: int | None,
     cpus_per_worker: float, retries: int, keep_text: bool, actor_cls: type,
@@ -231,12 +240,7 @@ def _actor_stage(
     import ray
     import ray.data
 
-    total = float(ray.cluster_resources().get("CPU", 1.0))
-    planned = plan_cpus(workers, cpus_per_worker, total)
-    if planned < cpus_per_worker:
-        logger.info("%d encoder workers on %.0f CPUs: each reserves %.2f CPU, so that reading "
-                    "and writing keep %.2f", workers, total, planned, IO_RESERVE)
-    cpus_per_worker = planned
+    cpus_per_worker = _planned_cpus(ray, workers, cpus_per_worker)
     config = {**encoder.config(), "fingerprint": encoder.fingerprint}
     return ds.map_batches(
         actor_cls,
@@ -357,11 +361,7 @@ class _ActorPool:
 
     def __init__(self, ray: Any, actor_cls: type, encoder: Any, fingerprint: str, transform: Any,
                  workers: int, cpus_per_worker: float, retries: int, keep_text: bool) -> None:
-        total = float(ray.cluster_resources().get("CPU", 1.0))
-        cpus = plan_cpus(workers, cpus_per_worker, total)
-        if cpus < cpus_per_worker:
-            logger.info("%d encoder workers on %.0f CPUs: each reserves %.2f CPU", workers,
-                        total, cpus)
+        cpus = _planned_cpus(ray, workers, cpus_per_worker)
         self.ray = ray
         self.remote = ray.remote(actor_cls).options(
             num_cpus=cpus, max_restarts=0, max_task_retries=0, scheduling_strategy="SPREAD")
