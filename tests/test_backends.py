@@ -124,6 +124,15 @@ def test_openvino_streams_return_the_one_by_one_vectors_in_order(home, texts):
     requests = enc.backend._stream_requests
     if len(os.sched_getaffinity(0)) > 1:
         assert requests and len(requests) >= 3  # streams + 1, so none waits for the caller
+    # a caller that stops after the first pass leaves no request busy for the next call
+    ids = np.full((16, 256), 1000, dtype=np.int64)
+    ids[:, 0] = 101
+    big = [(ids, np.ones_like(ids))] * 6
+    passes = enc.backend.forward_many(big)
+    first = next(passes).states
+    passes.close()
+    again = [out.states for out in enc.backend.forward_many(big[:3])]
+    np.testing.assert_allclose(again[2], first, atol=1e-5)
     enc.backend._stream_requests = []  # no streams: one pass at a time
     one_by_one = enc.encode_documents(long_texts)
     np.testing.assert_allclose(streamed, one_by_one, atol=1e-5)

@@ -235,14 +235,18 @@ class OpenVINOBackend:
                 yield self.forward(ids, mask)
             return
         pending: deque[Any] = deque()
-        for k, (ids, mask) in enumerate(passes):
-            if len(pending) == len(requests):
+        try:
+            for k, (ids, mask) in enumerate(passes):
+                if len(pending) == len(requests):
+                    yield _finished(pending.popleft())
+                request = requests[k % len(requests)]
+                request.start_async({"input_ids": ids, "attention_mask": mask})
+                pending.append(request)
+            while pending:
                 yield _finished(pending.popleft())
-            request = requests[k % len(requests)]
-            request.start_async({"input_ids": ids, "attention_mask": mask})
-            pending.append(request)
-        while pending:
-            yield _finished(pending.popleft())
+        finally:  # a caller that stops early (an error while pooling) leaves no pass running
+            for request in pending:
+                request.wait()
 
     def _streams(self) -> list[Any]:
         if self._stream_requests is None:
