@@ -153,9 +153,9 @@ class OpenVINOBackend:
     supports_layers = False
     # Padded tokens per forward pass. On one stream using every core (the latency hint) passes
     # of 16 x 256 tokens beat 32 x 256 on a 2-core Zen 5 by ~5% end to end; on throughput
-    # streams of one core each, 8 x 256 beats 16 x 256 on a 2-core Zen 4 by ~9% (SciFact
-    # documents, int8 MiniLM). Short texts still go 32 at a time; the Encoder's max_tokens
-    # overrides it.
+    # streams of one core each, 8 x 256 beat 16 x 256 on a 2-core Zen 4 by ~2% (SciFact
+    # documents, int8 MiniLM, paired chunks of 100). Short texts still go 32 at a time; the
+    # Encoder's max_tokens overrides it.
     tokens_per_pass = 4096
     stream_tokens_per_pass = 2048
 
@@ -224,10 +224,11 @@ class OpenVINOBackend:
 
         One pass on every core (the latency hint) makes the cores wait for each other inside
         every layer; streams of one core each do not. On 2 Zen 4 cores, int8 MiniLM encodes
-        about 20% more SciFact documents/s on streams (passes of 8 x 256 tokens) than on the
-        latency graph (16 x 256), benchmarks/encode_speed.py. One more request than streams
-        keeps every stream busy while the caller pools the pass before. Where OpenVINO picks
-        one stream, the passes run one by one on the latency graph.
+        4-9% more SciFact documents/s on streams (passes of 8 x 256 tokens) than on the
+        latency graph (16 x 256), measured in paired chunks of 100 and 600 documents (against
+        sentence-transformers' OpenVINO int8: benchmarks/encode_speed.py). One more request
+        than streams keeps every stream busy while the caller pools the pass before. Where
+        OpenVINO picks one stream, the passes run one by one on the latency graph.
         """
         requests = self._streams()
         if len(requests) < 2:
