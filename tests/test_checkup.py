@@ -11,12 +11,12 @@ import pytest
 import retrieval_support as rs
 from typer.testing import CliRunner
 
-from vecdoctor.checkup.run import MIN_GAIN, checkup, decide, write_checkup
+from vecdoctor.checkup.run import MIN_GAIN, checkup, write_checkup
 from vecdoctor.cli import app
 from vecdoctor.data import write_corpus_jsonl
 from vecdoctor.errors import InputError
-from vecdoctor.evaluate.metrics import Evaluation, evaluate_run, read_trec_run, sample_dataset
-from vecdoctor.evaluate.variants import VariantResult, VariantsReport, evaluate_variants
+from vecdoctor.evaluate.metrics import evaluate_run, read_trec_run, sample_dataset
+from vecdoctor.evaluate.variants import evaluate_variants
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -88,28 +88,12 @@ def test_retrieval_choice_is_the_best_measured_mode(result):
     best = max(modes, key=modes.get)
     if best == "hybrid" or modes[best] - modes["hybrid"] < MIN_GAIN:
         assert result.pipeline.mode == "hybrid"
-    else:
-        assert result.pipeline.mode in {best, "hybrid"}
-
-
-@pytest.mark.parametrize(("dense_gain", "mode"), [(0.004, "hybrid"), (0.08, "dense"), (-0.02, "hybrid")])
-def test_hybrid_stays_unless_one_retriever_is_measurably_better(dense_gain, mode):
-    hybrid = {f"q{i}": 0.5 + 0.01 * (i % 3) for i in range(60)}
-    results = [
-        _variant("bm25", {k: 0.3 for k in hybrid}),
-        _variant("dense", {k: v + dense_gain for k, v in hybrid.items()}),
-        _variant("hybrid", hybrid),
-    ]
-    pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, 60, False, results), "minilm")
-    assert pipeline.mode == mode
-    evidence = next(d.evidence for d in decisions if d.topic == "retrieval")
-    assert "bm25 0.3000" in evidence
-    if dense_gain == 0.004:
-        assert "not measurably better than hybrid (Δ +0.0040" in evidence
+    else:  # judged queries on the whole corpus: a lead past the margin is taken
+        assert result.pipeline.mode == best
 
 
 def test_every_fix_verdict_matches_its_measurement(result):
-    from vecdoctor.checkup.run import TRANSFORMS
+    from vecdoctor.checkup.rules import TRANSFORMS
 
     variant_of = {value: name for name, value in TRANSFORMS}
     helping = []
@@ -126,89 +110,6 @@ def test_every_fix_verdict_matches_its_measurement(result):
         assert chosen == [max(helping, key=lambda x: x[0])[1]]
     else:
         assert chosen == []
-
-
-def test_the_best_helping_transform_is_chosen_and_whitening_k_is_remembered():
-    from vecdoctor.checkup.run import whitening_kept
-    from vecdoctor.evaluate.metrics import randomization_test
-
-    base = {f"q{i}": 0.5 for i in range(50)}
-    results = [_variant("bm25", {k: 0.4 for k in base}), _variant("dense", base),
-               _variant("hybrid", {k: 0.55 for k in base}),
-               _variant("dense+whiten", {k: 0.45 for k in base}, "dense"),
-               _variant("dense+whiten-k", {f"q{i}": 0.62 + 0.001 * (i % 5) for i in range(50)},
-                        "dense"),
-               _variant("dense+abtt", {f"q{i}": 0.58 + 0.001 * (i % 7) for i in range(50)},
-                        "dense")]
-    for r in results[3:]:
-        r.delta_ndcg = r.ndcg - results[1].ndcg
-        r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], base)
-    pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, 50, False, results), "minilm")
-    verdicts = {d.choice: d.recommended for d in decisions if d.topic == "transform"}
-    assert verdicts == {"whitening": False, "whitening-k": True, "abtt": False}
-    assert pipeline.transform == "whitening" and whitening_kept(decisions)
-
-
-def _variant(name, per_query, baseline=None):
-    ev = Evaluation(metrics={"ndcg@10": sum(per_query.values()) / len(per_query)},
-                    per_query={"ndcg@10": per_query}, num_queries=len(per_query))
-    return VariantResult(name, name, ev, 10.0, 1.0, 2.0, 1536 if name != "int8" else 384, {}, baseline)
-
-
-def test_decide_recommends_only_fixes_that_help():
-    from vecdoctor.evaluate.metrics import randomization_test
-
-    base = {f"q{i}": 0.5 for i in range(50)}
-    better = {f"q{i}": 0.6 + 0.001 * (i % 7) for i in range(50)}
-    worse = {f"q{i}": 0.45 for i in range(50)}
-    results = [
-        _variant("bm25", {k: 0.4 for k in base}),
-        _variant("dense", base),
-        _variant("hybrid", {k: 0.55 for k in base}),
-        _variant("dense+whiten", worse, "dense"),
-        _variant("dense+abtt", better, "dense"),
-        _variant("int8", {k: v * 0.995 for k, v in base.items()}, "dense"),
-    ]
-    for r in results:
-        if r.baseline:
-            ref = next(x for x in results if x.name == r.baseline)
-            r.delta_ndcg = r.ndcg - ref.ndcg
-            r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], ref.evaluation.per_query["ndcg@10"])
-    report = VariantsReport("toy", "minilm", 10, 50, False, results)
-    pipeline, decisions = decide(report, "minilm")
-    assert pipeline.mode == "hybrid"
-    assert pipeline.transform == "abtt"
-    assert pipeline.storage == "int8"
-    verdicts = {(d.topic, d.choice): d.recommended for d in decisions}
-    assert verdicts[("transform", "whitening")] is False
-    assert verdicts[("transform", "abtt")] is True
-
-
-@pytest.mark.parametrize("gain", [0.08, -0.03])
-def test_decide_keeps_a_reranker_only_where_it_beats_hybrid(gain):
-    from vecdoctor.evaluate.metrics import randomization_test
-
-    hybrid = {f"q{i}": 0.5 + 0.002 * (i % 5) for i in range(50)}
-    results = [
-        _variant("bm25", {k: 0.4 for k in hybrid}),
-        _variant("dense", {k: 0.45 for k in hybrid}),
-        _variant("hybrid", hybrid),
-        _variant("hybrid+rerank", {k: v + gain for k, v in hybrid.items()}, "hybrid"),
-    ]
-    ref, rr = results[2], results[3]
-    rr.delta_ndcg = rr.ndcg - ref.ndcg
-    rr.p_value = randomization_test(rr.evaluation.per_query["ndcg@10"], ref.evaluation.per_query["ndcg@10"])
-    how = {"reranker": "/models/ce", "fusion": "rrf", "depth": 30, "backend": "onnx", "precision": "int8"}
-    report = VariantsReport("toy", "minilm", 10, 50, False, results, rerank=how)
-    pipeline, decisions = decide(report, "minilm")
-    verdict = next(d for d in decisions if d.topic == "rerank")
-    if gain > 0:
-        assert verdict.recommended
-        assert (pipeline.rerank, pipeline.rerank_fusion) == ("/models/ce", "rrf")
-        assert (pipeline.rerank_backend, pipeline.rerank_precision) == ("onnx", "int8")
-    else:
-        assert not verdict.recommended
-        assert pipeline.rerank is None and pipeline.rerank_backend is None
 
 
 def test_time_budget_skips_slow_models_but_never_all(small):
@@ -254,87 +155,96 @@ def test_quick_checkup_says_what_it_sampled(small, tmp_path):
     assert quick.meta["quick"] is True and quick.meta["models_skipped"] == []
     assert quick.meta["sampled_from_documents"] == len(small.corpus)
     assert quick.meta["sampled_from_queries"] == len(small.qrels)
-    assert quick.meta["documents"] <= len(small.corpus)
+    # a corpus this small is encoded whole: every number is the whole corpus' own
+    assert quick.meta["quick_plan"]["reach"] == "corpus" and quick.meta["frame"] == "corpus"
+    assert quick.meta["documents"] == len(small.corpus)
+    est = quick.meta["full_corpus_estimate"]
+    assert est["dense"]["value"] == round(quick.variants.get("dense").ndcg, 4)
 
 
-def test_a_quick_sample_reports_estimates_for_the_whole_corpus(small):
-    import dataclasses
+@pytest.fixture()
+def tight(monkeypatch):
+    """A 60-document sample and 10 sampled queries, so that a 120-document corpus is sampled."""
+    from vecdoctor.checkup import sampling
+
+    monkeypatch.setitem(sampling.QUICK, "max_docs", 60)
+    monkeypatch.setitem(sampling.QUICK, "max_queries", 10)
+    return sampling
+
+
+def test_the_quick_plan_is_made_from_token_counts_and_the_model_cost(small, minilm, tight):
+    from vecdoctor.checkup.sampling import PROXY_TOKENS, Reach, corpus_tokens, plan_quick
+
+    texts = [d.content for d in small.corpus]
+    tokens, proxy = corpus_tokens(minilm, texts)
+    lengths = minilm.token_lengths(texts)
+    assert tokens == int(sum(min(n, minilm.max_length) for n in lengths))
+    assert proxy == int(sum(min(n, PROXY_TOKENS) for n in lengths)) < tokens
+    assert plan_quick(small, "minilm", budget=tokens).reach is Reach.CORPUS
+    assert plan_quick(small, "minilm", budget=tokens - 1).reach is Reach.PROXY
+    assert plan_quick(small, "minilm", budget=proxy - 1).reach is Reach.LEXICAL
+    # the model's cost per token scales the count: minilm-l3-onnx costs half (3 layers)
+    l3 = plan_quick(small, "minilm-l3-onnx", budget=proxy)
+    assert l3.cost == 0.5 and "over the" not in l3.words() or l3.reach is not Reach.CORPUS
+    assert "BM25's distractors only" in plan_quick(small, "minilm", budget=1).words()
+
+
+def test_quick_measures_encoding_variants_on_a_fair_sample_and_the_rest_on_the_corpus(small, tight):
+    quick = checkup(small, ["minilm"], quick=True,
+                    variants=["bm25", "dense", "hybrid", "dense+abtt", "dense+window"])
+    # bm25, dense, hybrid and the transform on the whole corpus, windows on the sample
+    assert {r.name for r in quick.variants.results} >= {"bm25", "dense", "hybrid", "dense+abtt"}
+    assert quick.variants.num_docs == len(small.corpus)
+    sample = quick.sample_variants
+    assert sample is not None and sample.num_docs == 60 and sample.get("dense+window") is not None
+    assert quick.meta["sample_design"]["neighbours_from"] == "bm25+dense"
+    # the sample's dense distractors are the whole corpus' best dense matches
+    est = quick.meta["full_corpus_estimate"]
+    window = est["dense+window"]
+    assert window["how"].startswith("the whole corpus' dense plus its gain")
+    gain = sample.get("dense+window").ndcg - sample.get("dense").ndcg
+    assert window["value"] == pytest.approx(quick.variants.get("dense").ndcg + gain, abs=1e-4)
+    decision = next(d for d in quick.decisions if d.choice == "windows 256:128:max")
+    assert f"vs dense {sample.get('dense').ndcg:.4f}" in decision.evidence
+
+
+def test_a_lexical_sample_says_it_cannot_estimate_and_keeps_hybrid(small, tight, monkeypatch):
+    # not even the first 128 tokens fit: no dense distractors
+    monkeypatch.setitem(tight.QUICK, "encode_tokens", 1)
+    quick = checkup(small, ["minilm"], quick=True, variants=["bm25", "dense", "hybrid"])
+    assert quick.meta["frame"] == "lexical sample"
+    assert quick.meta["sample_design"]["neighbours_from"] == "bm25"
+    est = quick.meta["full_corpus_estimate"]
+    assert est["dense"]["value"] is None and "cannot estimate" in est["dense"]["how"]
+    assert est["bm25"]["value"] is not None
+    assert quick.pipeline.mode == "hybrid"
+    retrieval = next(d for d in quick.decisions if d.topic == "retrieval")
+    assert "do not decide the mode" in retrieval.evidence
+
+
+def test_quick_decisions_never_read_the_clock(small, tight, monkeypatch):
+    """The same pipeline when every clock reading says the machine crawls (1,000 s between
+    two readings): no quick decision may depend on time."""
+    import itertools
+    import time as real_time
+
+    variants = ["bm25", "dense", "hybrid", "dense+abtt", "int8"]
+    calm = checkup(small, ["minilm", "minilm-l3-onnx"], quick=True, variants=variants)
+    ticks = itertools.count(0, 1000.0)
+    monkeypatch.setattr(real_time, "perf_counter", lambda: next(ticks))
+    busy = checkup(small, ["minilm", "minilm-l3-onnx"], quick=True, variants=variants)
+    assert busy.pipeline == calm.pipeline
+    assert [d.choice for d in busy.decisions if d.recommended and d.topic != "dense search"] == \
+        [d.choice for d in calm.decisions if d.recommended and d.topic != "dense search"]
+
+
+def test_quick_compares_several_models_on_a_sample_no_model_mined(small, tight):
     from types import SimpleNamespace
 
-    from vecdoctor.checkup.run import _sample_estimates
-    from vecdoctor.report.checkup import variants_section
-
-    ds = sample_dataset(small, 10, 60, seed=0, hard_share=0.5)
-    report = evaluate_variants(ds, "minilm", ["bm25"])
-    found = _sample_estimates(ds, report)
-    design = found["sample_design"]
-    assert design["full_documents"] == len(small.corpus) and design["neighbours"] > 0
-    assert design["fixed"] + design["random"] == len(ds.corpus)
-    # random documents stand for >= 1 document each, so no estimated rank is above the sampled one
-    assert 0 < found["full_corpus_estimate"]["bm25"] <= round(report.results[0].evaluation.metrics["ndcg@10"], 4)
-    whole = dataclasses.replace(small, sample=None)
-    assert _sample_estimates(whole, report) == {}  # not a sample: nothing to carry over
-    section = variants_section(SimpleNamespace(variants=report, meta=found))
-    assert "est. nDCG@10, whole corpus" in section.tables[0].columns
-    said = " ".join(section.paragraphs)
-    assert "best matches (bm25)" in said and "dense numbers on the sample are optimistic" in said
-
-
-def test_quick_sample_takes_dense_matches_within_its_time_budget(small, minilm, monkeypatch):
-    import numpy as np
-
-    from vecdoctor.checkup import run
-
-    monkeypatch.setitem(run.QUICK, "max_docs", 60)
-    monkeypatch.setitem(run.QUICK, "max_queries", 10)
-    said: list[str] = []
-    dense = run._quick_sample(small, "minilm", 0, said.append)
-    assert dense.sample.neighbours_from == "bm25+dense" and len(dense.corpus) == 60
-    # rank 1 of every query and retriever comes first: with room for it, each query's best dense
-    # match in the whole corpus is in the sample
-    assert dense.sample.neighbours >= 2 * len(dense.qrels)
-    docs = minilm.encode_documents([d.content for d in small.corpus])
-    ids = {d.id for d in dense.corpus}
-    for q in dense.qrels:
-        best = int(np.argmax(docs @ minilm.encode_queries([dense.queries[q]])[0]))
-        assert small.corpus[best].id in ids
-    monkeypatch.setitem(run.QUICK, "neighbour_seconds", 0)
-    lexical = run._quick_sample(small, "minilm", 0, said.append)
-    assert lexical.sample.neighbours_from == "bm25" and set(lexical.qrels) == set(dense.qrels)
-    assert "dense neighbours skipped" in said[-1] and "over the 0 s budget" in said[-1]
-    # whole texts, then their first 128 tokens, were both timed before giving up
-    assert "first 256 tokens or about" in said[-1] and "first 128 tokens of each" in said[-1]
-
-
-def test_quick_sample_reads_only_the_first_tokens_when_whole_texts_take_too_long(small, monkeypatch):
-    from vecdoctor.checkup import run
-
-    monkeypatch.setitem(run.QUICK, "max_docs", 60)
-    monkeypatch.setitem(run.QUICK, "max_queries", 10)
-    # time is what the budget reads: whole texts "take" 1000 s, their first 128 tokens 10 s
-    monkeypatch.setattr(run, "_corpus_seconds", lambda enc, texts, n: 1000.0 if enc.max_length > 128 else 10.0)
-    said: list[str] = []
-    short = run._quick_sample(small, "minilm", 0, said.append)
-    assert short.sample.neighbours_from == "bm25+dense"
-    assert "first 128 tokens of each, about 10 s" in said[-1]
-    # the neighbours are the ones minilm finds reading 128 tokens
-    from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.evaluate.metrics import HARD_SHARE
-
-    again = sample_dataset(small, 10, 60, 0, hard_share=HARD_SHARE, encoder=Encoder("minilm", max_length=128))
-    assert {d.id for d in short.corpus} == {d.id for d in again.corpus}
-
-
-def test_quick_compares_several_models_on_a_sample_no_model_mined(small, monkeypatch):
-    from types import SimpleNamespace
-
-    from vecdoctor.checkup import run
     from vecdoctor.evaluate.compare import compare_models
     from vecdoctor.evaluate.metrics import HARD_SHARE
     from vecdoctor.report.checkup import models_section
 
-    monkeypatch.setitem(run.QUICK, "max_docs", 60)
-    monkeypatch.setitem(run.QUICK, "max_queries", 10)
     models = ["minilm", "minilm-l3-onnx"]
     quick = checkup(small, models, quick=True, variants=["bm25", "dense"])
     # the models met the sampled queries with BM25's hard matches only (neither model's own)
@@ -346,15 +256,31 @@ def test_quick_compares_several_models_on_a_sample_no_model_mined(small, monkeyp
         same = next(r for r in alone.rows if r.model == row.model)
         assert row.ndcg_on_sample == pytest.approx(same.ndcg_on_sample, abs=1e-9)
         assert row.ndcg_at_10 == pytest.approx(same.ndcg_at_10, abs=1e-9)
-    # the variants then run on the same queries with the chosen model's dense matches added
-    assert quick.meta["sample_design"]["neighbours_from"] == "bm25+dense"
-    assert set(quick.dataset.qrels) == set(lexical.qrels)
     caption = models_section(SimpleNamespace(comparison=quick.comparison, meta=quick.meta)).tables[0].caption
     assert "favours no model" in caption
-    # one model: its own dense matches from the start, and no second sample
-    one = checkup(small, ["minilm"], quick=True, variants=["bm25", "dense"])
-    assert "model_sample" not in one.meta
-    assert one.meta["sample_design"]["neighbours_from"] == "bm25+dense"
+    # the chosen model's variants then run on the whole corpus (it is small enough)
+    assert quick.meta["frame"] == "corpus" and quick.variants.num_docs == len(small.corpus)
+
+
+def test_installed_models_over_their_cost_budget_are_listed_not_measured(small, tight, monkeypatch):
+    from vecdoctor.checkup.sampling import model_budget_skips
+
+    monkeypatch.setitem(tight.QUICK, "model_tokens", 1)
+    skips = model_budget_skips(["minilm", "minilm-l3-onnx", "minilm-int8-onnx"], small, named=False)
+    # the cheapest (minilm-l3-onnx) and the reference (minilm) always run
+    assert list(skips) == ["minilm-int8-onnx"] and "over the 1 budget" in skips["minilm-int8-onnx"]
+    assert model_budget_skips(["minilm", "minilm-int8-onnx"], small, named=True) == {}
+
+
+def test_self_supervised_checkup_saves_its_queries_for_reuse(small, tmp_path):
+    from vecdoctor.data import Dataset, load_dataset
+
+    corpus = Dataset(corpus=small.corpus[:80], name="bare")
+    result = checkup(corpus, ["minilm-l3-onnx"], quick=True, variants=["bm25", "dense", "hybrid"])
+    out = write_checkup(result, tmp_path / "report")
+    again = load_dataset(out / "queries", "test")
+    assert again.qrels == result.labels.qrels and again.queries == result.labels.queries
+    assert len(again.corpus) == 80
 
 
 def test_unknown_variant_lists_valid_ones(small):
@@ -457,130 +383,17 @@ def test_cli_checkup_on_unlabelled_corpus_uses_self_supervised_queries(small, tm
     assert "self-supervised" in (out / "report.html").read_text()
 
 
-@pytest.mark.parametrize("chunk_gain", [0.08, 0.0])
-def test_long_text_strategy_answers_the_truncation_finding(chunk_gain):
-    """The best long-text strategy that passes the gate is chosen; when none does, the decision
-    to keep truncation says so next to the diagnosis' share of truncated texts."""
-    from types import SimpleNamespace
-
-    from vecdoctor.evaluate.metrics import randomization_test
-
-    base = {f"q{i}": 0.5 for i in range(50)}
-    results = [_variant("bm25", {k: 0.4 for k in base}), _variant("dense", base),
-               _variant("hybrid", {k: 0.55 for k in base}),
-               _variant("dense+window", {f"q{i}": 0.5 + 0.003 * (i % 2) for i in range(50)}, "dense"),
-               _variant("dense+chunks", {f"q{i}": 0.5 + chunk_gain + 0.001 * (i % 7)
-                                         for i in range(50)}, "dense"),
-               _variant("dense+chunks-first", {f"q{i}": 0.5 + chunk_gain / 2 + 0.001 * (i % 3)
-                                               for i in range(50)}, "dense")]
-    for r in results[3:]:
-        r.delta_ndcg = r.ndcg - results[1].ndcg
-        r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], base)
-    truncation = SimpleNamespace(share_truncated=0.42)
-    pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, 50, False, results), "minilm",
-                                 truncation=truncation)
-    long_text = {d.choice: d for d in decisions if d.topic == "long texts"}
-    if chunk_gain:
-        assert str(pipeline.chunks) == "max" and pipeline.window is None
-        assert long_text["chunks max"].recommended
-        assert not long_text["chunks max+first"].recommended  # passes, but scores lower
-        assert "truncation" not in long_text
-    else:
-        assert pipeline.chunks is None and pipeline.window is None
-        kept = long_text["truncation"]
-        assert kept.recommended and "42% of texts" in kept.evidence
-        assert "dense+chunks nDCG@10" in kept.evidence and "dense+window nDCG@10" in kept.evidence
-    assert not long_text["windows 256:128:max"].recommended  # +0.0015: below the gate
-
-
-def _long_text_decision(gains: dict[str, list[float]], n: int = 60):
-    """decide() on toy per-query nDCG@10: dense at 0.5 everywhere, each named long-text variant
-    at 0.5 plus its per-query gain (repeated over the queries)."""
-    from vecdoctor.evaluate.metrics import randomization_test
-
-    base = {f"q{i}": 0.5 for i in range(n)}
-    results = [_variant("bm25", {k: 0.4 for k in base}), _variant("dense", base),
-               _variant("hybrid", {k: 0.55 for k in base})]
-    for name, gain in gains.items():
-        r = _variant(name, {f"q{i}": 0.5 + gain[i % len(gain)] for i in range(n)}, "dense")
-        r.delta_ndcg = r.ndcg - 0.5
-        r.p_value = randomization_test(r.evaluation.per_query["ndcg@10"], base)
-        results.append(r)
-    pipeline, decisions = decide(VariantsReport("toy", "minilm", 10, n, False, results), "minilm")
-    return pipeline, {d.choice: d for d in decisions if d.topic == "long texts"}
-
-
-def test_two_chunk_scorings_are_one_decision_and_a_tie_keeps_maxp_plus_first():
-    """MaxP scores higher than MaxP + first, and only MaxP passes the gate on its own (p = 0.015
-    against dense; MaxP + first p = 0.11); the two are not measurably different (p = 0.42), so
-    the chunk index is kept with MaxP + first."""
-    pipeline, long_text = _long_text_decision({
-        "dense+chunks": [0.2, -0.1, 0.0, 0.05, -0.05, 0.1],
-        "dense+chunks-first": [0.0, -0.1, 0.2, 0.05, -0.05, 0.02]})
-    assert long_text["chunks max"].gain > long_text["chunks max+first"].gain
-    assert str(pipeline.chunks) == "max+first"
-    chosen = long_text["chunks max+first"]
-    assert chosen.recommended and not long_text["chunks max"].recommended
-    assert "MaxP is not measurably better than MaxP + first" in chosen.evidence
-    assert "two scorings of one index" in chosen.evidence
-
-
-def test_a_chunk_scoring_needs_half_the_p_value_when_both_are_measured():
-    """p between 0.025 and 0.05 passes the plain gate, but two scorings of one index are two
-    looks: the chunk index is not kept on it; measured alone the same scoring is kept."""
-    from vecdoctor.evaluate.metrics import randomization_test
-
-    gain = [0.2, -0.1, 0.0, 0.05, -0.05, 0.06]
-    p = randomization_test({f"q{i}": 0.5 + gain[i % 6] for i in range(60)},
-                           {f"q{i}": 0.5 for i in range(60)})
-    assert 0.025 <= p < 0.05, p  # the toy data sits where the correction matters
-    pipeline, long_text = _long_text_decision({"dense+chunks": gain, "dense+chunks-first": [0.0]})
-    assert pipeline.chunks is None
-    pipeline, long_text = _long_text_decision({"dense+chunks": gain})
-    assert str(pipeline.chunks) == "max" and long_text["chunks max"].recommended
-
-
-def test_chunks_replace_passing_windows_only_when_measurably_better():
-    windows = [0.06, 0.04, 0.05]
-    pipeline, long_text = _long_text_decision({"dense+window": windows,
-                                               "dense+chunks": [0.07, 0.04, 0.05]})
-    assert str(pipeline.window) == "256:128:max" and pipeline.chunks is None
-    assert "the cheaper windows stay" in long_text["windows 256:128:max"].evidence
-    pipeline, _ = _long_text_decision({"dense+window": windows, "dense+chunks": [0.12, 0.1, 0.11]})
-    assert str(pipeline.chunks) == "max" and pipeline.window is None
-
-
 def test_chunk_variants_run_where_the_diagnosis_found_long_texts(minilm):
     from types import SimpleNamespace
 
-    from vecdoctor.checkup.run import _variant_names
+    from vecdoctor.checkup.stages import variant_names
     from vecdoctor.diagnose._common import Verdict
 
     def names(verdict, variants=None):
         diagnosis = SimpleNamespace(truncation=SimpleNamespace(verdict=verdict))
-        return _variant_names(variants, None, minilm, diagnosis)
+        return variant_names(variants, None, minilm, diagnosis)
 
     assert {"dense+chunks", "dense+chunks-first"} <= set(names(Verdict.WARN))
     assert {"dense+chunks", "dense+chunks-first"} <= set(names(Verdict.FAIL))
     assert not {"dense+chunks", "dense+chunks-first"} & set(names(Verdict.OK))
     assert names(Verdict.FAIL, ["bm25", "dense"]) == ["bm25", "dense"]  # the user's list stands
-
-
-def test_what_to_do_lists_recommended_steps_by_measured_gain():
-    from types import SimpleNamespace
-
-    from vecdoctor.checkup.run import Decision
-    from vecdoctor.report.checkup import todo_section
-
-    decisions = [Decision("model", "minilm", True, "tie"),
-                 Decision("retrieval", "hybrid", True, "hybrid 0.71", 0.03),
-                 Decision("transform", "abtt", False, "abtt 0.60", -0.01),
-                 Decision("long texts", "chunks max+first", True, "chunks 0.67", 0.05),
-                 Decision("precision", "int8", True, "int8 keeps 99.6%", -0.002),
-                 Decision("confirmation", "recommended pipeline", True, "recommended 0.72")]
-    section = todo_section(SimpleNamespace(decisions=decisions))
-    lines = section.paragraphs
-    assert [line.split(":")[0] for line in lines[:4]] == [
-        "1. long texts", "2. retrieval", "3. precision", "4. model"]
-    assert "(+0.0500 nDCG@10)" in lines[0] and "(-0.0020 nDCG@10)" in lines[2]
-    assert "transform abtt" in lines[4] and "recommended 0.72" in lines[5]

@@ -131,7 +131,7 @@ def test_the_checkup_tunes_fusion_on_the_train_split_of_a_real_folder(tmp_path):
 
     import retrieval_support as rs
 
-    from vecdoctor.checkup.run import _Encoding, _tune_fusion, tuning_split
+    from vecdoctor.checkup.stages import Encoding, tune_fusion_step, tuning_split
     from vecdoctor.data import load_dataset
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.evaluate.variants import evaluate_variants
@@ -152,8 +152,8 @@ def test_the_checkup_tunes_fusion_on_the_train_split_of_a_real_folder(tmp_path):
                                for d, ids in ((test, qe), (train, qt)))
     decisions: list = []
     cache = VectorCache(max_size=1000)  # the documents are encoded once for both measurements
-    pipeline, tuned = _tune_fusion(small_test, Pipeline(mode="hybrid"), 0, decisions, small_train,
-                                   _Encoding("minilm", cache, None))
+    pipeline, tuned = tune_fusion_step(small_test, Pipeline(mode="hybrid"), 0, decisions,
+                                       small_train, Encoding("minilm", cache, None))
     assert tuned.tuned_on == "train" and (tuned.tuning_queries, tuned.confirm_queries) == (30, 30)
     assert len(tuned.curve) == 18 and decisions[0].topic == "fusion"
     assert "train queries" in decisions[0].evidence

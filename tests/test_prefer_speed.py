@@ -7,19 +7,17 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from vecdoctor.checkup.run import decide
+from vecdoctor.checkup.rules import ModelChoice, decide
 from vecdoctor.cli import app
 from vecdoctor.data import write_corpus_jsonl
 from vecdoctor.evaluate.compare import (
     BACKEND_KEEP,
-    Comparison,
     ModelRow,
     Prefer,
     compare_models,
     recommend,
 )
 from vecdoctor.evaluate.metrics import sample_dataset
-from vecdoctor.evaluate.variants import VariantsReport
 from vecdoctor.index import Index
 
 
@@ -50,7 +48,7 @@ def _model(name, per_query, rate):
                     0.9, 0.1, 1536, per_query={str(k): float(v) for k, v in values.items()})
 
 
-def test_a_model_best_by_noise_is_a_tie_decided_by_speed():
+def test_a_model_best_by_noise_is_a_tie_decided_by_its_cost():
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -61,7 +59,8 @@ def test_a_model_best_by_noise_is_a_tie_decided_by_speed():
     fast = _model("minilm", base, rate=60.0)
     pick, reason = recommend([slow_best, fast], Prefer.QUALITY)
     assert pick is fast
-    assert reason.startswith("tie:") and "tiny-gain" in reason and "faster" in reason
+    # the cheaper to run by its size (an unknown folder has no known cost), not the faster timing
+    assert reason.startswith("tie:") and "tiny-gain" in reason and "cheapest to run" in reason
     # a real gain (0.05, the same on every query) passes the gate and stays
     better = _model("better", base + 0.05, rate=30.0)
     pick, reason = recommend([better, fast], Prefer.QUALITY)
@@ -69,10 +68,10 @@ def test_a_model_best_by_noise_is_a_tie_decided_by_speed():
 
 
 def test_chosen_backend_goes_into_the_pipeline():
-    comp = Comparison([_row()], Prefer.SPEED, "minilm", "why", backend="openvino", precision="int8")
-    empty = VariantsReport("d", "minilm", 1, 1, False, [])
-    pipeline, _ = decide(empty, "minilm", comp)
-    assert (pipeline.backend, pipeline.model_precision) == ("openvino", "int8")
+    settings, decisions = decide({}, "minilm", chosen_model=ModelChoice("minilm", "why", "openvino",
+                                                                        "int8"))
+    assert (settings["backend"], settings["model_precision"]) == ("openvino", "int8")
+    assert decisions[0].choice == "minilm on openvino int8"
 
 
 @pytest.mark.slow

@@ -397,12 +397,19 @@ def write_qrels(qrels: Qrels, path: str | Path) -> None:
     atomic_write_text(Path(path), buf.getvalue())
 
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\[])|(?<=\s[.!?])\s+")
+_LOWER_SENTENCE = re.compile(r"(?<=[a-z0-9)\]]{4}[.!?])\s+(?=[a-z])")
 
 
 def split_sentences(text: str) -> list[str]:
-    """``text`` cut after ``.``, ``!`` or ``?`` followed by a capital, a digit or a quote."""
-    return [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    """``text`` cut after ``.``, ``!`` or ``?`` followed by a capital, a digit or a quote, and
+    after a mark standing alone (``word . next``, as tokenised collections write it). A text
+    with no capital letter at all is also cut after a mark that ends a word of 4 or more
+    characters and is followed by a lower-case word (short words are often abbreviations)."""
+    parts = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
+    if any(c.isupper() for c in text):
+        return parts
+    return [s.strip() for p in parts for s in _LOWER_SENTENCE.split(p) if s.strip()]
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

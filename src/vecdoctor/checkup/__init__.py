@@ -7,8 +7,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "checkup": "vecdoctor.checkup.run",
-        "CheckupResult": "vecdoctor.checkup.run",
-        "write_checkup": "vecdoctor.checkup.run",
-        "decide": "vecdoctor.checkup.run",
+        "CheckupResult": "vecdoctor.checkup.writing",
+        "write_checkup": "vecdoctor.checkup.writing",
+        "decide": "vecdoctor.checkup.rules",
     },
 )

@@ -266,6 +266,9 @@ def checkup_cmd(
     rerank_precision: str = RERANK_PRECISION,
     sample: str = typer.Option(None, "--sample", help="Run on a built-in sample corpus: python-docs"),
     seed: int = typer.Option(0, "--seed"),
+    cache: Path = typer.Option(
+        None, "--cache", help="Folder for an on-disk vector cache: a second checkup of the same "
+        "corpus encodes nothing again (decisions never depend on it)"),
     keep_self_hits: bool = KEEP_SELF_HITS,
     force: bool = FORCE,
 ) -> None:
@@ -281,9 +284,14 @@ def checkup_cmd(
     ds = _dataset(data, split, sample, keep_self_hits)
     tuning = _tuning(data, split, tune_split, ds) if data is not None and not sample else None
     steps = _Steps(len(names or []) + 11)
+    vectors = None
+    if cache is not None:
+        from vecdoctor.encode.cache import VectorCache
+
+        vectors = VectorCache(cache)
     result = checkup(ds, names, prefer=prefer, quick=quick, reranker=rerank, seed=seed, progress=steps,
                      rerank_fusion=rerank_fusion or "rrf", rerank_backend=rerank_backend,
-                     rerank_precision=rerank_precision, tuning=tuning)
+                     rerank_precision=rerank_precision, tuning=tuning, cache=vectors)
     write_checkup(result, output, force)
     emit(
         {

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -207,35 +207,48 @@ def beats(a: ModelRow, b: ModelRow) -> tuple[bool, float]:
 
 
 def _second_priority(row: ModelRow) -> tuple[float, float, int]:
-    """How ties are broken: faster, then smaller vectors, then the default model."""
-    return (-(row.docs_per_second or 0), float(row.bytes_per_vector or 0),
+    """How ties are broken: the cheaper model to run per token (a constant from its size and
+    engine, :func:`vecdoctor.models.encoding_cost`, never a timing that a busy machine would
+    change), then smaller vectors, then the default model."""
+    return (_cost(row.model), float(row.bytes_per_vector or 0),
             0 if row.model == REFERENCE_MODEL else 1)
 
 
+def _cost(model: str) -> float:
+    from vecdoctor.models import encoding_cost
+
+    try:
+        return encoding_cost(model)
+    except VecdoctorError:
+        return float("inf")
+
+
 def _best_through_gate(best: ModelRow, rows: Sequence[ModelRow]) -> tuple[ModelRow, str]:
-    """The best model by nDCG@10 is kept only if it beats each other one through the gate;
-    among those it does not beat, the second priority decides, and the reason says it was a tie."""
-    tied = []
-    for row in rows:
-        if row is best:
-            continue
-        wins, p = beats(best, row)
-        if not wins:
-            tied.append((row, p))
+    """The best model by nDCG@10, unless others are within MIN_GAIN of it (a real tie, which
+    no test can tell apart): then the cheapest of those to run. A model more than MIN_GAIN
+    worse is never chosen for speed, proven worse or not (``--prefer speed`` trades quality)."""
     others = sorted((r for r in rows if r is not best), key=lambda r: -(r.ndcg_at_10 or 0))
+    tied = [(r, beats(best, r)[1]) for r in others
+            if (best.ndcg_at_10 or 0) - (r.ndcg_at_10 or 0) < MIN_GAIN]
     if not tied:
-        runner = f"; next best {others[0].model} {others[0].ndcg_at_10:.4f}" if others else ""
+        runner = ""
+        if others:
+            wins, p = beats(best, others[0])
+            runner = (f"; next best {others[0].model} {others[0].ndcg_at_10:.4f}, "
+                      + ("beaten through the gate" if wins else
+                         f"{MIN_GAIN} or more behind, not proven (p={p:.2g}): more queries "
+                         "would settle it"))
         return best, f"{best.model} has the highest nDCG@10 ({best.ndcg_at_10:.4f}{runner})"
     pick = min([best, *(r for r, _ in tied)], key=_second_priority)
-    pairs = ", ".join(f"{r.model} {r.ndcg_at_10:.4f} (p={p:.2g})" for r, p in tied)
+    pairs = ", ".join(f"{r.model} {r.ndcg_at_10:.4f}" for r, _ in tied)
     if pick is best:
-        return best, (f"tie: {best.model} has the highest nDCG@10 ({best.ndcg_at_10:.4f}) but does "
-                      f"not beat {pairs} by {MIN_GAIN} at p < {MAX_P}; it is also the fastest of "
-                      f"them ({best.docs_per_second:.1f} docs/s), so it stays")
-    return pick, (f"tie: {best.model} {best.ndcg_at_10:.4f} does not beat {pairs} by {MIN_GAIN} "
-                  f"nDCG@10 at p < {MAX_P}; {pick.model} is chosen as the faster "
-                  f"({pick.docs_per_second:.1f} docs/s against {best.docs_per_second:.1f}), "
-                  f"then smaller and simpler")
+        return best, (f"tie: {best.model} has the highest nDCG@10 ({best.ndcg_at_10:.4f}) with "
+                      f"{pairs} within {MIN_GAIN}; it is also the cheapest of them to run "
+                      f"(cost per token {_cost(best.model):g} x minilm's), so it stays")
+    return pick, (f"tie: {best.model} {best.ndcg_at_10:.4f} and {pairs} are within {MIN_GAIN} "
+                  f"nDCG@10; {pick.model} is chosen as the cheapest to run (cost per token "
+                  f"{_cost(pick.model):g} x minilm's against {_cost(best.model):g}, from the "
+                  "model's size), then smaller and simpler")
 
 
 def convertible(model: str) -> bool:
@@ -258,6 +271,7 @@ def compare_models(
     cache: Any = None,
     backends: bool = True,
     time_budget: float | None = None,
+    skip: Mapping[str, str] | None = None,
 ) -> Comparison:
     """Measure every model on ``dataset`` (queries and qrels needed; see self-supervised).
 
@@ -270,6 +284,8 @@ def compare_models(
     ``skipped`` saying why (its probe rate as ``docs_per_second``). The fastest model is always
     measured, so the comparison never comes back empty, and so is the default model
     (``minilm``), the reference of every comparison. Converted variants are not probed.
+    ``skip`` names models to list as skipped, with the reason, instead of measuring them (the
+    checkup's ``--quick`` plan, from each model's constant cost).
     """
     prefer = Prefer.parse(prefer)
     if not models:
@@ -279,6 +295,10 @@ def compare_models(
     rows: list[ModelRow] = []
     probes = _probe(models, dataset, time_budget, progress) if time_budget is not None else {}
     for model in models:
+        if skip and model in skip:
+            rows.append(ModelRow(model=model, skipped=skip[model]))
+            logger.warning("skipping %s: %s", model, skip[model])
+            continue
         probe = probes.get(model)
         if probe is not None and probe.row is not None:  # skipped by the budget
             rows.append(probe.row)

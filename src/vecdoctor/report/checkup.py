@@ -43,44 +43,61 @@ def recommendation_section(result: Any) -> Section:
                    anchor="recommended-pipeline")
 
 
+def _variant_table(rep: Any, estimate: dict[str, Any], caption: str) -> Table:
+    rows = []
+    for r in rep.results:
+        m = r.evaluation.metrics
+        est = (estimate.get(r.name) or {}).get("value") if estimate else None
+        rows.append((r.name, m.get("ndcg@10"), *((est,) if estimate else ()),
+                     m.get("recall@10"), m.get("recall@100"), m.get("mrr@10"), r.docs_per_second,
+                     r.query_ms_p50, r.bytes_per_doc, r.baseline, r.delta_ndcg, r.p_value))
+    return Table(
+        ("variant", "nDCG@10", *(("nDCG@10, whole corpus",) if estimate else ()), "recall@10",
+         "recall@100", "MRR@10", "encode docs/s", "query p50 ms", "bytes/doc", "vs", "Δ nDCG@10", "p"),
+        tuple(rows), caption=caption, digits=4)
+
+
 def variants_section(result: Any) -> Section:
     from vecdoctor.report import figures
 
     rep = result.variants
     estimate = result.meta.get("full_corpus_estimate") or {}
-    rows = []
-    for r in rep.results:
-        m = r.evaluation.metrics
-        rows.append((r.name, m.get("ndcg@10"), *((estimate.get(r.name),) if estimate else ()),
-                     m.get("recall@10"), m.get("recall@100"), m.get("mrr@10"), r.docs_per_second,
-                     r.query_ms_p50, r.bytes_per_doc, r.baseline, r.delta_ndcg, r.p_value))
-    table = Table(
-        ("variant", "nDCG@10", *(("est. nDCG@10, whole corpus",) if estimate else ()), "recall@10",
-         "recall@100", "MRR@10", "encode docs/s", "query p50 ms", "bytes/doc", "vs", "Δ nDCG@10", "p"),
-        tuple(rows),
-        caption=f"{rep.num_queries} queries over {rep.num_docs} documents, model {rep.model}",
-        digits=4,
-    )
-    png = figures.bars([r.name for r in rep.results], [("nDCG@10", [r.ndcg for r in rep.results])], "nDCG@10")
+    frame = result.meta.get("frame", "corpus")
+    where = "the whole corpus" if frame == "corpus" else f"a quick sample ({frame})"
+    tables = [_variant_table(rep, estimate, f"{rep.num_queries} queries over {rep.num_docs} "
+                                            f"documents ({where}), model {rep.model}")]
+    sample = getattr(result, "sample_variants", None)
+    if sample is not None:
+        tables.append(_variant_table(
+            sample, estimate, f"Variants that encode differently, on the quick sample: "
+            f"{sample.num_queries} queries over {sample.num_docs} documents; their whole-corpus "
+            "number is the corpus' dense plus their gain over dense on the sample"))
+    shown = [*rep.results, *(sample.results if sample is not None else [])]
+    png = figures.bars([r.name + ("" if r in rep.results else " (sample)") for r in shown],
+                       [("nDCG@10", [r.ndcg for r in shown])], "nDCG@10")
     described = tuple(f"{r.name}: {r.description}" for r in rep.results)
-    if estimate:
-        design = result.meta.get("sample_design", {})
+    plan = result.meta.get("quick_plan")
+    if plan:
+        described += (f"Quick plan: {plan['words']}.",)
+    design = result.meta.get("sample_design") or {}
+    if design:
         described += (
             f"Quick sample of {design.get('full_documents')} documents: the judged documents, the "
-            f"{design.get('neighbours')} best matches ({design.get('neighbours_from')}) of the sampled "
-            f"queries in the whole corpus and {design.get('random')} random others. "
-            + ("" if "dense" in str(design.get("neighbours_from")) else
-               "Dense neighbours were not sought (a corpus this large is not encoded whole by "
-               "--quick), so dense numbers on the sample are optimistic. ")
-            + "The estimate for the whole corpus counts "
-            f"each random document above a relevant one as the {design.get('weight')} documents it "
-            "stands for; decisions are made on the sample.",)
+            f"{design.get('neighbours')} best matches ({design.get('neighbours_from')}) of the "
+            f"sampled queries in the whole corpus and {design.get('random')} random others.",)
+        if frame != "corpus":
+            described += (
+                ("Dense distractors were not sought, so dense numbers on the sample are "
+                 "optimistic: the whole corpus' dense numbers cannot be estimated and do not "
+                 "decide the retrieval mode. " if frame == "lexical sample" else "")
+                + "The estimate for the whole corpus counts each random document above a "
+                f"relevant one as the {design.get('weight')} documents it stands for.",)
     touched = max((r.self_hits for r in rep.results), default=0)
     if touched:
         described += (f"{touched} queries are themselves documents of the corpus: their own "
                       "document was left out of their results, as BEIR and MTEB evaluate "
                       "(--keep-self-hits counts it).",)
-    return Section("Pipeline variants", described, (table,), (Figure("nDCG@10 per variant", png),),
+    return Section("Pipeline variants", described, tuple(tables), (Figure("nDCG@10 per variant", png),),
                    anchor="pipeline-variants")
 
 
@@ -159,14 +176,26 @@ def rerank_section(result: Any) -> Section | None:
 
 
 def todo_section(result: Any) -> Section:
-    """What to do, first the steps with the largest measured gain: every recommended choice
-    that changes the default pipeline, with its number; then what was tried and not kept."""
-    steps = [d for d in result.decisions if d.recommended and d.topic not in {"confirmation"}]
+    """What to do: first any warning (a simpler option that scored higher), then every step
+    that changes the default pipeline with a positive measured gain, largest first; then what
+    stays as it is and what was tried and not kept. No step with a negative gain is listed."""
+    lines = [f"Before you act: {d.evidence}." for d in result.decisions if d.warning]
+    steps = [d for d in result.decisions if d.recommended and not d.warning
+             and d.topic not in {"confirmation"} and (d.gain is None or d.gain > 0)]
     steps.sort(key=lambda d: (d.gain is None, -(d.gain or 0.0)))
-    lines = []
     for i, d in enumerate(steps, 1):
         gain = "" if d.gain is None else f" ({d.gain:+.4f} nDCG@10)"
         lines.append(f"{i}. {d.topic}: {d.choice}{gain}. {d.evidence}.")
+    kept = [d for d in result.decisions if d.recommended and not d.warning
+            and d.gain is not None and d.gain <= 0]
+    trades = [d for d in kept if d.topic == "precision"]
+    kept = [d for d in kept if d not in trades]
+    for d in trades:
+        lines.append(f"Smaller storage within the gate's margin: {d.choice} ({d.gain:+.4f} "
+                     f"nDCG@10). {d.evidence}.")
+    if kept:
+        lines.append("Kept as they are (no measured gain to act on): " + "; ".join(
+            f"{d.topic} {d.choice} ({d.evidence})" for d in kept) + ".")
     dropped = sorted({f"{d.topic} {d.choice}" for d in result.decisions if not d.recommended})
     if dropped:
         lines.append("Measured and not recommended (no measurable gain on this data, or it "
@@ -175,6 +204,32 @@ def todo_section(result: Any) -> Section:
     if confirm is not None:
         lines.append(f"The whole recommended pipeline, measured end to end: {confirm.evidence}.")
     return Section("What to do", tuple(lines), anchor="what-to-do")
+
+
+TOPIC_CHECKS = {"transform": ("isotropy", "fixes"), "precision": ("quantization",),
+                "long texts": ("truncation",)}
+"""Diagnosis checks whose advice the checkup's decision on a topic replaces, so that a report
+gives one verdict per topic."""
+
+
+def decided(decisions: Any) -> dict[str, str]:
+    """The checkup's verdict for each diagnosis check it answers, in words."""
+    out: dict[str, str] = {}
+    for topic, checks in TOPIC_CHECKS.items():
+        mine = [d for d in decisions if d.topic == topic]
+        if not mine:
+            continue
+        chosen = next((d for d in mine if d.recommended), None)
+        if chosen is not None:
+            words = f"The checkup recommends {topic} {chosen.choice}: {chosen.evidence}."
+        else:
+            default = {"transform": "no transform", "precision": "float32 storage",
+                       "long texts": "truncation"}[topic]
+            words = (f"The checkup keeps {default}: nothing measured passes its gate ("
+                     + "; ".join(d.evidence for d in mine) + ").")
+        for check in checks:
+            out[check] = words
+    return out
 
 
 def checkup_sections(result: Any) -> list[Section]:
@@ -186,7 +241,7 @@ def checkup_sections(result: Any) -> list[Section]:
     sections += [s for s in (fusion, rerank_section(result)) if s is not None]
     sections.append(models_section(result))
     if result.diagnosis is not None:
-        sections += diagnosis_sections(result.diagnosis)
+        sections += diagnosis_sections(result.diagnosis, decided(result.decisions))
     return sections
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +10,10 @@ from vecdoctor.report import figures
 from vecdoctor.report.html import Figure, Section, Table, render_html
 
 
-def summary_section(report: Any) -> Section:
+def summary_section(report: Any, decided: Mapping[str, str] | None = None) -> Section:
+    decided = decided or {}
     rows = tuple(
-        (r["check"], r["verdict"], r["value"], r["rule"], r["recommendation"])
+        (r["check"], r["verdict"], r["value"], r["rule"], decided.get(r["check"], r["recommendation"]))
         for r in report.summary()
     )
     table = Table(("check", "verdict", "value", "rule", "recommendation"), rows)
@@ -24,7 +26,7 @@ def summary_section(report: Any) -> Section:
     return Section("Summary", (intro,), (table,), verdict=str(report.worst))
 
 
-def isotropy_section(report: Any) -> Section:
+def isotropy_section(report: Any, decided: Mapping[str, str] | None = None) -> Section:
     res = report.isotropy
     s = res.stats
     table = Table(
@@ -49,7 +51,8 @@ def isotropy_section(report: Any) -> Section:
     if res.layer_mean_cosine:
         figs.append(Figure("Mean pairwise cosine per hidden layer",
                            figures.layer_curve(res.layer_mean_cosine)))
-    return Section("Isotropy", (res.recommendation,), (table,), tuple(figs), str(res.verdict))
+    advice = (decided or {}).get("isotropy", res.recommendation)
+    return Section("Isotropy", (advice,), (table,), tuple(figs), str(res.verdict))
 
 
 def _space_row(label: str, s: Any) -> tuple[Any, ...]:
@@ -57,7 +60,7 @@ def _space_row(label: str, s: Any) -> tuple[Any, ...]:
             s.top10_share, s.effective_rank)
 
 
-def fixes_section(report: Any) -> Section | None:
+def fixes_section(report: Any, decided: Mapping[str, str] | None = None) -> Section | None:
     if not report.fixes:
         return None
     rows = []
@@ -72,8 +75,9 @@ def fixes_section(report: Any) -> Section | None:
         rows,
         caption="Each fix is fitted on the sample and applied to queries and documents alike.",
     )
-    return Section("Fixes: whitening and all-but-the-top",
-                   tuple(f.recommendation for f in report.fixes), (table,))
+    advice = ((decided["fixes"],) if decided and "fixes" in decided else
+              tuple(f.recommendation for f in report.fixes))
+    return Section("Fixes: whitening and all-but-the-top", advice, (table,))
 
 
 def length_section(report: Any) -> Section:
@@ -99,7 +103,7 @@ def length_section(report: Any) -> Section:
                    str(res.verdict))
 
 
-def truncation_section(report: Any) -> Section:
+def truncation_section(report: Any, decided: Mapping[str, str] | None = None) -> Section:
     res = report.truncation
     p = res.percentiles
     table = Table(
@@ -108,7 +112,8 @@ def truncation_section(report: Any) -> Section:
         [(res.n, res.max_length, res.share_truncated, res.share_tokens_dropped, res.mean_tokens,
           *p, res.longest)],
     )
-    return Section("Truncation", (res.recommendation,), (table,), verdict=str(res.verdict))
+    advice = (decided or {}).get("truncation", res.recommendation)
+    return Section("Truncation", (advice,), (table,), verdict=str(res.verdict))
 
 
 def vocabulary_section(report: Any) -> Section:
@@ -147,7 +152,7 @@ def position_section(report: Any) -> Section | None:
                    (fig,), str(res.verdict))
 
 
-def quantization_section(report: Any) -> Section:
+def quantization_section(report: Any, decided: Mapping[str, str] | None = None) -> Section:
     res = report.quantization
     table = Table(
         ("scheme", "bytes / vector", "compression", "MSE", "mean cosine",
@@ -164,21 +169,23 @@ def quantization_section(report: Any) -> Section:
                  figures.bars(names, [("plain", [r.recall_overlap for r in res.rows]),
                                       ("rescored", [r.rescored_overlap for r in res.rows])],
                               "overlap"))
-    return Section("Quantization error", (res.recommendation,), (table,), (fig,),
-                   str(res.verdict))
+    advice = (decided or {}).get("quantization", res.recommendation)
+    return Section("Quantization error", (advice,), (table,), (fig,), str(res.verdict))
 
 
-def diagnosis_sections(report: Any) -> list[Section]:
-    """Every section of the diagnosis report, in reading order."""
+def diagnosis_sections(report: Any, decided: Mapping[str, str] | None = None) -> list[Section]:
+    """Every section of the diagnosis report, in reading order. ``decided`` (check -> words):
+    the checkup's own verdict, which replaces the diagnosis' advice for that check, so that a
+    checkup report gives one verdict per topic."""
     sections = [
-        summary_section(report),
-        isotropy_section(report),
-        fixes_section(report),
+        summary_section(report, decided),
+        isotropy_section(report, decided),
+        fixes_section(report, decided),
         length_section(report),
-        truncation_section(report),
+        truncation_section(report, decided),
         vocabulary_section(report),
         position_section(report),
-        quantization_section(report),
+        quantization_section(report, decided),
     ]
     return [s for s in sections if s is not None]
 
