@@ -35,7 +35,7 @@ from _common import DATA, machine, versions, write_result  # noqa: E402
 
 def datasets(name: str):  # type: ignore[no-untyped-def]
     """(test dataset, train dataset or None) for a corpus name."""
-    from vecdoctor.checkup.run import tuning_split
+    from vecdoctor.checkup.stages import tuning_split
     from vecdoctor.data import load_dataset
 
     if name == "scifact":
@@ -58,12 +58,12 @@ def all_queries(chosen_param: tuple[str, float], bm25, dense, qrels) -> float:  
 
 def measure(test, train, model: str, chunks: str | None, cache) -> dict:  # type: ignore[no-untyped-def]
     from vecdoctor.checkup.fusion import tune_fusion
-    from vecdoctor.checkup.run import _Encoding, _fusion_runs
+    from vecdoctor.checkup.stages import Encoding, fusion_runs
     from vecdoctor.pipeline import Pipeline
 
     pipeline = Pipeline(model=model, mode="hybrid", chunks=chunks)
     t = time.perf_counter()
-    bm25, dense, other = _fusion_runs(test, pipeline, _Encoding(model, cache, None), train)
+    bm25, dense, other = fusion_runs(test, pipeline, Encoding(model, cache, None), train)
     out: dict = {"dense_side": f"chunks {chunks}" if chunks else "plain",
                  "runs_seconds": round(time.perf_counter() - t, 1)}
     default = all_queries(("rrf", 60.0), bm25, dense, test.qrels)

@@ -79,7 +79,7 @@ def builds(ds) -> dict:  # type: ignore[no-untyped-def]
 
 
 def one(name: str, with_builds: bool = True) -> dict:
-    from vecdoctor.checkup.run import decide
+    from vecdoctor.checkup.rules import decide, measured
     from vecdoctor.diagnose.truncation import check_truncation
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.evaluate.variants import evaluate_variants
@@ -98,7 +98,7 @@ def one(name: str, with_builds: bool = True) -> dict:
             for r in report.results}
     for row, values in rows.items():
         print(row, values, flush=True)
-    _, decisions = decide(report, "minilm", truncation=truncation)
+    _, decisions = decide(measured(report), "minilm", truncated_share=truncation.share_truncated)
     return {
         "documents": len(ds.corpus), "queries": len(ds.qrels), "self_supervised": ds.self_supervised,
         "tokens": {"mean": round(float(lengths.mean()), 1), "p50": float(truncation.percentiles[0]),

@@ -150,18 +150,6 @@ def test_cli_compare_models_time_budget(small, tmp_path):
     assert not next(r for r in rows if r["model"] == "minilm")["skipped"]  # the reference runs
 
 
-def test_quick_checkup_says_what_it_sampled(small, tmp_path):
-    quick = checkup(small, ["minilm"], quick=True, variants=["bm25", "dense", "hybrid"])
-    assert quick.meta["quick"] is True and quick.meta["models_skipped"] == []
-    assert quick.meta["sampled_from_documents"] == len(small.corpus)
-    assert quick.meta["sampled_from_queries"] == len(small.qrels)
-    # a corpus this small is encoded whole: every number is the whole corpus' own
-    assert quick.meta["quick_plan"]["reach"] == "corpus" and quick.meta["frame"] == "corpus"
-    assert quick.meta["documents"] == len(small.corpus)
-    est = quick.meta["full_corpus_estimate"]
-    assert est["dense"]["value"] == round(quick.variants.get("dense").ndcg, 4)
-
-
 @pytest.fixture()
 def tight(monkeypatch):
     """A 60-document sample and 10 sampled queries, so that a 120-document corpus is sampled."""
@@ -170,6 +158,33 @@ def tight(monkeypatch):
     monkeypatch.setitem(sampling.QUICK, "max_docs", 60)
     monkeypatch.setitem(sampling.QUICK, "max_queries", 10)
     return sampling
+
+
+QUICK_VARIANTS = ["bm25", "dense", "hybrid", "dense+abtt", "dense+window"]
+
+
+@pytest.fixture(scope="module")
+def quick(small):
+    """``--quick`` on the 120-document corpus with a 60-document sample."""
+    from vecdoctor.checkup import sampling
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sampling.QUICK, "max_docs", 60)
+        mp.setitem(sampling.QUICK, "max_queries", 10)
+        return checkup(small, ["minilm"], quick=True, variants=QUICK_VARIANTS)
+
+
+def test_quick_checkup_says_what_it_sampled(small, quick):
+    assert quick.meta["quick"] is True and quick.meta["models_skipped"] == []
+    assert quick.meta["sampled_from_documents"] == len(small.corpus)
+    assert quick.meta["sampled_from_queries"] == len(small.qrels)
+    # a corpus this small fits the budget: it is encoded whole and every number but the
+    # encoding variants' is the whole corpus' own
+    assert quick.meta["quick_plan"]["reach"] == "corpus" and quick.meta["frame"] == "corpus"
+    assert quick.meta["documents"] == len(small.corpus)
+    est = quick.meta["full_corpus_estimate"]
+    assert est["dense"] == {"value": round(quick.variants.get("dense").ndcg, 4),
+                            "how": "measured on the whole corpus"}
 
 
 def test_the_quick_plan_is_made_from_token_counts_and_the_model_cost(small, minilm, tight):
@@ -189,9 +204,7 @@ def test_the_quick_plan_is_made_from_token_counts_and_the_model_cost(small, mini
     assert "BM25's distractors only" in plan_quick(small, "minilm", budget=1).words()
 
 
-def test_quick_measures_encoding_variants_on_a_fair_sample_and_the_rest_on_the_corpus(small, tight):
-    quick = checkup(small, ["minilm"], quick=True,
-                    variants=["bm25", "dense", "hybrid", "dense+abtt", "dense+window"])
+def test_quick_measures_encoding_variants_on_a_fair_sample_and_the_rest_on_the_corpus(small, quick):
     # bm25, dense, hybrid and the transform on the whole corpus, windows on the sample
     assert {r.name for r in quick.variants.results} >= {"bm25", "dense", "hybrid", "dense+abtt"}
     assert quick.variants.num_docs == len(small.corpus)
@@ -222,17 +235,16 @@ def test_a_lexical_sample_says_it_cannot_estimate_and_keeps_hybrid(small, tight,
     assert "do not decide the mode" in retrieval.evidence
 
 
-def test_quick_decisions_never_read_the_clock(small, tight, monkeypatch):
+def test_quick_decisions_never_read_the_clock(small, quick, tight, monkeypatch):
     """The same pipeline when every clock reading says the machine crawls (1,000 s between
     two readings): no quick decision may depend on time."""
     import itertools
     import time as real_time
 
-    variants = ["bm25", "dense", "hybrid", "dense+abtt", "int8"]
-    calm = checkup(small, ["minilm", "minilm-l3-onnx"], quick=True, variants=variants)
+    calm = quick
     ticks = itertools.count(0, 1000.0)
     monkeypatch.setattr(real_time, "perf_counter", lambda: next(ticks))
-    busy = checkup(small, ["minilm", "minilm-l3-onnx"], quick=True, variants=variants)
+    busy = checkup(small, ["minilm"], quick=True, variants=QUICK_VARIANTS)
     assert busy.pipeline == calm.pipeline
     assert [d.choice for d in busy.decisions if d.recommended and d.topic != "dense search"] == \
         [d.choice for d in calm.decisions if d.recommended and d.topic != "dense search"]

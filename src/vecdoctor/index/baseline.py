@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 BASELINE_DIR = "baseline"
 FORMAT_VERSION = 1
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+OOD_QUANTILE = "p10"
+"""The quantile of the baseline's best scores below which a text is out of domain."""
 _ARRAYS = {
     "centroid": "centroid.npy",
     "doc_sample": "doc_vectors.npy",
@@ -107,9 +109,10 @@ class Baseline:
 
     @property
     def ood_threshold(self) -> float:
-        """A query whose best dense score is below this is out of distribution: 95% of the
-        queries the corpus answers about itself score higher."""
-        return float(self.query_scores.get("p5", float("nan")))
+        """A query whose best dense score is below this is out of domain: 90% of the sentences
+        the corpus answers about itself score higher (see :mod:`vecdoctor.monitor.answerability`
+        for why the 10th percentile)."""
+        return float(self.query_scores.get(OOD_QUANTILE, float("nan")))
 
     def summary(self) -> dict[str, Any]:
         """The JSON part (no arrays)."""

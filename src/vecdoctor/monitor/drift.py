@@ -8,19 +8,22 @@ What is measured, new texts against the baseline (:mod:`vecdoctor.index.baseline
 - **two-sample test** on the embeddings: maximum mean discrepancy (Gretton et al. 2012) with a
   Gaussian kernel (median-distance bandwidth) and a permutation p-value. Documents are compared
   with the baseline's documents; a query log with the baseline's self-supervised queries.
-- **answerability** (what the index is for): each text's best dense score in the index against
-  the baseline's distribution of the same score (a one-sided Mann-Whitney test), and the share
-  below the baseline's 5th percentile (out of distribution);
+- **answerability** (what the index is for): each text's best dense score in the index
+  (:mod:`vecdoctor.monitor.answerability`, the function the live observer uses), the share
+  below the baseline's 10th percentile (out of domain) and, for information, a one-sided
+  Mann-Whitney test against the baseline's distribution of the same score;
 - centroid shift (1 - cosine of the two mean vectors, next to the shift two halves of the
   baseline sample show by chance), mean pairwise cosine and isotropy, token lengths (a
   Kolmogorov-Smirnov test) and truncation, vocabulary: frequent words of the new texts the
   corpus does not use, with the number of pieces the model's tokenizer cuts them into.
 
-The verdict follows from the tests, at a 1% level, in this order: ``out of domain`` (the index
-cannot answer the texts: 30% or more below the 5th percentile, or answerability worse at
-p < 0.01), ``drift`` (the embeddings' distribution changed), ``no drift``. For a query log, the
-embedding test compares questions with corpus sentences, which differ in form even on topic;
-so for queries it is reported but the verdict rests on answerability.
+The verdict, in this order: ``out of domain`` (nearly every text is below the cut) or
+``partial drift`` (more than chance allows for the corpus' own texts, with the share: "partial
+drift: 48% of queries are out of domain"), then, for documents, ``drift`` (the embeddings'
+distribution changed, MMD p < 0.01), else ``no drift``. For a query log, the embedding test
+compares questions with corpus sentences, which differ in form even on topic; so for queries it
+is reported, with what it means, but the verdict rests on answerability. Each action answers a
+cause: off-topic texts, a squeezed space, truncation, new words.
 """
 
 from __future__ import annotations
@@ -39,7 +42,6 @@ from vecdoctor.errors import InputError
 logger = logging.getLogger(__name__)
 
 ALPHA = 0.01
-OOD_SHARE = 0.3
 _WORD = re.compile(r"[a-z][a-z0-9\-]{2,}")
 
 
@@ -150,7 +152,8 @@ def drift_report(index: Any, texts: list[str], kind: TextKind | str = TextKind.D
     """Compare ``texts`` (new documents or queries) with the baseline of ``index``."""
     from scipy import stats as sps
 
-    from vecdoctor.index.baseline import best_other, isotropy, mean_cosine, quantiles
+    from vecdoctor.index.baseline import isotropy, mean_cosine, quantiles
+    from vecdoctor.monitor import answerability
 
     kind = TextKind.parse(kind)
     base = getattr(index, "baseline", None)
@@ -167,8 +170,9 @@ def drift_report(index: Any, texts: list[str], kind: TextKind | str = TextKind.D
     vectors = np.asarray(index.embedder.embed(chosen, role=role), dtype=np.float32)
     reference = base.query_sample if kind is TextKind.QUERIES else base.doc_sample
     ref_best = base.query_best if kind is TextKind.QUERIES else base.doc_best
-    low = float(np.quantile(ref_best, 0.05))
-    best, _ = best_other(index, vectors, [-1] * len(vectors), k=1)
+    low = answerability.cut(base, None if kind is TextKind.QUERIES else ref_best)
+    best = answerability.scores(index, vectors)
+    ood = answerability.share(best, low)
     mmd = mmd_test(vectors, reference[: max(sample, 1)], permutations, seed)
     answer = sps.mannwhitneyu(best, ref_best, alternative="less")
     lengths = np.asarray(index.encoder.token_lengths(chosen), dtype=np.int64)
@@ -179,11 +183,14 @@ def drift_report(index: Any, texts: list[str], kind: TextKind | str = TextKind.D
     report = DriftReport(
         kind=str(kind), texts=len(texts), skipped=dict(skipped or {}), verdict="", actions=[],
         tests={
-            "embeddings_mmd": {k: v for k, v in mmd.items() if k != "null"},
+            "embeddings_mmd": {**{k: v for k, v in mmd.items() if k != "null"},
+                               "meaning": MEANINGS["embeddings_mmd"][role]},
             "answerability_mannwhitney": {"u": float(answer.statistic),
-                                          "p_value": float(answer.pvalue)},
+                                          "p_value": float(answer.pvalue),
+                                          "meaning": MEANINGS["answerability_mannwhitney"]},
             "lengths_ks": None if ks is None else {"d": float(ks.statistic),
-                                                   "p_value": float(ks.pvalue)},
+                                                   "p_value": float(ks.pvalue),
+                                                   "meaning": MEANINGS["lengths_ks"]},
             "sample": len(chosen), "reference": len(reference), "alpha": ALPHA,
         },
         geometry={
@@ -197,7 +204,9 @@ def drift_report(index: Any, texts: list[str], kind: TextKind | str = TextKind.D
         },
         answerability={
             "best_score": quantiles(best), "baseline_best_score": quantiles(ref_best),
-            "threshold": low, "ood_share": float((best < low).mean()),
+            "threshold": low, "ood_share": ood,
+            "alarm_share": answerability.alarm_share(len(best)),
+            "verdict": answerability.words(ood or 0.0, len(best)),
         },
         lengths={
             "tokens": quantiles(lengths), "baseline_tokens": base.token_lengths if documents else {},
@@ -216,45 +225,73 @@ def drift_report(index: Any, texts: list[str], kind: TextKind | str = TextKind.D
 
 
 def decide(report: DriftReport, has_transform: bool) -> tuple[str, list[str]]:
-    """The verdict and the actions, from the tests (see the module)."""
+    """The verdict and the actions, each answering a cause (see the module)."""
+    from vecdoctor.monitor import answerability
+
     tests, queries = report.tests, report.kind == str(TextKind.QUERIES)
-    ood = report.answerability["ood_share"] >= OOD_SHARE or (
-        tests["answerability_mannwhitney"]["p_value"] < ALPHA and report.answerability["ood_share"]
-        >= 2 * 0.05)
+    share = report.answerability["ood_share"] or 0.0
+    n = report.tests["sample"]
+    verdict = answerability.verdict(share, n)
+    off_topic = verdict != "no drift"
     drift = tests["embeddings_mmd"]["p_value"] < ALPHA and not queries
     actions: list[str] = []
-    if ood:
-        verdict = "out of domain"
+    if off_topic:
         actions.append(
-            f"{report.answerability['ood_share']:.0%} of the texts score below what 95% of the "
-            "corpus' own texts reach: add documents on these topics, or serve them from another "
-            "index" if queries else
-            "these documents are unlike the corpus: re-run the checkup on the corpus with them "
-            "(`vecdoctor checkup`), the chosen model and fixes may no longer be the best")
+            f"{share:.0%} of the queries score below what 90% of the corpus' own sentences "
+            "reach: these queries are outside your corpus; add documents on their topics, or "
+            "route them elsewhere" if queries else
+            f"{share:.0%} of the documents are unlike the corpus: re-run the checkup on the "
+            "corpus with them (`vecdoctor checkup`), the chosen model and fixes may no longer "
+            "be the best")
     elif drift:
         verdict = "drift"
         actions.append("the documents' distribution changed (MMD p="
                        f"{tests['embeddings_mmd']['p_value']:.3g}): re-run the checkup on the "
                        "new corpus (`vecdoctor checkup`)")
-    else:
-        verdict = "no drift"
-    geometry = report.geometry
-    if (ood or drift) and has_transform:
-        actions.append("refit the transform on current text (`vecdoctor fit`): it was fitted "
-                       "on the old distribution")
-    if abs(geometry["mean_cosine"] - geometry["baseline_mean_cosine"]) > 0.1:
-        actions.append(f"mean pairwise cosine moved from {geometry['baseline_mean_cosine']:.2f} "
-                       f"to {geometry['mean_cosine']:.2f}: check the pooling and transform")
-    fragmented = [v for v in report.vocabulary if (v.get("pieces") or 0) >= 3]
-    if len(fragmented) >= 3 and verdict != "no drift":
-        terms = ", ".join(v["term"] for v in fragmented[:5])
-        actions.append(f"new frequent terms the model cuts into 3+ pieces ({terms}): fine-tune "
-                       "on the new data (`vecdoctor finetune`); hybrid search keeps exact terms")
-    lengths = report.lengths
-    if lengths["truncation_rate"] is not None and lengths["baseline_truncation_rate"] is not None \
-            and lengths["truncation_rate"] - lengths["baseline_truncation_rate"] >= 0.1:
-        actions.append(f"{lengths['truncation_rate']:.0%} of the texts are truncated (baseline "
-                       f"{lengths['baseline_truncation_rate']:.0%}): index with windows")
+        if has_transform:
+            actions.append("refit the transform on current text (`vecdoctor fit`): it was "
+                           "fitted on the old distribution")
+    actions += _causes(report, off_topic, queries)
     if not actions:
         actions.append("nothing to do: the new texts look like the corpus the index was built on")
     return verdict, actions
+
+
+def _causes(report: DriftReport, off_topic: bool, queries: bool) -> list[str]:
+    """Actions for what the off-topic share does not explain: a squeezed space, truncation,
+    new words the model cuts into pieces."""
+    actions: list[str] = []
+    geometry = report.geometry
+    squeezed = geometry["mean_cosine"] - geometry["baseline_mean_cosine"] > 0.1
+    if squeezed and not off_topic:
+        actions.append(f"mean pairwise cosine rose from {geometry['baseline_mean_cosine']:.2f} "
+                       f"to {geometry['mean_cosine']:.2f}: the vectors are squeezed into a cone; "
+                       "refit the transform on current text (`vecdoctor fit`)")
+    lengths = report.lengths
+    if lengths["truncation_rate"] is not None and lengths["truncation_rate"] - (
+            lengths["baseline_truncation_rate"] or 0.0) >= 0.1:
+        actions.append(f"{lengths['truncation_rate']:.0%} of the texts are longer than the model "
+                       "reads" + (f" (baseline {lengths['baseline_truncation_rate']:.0%})"
+                                  if lengths["baseline_truncation_rate"] is not None else "")
+                       + ": index and search with windows (`--window`) or chunks")
+    fragmented = [v for v in report.vocabulary if (v.get("pieces") or 0) >= 3]
+    if len(fragmented) >= 3 and not off_topic:
+        terms = ", ".join(f"{v['term']} ({v['pieces']} pieces)" for v in fragmented[:5])
+        actions.append(f"new frequent words the model cuts into 3+ pieces: {terms}; fine-tune "
+                       "on the new data (`vecdoctor finetune`); hybrid search keeps exact terms")
+    return actions
+
+
+MEANINGS: dict[str, Any] = {
+    "embeddings_mmd": {
+        "queries": "questions differ in form from the corpus' sentences even on topic, so this "
+                   "test is shown for information and does not decide a query log's verdict",
+        "documents": "p < 0.01: the new documents' vectors are distributed unlike the corpus' "
+                     "(drift)"},
+    "answerability_mannwhitney": "p < 0.01: the texts score lower than the corpus' own; the "
+                                 "verdict reads the share below the cut instead, which says how "
+                                 "many",
+    "lengths_ks": "p < 0.01: the documents' token lengths changed (queries are not compared with "
+                  "documents' lengths)",
+}
+"""What each test means for the verdict, shown beside its numbers."""

@@ -10,10 +10,9 @@ Alarms (each a rule that holds for any corpus, not a number fitted to one):
 
 - **anisotropy**: the queries' mean pairwise cosine above 0.6, the guide's threshold for
   embeddings squeezed into a cone (the traffic of a healthy SciFact server: 0.12);
-- **out of distribution**: at least 30% of the window's queries score below the baseline's
-  ``ood_threshold`` (the 5th percentile of the queries the corpus answers about itself). In
-  distribution that share is about 5% by construction (SciFact test queries: 1-4%); queries
-  from another domain land there almost all at once (STS-B: 92-97%, SICK: 97-99%);
+- **out of distribution**: more of the window's queries score below the baseline's 10th
+  percentile than chance allows for the corpus' own queries (:mod:`vecdoctor.monitor.answerability`,
+  the same function the offline report uses);
 - **no lexical match**: at least 30% of the queries without any BM25 match;
 - **truncation**: at least 10% of the queries longer than the model reads.
 """
@@ -28,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from vecdoctor.monitor import answerability
+
 logger = logging.getLogger(__name__)
 
 MEAN_COSINE_ALARM = 0.6
-OOD_ALARM = 0.3
 NO_MATCH_ALARM = 0.3
 TRUNCATION_ALARM = 0.1
 MIN_QUERIES = 20
@@ -70,7 +70,7 @@ class LiveHealth:
         self._vectors = np.zeros((window, int(index.dim)), dtype=np.float32)
         self._filled = 0
         self._next = 0
-        self._best: deque[float] = deque(maxlen=window)
+        self._scored: tuple[int, np.ndarray] | None = None  # (observed, best scores) last computed
         self._no_match: deque[bool] = deque(maxlen=window)
         self._overlap: deque[float] = deque(maxlen=window)
         self._truncated: deque[bool] = deque(maxlen=window)
@@ -97,9 +97,6 @@ class LiveHealth:
                 self._vectors[self._next] = vector
                 self._next = (self._next + 1) % self.window
                 self._filled = min(self._filled + 1, self.window)
-                first = stages.get("dense") or []
-                if first:
-                    self._best.append(float(first[0][1]))
             lexical = stages.get("bm25")
             if lexical is not None:
                 self._no_match.append(not lexical or lexical[0][1] <= 0)
@@ -151,20 +148,21 @@ class LiveHealth:
 
         with self._lock:
             vectors = self._vectors[: self._filled].copy()
-            best = list(self._best)
             no_match = list(self._no_match)
             overlap = list(self._overlap)
             truncated = list(self._truncated)
             inputs = list(self._inputs_truncated)
             observed, windows = self.observed, self.windows
             alarmed = dict(self.windows_alarmed)
-        threshold = self.baseline.ood_threshold if self.baseline is not None else None
+        best = self._best_scores(vectors, observed)
+        threshold = answerability.cut(self.baseline)
         traffic = {
             "queries": len(vectors),
             "mean_cosine": mean_cosine(vectors) if len(vectors) >= 2 else None,
             "isotropy": isotropy(vectors) if len(vectors) >= 2 else None,
-            "ood_share": _share([b < threshold for b in best]) if threshold is not None else None,
-            "best_score_p50": float(np.median(best)) if best else None,
+            "ood_share": answerability.share(best, threshold),
+            "ood_alarm_share": answerability.alarm_share(len(vectors)) if len(vectors) else None,
+            "best_score_p50": float(np.median(best)) if len(best) else None,
             "no_bm25_match_share": _share(no_match),
             "bm25_dense_agreement": float(np.mean(overlap)) if overlap else None,
             "query_truncation_share": _share(truncated),
@@ -181,7 +179,7 @@ class LiveHealth:
                 "documents": base.documents,
                 "mean_cosine": base.mean_cosine,
                 "query_mean_cosine": base.query_mean_cosine,
-                "ood_threshold": base.ood_threshold,
+                "ood_threshold": threshold,
                 "bm25_dense_agreement": base.bm25_dense_agreement,
                 "truncation_rate": base.truncation_rate,
             },
@@ -189,6 +187,16 @@ class LiveHealth:
             "added_documents": self._added_geometry(),
             "alarms": [a.to_dict() for a in self.alarms(traffic)],
         }
+
+    def _best_scores(self, vectors: np.ndarray, observed: int) -> np.ndarray:
+        """The window's answerability (:func:`vecdoctor.monitor.answerability.scores`), computed
+        once per query observed, however often the statistics are read."""
+        cached = self._scored
+        if cached is not None and cached[0] == observed and len(cached[1]) == len(vectors):
+            return cached[1]
+        best = answerability.scores(self.index, vectors) if self.baseline is not None else np.zeros(0)
+        self._scored = (observed, best)
+        return best
 
     def _added_geometry(self) -> dict[str, Any] | None:
         """Mean pairwise cosine and centroid shift of the documents appended to the index since
@@ -213,26 +221,33 @@ class LiveHealth:
         """The alarms the rolling statistics ``traffic`` raise (see the module)."""
         if traffic["queries"] < MIN_QUERIES:
             return []
-        found = []
+        off_topic = (traffic["ood_share"] is not None
+                     and traffic["ood_share"] >= traffic["ood_alarm_share"])
+        because = ("explained by the off-topic queries (out_of_distribution): route them "
+                   "elsewhere before changing the pipeline")
         rules = (
+            ("out_of_distribution", traffic["ood_share"], traffic["ood_alarm_share"],
+             "{v:.0%} of queries score below what 90% of the corpus' own sentences reach "
+             "(the alarm needs {t:.0%})",
+             "these queries are outside your corpus: add documents on their topics, or route "
+             "them elsewhere; `vecdoctor monitor INDEX QUERIES` names their words"),
             ("anisotropy", traffic["mean_cosine"], MEAN_COSINE_ALARM,
              "queries' mean pairwise cosine {v:.2f} is above {t}: the query vectors are squeezed "
-             "into a cone", "check the model and pooling served; refit the transform on "
-             "current text (`vecdoctor fit`)"),
-            ("out_of_distribution", traffic["ood_share"], OOD_ALARM,
-             "{v:.0%} of queries score below what 95% of the corpus' own queries reach",
-             "the corpus cannot answer this traffic: add documents on its topics, or run "
-             "`vecdoctor monitor INDEX QUERIES` for the drift report"),
+             "into a cone", because if off_topic else
+             "refit the transform on current text (`vecdoctor fit`), or check the model and "
+             "pooling served"),
             ("no_lexical_match", traffic["no_bm25_match_share"], NO_MATCH_ALARM,
-             "{v:.0%} of queries have no BM25 match", "queries use words the corpus does not: "
-             "check the language and tokenisation of the traffic"),
+             "{v:.0%} of queries have no BM25 match", because if off_topic else
+             "queries use words the corpus does not: `vecdoctor monitor INDEX QUERIES` lists "
+             "them with the tokenizer's pieces; check the language of the traffic"),
             ("truncation", traffic["query_truncation_share"], TRUNCATION_ALARM,
              "{v:.0%} of queries are longer than the model reads",
-             "use windows (`--window`) or a model with a longer limit"),
+             "index and search with windows (`--window`) or chunks, or a model that reads more"),
         )
+        found = []
         for name, value, threshold, message, action in rules:
-            if value is not None and value >= threshold:
-                found.append(Alarm(name, float(value), threshold,
+            if value is not None and threshold is not None and value >= threshold:
+                found.append(Alarm(name, float(value), round(float(threshold), 4),
                                    message.format(v=value, t=threshold), action))
         return found
 

@@ -9,7 +9,7 @@ from typing import Any
 from vecdoctor.report import figures
 from vecdoctor.report.html import Figure, Section, Table, render_html, write_report_folder
 
-_BADGE = {"no drift": "ok", "drift": "warn", "out of domain": "fail",
+_BADGE = {"no drift": "ok", "drift": "warn", "partial drift": "warn", "out of domain": "fail",
           "equivalent": "ok", "safe": "ok", "different": "warn", "regression": "fail"}
 
 
@@ -21,7 +21,8 @@ def drift_sections(report: Any) -> list[Section]:
     verdict = Section(
         "Verdict",
         paragraphs=[
-            f"{report.verdict.upper()}: {report.texts} new {what} against the baseline of "
+            f"{report.verdict.upper()} ({report.answerability['verdict']}): {report.texts} new "
+            f"{what} against the baseline of "
             f"{report.meta['baseline_documents']} documents ({tests['sample']} compared). "
             f"Lines skipped: {skipped}.",
             *[f"What to do: {a}" for a in report.actions],
@@ -34,20 +35,22 @@ def drift_sections(report: Any) -> list[Section]:
         paragraphs=[
             f"Best dense score of each text in the index, against the same score of the "
             f"corpus' own {what} in the baseline. {answer['ood_share']:.1%} fall below the "
-            f"baseline's 5th percentile ({answer['threshold']:.3f}); in distribution about 5% "
-            f"do. One-sided Mann-Whitney test (new lower): p = {mw['p_value']:.3g}.",
+            f"baseline's 10th percentile ({answer['threshold']:.3f}): they are out of domain. "
+            f"A tenth of the corpus' own {what} do by definition, real {what} about the "
+            f"corpus fewer; the alarm needs {answer['alarm_share']:.0%} of these "
+            f"{tests['sample']} (more than chance allows, binomial p < 0.001). So: "
+            f"{answer['verdict']}.",
+            f"One-sided Mann-Whitney test (new lower): p = {mw['p_value']:.3g}; {mw['meaning']}.",
         ],
         figures=[Figure("best dense score", figures.distributions(
             [("baseline", figs["ref_best"]), ("new", figs["best"])], "best dense score in the index",
-            marks=[("baseline 5th percentile", answer["threshold"])]))],
+            marks=[("baseline 10th percentile", answer["threshold"])]))],
     )
     space = Section(
         "Embedding distribution",
         paragraphs=[
             f"Two-sample test (MMD, Gaussian kernel, {mmd['permutations']} permutations): "
-            f"MMD² = {mmd['mmd2']:.4g}, p = {mmd['p_value']:.3g}"
-            + (" (questions and corpus sentences differ in form even on topic; for a query log the"
-               " verdict rests on answerability)" if report.kind == "queries" else "") + ".",
+            f"MMD² = {mmd['mmd2']:.4g}, p = {mmd['p_value']:.3g}: {mmd['meaning']}.",
             f"Centroid shift {geo['centroid']['shift']:.4f} (chance alone: up to "
             f"{geo['centroid']['chance_p95']:.4f}). Mean pairwise cosine {geo['mean_cosine']:.3f} "
             f"(baseline {geo['baseline_mean_cosine']:.3f}), isotropy {geo['isotropy']:.3f} "
@@ -67,12 +70,19 @@ def drift_sections(report: Any) -> list[Section]:
     length_series = [("new", figs["lengths"])]
     if len(figs["ref_lengths"]):  # documents only: queries are not compared with documents
         length_series.insert(0, ("baseline", figs["ref_lengths"]))
+    if tests["lengths_ks"]:
+        said = (f"Truncated at the model's limit: {_pct(truncation)} (baseline "
+                f"{_pct(lengths['baseline_truncation_rate'])}). Kolmogorov-Smirnov p = "
+                f"{tests['lengths_ks']['p_value']:.3g}: {tests['lengths_ks']['meaning']}.")
+        table = Table(["tokens", "baseline", "new"], length_rows, digits=1)
+    else:  # queries: their lengths are not compared with the documents'
+        said = (f"Truncated at the model's limit: {_pct(truncation)} of the {what}. Their "
+                "lengths are shown alone: queries are not compared with documents' lengths.")
+        table = Table(["tokens", what], [(q, v) for q, _, v in length_rows], digits=1)
     size = Section(
         "Length",
-        paragraphs=[f"Truncated at the model's limit: {_pct(truncation)} (baseline "
-                    f"{_pct(lengths['baseline_truncation_rate'])}). Kolmogorov-Smirnov p = "
-                    + (f"{tests['lengths_ks']['p_value']:.3g}." if tests["lengths_ks"] else "-.")],
-        tables=[Table(["tokens", "baseline", "new"], length_rows, digits=1)],
+        paragraphs=[said],
+        tables=[table],
         figures=[Figure("token lengths", figures.distributions(length_series, "tokens"))],
     )
     vocab = Section(

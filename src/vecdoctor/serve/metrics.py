@@ -81,8 +81,11 @@ class HealthCollector:
                             "Mean pairwise cosine of the window's query vectors (alarm > 0.6)"),
             "isotropy": ("vecdoctor_query_isotropy", "Isotropy of the window's query vectors"),
             "ood_share": ("vecdoctor_query_ood_share",
-                          "Share of the window's queries below the baseline's 5th percentile "
+                          "Share of the window's queries out of domain: below the baseline's 10th percentile "
                           "best score"),
+            "ood_alarm_share": ("vecdoctor_query_ood_alarm_share",
+                                "Out-of-domain share at which the window raises the alarm (more "
+                                "than chance allows for the corpus' own queries)"),
             "best_score_p50": ("vecdoctor_query_best_score_median",
                                "Median best dense score of the window's queries"),
             "no_bm25_match_share": ("vecdoctor_query_no_bm25_match_share",
@@ -100,7 +103,7 @@ class HealthCollector:
         base = snap["baseline"]
         if base is not None:
             yield GaugeMetricFamily("vecdoctor_baseline_ood_threshold",
-                                    "Best dense score 95% of the corpus' own queries reach",
+                                    "Best dense score 90% of the corpus' own sentences reach (below: out of domain)",
                                     value=float(base["ood_threshold"]))
             yield GaugeMetricFamily("vecdoctor_baseline_query_mean_cosine",
                                     "Mean pairwise cosine of the baseline's queries",
