@@ -71,10 +71,20 @@ def test_search_json_and_plain(built):
     body = json.loads(result.stdout)
     assert body["query"] == doc.title and len(body["hits"]) == 3
     assert body["hits"][0]["id"] == doc.id
+    # each hit carries a snippet, not its whole text
+    assert set(body["hits"][0]) == {"id", "score", "title", "snippet", "ranks_by_stage"}
+    assert len(body["hits"][0]["snippet"]) <= 302
     plain = run("search", out, doc.title, "-k", 2, "--plain")
     assert plain.exit_code == 0
-    lines = plain.stdout.strip().splitlines()
-    assert len(lines) == 2 and lines[0].lstrip().startswith("1.") and doc.id in plain.stdout
+    ranked = [line for line in plain.stdout.splitlines() if line.lstrip()[:2] in {"1.", "2."}]
+    assert len(ranked) == 2 and ranked[0].lstrip().startswith("1.") and doc.id in plain.stdout
+    assert "**" in plain.stdout  # the query's words are marked in the snippet
+    full = json.loads(run("search", out, doc.title, "-k", 1, "--mode", "bm25", "--full").stdout)
+    assert full["hits"][0]["text"] == doc.text and "snippet" not in full["hits"][0]
+    picked = json.loads(run("search", out, doc.title, "-k", 1, "--fields", "id,score").stdout)
+    assert set(picked["hits"][0]) == {"id", "score"}
+    bad = run("search", out, doc.title, "--fields", "id,body")
+    assert bad.exit_code == 1 and "unknown hit field(s) 'body'" in bad.output
 
 
 def test_search_reads_queries_from_stdin(built):

@@ -166,3 +166,19 @@ def test_a_model_folder_without_weights_is_a_clear_error(tmp_path, minilm_path):
             shutil.copy(minilm_path / name, folder / name)
     with pytest.raises(InputError, match="cannot be loaded as a model .its weights."):
         Encoder(str(folder)).encode(["hello"])
+
+
+def test_a_text_folder_gets_real_titles(tmp_path):
+    from vecdoctor.data import load_corpus
+
+    (tmp_path / "ls.txt").write_text("LS(1)      User Commands     LS(1)\n\nNAME\n"
+                                     "       ls - list directory contents\n\nSYNOPSIS\n"
+                                     "       ls [OPTION]... [FILE]...\n")
+    (tmp_path / "guide.md").write_text("Intro line\n\n## Install the tool\n\nRun make.\n")
+    (tmp_path / "notes.txt").write_text("x\n1 2\n")
+    docs = {d.id: d for d in load_corpus(tmp_path)}
+    assert docs["ls.txt"].title == "ls - list directory contents"  # not the page header
+    assert "list directory contents" not in docs["ls.txt"].text  # said once, as the title
+    assert (docs["guide.md"].title, docs["guide.md"].text) == ("Install the tool",
+                                                               "Intro line\n\n\nRun make.")
+    assert docs["notes.txt"].title == "notes" and docs["notes.txt"].text == "x\n1 2"

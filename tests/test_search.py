@@ -178,3 +178,18 @@ def test_concurrent_searches_match_sequential_ones(searcher):
     assert not errors
     for i, hits in results.items():
         assert hits == expected[i % len(queries)]
+
+
+def test_a_snippet_is_the_passage_that_best_matches_the_query():
+    from vecdoctor.search.snippets import mark, snippet
+
+    filler = "Unrelated words about weather and trains fill this part of the page. " * 40
+    text = filler + "To extract a tar archive use tar with the x flag and the file name. " + filler
+    found = snippet(text, "how to extract an archive with tar", width=200)
+    assert "extract a tar archive" in found and len(found) <= 202
+    assert found.startswith("…") and found.endswith("…")
+    shown = mark(found, "extracting archives")
+    assert "**extract**" in shown and "**archive**" in shown  # stemmed: extracting -> extract
+    assert snippet("short text", "anything") == "short text"
+    # no query word anywhere: the opening of the text
+    assert snippet(filler, "zebra", width=80).startswith("Unrelated words")

@@ -75,9 +75,13 @@ def test_search_returns_the_library_results(client, searcher):
     r = client.post("/search", json={"query": query, "k": 5, "mode": "hybrid"})
     assert r.status_code == 200
     body = r.json()
-    want = [h.to_dict() for h in searcher.search(query, k=5)]
-    assert body["hits"] == want
+    hits = searcher.search(query, k=5)
+    assert body["hits"] == [h.view(query) for h in hits]  # the library's hits, with snippets
     assert body["k"] == 5 and body["mode"] == "hybrid" and body["took_ms"] > 0
+    full = client.post("/search", json={"query": query, "k": 5, "fields": ["id", "text"]}).json()
+    assert full["hits"] == [{"id": h.id, "text": h.text} for h in hits]
+    bad = client.post("/search", json={"query": query, "fields": ["id", "body"]})
+    assert bad.status_code == 422 and "fields" in bad.text
 
 
 def test_malformed_json_is_a_422(client):

@@ -204,17 +204,43 @@ def read_lines_corpus(path: str | Path) -> list[Document]:
 
 
 def read_text_folder(path: str | Path) -> list[Document]:
-    """Every ``.txt``/``.md`` file below ``path`` is one document; its id is the relative path."""
+    """Every ``.txt``/``.md`` file below ``path`` is one document; its id is the relative path,
+    its title the first heading, else its first line that reads as one (:func:`text_title`),
+    else the file's name."""
     root = Path(path)
     files = sorted(p for p in root.rglob("*") if p.suffix in {".txt", ".md"} and p.is_file())
     docs = []
     for f in files:
         text = "\n".join(line for _, line in _lines(f)).strip()
         if text:
-            docs.append(Document(id=str(f.relative_to(root)), text=text))
+            title, body = text_title(text, f.stem)
+            docs.append(Document(id=str(f.relative_to(root)), title=title, text=body))
     if not docs:
         raise InputError(f"{root}: no non-empty .txt or .md files found")
     return docs
+
+
+_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+
+
+def text_title(text: str, fallback: str) -> tuple[str, str]:
+    """(title, the text without its title line) of a plain-text or Markdown document: the first
+    Markdown heading; else the first of its first 5 lines that reads as a title (3 to 20 words,
+    at most 120 characters, not a page header whose first and last words repeat, as man pages'
+    ``LS(1)  User Commands  LS(1)``); else ``fallback`` (the file name) and the whole text."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        m = _HEADING.match(line)
+        if m:
+            return m.group(1).strip(), "\n".join(lines[:i] + lines[i + 1 :]).strip() or text
+    shown = [(i, line.strip()) for i, line in enumerate(lines) if line.strip()][:5]
+    for i, line in shown:
+        words = line.split()
+        if 3 <= len(words) <= 20 and len(line) <= 120 and words[0] != words[-1] and \
+                sum(c.isalpha() for c in line) >= len(line) / 2:
+            rest = "\n".join(lines[:i] + lines[i + 1 :]).strip()
+            return line, rest or text
+    return fallback, text
 
 
 def read_queries(path: str | Path) -> dict[str, str]:

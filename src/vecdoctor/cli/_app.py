@@ -89,6 +89,12 @@ def emit(obj: Any) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
 
+# What a search prints of each hit (search, lance-search).
+FIELDS = typer.Option(
+    None, "--fields", help="Comma-separated: id,score,title,snippet,text,ranks_by_stage "
+    "(default: all but text)")
+FULL = typer.Option(False, "--full", help="The whole text of each hit instead of its snippet")
+
 # Every command that writes a folder takes --force (vecdoctor.persist.check_output).
 FORCE = typer.Option(
     False,
@@ -126,8 +132,17 @@ def reranker_option(rerank: str | None, backend: str, precision: str) -> Any:
     return CrossEncoderReranker(rerank, backend=backend, precision=precision)
 
 
-def run_searches(searcher: Any, query: str, k: int, mode: Any, rerank: Any, plain: bool) -> None:
-    """Search one query (or one per stdin line for ``-``) and print JSON or plain lines."""
+def run_searches(searcher: Any, query: str, k: int, mode: Any, rerank: Any, plain: bool,
+                 fields: str | None = None, full: bool = False) -> None:
+    """Search one query (or one per stdin line for ``-``) and print JSON or plain lines. Each
+    hit carries a snippet (the passage that best matches the query) unless ``full`` asks for
+    the whole text or ``fields`` names what to show."""
+    import textwrap
+
+    from vecdoctor.search.searcher import parse_fields
+    from vecdoctor.search.snippets import mark
+
+    shown = parse_fields(fields, full)
     queries = [q.rstrip("\r\n") for q in sys.stdin if q.strip()] if query == "-" else [query]
     results = searcher.search_batch(queries, k=k, mode=mode, rerank=rerank)
     if plain:
@@ -135,9 +150,14 @@ def run_searches(searcher: Any, query: str, k: int, mode: Any, rerank: Any, plai
             if len(queries) > 1:
                 typer.echo(f"# {q}")
             for rank, hit in enumerate(hits, start=1):
-                title = hit.title or hit.text[:80].replace("\n", " ")
+                view = hit.view(q, shown)
+                title = view.get("title") or hit.title or hit.id
                 typer.echo(f"{rank:>3}. {hit.score:10.4f}  {hit.id}  {title}")
+                body = view.get("text") or view.get("snippet")
+                if body:
+                    for line in textwrap.wrap(mark(" ".join(body.split()), q), 92):
+                        typer.echo(f"       {line}")
         return
-    payload = [{"query": q, "hits": [h.to_dict() for h in hits]}
+    payload = [{"query": q, "hits": [h.view(q, shown) for h in hits]}
                for q, hits in zip(queries, results, strict=True)]
     emit(payload[0] if query != "-" else payload)

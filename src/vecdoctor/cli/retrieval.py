@@ -9,7 +9,9 @@ from typing import Any
 import typer
 
 from vecdoctor.cli._app import (
+    FIELDS,
     FORCE,
+    FULL,
     RERANK_BACKEND,
     RERANK_FUSION,
     RERANK_PRECISION,
@@ -231,10 +233,8 @@ def search_command(
         None, "-m", "--model", help="Fail unless the index was built with this model"
     ),
     plain: bool = typer.Option(False, "--plain", help="Human-readable lines instead of JSON"),
-    monitor_window: int = typer.Option(
-        200, "--monitor-window", help="Queries per window of the live embedding health "
-        "(/monitor, /metrics); alarms are judged and logged once per window"
-    ),
+    fields: str = FIELDS,
+    full: bool = FULL,
     query_backend: str = typer.Option(
         None,
         "--query-backend",
@@ -253,7 +253,8 @@ def search_command(
         rerank_fusion=rerank_fusion,
     )
     run_searches(
-        searcher, query, k, mode, reranker_option(rerank, rerank_backend, rerank_precision), plain
+        searcher, query, k, mode, reranker_option(rerank, rerank_backend, rerank_precision), plain,
+        fields, full,
     )
 
 

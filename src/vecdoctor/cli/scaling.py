@@ -8,6 +8,8 @@ from typing import Any
 import typer
 
 from vecdoctor.cli._app import (
+    FIELDS,
+    FULL,
     RERANK_BACKEND,
     RERANK_FUSION,
     RERANK_PRECISION,
@@ -128,6 +130,8 @@ def lance_search(
     ),
     exact: bool = typer.Option(False, "--exact", help="Ignore any vector index: exact search"),
     plain: bool = typer.Option(False, "--plain", help="Human-readable lines instead of JSON"),
+    fields: str = FIELDS,
+    full: bool = FULL,
 ) -> None:
     """Search a LanceDB table with the same Searcher (BM25/full-text, dense, hybrid, rerank)."""
     from vecdoctor.scale.lance import LanceIndex
@@ -137,7 +141,8 @@ def lance_search(
                             exact=exact)
     searcher = Searcher(index, fusion=fusion, cache_size=0, rerank_fusion=rerank_fusion)
     run_searches(
-        searcher, query, k, mode, reranker_option(rerank, rerank_backend, rerank_precision), plain
+        searcher, query, k, mode, reranker_option(rerank, rerank_backend, rerank_precision), plain,
+        fields, full,
     )
 
 

@@ -46,6 +46,12 @@ def limit_blas_threads(threads: int = 1) -> None:
 
 
 # -- results --------------------------------------------------------------------------------
+HIT_FIELDS = ("id", "score", "title", "snippet", "text", "ranks_by_stage")
+"""What a shown hit can carry (:meth:`Hit.view`)."""
+SHOWN = ("id", "score", "title", "snippet", "ranks_by_stage")
+"""What a shown hit carries by default: a snippet, not the whole text."""
+
+
 @dataclass(frozen=True)
 class Hit:
     """One search result. ``ranks_by_stage`` holds the 1-based rank in each stage it reached
@@ -66,6 +72,39 @@ class Hit:
             "text": self.text,
             "ranks_by_stage": dict(self.ranks_by_stage),
         }
+
+    def view(self, query: str, fields: Sequence[str] = SHOWN) -> dict[str, Any]:
+        """The hit as the CLI and the server show it: ``fields`` of :data:`HIT_FIELDS`, a
+        ``snippet`` (the passage that best matches ``query``) instead of the whole text unless
+        ``text`` is asked for."""
+        from vecdoctor.search.snippets import snippet
+
+        values: dict[str, Any] = {"id": self.id, "score": self.score, "title": self.title}
+        out: dict[str, Any] = {}
+        for name in fields:
+            if name == "snippet":
+                out[name] = snippet(self.text, query)
+            elif name == "text":
+                out[name] = self.text
+            elif name == "ranks_by_stage":
+                out[name] = dict(self.ranks_by_stage)
+            else:
+                out[name] = values[name]
+        return out
+
+
+def parse_fields(fields: str | Sequence[str] | None, full: bool = False) -> tuple[str, ...]:
+    """``"id,title,text"`` (or a list) checked against :data:`HIT_FIELDS`; ``None``: the
+    default, with the whole text instead of the snippet when ``full``."""
+    if fields is None:
+        return tuple("text" if f == "snippet" and full else f for f in SHOWN)
+    items = [f.strip() for f in fields.split(",")] if isinstance(fields, str) else list(fields)
+    items = [f for f in items if f]
+    bad = [f for f in items if f not in HIT_FIELDS]
+    if bad or not items:
+        raise InputError(f"unknown hit field(s) {', '.join(map(repr, bad)) or '(none given)'}; "
+                         f"choose from: {', '.join(HIT_FIELDS)}")
+    return tuple(dict.fromkeys(items))
 
 
 def _check_backend(backend: str | None) -> str | None:

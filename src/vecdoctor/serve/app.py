@@ -222,6 +222,8 @@ def _error_handlers(app: Any) -> None:
 
 
 def _search(searcher: Any, allowed: dict[str, Any], body: Any) -> dict[str, Any]:
+    from vecdoctor.search.searcher import parse_fields
+
     start = time.perf_counter()
     rerank = allowed[body.rerank] if body.rerank else None
     hits = searcher.search(body.query, k=body.k, mode=body.mode, rerank=rerank)
@@ -230,7 +232,7 @@ def _search(searcher: Any, allowed: dict[str, Any], body: Any) -> dict[str, Any]
         "mode": str(body.mode or searcher.mode),
         "k": body.k,
         "took_ms": round((time.perf_counter() - start) * 1000, 3),
-        "hits": [h.to_dict() for h in hits],
+        "hits": [h.view(body.query, parse_fields(body.fields)) for h in hits],
     }
 
 

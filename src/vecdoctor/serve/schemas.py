@@ -1,10 +1,11 @@
 """Request bodies of the HTTP API, with the server's limits in their fields (pydantic)."""
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vecdoctor.config import SearchMode
+from vecdoctor.search.searcher import HIT_FIELDS
 from vecdoctor.serve.guard import ServerLimits
 
 
@@ -18,6 +19,9 @@ def encodable(text: str, what: str = "the text") -> str:
             "not valid Unicode text (a lone surrogate); send UTF-8 text"
         ) from None
     return text
+
+
+HitField = Literal["id", "score", "title", "snippet", "text", "ranks_by_stage"]
 
 
 def request_models(active: ServerLimits, allowed: dict[str, Any]) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -39,6 +43,10 @@ def request_models(active: ServerLimits, allowed: dict[str, Any]) -> tuple[type[
         k: int = Field(10, strict=True, ge=1, le=active.max_k, description=f"1..{active.max_k}")
         mode: SearchMode | None = Field(None, description="default: the index's mode")
         rerank: str | None = Field(None, description=f"one of: {', '.join(sorted(allowed))}")
+        fields: list[HitField] | None = Field(
+            None, max_length=len(HIT_FIELDS),
+            description="what each hit carries (default: id, score, title, snippet, "
+                        "ranks_by_stage; add text for the whole document)")
 
         _query = field_validator("query")(not_blank)
 
