@@ -42,3 +42,32 @@ def test_index_logs_no_bm25s_lines_and_no_bars_off_a_terminal(tmp_path, options,
     assert not [line for line in lines if "bm25s" in line.lower()], stderr
     assert {line.split()[0] for line in lines} <= shown, stderr
     assert "%|" not in stderr and "\r" not in stderr, stderr  # no progress bars in a pipe
+
+
+def test_other_libraries_are_silent_and_a_repeated_line_is_said_once(tmp_path):
+    """Without -v: no faiss loader lines, no model-loading bar, and a line the encoder says for
+    every batch (texts longer than the model reads) once, with a count at the end; -v shows
+    what the libraries say."""
+    # long sentences: the documents and the baseline's queries (sentences of them) are both
+    # longer than 32 tokens, so the encoder says so in two calls
+    long = "Many " + " ".join(["words"] * 50) + "."
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": f"{t} {long} {long}"}) + "\n"
+                              for i, t in enumerate(TEXTS * 10)))
+    exe = str(Path(sys.executable).with_name("vecdoctor"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    def run(*options: str) -> str:
+        args = [exe, *options, "index", str(corpus), "--max-length", "32", "--ann", "hnsw",
+                "-o", str(tmp_path / f"idx{len(options)}")]
+        proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stderr
+
+    quiet = run()
+    assert "faiss" not in quiet.lower() and "Loading weights" not in quiet, quiet
+    said = [line for line in quiet.splitlines() if "longer than 32 tokens" in line]
+    assert len(said) == 2 and "more line" in said[1] and said[0].startswith("INFO"), quiet
+    loud = run("-v")
+    assert "faiss" in loud.lower()
+    assert len([line for line in loud.splitlines() if "longer than 32 tokens" in line]) >= 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
 import logging
@@ -39,15 +40,57 @@ def _main(
     # (bm25s sets DEBUG), and records propagating from them skip the root logger's level.
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(level)
+    if not verbose:
+        handler.addFilter(_quiet_libraries)
+        handler.addFilter(_ONCE)
     logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler]
+        level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler], force=True
     )
     # Models load from local folders only; nothing may hang on a hub call.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if quiet or not sys.stderr.isatty():  # no model-loading bars in logs and pipes
+    if not verbose:  # transformers' "Loading weights" bar and the hub's: -v shows them
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Without -v, other libraries speak only to warn (faiss announces which build it loads,
+    with a ModuleNotFoundError for the one it skips, at every start) and faiss' loader not
+    at all."""
+    if record.name == "vecdoctor" or record.name.startswith("vecdoctor."):
+        return True
+    if record.name.startswith("faiss"):
+        return record.levelno >= logging.ERROR
+    return record.levelno >= logging.WARNING
+
+
+class _Once(logging.Filter):
+    """Without -v, a line said again (the same message before its numbers are filled in) is
+    shown once; how many more times it came is said when the command ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[tuple[str, int, str], list[Any]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        if key not in self.seen:
+            self.seen[key] = [record, 0]
+            return True
+        self.seen[key][1] += 1
+        return False
+
+    def report(self) -> None:
+        for record, more in self.seen.values():
+            if more:
+                typer.echo(f"{record.levelname} {record.name}: {more} more line"
+                           f"{'s' if more > 1 else ''} like: {record.getMessage()}", err=True)
+        self.seen.clear()
+
+
+_ONCE = _Once()
+atexit.register(_ONCE.report)
 
 
 def progress_enabled() -> bool:
