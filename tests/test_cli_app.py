@@ -71,3 +71,17 @@ def test_other_libraries_are_silent_and_a_repeated_line_is_said_once(tmp_path):
     loud = run("-v")
     assert "faiss" in loud.lower()
     assert len([line for line in loud.splitlines() if "longer than 32 tokens" in line]) >= 2
+
+
+def test_help_screens_show_whole_choices_and_no_types_on_flags():
+    from typer.testing import CliRunner
+
+    from vecdoctor.cli import app
+
+    runner = CliRunner()
+    index = runner.invoke(app, ["index", "--help"], terminal_width=80)
+    assert index.exit_code == 0
+    assert "<bool>" not in index.output and "mean|cls|max|subword|attention" in index.output
+    search = runner.invoke(app, ["search", "--help"], terminal_width=80).output
+    assert "--monitor-window" not in search and "--fields" in search and "--full" in search
+    assert "--monitor-window" in runner.invoke(app, ["serve", "--help"]).output

@@ -291,3 +291,54 @@ def test_serve_command_answers_http(built):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_corpus_given_where_an_index_belongs_says_how_to_index_it(corpus, tmp_path):
+    line = one_error_line(run("search", corpus, "cells"))
+    assert "is a corpus, not an index" in line and f"vecdoctor index {corpus} -o INDEX" in line
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("some text")
+    assert "is a corpus, not an index" in one_error_line(run("search", folder, "text"))
+
+
+def test_an_output_that_holds_the_input_is_refused_without_suggesting_force(corpus, tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    (folder / "a.txt").write_text("some text")
+    for args in (["index", folder, "-o", folder], ["index", folder, "-o", tmp_path, "--force"]):
+        line = one_error_line(run(*args))
+        assert "holds the input" in line and "--force" not in line
+    assert (folder / "a.txt").read_text() == "some text"
+
+
+def test_evaluate_an_index_on_a_corpus_without_labels_uses_self_supervised_queries(corpus, built):
+    out, _ = built
+    result = run("evaluate", corpus, "--index", out)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["self_supervised"] is True and report["num_queries"] > 10
+    assert {r["variant"] for r in report["variants"]} == {"bm25", "dense", "hybrid"}
+
+
+def test_serve_refuses_a_taken_port_before_loading_anything(built):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    out, _ = built
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        started = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "vecdoctor", "serve", str(out), "--port",
+                               str(port)], capture_output=True, text=True, timeout=120)
+        seconds = time.perf_counter() - started
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr and "--port" in proc.stderr
+    assert "loaded" not in proc.stderr and seconds < 30  # the index was never opened
+    for bad in ("99999", "-1"):
+        refused = run("serve", out, "--port", bad)
+        assert "--port must be between 1 and 65535" in one_error_line(refused)

@@ -273,12 +273,12 @@ def test_the_migration_guard_calls_the_same_pipeline_equivalent_and_sees_a_white
 
 # -- a real server -------------------------------------------------------------------------------
 @contextlib.contextmanager
-def served(index_dir: Path, key: str | None):
+def served(index_dir: Path, key: str | None, *options: str):
     port = rs.free_port()
     env = {**os.environ, "VECDOCTOR_API_KEY": key} if key else dict(os.environ)
     env.pop("VECDOCTOR_API_KEY", None) if key is None else None
     proc = subprocess.Popen([sys.executable, "-m", "vecdoctor", "-q", "serve", str(index_dir),
-                             "--port", str(port), "--monitor-window", "20"], env=env,
+                             "--port", str(port), "--monitor-window", "20", *options], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:

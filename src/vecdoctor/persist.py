@@ -10,6 +10,7 @@ to upgrade; files written before the header existed read as format 1.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,15 @@ def written_as(folder: Path, kind: OutputKind) -> bool:
     return isinstance(meta, dict) and meta.get("class") in kind.classes
 
 
+def _overlaps(output: Path, source: Path) -> bool:
+    """Whether ``output`` is ``source`` or holds it (paths resolved)."""
+    out, src = output.resolve(), source.resolve()
+    return out == src or out in src.parents
+
+
 def check_output(
-    folder: str | Path, kind: OutputKind, force: bool = False, replace_same: bool = True
+    folder: str | Path, kind: OutputKind, force: bool = False, replace_same: bool = True,
+    reads: Sequence[str | Path | None] = (),
 ) -> Path:
     """Refuse to write ``kind`` into ``folder`` when that would replace something vecdoctor
     did not write as the same kind of output.
@@ -95,9 +103,16 @@ def check_output(
     A missing or empty folder is fine; so is one holding a ``kind`` output (its header file
     names the class), unless ``replace_same`` is off (trained and converted models, which cost
     minutes to hours to make). Anything else needs ``force`` (``--force``), which replaces the
-    folder and everything in it. A file or a symbolic link at that path is always an error.
+    folder and everything in it. A file or a symbolic link at that path is always an error, and
+    so is a folder that is, or holds, one of the inputs ``reads`` (``--force`` would delete the
+    data being read, so it is neither allowed nor suggested).
     """
     folder = Path(folder)
+    for path in reads:
+        if path is not None and _overlaps(folder, Path(path)):
+            raise InputError(
+                f"{folder}: holds the input {path}, and writing there would delete the data "
+                "being read; choose an output folder outside it")
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise InputError(f"{folder}: exists and is not a folder; choose another output path")
     if force or not folder.exists() or not any(folder.iterdir()):

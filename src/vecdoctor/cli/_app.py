@@ -21,6 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # plain help screens: no boxes that cut long choices at the terminal's width, no <bool> on
+    # flags, text that greps and pastes as it reads
+    rich_markup_mode=None,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -144,7 +144,10 @@ def evaluate(
             typer.echo(f"the index lacks {c['missing_from_index']} of the {c['judged_documents']} "
                        "judged documents; they count as not found")
         if report.self_supervised:
-            typer.echo("(self-supervised queries: no labels were found)")
+            typer.echo("(self-supervised queries: no labels were found; with --index each query "
+                       "is a sentence the index holds verbatim, so compare indexes of this corpus "
+                       "with these numbers, not judged ones)" if index is not None else
+                       "(self-supervised queries: no labels were found)")
     else:
         emit(out)
 
@@ -163,11 +166,18 @@ def _evaluate_saved(data: Path | None, location: Path, table: str, model: str | 
     if given:
         raise InputError(f"--index evaluates the saved pipeline as it is; drop {', '.join(given)}")
     if data is None:
-        raise InputError("give the DATA folder (queries and qrels) to evaluate --index against")
+        raise InputError("give the DATA folder (queries and qrels, or a corpus for "
+                         "self-supervised queries) to evaluate --index against")
     chosen = parse_modes(modes or "bm25,dense,hybrid")
     idx = open_index(location, table)
     check_model(idx, model)
     ds = load_dataset(data, split=split)
+    if not ds.has_labels:
+        # as the checkup does; the saved index holds each query's sentence verbatim, so the
+        # numbers compare indexes of this corpus with each other, not with judged ones
+        from vecdoctor.checkup.run import prepare_dataset
+
+        ds = prepare_dataset(ds, split=split)
     ds.keep_self_hits = keep_self_hits
     return evaluate_index(idx, ds, chosen, progress=_Steps(len(chosen)))
 
@@ -189,13 +199,24 @@ def _write_results(report: VariantsReport, out: dict[str, Any], output: Path, fo
 
 
 def _print_table(rows: list[dict], columns: list[str]) -> None:
+    """A table for people: numbers to 4 decimals, never cut (a pipe gets the whole width)."""
     from rich.console import Console
     from rich.table import Table
 
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+        return str(value)
+
     table = Table(*columns)
     for r in rows:
-        table.add_row(*("-" if r.get(c) is None else str(r.get(c)) for c in columns))
-    Console().print(table)
+        table.add_row(*(cell(r.get(c)) for c in columns))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(160, sum(len(c) + 12 for c in columns)))
+    console.print(table)
 
 
 @command("compare-models")
@@ -277,7 +298,7 @@ def checkup_cmd(
     from vecdoctor.evaluate.compare import Prefer
     from vecdoctor.persist import CHECKUP, check_output
 
-    check_output(output, CHECKUP, force)  # before minutes of work
+    check_output(output, CHECKUP, force, reads=(data,))  # before minutes of work
 
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else None

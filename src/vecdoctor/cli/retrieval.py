@@ -96,7 +96,8 @@ def index_command(
 
     auto = ann is None or ann.strip().lower() == "auto"
     exact = not auto and ann.strip().lower() == "exact"  # parses to no ANN in the pipeline
-    _check_index_options(output, store, precision, None if auto or exact else ann, backend, force)
+    _check_index_options(output, store, precision, None if auto or exact else ann, backend, force,
+                         reads=(corpus, transform, pipeline, vectors))
     if vectors is not None:  # encoded already: the vectors' description fixes the encoder
         fixed = (model, pooling, window, chunks, max_length, backend, model_precision, pipeline,
                  cache, None if store == "dir" else store)
@@ -312,15 +313,20 @@ def serve_command(
         help="Encode queries on onnx|openvino|torch (fp32 indexes only: same vectors, "
         "several times faster per query than PyTorch; converted once, then cached)",
     ),
+    model_name: list[str] = typer.Option(
+        None, "--model-name", help="Another name /v1/embeddings answers to (repeatable): the "
+        "model an OpenAI client sends, e.g. text-embedding-3-small",
+    ),
 ) -> None:
     """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /monitor, /metrics,
     /docs; SIGHUP or POST /admin/reload serve the index folder anew."""
     from vecdoctor.errors import InputError, require
     from vecdoctor.serve.guard import ServerLimits
-    from vecdoctor.serve.runner import serve
+    from vecdoctor.serve.runner import bind, serve
 
     require("fastapi", "server")
     require("uvicorn", "server")
+    sock = bind(host, port)  # before the index loads: a taken port fails at once
     named = _named_rerankers(reranker or [], rerank_backend, rerank_precision)
     limits = ServerLimits(
         max_k=max_k,
@@ -343,7 +349,8 @@ def serve_command(
         return Searcher(open_index(index), query_backend=query_backend, rerank_fusion=rerank_fusion)
 
     serve(reopen(), host=host, port=port, limits=limits, rerankers=named, api_key=api_key,
-          monitor_window=monitor_window, reopen=reopen)
+          monitor_window=monitor_window, reopen=reopen, sock=sock,
+          model_names=tuple(model_name or ()))
 
 
 def _named_rerankers(items: list[str], backend: str, precision: str) -> dict[str, object]:
@@ -365,7 +372,7 @@ def _named_rerankers(items: list[str], backend: str, precision: str) -> dict[str
 
 def _check_index_options(
     output: Path, store: str, precision: str | None, ann: str | None, backend: str | None,
-    force: bool,
+    force: bool, reads: tuple[Path | None, ...] = (),
 ) -> None:
     from vecdoctor.errors import InputError
     from vecdoctor.persist import INDEX, check_output
@@ -378,7 +385,7 @@ def _check_index_options(
             "(vecdoctor lance-index --ivf-pq); drop --precision/--ann"
         )
     if store == "dir":
-        check_output(output, INDEX, force)
+        check_output(output, INDEX, force, reads=reads)
     if backend is not None:
         from vecdoctor.encode.backends import BACKENDS
 

@@ -476,6 +476,7 @@ class Index(DocumentIndex):
 
     @classmethod
     def _load(cls, folder: Path, mmap: bool, baseline: bool = True) -> Index:
+        _not_a_corpus(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such index folder; build one with `vecdoctor index`")
         source = folder / "config.json"
@@ -621,3 +622,14 @@ def _pipeline_of(index: Index, chosen: Pipeline | None = None) -> Pipeline:
         ann=index.vectors.ann_config,
         oversample=index.oversample,
     )
+
+
+def _not_a_corpus(path: Path) -> None:
+    """Refuse a corpus given where an index is expected, saying how to index it."""
+    corpus = path.is_file() and path.name.lower().endswith((".jsonl", ".jsonl.gz", ".txt", ".md"))
+    if path.is_dir() and not (path / "config.json").exists():
+        corpus = any((path / n).exists() for n in ("corpus.jsonl", "corpus.jsonl.gz")) or any(
+            p.suffix in {".txt", ".md"} for p in path.iterdir() if p.is_file())
+    if corpus:
+        raise InputError(f"{path} is a corpus, not an index: build one with `vecdoctor index "
+                         f"{path} -o INDEX`, then search INDEX")

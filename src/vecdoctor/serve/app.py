@@ -15,7 +15,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,7 @@ def create_app(
     api_key: str | None = None,
     monitor_window: int = 200,
     reopen: Callable[[], Any] | None = None,
+    model_names: Sequence[str] = (),
 ) -> Any:
     """Build the FastAPI app over an index folder, an Index, or a Searcher.
 
@@ -109,6 +110,8 @@ def create_app(
             ``/metrics``; :mod:`vecdoctor.monitor.live`).
         reopen: makes the searcher of the index anew, for ``POST /admin/reload`` and SIGHUP;
             by default, when ``index`` is a folder, that folder is opened again.
+        model_names: more names ``/v1/embeddings`` answers to besides the index's model id
+            (an OpenAI client sends its own model name, e.g. ``text-embedding-3-small``).
     """
     from fastapi import FastAPI
 
@@ -141,7 +144,7 @@ def create_app(
     @app.post("/v1/embeddings")
     def embeddings(body: EmbeddingRequest) -> Any:  # type: ignore[valid-type]
         served = state.current
-        return _embeddings(served.searcher, body, served.live)
+        return _embeddings(served.searcher, body, served.live, model_names)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -236,18 +239,20 @@ def _search(searcher: Any, allowed: dict[str, Any], body: Any) -> dict[str, Any]
     }
 
 
-def _embeddings(searcher: Any, body: Any, live: Any) -> Any:
+def _embeddings(searcher: Any, body: Any, live: Any, aliases: Sequence[str] = ()) -> Any:
     """The OpenAI-compatible embeddings response (or a 404/422 for a wrong model/width)."""
     from fastapi.responses import JSONResponse
 
     index = searcher.index
-    if body.model is not None and body.model not in {index.model_id, Path(index.model_id).name}:
-        return JSONResponse(
-            status_code=404,
-            content={
-                "detail": f"model {body.model!r} is not served; this server serves {index.model_id!r}"
-            },
-        )
+    names = {index.model_id, Path(index.model_id).name, *aliases}
+    if body.model is not None and body.model not in names:
+        also = f" (also answers to: {', '.join(sorted(aliases))})" if aliases else ""
+        message = (f"model {body.model!r} is not served; this server serves {index.model_id!r}"
+                   f"{also}; start it with --model-name {body.model} to accept that name")
+        return JSONResponse(status_code=404, content={  # ours, and the shape OpenAI clients read
+            "detail": message,
+            "error": {"message": message, "type": "invalid_request_error",
+                      "code": "model_not_found"}})
     if body.dimensions is not None and body.dimensions != index.dim:
         message = f"this model returns {index.dim} dimensions; omit the field or pass that number"
         return JSONResponse(

@@ -75,6 +75,34 @@ def server_config(app: Any, host: str, port: int, limits: ServerLimits, **option
     )
 
 
+def bind(host: str, port: int) -> Any:
+    """A listening socket on ``host``:``port``, taken before anything slow starts (loading an
+    index takes seconds to minutes): a port in use or out of range is a one-line error at once."""
+    import socket
+
+    from vecdoctor.errors import InputError
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InputError(f"--port must be between 1 and 65535 (0: any free port), got {port!r}")
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise InputError(f"--host {host!r}: not an address this machine can listen on ({exc})") \
+            from None
+    sock = socket.socket(infos[0][0], socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(infos[0][4])
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise InputError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose "
+                         "another port with --port, or stop what holds this one") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(
     index: Any,
     host: str = "127.0.0.1",
@@ -85,8 +113,10 @@ def serve(
     api_key: str | None = None,
     monitor_window: int = 200,
     reopen: Any = None,
+    sock: Any = None,
+    model_names: tuple[str, ...] = (),
 ) -> None:
-    """Run the app with uvicorn until interrupted.
+    """Run the app with uvicorn until interrupted, on ``sock`` when given (:func:`bind`).
 
     uvicorn's own access log is replaced by the one line per request of
     ``vecdoctor.serve.access`` (with timing), printed through uvicorn's handler. SIGHUP reloads
@@ -103,7 +133,7 @@ def serve(
         logger.warning("serving on %s without an API key; anyone who can reach it can search", host)
     limits = limits or ServerLimits()
     app = create_app(index, limits=limits, rerankers=rerankers, api_key=api_key,
-                     monitor_window=monitor_window, reopen=reopen)
+                     monitor_window=monitor_window, reopen=reopen, model_names=model_names)
     reload_on_hangup(app.state.serving)
     log_config = copy.deepcopy(LOGGING_CONFIG)
     log_config["loggers"]["vecdoctor"] = {
@@ -113,7 +143,7 @@ def serve(
     }
     config = server_config(app, host, port, limits, log_level=log_level, log_config=log_config,
                            access_log=False)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock] if sock is not None else None)
 
 
 def reload_on_hangup(serving: Any) -> None:
