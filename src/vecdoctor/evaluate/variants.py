@@ -321,8 +321,10 @@ class _Builder:
             else:
                 from vecdoctor.index.store import Index
 
+                # no baseline: it serves monitoring, and costs a few hundred query encodings
                 self.indexes[key] = Index.build(self.dataset.corpus, encoder=enc, transform=transform,
-                                                precision=spec.precision, chunks=spec.chunks)
+                                                precision=spec.precision, chunks=spec.chunks,
+                                                baseline=False)
             enc.cache = None  # queries are encoded for real, so latencies are honest
         return self.indexes[key]
 
