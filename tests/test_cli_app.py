@@ -85,3 +85,46 @@ def test_help_screens_show_whole_choices_and_no_types_on_flags():
     search = runner.invoke(app, ["search", "--help"], terminal_width=80).output
     assert "--monitor-window" not in search and "--fields" in search and "--full" in search
     assert "--monitor-window" in runner.invoke(app, ["serve", "--help"]).output
+
+
+def _on_a_terminal(args: list[str], cols: int = 120) -> str:
+    """Run ``args`` with stdin, stdout and stderr on a pseudo-terminal of ``cols`` columns."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(args, stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")[-2000:]
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+def test_a_terminal_sees_the_encoding_move_and_quiet_sees_nothing(tmp_path):
+    from vecdoctor.data import sample_corpus, write_corpus_jsonl
+
+    corpus = tmp_path / "corpus.jsonl"
+    write_corpus_jsonl(sample_corpus()[:300], corpus)
+    exe = str(Path(sys.executable).with_name("vecdoctor"))
+    shown = _on_a_terminal([exe, "index", str(corpus), "--max-length", "32",
+                            "-o", str(tmp_path / "a")])
+    steps = {part.split("%")[0].split()[-1] for part in shown.split("\r") if "encoding:" in part
+             and "%" in part}
+    assert len(steps) >= 3, shown[-1500:]  # the bar moves, not one jump at the end
+    assert "INFO vecdoctor.index.store: indexed 300 documents" in shown
+    quiet = _on_a_terminal([exe, "-q", "index", str(corpus), "--max-length", "32",
+                            "-o", str(tmp_path / "b")])
+    assert "encoding:" not in quiet and "INFO" not in quiet

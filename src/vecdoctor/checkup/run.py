@@ -121,7 +121,7 @@ def _sample_frame(full: Dataset, plan: QuickPlan | None, seed: int, cache: Any,
 
 
 def _compare(ds: Dataset, models: list[str], named: bool, lexical: bool, prefer: str,
-             cache: Any, say: Callable[[str], None]) -> Comparison:
+             cache: Any, say: Callable[[str], None], show_progress: bool = False) -> Comparison:
     """The model comparison on ``ds``; ``lexical``: a ``--quick`` sample whose hard distractors
     are BM25's (no model's own, so none is favoured), each installed model within its constant
     cost budget."""
@@ -129,7 +129,8 @@ def _compare(ds: Dataset, models: list[str], named: bool, lexical: bool, prefer:
     from vecdoctor.evaluate.compare import compare_models
 
     skips = model_budget_skips(models, ds, named) if lexical else None
-    return compare_models(ds, models, prefer=prefer, progress=say, cache=cache, skip=skips)
+    return compare_models(ds, models, prefer=prefer, progress=say, cache=cache, skip=skips,
+                          show_progress=show_progress)
 
 
 def checkup(
@@ -149,6 +150,7 @@ def checkup(
     tuning: Dataset | None = None,
     tune_split: str | None = "train",
     cache: Any = None,
+    show_progress: bool = False,
 ) -> CheckupResult:
     """Run the whole checkup in memory; :func:`write_checkup` saves it.
 
@@ -161,7 +163,7 @@ def checkup(
     fused with the first stage as ``rerank_fusion`` says and run on ``rerank_backend`` in
     ``rerank_precision``; the pipeline keeps it only where it beats hybrid on this data.
     ``cache`` is a :class:`~vecdoctor.encode.cache.VectorCache` to encode through (one in memory
-    by default); decisions never depend on it.
+    by default); decisions never depend on it. ``show_progress``: a bar for each long encoding.
     """
     from vecdoctor.encode.cache import VectorCache
     from vecdoctor.encode.encoder import Encoder
@@ -179,19 +181,19 @@ def checkup(
     comparison, model_sample = None, None
     if quick and len(models) > 1:
         model_sample = quick_sample(full, None, seed)
-        comparison = _compare(model_sample, models, named, True, prefer, cache, say)
+        comparison = _compare(model_sample, models, named, True, prefer, cache, say, show_progress)
     model = comparison.recommended or models[0] if comparison else models[0]
     plan = plan_quick(full, model, seed) if quick else None
     main, frame = _main_frame(full, plan, seed, say)
     if comparison is None:  # on the data the variants meet: its vectors are theirs
-        comparison = _compare(main, models, named, False, prefer, cache, say)
+        comparison = _compare(main, models, named, False, prefer, cache, say, show_progress)
         model = comparison.recommended or models[0]
     frames = _Frames(main, _sample_frame(full, plan, seed, cache, say), frame, plan)
     enc = Encoder(model, cache=cache)
     diagnosis = diagnose_step(frames.sample or frames.main, enc, quick, seed, say)
     names = variant_names(variants, reranker, enc, diagnosis)
     rerank_opts = _rerank_options(reranker, rerank_fusion, rerank_backend, rerank_precision)
-    report, sample_report = _measure(frames, model, names, cache, rerank_opts, say)
+    report, sample_report = _measure(frames, model, names, cache, rerank_opts, say, show_progress)
     main_scores = measured(report, frames.frame)
     sample_scores = measured(sample_report, Frame.SAMPLE) if sample_report else None
     truncation = getattr(diagnosis, "truncation", None)
@@ -243,7 +245,7 @@ def _rerank_options(reranker: str | None, fusion: str, backend: str, precision: 
 
 
 def _measure(frames: _Frames, model: str, names: list[str], cache: Any,
-             rerank_opts: dict[str, Any], say: Callable[[str], None]
+             rerank_opts: dict[str, Any], say: Callable[[str], None], show_progress: bool = False,
              ) -> tuple[VariantsReport, VariantsReport | None]:
     """The variants on the main frame and, with a sample, the encoding variants on it beside
     the sample's own bm25, dense and hybrid (the do-no-harm check compares there)."""
@@ -251,15 +253,16 @@ def _measure(frames: _Frames, model: str, names: list[str], cache: Any,
 
     if frames.sample is None:
         return evaluate_variants(frames.main, model, names, progress=say, cache=cache,
-                                 **rerank_opts), None
+                                 show_progress=show_progress, **rerank_opts), None
     on_sample = [n for n in names if n in ENCODING_VARIANTS]
     report = evaluate_variants(frames.main, model, [n for n in names if n not in on_sample],
-                               progress=say, cache=cache, **rerank_opts)
+                               progress=say, cache=cache, show_progress=show_progress,
+                               **rerank_opts)
     if not on_sample:
         return report, None
     simple = [n for n in ("bm25", "dense", "hybrid") if n in names or n == "dense"]
     sample = evaluate_variants(frames.sample, model, [*simple, *on_sample], progress=say,
-                               cache=cache, **rerank_opts)
+                               cache=cache, show_progress=show_progress, **rerank_opts)
     return report, sample
 
 

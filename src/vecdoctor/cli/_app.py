@@ -41,7 +41,8 @@ def _main(
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     # The level goes on the handler too: some libraries set their own logger's level
     # (bm25s sets DEBUG), and records propagating from them skip the root logger's level.
-    handler = logging.StreamHandler(sys.stderr)
+    # on a terminal, log lines go through tqdm so that they print above a progress bar
+    handler = logging.StreamHandler(_BarSafe() if sys.stderr.isatty() else sys.stderr)
     handler.setLevel(level)
     if not verbose:
         handler.addFilter(_quiet_libraries)
@@ -55,6 +56,19 @@ def _main(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not verbose:  # transformers' "Loading weights" bar and the hub's: -v shows them
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class _BarSafe:
+    """A stderr for log lines that clears and redraws any progress bar around each line."""
+
+    def write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        if text.strip():
+            tqdm.write(text.rstrip("\n"), file=sys.stderr)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:

@@ -129,7 +129,8 @@ def evaluate(
         steps = _Steps(len(names or DEFAULT_VARIANTS) * len(stores))
         report = evaluate_variants(ds, model or "minilm", names, reranker=rerank, progress=steps,
                                    store=stores, uri=uri, rerank_fusion=rerank_fusion or "rrf",
-                                   rerank_backend=rerank_backend, rerank_precision=rerank_precision)
+                                   rerank_backend=rerank_backend, rerank_precision=rerank_precision,
+                                   show_progress=progress_enabled())
     out = report.to_dict()
     if output is not None:
         _write_results(report, out, output, force)
@@ -240,7 +241,8 @@ def compare_models_cmd(
     Prefer.parse(prefer)
     names = [m.strip() for m in models.split(",") if m.strip()] if models else installed_models()
     ds = _dataset(data, split, sample, keep_self_hits)
-    comp = compare_models(ds, names, prefer=prefer, progress=_Steps(len(names)), time_budget=time_budget)
+    comp = compare_models(ds, names, prefer=prefer, progress=_Steps(len(names)), time_budget=time_budget,
+                          show_progress=progress_enabled())
     if plain:
         _print_table([r.to_dict() for r in comp.rows],
                      ["model", "dimension", "ndcg@10", "recall@10", "docs_per_second", "query_ms_p50",
@@ -312,7 +314,8 @@ def checkup_cmd(
         vectors = VectorCache(cache)
     result = checkup(ds, names, prefer=prefer, quick=quick, reranker=rerank, seed=seed, progress=steps,
                      rerank_fusion=rerank_fusion or "rrf", rerank_backend=rerank_backend,
-                     rerank_precision=rerank_precision, tuning=tuning, cache=vectors)
+                     rerank_precision=rerank_precision, tuning=tuning, cache=vectors,
+                     show_progress=progress_enabled())
     write_checkup(result, output, force)
     emit(
         {

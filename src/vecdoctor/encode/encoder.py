@@ -297,7 +297,9 @@ class Encoder:
                 else:
                     out[i] = vec
         if todo:
-            chunk = max(self.batch_size * 32, 1024)
+            # batches are cut from length-sorted chunks (less padding); with a bar, smaller
+            # chunks so that it moves every few batches
+            chunk = max(self.batch_size * 8, 256) if show_progress else max(self.batch_size * 32, 1024)
             bar = _progress(len(todo), show_progress)
             for start in range(0, len(todo), chunk):
                 idx = todo[start : start + chunk]

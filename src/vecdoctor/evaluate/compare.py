@@ -100,7 +100,7 @@ class Comparison:
 
 def _measure(
     model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any = None,
-    encoder: Any = None, **options: Any,
+    encoder: Any = None, show_progress: bool = False, **options: Any,
 ) -> ModelRow:
     from vecdoctor.diagnose.isotropy import isotropy_score, mean_pairwise_cosine
     from vecdoctor.encode.encoder import Encoder
@@ -114,7 +114,7 @@ def _measure(
     enc = encoder if encoder is not None else Encoder(model, **options)
     enc.cache = cache
     start = time.perf_counter()
-    docs = enc.encode_documents(texts)
+    docs = enc.encode_documents(texts, show_progress=show_progress)
     rate = len(texts) / max(time.perf_counter() - start, 1e-9)
     # the model's nDCG comes from the Searcher over an index of these vectors, as the `dense`
     # variant's does: one retrieval path, so the two numbers agree
@@ -272,6 +272,7 @@ def compare_models(
     backends: bool = True,
     time_budget: float | None = None,
     skip: Mapping[str, str] | None = None,
+    show_progress: bool = False,
 ) -> Comparison:
     """Measure every model on ``dataset`` (queries and qrels needed; see self-supervised).
 
@@ -306,7 +307,8 @@ def compare_models(
         if progress:
             progress(f"model {model}")
         rows.append(_measure_or_report(model, dataset, k, latency_queries, cache,
-                                       encoder=probe.encoder if probe else None))
+                                       encoder=probe.encoder if probe else None,
+                                       show_progress=show_progress))
         if probe is not None:
             probe.encoder = None  # free the model before the next one loads
     if prefer is Prefer.SPEED and backends:
@@ -389,9 +391,11 @@ def _probe(
 
 
 def _measure_or_report(model: str, dataset: Dataset, k: int, latency_queries: int, cache: Any,
-                       encoder: Any = None, **options: Any) -> ModelRow:
+                       encoder: Any = None, show_progress: bool = False,
+                       **options: Any) -> ModelRow:
     try:
-        return _measure(model, dataset, k, latency_queries, cache, encoder=encoder, **options)
+        return _measure(model, dataset, k, latency_queries, cache, encoder=encoder,
+                        show_progress=show_progress, **options)
     except VecdoctorError as exc:  # not installed, no fast extra, unsupported: reported, not fatal
         logger.warning("skipping %s %s: %s", model, " ".join(options.values()), exc)
         return ModelRow(model=model, backend=options.get("backend"),

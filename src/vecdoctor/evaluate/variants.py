@@ -257,9 +257,11 @@ class _Builder:
     vectors and the model comparison's vectors are not computed again.
     """
 
-    def __init__(self, dataset: Dataset, model: str, options: dict[str, Any] | None, cache: Any) -> None:
+    def __init__(self, dataset: Dataset, model: str, options: dict[str, Any] | None, cache: Any,
+                 show_progress: bool = False) -> None:
         from vecdoctor.encode.cache import VectorCache
 
+        self.show_progress = show_progress
         self.dataset, self.model, self.options = dataset, model, dict(options or {})
         self.texts = [d.content for d in dataset.corpus]
         self.cache = cache if cache is not None else VectorCache(max_size=4 * len(self.texts) + 64)
@@ -279,7 +281,7 @@ class _Builder:
             enc.cache = self.cache
             hits = self.cache.stats.hits
             start = time.perf_counter()
-            self.vectors[key] = enc.encode_documents(self.texts)
+            self.vectors[key] = enc.encode_documents(self.texts, show_progress=self.show_progress)
             # a rate is only reported when the documents were really encoded here
             encoded = self.cache.stats.hits == hits
             rate = len(self.texts) / max(time.perf_counter() - start, 1e-9) if encoded else None
@@ -363,6 +365,7 @@ def evaluate_variants(
     cache: Any = None,
     store: str | Sequence[str] = Store.DIR,
     uri: str | Path | None = None,
+    show_progress: bool = False,
 ) -> VariantsReport:
     """Evaluate each variant on ``dataset`` (which must have queries and qrels).
 
@@ -391,7 +394,7 @@ def evaluate_variants(
     multi = len(stores) > 1
     qids = sorted(dataset.qrels)
     queries = [dataset.queries[q] for q in qids]
-    builder = _Builder(dataset, model, encoder_options, cache)
+    builder = _Builder(dataset, model, encoder_options, cache, show_progress)
     results: list[VariantResult] = []
     baseline_of: dict[str, str | None] = {}
     say = progress or (lambda _msg: None)
