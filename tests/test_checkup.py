@@ -409,3 +409,14 @@ def test_chunk_variants_run_where_the_diagnosis_found_long_texts(minilm):
     assert {"dense+chunks", "dense+chunks-first"} <= set(names(Verdict.FAIL))
     assert not {"dense+chunks", "dense+chunks-first"} & set(names(Verdict.OK))
     assert names(Verdict.FAIL, ["bm25", "dense"]) == ["bm25", "dense"]  # the user's list stands
+
+
+def test_the_report_says_what_failed_and_shows_no_empty_details(report_dir, result):
+    import re
+
+    html = (report_dir / "report.html").read_text()
+    assert not re.search(r"<dd>\s*None\s*</dd>", html)  # no "split None"
+    worst = str(result.diagnosis.worst)
+    if worst != "ok":
+        failing = [r["check"] for r in result.diagnosis.summary() if r["verdict"] == worst]
+        assert f"{worst}: {', '.join(failing)}" in html

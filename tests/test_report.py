@@ -202,3 +202,23 @@ def _png_size(png):
     import struct
 
     return struct.unpack(">II", png[16:24])
+
+
+def test_figures_and_tables_a_person_can_read():
+    from vecdoctor.report import figures
+    from vecdoctor.report.html import Table
+
+    # two series on a 0-1 scale (the quantization chart): the legend stands beside the bars
+    quant = figures.bars(["float32", "int8", "binary", "pq"],
+                         [("plain", [1.0, 0.99, 0.91, 0.72]), ("rescored", [None, 1.0, 0.99, 0.95])],
+                         "overlap")
+    assert quant.covered == () and quant.crowded == ()
+    # one text of 72,776 tokens among hundreds of 100-300: lengths on a log axis
+    rng = np.random.default_rng(0)
+    lengths = [*rng.integers(100, 300, 300).tolist(), 72_776]
+    wide = figures.length_scatter(lengths, rng.random(301), rng.random(301), 0.1, -0.2)
+    assert wide.log_x == 2
+    narrow = figures.length_scatter(lengths[:-1], rng.random(300), rng.random(300), 0.1, -0.2)
+    assert narrow.log_x == 0
+    table = Table(("docs/s", "nDCG@10", "bytes"), [(53.6245, 0.71623, 1536.0)], digits=4)
+    assert [table.cell(v) for v in table.rows[0]] == ["53.6", "0.7162", "1,536"]

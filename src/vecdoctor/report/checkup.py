@@ -109,9 +109,12 @@ def models_section(result: Any) -> Section:
     rows = [
         (r.model, r.dimension, r.backend, r.precision, r.ndcg_at_10,
          *((r.ndcg_on_sample,) if sampled else ()), r.recall_at_10, r.docs_per_second,
-         r.query_ms_p50, r.isotropy, r.mean_cosine, r.bytes_per_vector, r.error or r.skipped or "")
+         r.query_ms_p50, r.isotropy, r.mean_cosine, r.bytes_per_vector,
+         "error" if r.error else "skipped" if r.skipped else "")
         for r in comp.rows
     ]
+    notes = tuple(f"{r.model}: {'error' if r.error else 'skipped'}: {r.error or r.skipped}."
+                  for r in comp.rows if r.error or r.skipped)
     caption = "Dense retrieval with each model's own pooling, exact search"
     if sampled:
         caption += "; models are compared on nDCG@10 estimated for the whole corpus"
@@ -138,7 +141,7 @@ def models_section(result: Any) -> Section:
         png = figures.bars([r.label for r in ok], [("nDCG@10", [r.ndcg_at_10 for r in ok])], "nDCG@10",
                            highlight=chosen)
         figs = (Figure("nDCG@10 per model", png),)
-    text = (f"Priority: {comp.prefer}. Recommended: {comp.recommended} — {comp.reason}.",)
+    text = (f"Priority: {comp.prefer}. Recommended: {comp.recommended} — {comp.reason}.", *notes)
     return Section("Model comparison", text, (table,), figs, anchor="model-comparison")
 
 

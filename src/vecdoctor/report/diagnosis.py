@@ -23,7 +23,10 @@ def summary_section(report: Any, decided: Mapping[str, str] | None = None) -> Se
         f"{meta['n_corpus']} texts sampled (seed {meta['seed']})"
         + (f", {meta['n_queries']} queries with judgements." if meta["n_queries"] else ".")
     )
-    return Section("Summary", (intro,), (table,), verdict=str(report.worst))
+    worst = str(report.worst)
+    failing = [r["check"] for r in report.summary() if r["verdict"] == worst]
+    badge = f"{worst}: {', '.join(failing)}" if worst != "ok" else "ok"
+    return Section("Summary", (intro,), (table,), verdict=worst, badge=badge)
 
 
 def isotropy_section(report: Any, decided: Mapping[str, str] | None = None) -> Section:

@@ -18,9 +18,28 @@ _COLOURS = ("#0969da", "#cf222e", "#1a7f37", "#8250df", "#9a6700", "#57606a")
 
 class Png(bytes):
     """A rendered figure's PNG bytes; ``crowded`` names tick labels that still overlap after
-    layout (``"a / b"`` per pair; empty when every label stands clear)."""
+    layout (``"a / b"`` per pair; empty when every label stands clear), ``covered`` the legends
+    drawn over a bar or point of their axes, ``log_x`` the axes with a log-scaled x axis."""
 
     crowded: tuple[str, ...] = ()
+    covered: tuple[str, ...] = ()
+    log_x: int = 0
+
+
+def covered_by_legends(fig: Any) -> tuple[str, ...]:
+    """Legends whose drawn box overlaps a bar of their own axes (``fig`` drawn)."""
+    renderer = fig.canvas.get_renderer()
+    out = []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for patch in ax.patches:
+            if patch.get_visible() and box.overlaps(patch.get_window_extent(renderer)):
+                out.append(f"legend over {patch.get_label() or 'a bar'}")
+                break
+    return tuple(out)
 
 
 def crowded_labels(fig: Any, axis_name: str | None = None) -> tuple[str, ...]:
@@ -62,6 +81,8 @@ def render(draw: Callable[[Any], None], size: tuple[float, float] = (6.0, 3.6)) 
     fig.savefig(buf, format="png", metadata={"Software": None})
     png = Png(buf.getvalue())
     png.crowded = crowded_labels(fig)
+    png.covered = covered_by_legends(fig)
+    png.log_x = sum(ax.get_xscale() == "log" for ax in fig.axes)
     return png
 
 
@@ -115,16 +136,22 @@ def length_scatter(
     lengths: Sequence[int], norms: Sequence[float], centroid: Sequence[float],
     rho_norm: float, rho_centroid: float,
 ) -> bytes:
-    """Token length against raw norm and against cosine to the centroid."""
+    """Token length against raw norm and against cosine to the centroid; lengths on a log axis
+    when they span two orders of magnitude or more (one very long text would squash the rest)."""
+    positive = [n for n in lengths if n > 0]
+    wide = bool(positive) and max(positive) >= 100 * min(positive)
 
     def draw(fig: Any) -> None:
         left, right = fig.subplots(1, 2)
+        if wide:
+            left.set_xscale("log")
+            right.set_xscale("log")
         left.scatter(lengths, norms, s=4, alpha=0.4, color=_COLOURS[0])
-        left.set_xlabel("tokens")
+        left.set_xlabel("tokens (log scale)" if wide else "tokens")
         left.set_ylabel("raw vector norm")
         left.set_title(f"Spearman {rho_norm:+.2f}", fontsize=10)
         right.scatter(lengths, centroid, s=4, alpha=0.4, color=_COLOURS[1])
-        right.set_xlabel("tokens")
+        right.set_xlabel("tokens (log scale)" if wide else "tokens")
         right.set_ylabel("cosine to the corpus centroid")
         right.set_title(f"Spearman {rho_centroid:+.2f}", fontsize=10)
 
@@ -174,8 +201,8 @@ def bars(
             ax.set_ylabel(ylabel)
             if ylim is not None:
                 ax.set_ylim(*ylim)
-        if len(series) > 1:
-            ax.legend(frameon=False, loc="best")
+        if len(series) > 1:  # beside the bars, never over one
+            ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
     height = max(3.0, 0.9 + 0.28 * len(labels) * max(1, len(series) // 2)) if horizontal else 3.6
     return render(draw, size=(6.4 if horizontal else 6.0, height))

@@ -62,6 +62,10 @@ class Table:
         if isinstance(value, float):
             if value != value:  # NaN
                 return "-"
+            if abs(value) >= 1000:
+                return f"{value:,.0f}"  # rates, sizes: whole numbers read best
+            if abs(value) >= 10:
+                return f"{value:.1f}"
             if value == 0 or abs(value) >= 1e-3:
                 return f"{value:.{self.digits}f}"
             return f"{value:.2e}"
@@ -70,7 +74,8 @@ class Table:
 
 @dataclass(frozen=True)
 class Section:
-    """A titled part of a report; ``verdict`` (ok/warn/fail) adds a coloured badge."""
+    """A titled part of a report; ``verdict`` (ok/warn/fail) adds a coloured badge, whose words
+    are ``badge`` when given (what failed, not only that something did)."""
 
     title: str
     paragraphs: Sequence[str] = ()
@@ -78,6 +83,7 @@ class Section:
     figures: Sequence[Figure] = ()
     verdict: str | None = None
     anchor: str = field(default="")
+    badge: str = ""
 
     def __post_init__(self) -> None:
         for name in ("paragraphs", "tables", "figures"):
@@ -113,7 +119,7 @@ def render_html(
         title=title,
         subtitle=subtitle,
         sections=list(sections),
-        meta=meta or {},
+        meta={k: v for k, v in (meta or {}).items() if v is not None and v != ""},  # no "split None"
         generated=generated,
     )
 
