@@ -83,6 +83,20 @@ def test_the_same_kind_is_replaced_and_force_replaces_anything(corpus, precious,
     forced = _run("index", corpus, "-o", precious, "--force")
     assert forced.exit_code == 0, forced.output
     assert not (precious / "notes.txt").exists() and written_as(precious, INDEX)
+    # what the forced folder held is moved aside, next to it, and the log says where
+    aside = list(precious.parent.glob(f"{precious.name}.replaced-*"))
+    assert len(aside) == 1 and (aside[0] / "notes.txt").is_file()
+    assert str(aside[0]) in forced.output
+    # a file of the user's left inside a vecdoctor index survives the next build the same way
+    (out / "mine.txt").write_text("keep me")
+    rebuilt = _run("index", corpus, "-o", out)
+    assert rebuilt.exit_code == 0 and not (out / "mine.txt").exists()
+    kept = list(out.parent.glob("idx.replaced-*"))
+    assert len(kept) == 1 and (kept[0] / "mine.txt").read_text() == "keep me"
+    assert "mine.txt" in rebuilt.output
+    # a rebuild of a plain index keeps nothing aside
+    assert _run("index", corpus, "-o", out).exit_code == 0
+    assert len(list(out.parent.glob("idx.replaced-*"))) == 1
 
 
 def test_a_trained_model_is_not_replaced_without_force(tmp_path):

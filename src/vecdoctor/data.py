@@ -208,7 +208,18 @@ def read_text_folder(path: str | Path) -> list[Document]:
     its title the first heading, else its first line that reads as one (:func:`text_title`),
     else the file's name."""
     root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.suffix in {".txt", ".md"} and p.is_file())
+    inside = root.resolve()
+    files: list[Path] = []
+    outside: list[Path] = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix in {".txt", ".md"} and p.is_file():
+            # a link may point anywhere (`notes.txt -> /etc/passwd`): only what lies in the
+            # folder given is read
+            (files if inside in p.resolve().parents else outside).append(p)
+    if outside:
+        shown = ", ".join(str(p.relative_to(root)) for p in outside[:5])
+        logger.warning("%s: skipped %d file(s) whose link leads outside the folder (%s%s)",
+                       root, len(outside), shown, ", ..." if len(outside) > 5 else "")
     docs = []
     for f in files:
         text = "\n".join(line for _, line in _lines(f)).strip()

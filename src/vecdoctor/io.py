@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,18 +179,45 @@ def _exchange(a: Path, b: Path) -> None:
     os.replace(side, a)
 
 
-def swap_in(tmp: Path, target: Path) -> None:
-    """Put the complete folder ``tmp`` at ``target`` in one atomic step; drop the old version.
+WRITTEN = frozenset({
+    "config.json", "docs.jsonl", "bm25", "vectors.npy", "codes.npy", "quantizer", "ann.faiss",
+    "chunk_owners.npy", "transform", "baseline", "report.json", "report.html", "pipeline.json",
+    "runs", "queries", "results.json", "mean.npy", "components.npy", "eigenvalues.npy",
+})
+"""Names of what vecdoctor writes in its output folders: an entry of an old version that is
+neither one of these nor in the new version is somebody else's, and is kept (:func:`swap_in`)."""
+
+
+def swap_in(tmp: Path, target: Path) -> Path | None:
+    """Put the complete folder ``tmp`` at ``target`` in one atomic step; drop the old version,
+    unless it holds entries vecdoctor did not write (a user's notes left in an index, or a
+    folder replaced with ``--force``): then the old version is moved aside, next to the target,
+    and its path returned and logged, so nothing is lost for good.
 
     ``tmp`` must be a sibling of ``target`` (same file system).
     """
-    if target.exists():
-        _exchange(tmp, target)  # tmp now holds the old version
-        _fsync_dir(target.parent)
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
+    if not target.exists():
         os.replace(tmp, target)
         _fsync_dir(target.parent)
+        return None
+    _exchange(tmp, target)  # tmp now holds the old version
+    _fsync_dir(target.parent)
+    foreign = sorted(p.name for p in tmp.iterdir()
+                     if p.name not in WRITTEN and not (target / p.name).exists())
+    if not foreign:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    aside = target.parent / f"{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = target.parent / f"{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+    os.replace(tmp, aside)
+    _fsync_dir(target.parent)
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    logger.warning("%s held what vecdoctor did not write (%s): the previous folder is kept as "
+                   "%s", target, shown, aside)
+    return aside
 
 
 @contextlib.contextmanager

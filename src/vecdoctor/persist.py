@@ -108,6 +108,9 @@ def check_output(
     data being read, so it is neither allowed nor suggested).
     """
     folder = Path(folder)
+    if _overlaps(folder, Path.cwd()):
+        raise InputError(f"{folder}: is the current folder (or holds it), which cannot be "
+                         "replaced; write to a new folder, e.g. ./out")
     for path in reads:
         if path is not None and _overlaps(folder, Path(path)):
             raise InputError(
@@ -125,6 +128,7 @@ def check_output(
             "or pass --force (force=True) to replace it"
         )
     raise InputError(
-        f"{folder}: exists and is not a vecdoctor {kind.name}, so writing there would delete what "
-        "it holds; choose another output folder, or pass --force (force=True) to replace it"
+        f"{folder}: exists and is not a vecdoctor {kind.name}, so writing there would replace what "
+        "it holds; choose another output folder, or pass --force (force=True) to replace it (what "
+        "it holds is then moved aside, next to it, not deleted)"
     )

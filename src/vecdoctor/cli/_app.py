@@ -31,10 +31,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 _STATE = {"quiet": False}
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        from vecdoctor import __version__
+
+        typer.echo(f"vecdoctor {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or log lines."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log lines."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log lines, and what "
+                                 "other libraries say."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
 ) -> None:
     """vecdoctor: find out what is wrong with your embeddings, fix it, and ship the pipeline."""
     _STATE["quiet"] = quiet
@@ -46,6 +57,7 @@ def _main(
     handler.setLevel(level)
     if not verbose:
         handler.addFilter(_quiet_libraries)
+        _ONCE.seen.clear()  # one command, one count (tests run several in one process)
         handler.addFilter(_ONCE)
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler], force=True
@@ -133,7 +145,10 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
                 if exc.errno == 28:  # ENOSPC
                     typer.echo(f"error: no space left on device ({exc}); nothing was replaced", err=True)
                     raise typer.Exit(1) from None
-                raise
+                # busy, read-only, too long...: the system's words and the path, one line
+                where = f" ({exc.filename})" if exc.filename else ""
+                typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+                raise typer.Exit(1) from None
             except KeyboardInterrupt:
                 typer.echo("interrupted", err=True)
                 raise typer.Exit(130) from None
@@ -145,8 +160,23 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
 
 
 def emit(obj: Any) -> None:
-    """Write a JSON result to stdout."""
-    typer.echo(json.dumps(obj, indent=2, default=str))
+    """Write a JSON result to stdout: always valid JSON (a NaN or infinite number, which JSON
+    cannot hold, is written as null)."""
+    try:
+        text = json.dumps(obj, indent=2, default=str, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(json.loads(json.dumps(obj, default=str))), indent=2)
+    typer.echo(text)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if obj == obj and abs(obj) != float("inf") else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 # What a search prints of each hit (search, lance-search).

@@ -51,13 +51,19 @@ class VectorCache:
         self._db: sqlite3.Connection | None = None
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.folder / "vectors.sqlite", check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)"
-            )
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.folder / "vectors.sqlite", check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, dim INTEGER, vec BLOB)"
+                )
+            except (sqlite3.Error, OSError) as exc:
+                from vecdoctor.errors import InputError
+
+                raise InputError(f"{self.folder}: cannot hold a vector cache ({exc}); give a "
+                                 "folder you can write to, or leave out --cache") from None
             self._db.commit()
 
     def get_many(self, keys: Sequence[str]) -> list[np.ndarray | None]:

@@ -81,4 +81,8 @@ def read_docs(path: Path, expected: int) -> list[Document]:
             f"{path}: holds {len(docs)} documents but config.json says {expected}; the file is "
             "truncated or corrupt, rebuild the index"
         )
+    repeated = duplicates(d.id for d in docs)
+    if repeated:  # the builder refuses them; a file that holds them was made elsewhere
+        raise InputError(f"{path}: duplicate document ids {preview(repeated)}; an index holds "
+                         "each id once, rebuild it")
     return docs

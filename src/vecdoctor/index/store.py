@@ -228,9 +228,11 @@ class Index(DocumentIndex):
         index = cls(docs, lexical, placeholder, encoder_config, transform, enc, None, oversample)
         if chunks is None:
             vecs = index.embedder.embed(texts, role="documents", show_progress=show_progress)
+            vecs = no_vector_for_blank(texts, vecs)
             index.vectors = index._dense_store(vecs, precision, ann, ann_budget_ms)
         else:
             vecs, owners = index.embedder.embed_chunks(texts, show_progress=show_progress)
+            vecs = no_vector_for_blank(texts, vecs, owners)
             store = index._dense_store(vecs, precision, ann, ann_budget_ms)
             index.vectors = ChunkStore(store, owners, len(docs), chunks)
             logger.info("%d documents cut into %d chunks (%s)", len(docs), len(vecs), enc.chunk_window())
@@ -371,9 +373,11 @@ class Index(DocumentIndex):
         texts = [d.content for d in new]
         if isinstance(self.vectors, ChunkStore):
             vecs, owners = self.embedder.embed_chunks(texts, show_progress=show_progress)
+            vecs = no_vector_for_blank(texts, vecs, owners)
             vectors: VectorStore | ChunkStore = self.vectors.append(vecs, owners, len(new))
         else:
-            vectors = self.vectors.append(self.embed_documents(texts, show_progress=show_progress))
+            vecs = self.embed_documents(texts, show_progress=show_progress)
+            vectors = self.vectors.append(no_vector_for_blank(texts, vecs))
         docs = self.docs + new
         bm25 = BM25Index(self.bm25.config).build([d.content for d in docs])
         self.vectors = vectors
@@ -633,3 +637,20 @@ def _not_a_corpus(path: Path) -> None:
     if corpus:
         raise InputError(f"{path} is a corpus, not an index: build one with `vecdoctor index "
                          f"{path} -o INDEX`, then search INDEX")
+
+
+def no_vector_for_blank(texts: Sequence[str], vecs: np.ndarray,
+                        owners: np.ndarray | None = None) -> np.ndarray:
+    """``vecs`` with the rows of blank texts set to zero: a blank document has nothing to
+    match, but the model encodes its special tokens into a vector close to every short query's
+    (it ranked first for unrelated queries at cosine 0.24). A zero vector scores 0, and BM25
+    finds no word in it: it stays in the index under its id and never wins a query."""
+    blank = np.array([not t.strip() for t in texts], dtype=bool)
+    if not blank.any():
+        return vecs
+    rows = blank[np.asarray(owners)] if owners is not None else blank
+    vecs = np.array(vecs, dtype=np.float32, copy=True)
+    vecs[rows] = 0.0
+    logger.warning("%d blank document(s) indexed without a dense vector (they match nothing)",
+                   int(blank.sum()))
+    return vecs

@@ -173,6 +173,7 @@ class VectorStore:
         precision = Precision.parse(precision)
         vectors = load_npy(safe_child(folder, VECTORS), mmap=mmap)
         _check_shape(folder / VECTORS, vectors, (n_rows, dim), np.float32)
+        _check_finite(folder / VECTORS, vectors)
         codes = quantizer = None
         if precision is not Precision.FLOAT32:
             from vecdoctor.fix.quantize import load_quantizer
@@ -187,6 +188,17 @@ class VectorStore:
         if ann_config is not None:
             ann = load_ann(safe_child(folder, ANN), ann_config, n_rows)
         return cls(vectors, precision, codes, quantizer, ann_config, ann)
+
+
+def _check_finite(path: Path, array: np.ndarray, block: int = 65_536) -> None:
+    """Refuse stored vectors that are NaN or infinite (they would score NaN, which is not
+    JSON, and rank anywhere), reading a block of rows at a time."""
+    for start in range(0, len(array), block):
+        part = np.asarray(array[start : start + block])
+        if not np.isfinite(part).all():
+            row = start + int(np.argwhere(~np.isfinite(part))[0][0])
+            raise InputError(f"{path}: row {row} holds a NaN or infinite value; the vectors are "
+                             "damaged, rebuild the index")
 
 
 def _check_shape(path: Path, array: np.ndarray, shape: tuple[int, int], dtype: Any) -> None:
