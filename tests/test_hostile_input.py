@@ -107,3 +107,77 @@ def test_no_traceback_for_an_unusable_cache_or_the_current_folder(tmp_path, monk
     line = _error(runner.invoke(app, ["index", str(corpus), "-o", ".", "--force"]))
     assert "is the current folder" in line
     assert corpus.is_file()
+
+
+def _asgi_calls(guard, requests):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    async def run() -> None:
+        async def receive():  # type: ignore[no-untyped-def]
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):  # type: ignore[no-untyped-def]
+            return None
+
+        for method, path in requests:
+            scope = {"type": "http", "method": method, "path": path, "headers": [],
+                     "client": ("127.0.0.1", 1)}
+            await guard(scope, receive, send)
+
+    asyncio.run(run())
+
+
+def test_request_statistics_stay_bounded_under_invented_methods_and_paths():
+    import logging
+
+    from vecdoctor.serve.guard import Guard, ServerLimits, Stats
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        raise AssertionError("refused requests never reach the app")
+
+    stats = Stats()
+    guard = Guard(app, ServerLimits(), "the-key", stats)
+    logging.getLogger("vecdoctor.serve.access").disabled = True
+    try:
+        _asgi_calls(guard, [(f"M{i:05d}XYZ", f"/x/{i}") for i in range(50_000)])
+    finally:
+        logging.getLogger("vecdoctor.serve.access").disabled = False
+    snap = stats.snapshot()
+    assert snap["refused_unauthorised"] == 50_000 and snap["status_codes"] == {"401": 50_000}
+    assert snap["requests"] == {} and snap["latency"] == {}
+    assert len(json.dumps(snap)) < 500
+    from vecdoctor.serve.guard import stats_key
+
+    assert stats_key("MXYZ", "unmatched") == "OTHER unmatched"
+    for i in range(10_000):  # one key's latencies: a fixed ring
+        stats.record(stats_key("POST", "/search"), 200, i / 1e6)
+    assert stats.snapshot()["latency"]["POST /search"]["count"] == stats.window
+
+
+def test_a_scrape_never_holds_up_the_requests_being_recorded(monkeypatch):
+    import threading
+
+    from vecdoctor.serve.guard import Stats
+
+    stats = Stats()
+    for _ in range(100):
+        stats.record("POST /search", 200, 0.01)
+    inside, release = threading.Event(), threading.Event()
+    real = np.percentile
+
+    def slow_percentile(*args, **kwargs):  # type: ignore[no-untyped-def]
+        inside.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "percentile", slow_percentile)
+    scrape = threading.Thread(target=stats.snapshot)
+    scrape.start()
+    assert inside.wait(30)  # the scrape is computing its percentiles now
+    recorded = threading.Thread(target=stats.record, args=("POST /search", 200, 0.02))
+    recorded.start()
+    recorded.join(5)
+    assert not recorded.is_alive(), "recording waited for the scrape's percentiles"
+    release.set()
+    scrape.join(30)
+    assert stats.counts["POST /search"] == 101

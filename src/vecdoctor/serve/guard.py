@@ -52,38 +52,65 @@ class ServerLimits:
                 raise InputError(f"server limit {name} must be a positive integer, got {value!r}")
 
 
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "DELETE", "PATCH"})
+"""HTTP methods counted by name; any other method a client invents counts as ``OTHER``."""
+LATENCY_SAMPLES = 2048
+"""Recent latencies kept per key, in a ring of fixed size."""
+
+
+def stats_key(method: str, route: str) -> str:
+    """The statistics key of a request: a closed set of methods (others fold into ``OTHER``)
+    and the app's own route paths (an unmatched path is ``unmatched``), so that no client can
+    add a key by sending a new method or path."""
+    return f"{method if method in METHODS else 'OTHER'} {route}"
+
+
 @dataclass
 class Stats:
-    """Request counts and recent latencies per endpoint (thread-safe)."""
+    """Request counts and recent latencies per endpoint (thread-safe), in bounded space.
 
-    window: int = 10_000
+    Keys come from :func:`stats_key` (a closed set); a request refused for want of the API key
+    is counted in ``refused`` only, never as a route. Latencies are a fixed ring per key. A
+    snapshot copies under the lock and computes percentiles outside it, so a scrape never
+    holds up the requests being recorded.
+    """
+
+    window: int = LATENCY_SAMPLES
     started: float = field(default_factory=time.time)
     counts: dict[str, int] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     latencies: dict[str, deque[float]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    refused: int = 0
 
     def record(self, path: str, status: int, seconds: float) -> None:
+        code = str(status) if 100 <= int(status) <= 599 else "other"
         with self.lock:
+            self.statuses[code] = self.statuses.get(code, 0) + 1
+            if status == 401:
+                self.refused += 1
+                return
             self.counts[path] = self.counts.get(path, 0) + 1
-            self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
             self.latencies.setdefault(path, deque(maxlen=self.window)).append(seconds * 1000)
 
     def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            latency = {}
-            for path, values in self.latencies.items():
-                arr = np.asarray(values)
-                latency[path] = {
-                    "count": int(arr.size),
-                    **{f"p{p}_ms": round(float(np.percentile(arr, p)), 3) for p in (50, 95, 99)},
-                }
-            return {
-                "uptime_s": round(time.time() - self.started, 1),
-                "requests": dict(self.counts),
-                "status_codes": dict(self.statuses),
-                "latency": latency,
-            }
+        with self.lock:  # copies only: the percentiles are computed after the lock is let go
+            recent = {path: np.fromiter(values, dtype=np.float64, count=len(values))
+                      for path, values in self.latencies.items()}
+            counts, statuses, refused = dict(self.counts), dict(self.statuses), self.refused
+        latency = {}
+        for path, arr in recent.items():
+            if arr.size:
+                p50, p95, p99 = np.percentile(arr, (50, 95, 99))
+                latency[path] = {"count": int(arr.size), "p50_ms": round(float(p50), 3),
+                                 "p95_ms": round(float(p95), 3), "p99_ms": round(float(p99), 3)}
+        return {
+            "uptime_s": round(time.time() - self.started, 1),
+            "requests": counts,
+            "refused_unauthorised": refused,
+            "status_codes": statuses,
+            "latency": latency,
+        }
 
 
 class _BodyTooLarge(Exception):
@@ -163,7 +190,7 @@ class Guard:
         finally:
             seconds = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.stats.record(f"{scope.get('method', '?')} {route}", status[0], seconds)
+            self.stats.record(stats_key(str(scope.get("method", "")), route), status[0], seconds)
             client = scope.get("client") or ("-", 0)
             access_logger.info(
                 "%s %s %d %.1fms %dB %s",

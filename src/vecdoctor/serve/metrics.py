@@ -43,6 +43,9 @@ class HealthCollector:
                 other += count
         requests.add_metric(["other", "other"], other)
         yield requests
+        yield CounterMetricFamily("vecdoctor_requests_refused",
+                                  "Requests refused for a missing or wrong API key",
+                                  value=snap.get("refused_unauthorised", 0))
         codes = CounterMetricFamily("vecdoctor_responses", "Responses, by HTTP status code",
                                     labels=["code"])
         for code, count in snap["status_codes"].items():
