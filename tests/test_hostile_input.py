@@ -181,3 +181,30 @@ def test_a_scrape_never_holds_up_the_requests_being_recorded(monkeypatch):
     release.set()
     scrape.join(30)
     assert stats.counts["POST /search"] == 101
+
+
+def test_one_huge_document_costs_the_batch_not_the_machine(tmp_path):
+    """A 40 MB document is read up to MAX_TEXT_CHARS, with a warning; the process stays near
+    the memory of a small corpus (the whole text once took 150 bytes a character)."""
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vecdoctor.config import MAX_TEXT_CHARS
+
+    corpus = tmp_path / "corpus.jsonl"
+    with open(corpus, "w") as fh:
+        fh.write(json.dumps({"_id": "huge", "text": "lorem ipsum dolor sit amet " * 1_500_000})
+                 + "\n")
+        for i, t in enumerate(TEXTS):
+            fh.write(json.dumps({"_id": f"d{i}", "text": t}) + "\n")
+    exe = str(Path(sys.executable).with_name("vecdoctor"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run([exe, "index", str(corpus), "-o", str(tmp_path / "idx")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"longer than {MAX_TEXT_CHARS:,} characters were read up to that point" in done.stderr
+    peak_mb = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    assert peak_mb < 1600, f"indexing took {peak_mb:.0f} MB"
+    assert json.loads(done.stdout)["documents"] == 5

@@ -198,3 +198,10 @@ class ModelPrecision(_Choice):
     """bfloat16 inference on CPUs with AVX512_BF16 or AMX (OpenVINO); weights stay fp32 on disk."""
     INT8 = "int8"
     """8-bit integer weights (and activations on OpenVINO), calibrated on a sample of the corpus."""
+
+
+MAX_TEXT_CHARS = 1_000_000
+"""Characters of one document that are read at most (about 250,000 tokens of English) when it
+is tokenized, indexed by BM25 or cut into sentences: a longer one is read to this point, with a
+warning, so memory and time follow the batch and not the largest document (one 100 MB line
+once took 14 GB and 5 minutes to index)."""

@@ -443,8 +443,11 @@ def split_sentences(text: str) -> list[str]:
     after a mark standing alone (``word . next``, as tokenised collections write it). A text
     with no capital letter at all is also cut after a mark that ends a word of 4 or more
     characters and is followed by a lower-case word (short words are often abbreviations)."""
+    from vecdoctor.config import MAX_TEXT_CHARS
+
+    text = text[:MAX_TEXT_CHARS]
     parts = [s.strip() for s in _SENTENCE.split(text) if s.strip()]
-    if any(c.isupper() for c in text):
+    if text.lower() != text:  # a capital letter somewhere: the rule above applies
         return parts
     return [s.strip() for p in parts for s in _LOWER_SENTENCE.split(p) if s.strip()]
 

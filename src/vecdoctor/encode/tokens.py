@@ -6,15 +6,32 @@ becomes overlapping windows of content tokens, each wrapped in the model's speci
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vecdoctor.config import Window
+from vecdoctor.config import MAX_TEXT_CHARS, Window
 from vecdoctor.errors import ModelNotAvailableError
 from vecdoctor.folders import library_errors
+
+HEAD_CHARS_PER_TOKEN = 64
+"""Without windows only a text's first ``max_length`` tokens are read, and no token of a fast
+tokenizer spans more characters than this: the rest of the text is never tokenized."""
+
+logger = logging.getLogger(__name__)
+
+
+def clip(texts: Sequence[str], limit: int = MAX_TEXT_CHARS) -> list[str]:
+    """``texts`` with each cut to ``limit`` characters; the count of cut ones is logged."""
+    long = sum(len(t) > limit for t in texts)
+    if not long:
+        return list(texts)
+    logger.warning("%d text(s) longer than %s characters were read up to that point",
+                   long, f"{limit:,}")
+    return [t[:limit] for t in texts]
 
 
 @dataclass(frozen=True)
@@ -65,8 +82,9 @@ class TextTokenizer:
         return self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
 
     def lengths(self, texts: Sequence[str]) -> np.ndarray:
-        """Token counts including special tokens, before truncation."""
-        return np.array([len(e.ids) for e in self.encode_batch(texts)], dtype=np.int64)
+        """Token counts including special tokens, before truncation (of each text's first
+        :data:`MAX_TEXT_CHARS` characters)."""
+        return np.array([len(e.ids) for e in self.encode_batch(clip(texts))], dtype=np.int64)
 
     def sequences(
         self, texts: Sequence[str], window: Window | None, owners: Sequence[int] | None = None
@@ -75,7 +93,9 @@ class TextTokenizer:
         budget = self.max_length - self.n_lead - self.n_trail
         seqs: list[TokenSeq] = []
         truncated = np.zeros(len(texts), dtype=bool)
-        for i, enc in enumerate(self.encode_batch(texts)):
+        head = self.max_length * HEAD_CHARS_PER_TOKEN
+        read = clip(texts) if window is not None else [t[:head] for t in texts]
+        for i, enc in enumerate(self.encode_batch(read)):
             owner = owners[i] if owners is not None else i
             ids = np.asarray(enc.ids, dtype=np.int64)
             words = np.asarray([-1 if w is None else w for w in enc.word_ids], dtype=np.int32)

@@ -108,6 +108,9 @@ class BM25Index:
 
         if not texts:
             raise InputError("cannot build a BM25 index over an empty corpus")
+        from vecdoctor.encode.tokens import clip
+
+        texts = clip(texts)  # a huge document is read up to MAX_TEXT_CHARS, as the encoder does
         # token ids as each text is tokenized: the token strings of the whole corpus are never
         # held at once (at 1M passages they took 3.8 GiB), and the vocabulary is numbered in
         # order of first occurrence, so the same corpus always gives the same index files

@@ -37,8 +37,11 @@ def _terms(query: str) -> set[str]:
 
 
 def snippet(text: str, query: str, width: int = WIDTH) -> str:
-    """The ``width``-character passage of ``text`` with the most distinct query words."""
-    text = " ".join(text.split())
+    """The ``width``-character passage of ``text`` with the most distinct query words (among
+    its first :data:`~vecdoctor.encode.tokens.MAX_TEXT_CHARS` characters, what was indexed)."""
+    from vecdoctor.encode.tokens import MAX_TEXT_CHARS
+
+    text = " ".join(text[:MAX_TEXT_CHARS].split())
     if len(text) <= width:
         return text
     terms = _terms(query)
