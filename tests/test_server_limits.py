@@ -250,3 +250,53 @@ def test_a_lone_surrogate_is_a_422_not_a_500(base_url, path, body):
 def test_searcher_refuses_a_nan_rrf_k(searcher):
     with pytest.raises(InputError, match="finite number"):
         Searcher(searcher.index, rrf_k=float("nan"))
+
+
+def test_sockets_that_send_nothing_cannot_deny_service(tmp_path):
+    """A client keeps 2x --max-connections idle sockets open, renewing them (200 a second, 8x
+    the rate that kept the server down before); searches from another client are all answered,
+    because idle sockets are shed first. The server is a real `vecdoctor serve` process."""
+    import os
+    import subprocess
+    import sys
+
+    folder = rs.saved_index_dir(str(tmp_path))
+    port = free_port()
+    env = {**os.environ, "VECDOCTOR_API_KEY": KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "vecdoctor", "-q", "serve", str(folder),
+                             "--port", str(port), "--max-connections", "24",
+                             "--header-timeout", "30"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    stop = threading.Event()
+    opened = [0]
+
+    def flood() -> None:
+        held: list[socket.socket] = []
+        while not stop.is_set():
+            try:
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+                opened[0] += 1
+            except OSError:
+                pass
+            if len(held) > 48:
+                held.pop(0).close()
+            time.sleep(0.005)
+        for s in held:
+            s.close()
+
+    attacker = threading.Thread(target=flood, daemon=True)
+    try:
+        rs.wait_until_up(url, proc)
+        attacker.start()
+        while opened[0] < 100:
+            time.sleep(0.05)
+        codes = [httpx.post(url + "/search", json={"query": f"cells {i}", "k": 3}, headers=AUTH,
+                            timeout=30).status_code for i in range(20)]
+        assert codes == [200] * 20
+        assert opened[0] > 150  # the flood went on all along
+    finally:
+        stop.set()
+        attacker.join(10)
+        proc.terminate()
+        proc.wait(timeout=30)

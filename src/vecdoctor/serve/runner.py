@@ -9,18 +9,47 @@ from vecdoctor.serve.guard import ServerLimits
 logger = logging.getLogger(__name__)
 
 
-def header_deadline_protocol(seconds: float) -> type:
+IDLE_HEADROOM = 8
+"""Connections kept free below ``max_connections`` by closing idle ones (see below)."""
+
+
+def _pending(transport: Any) -> bool:
+    """Whether bytes wait unread on ``transport``'s socket (a request that arrived but that the
+    event loop has not handed over yet: not an idle connection)."""
+    import socket
+
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # an error to report: let the connection speak for itself
+
+
+def header_deadline_protocol(seconds: float, max_connections: int | None = None) -> type:
     """uvicorn's h11 protocol, closing a connection whose request headers take longer than
-    ``seconds`` to arrive (slow-header clients; uvicorn has no such timeout of its own).
+    ``seconds`` to arrive (slow-header clients; uvicorn has no such timeout of its own), and
+    shedding idle connections first when connections run out.
 
     The clock starts when the connection opens, or when the first byte of a later request on
     a kept-alive connection arrives; it stops once the headers are complete. The body has its
     own deadline in :class:`~vecdoctor.serve.guard.Guard`.
+
+    uvicorn answers 503 to every request once ``max_connections`` connections are open, idle
+    ones included, so sockets that send nothing could deny service to everyone. Each new
+    connection that brings the count within :data:`IDLE_HEADROOM` of the limit closes the
+    oldest connections that have sent no byte yet: a client whose request arrives in full
+    always wins over a socket that sent nothing.
     """
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderDeadlineProtocol(H11Protocol):
         _header_timer: Any = None
+        _spoke = False  # a byte of a request has arrived on this connection
+        _opened = 0.0
 
         def _waiting_for_headers(self) -> bool:
             return self.cycle is None or self.cycle.response_complete
@@ -40,11 +69,46 @@ def header_deadline_protocol(seconds: float) -> type:
                 logger.warning("closing a connection whose request headers took over %s s", seconds)
                 self.transport.close()
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if max_connections is not None:
+                # uvicorn would answer 503 to every request while idle sockets fill its count;
+                # connections are bounded here instead, and requests by the guard's in-flight
+                # limit (503 for real overload)
+                self.limit_concurrency = None
+
+        def _shed_idle(self) -> bool:
+            """Close the oldest idle connections past the limit's headroom; ``False`` when this
+            new connection must be refused (every other one is busy)."""
+            if max_connections is None:
+                return True
+            live = [c for c in self.connections
+                    if c.transport is not None and not c.transport.is_closing()]
+            excess = len(live) - max(max_connections - IDLE_HEADROOM, 1)
+            if excess <= 0:
+                return True
+            idle = sorted((c for c in live if c is not self and not getattr(c, "_spoke", True)
+                           and not _pending(c.transport)),
+                          key=lambda c: getattr(c, "_opened", 0.0))
+            for conn in idle[:excess]:
+                conn.transport.close()
+            if idle:
+                logger.warning("closed %d idle connection(s) that sent nothing (%d open, "
+                               "limit %d)", min(excess, len(idle)), len(live), max_connections)
+            return len(live) - min(excess, len(idle)) <= max_connections
+
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self._opened = self.loop.time()
+            if not self._shed_idle():
+                logger.warning("refusing a connection: %s connections are open and busy",
+                               max_connections)
+                transport.close()
+                return
             self._arm()
 
         def data_received(self, data: bytes) -> None:
+            self._spoke = True
             super().data_received(data)
             if self._waiting_for_headers():
                 self._arm()
@@ -67,7 +131,7 @@ def server_config(app: Any, host: str, port: int, limits: ServerLimits, **option
         app,
         host=host,
         port=port,
-        http=header_deadline_protocol(limits.header_timeout_s),
+        http=header_deadline_protocol(limits.header_timeout_s, limits.max_connections),
         limit_concurrency=limits.max_connections,
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,
