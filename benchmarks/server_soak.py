@@ -7,7 +7,9 @@ an embeddings client (batches of 32 long documents), a client sending malformed 
 bodies, and slow clients that trickle headers or bodies. Every ``--every`` seconds it records
 the server's resident memory and the requests so far. Reports requests and status codes per
 kind, p50/p99 latency of searches and embeddings, memory over time, and the memory growth after
-the warm-up minute. Everything stops by itself; traffic goes to loopback only.
+the warm-up minute. Everything stops by itself; traffic goes to loopback only. Also: a client inventing a
+new method and path for every request without the key, and 300 idle sockets renewed
+continuously.
 
     python benchmarks/server_soak.py --minutes 10
 """
@@ -127,6 +129,34 @@ def hostile(url: str, stop: threading.Event, tally: Tally) -> None:
             stop.wait(0.2)
 
 
+def inventor(url: str, stop: threading.Event, tally: Tally) -> None:
+    """Requests without the key, each with a method and a path never seen before: they must
+    not grow the server's statistics (/stats stays small) nor its memory."""
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=30) as c:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            _call(tally, "invented", c.request, f"M{i:07d}X", f"/x/{i}")
+
+
+def idle_flood(port: int, stop: threading.Event, tally: Tally, hold: int = 300) -> None:
+    """Keep ``hold`` sockets open that send nothing, renewing them continuously."""
+    held: list[socket.socket] = []
+    while not stop.is_set():
+        try:
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            tally.add("idle-socket", "opened")
+        except OSError as exc:
+            tally.add("idle-socket", type(exc).__name__)
+        if len(held) > hold:
+            held.pop(0).close()
+        stop.wait(0.01)
+    for sock in held:
+        sock.close()
+
+
 def slow(port: int, stop: threading.Event, tally: Tally) -> None:
     """Trickle a byte a second: headers, or a body after complete headers."""
     n = 0
@@ -179,6 +209,8 @@ def main() -> None:
                 threading.Thread(target=hostile, args=(url, stop, tally))]
     threads += [threading.Thread(target=slow, args=(port, stop, tally))
                 for _ in range(args.slow_clients)]
+    threads += [threading.Thread(target=inventor, args=(url, stop, tally)),
+                threading.Thread(target=idle_flood, args=(port, stop, tally))]
     samples = []
     start = time.time()
     try:
@@ -195,6 +227,11 @@ def main() -> None:
             t.join(timeout=90)
         alive = proc.poll() is None
         final_rss = rss_mb(proc.pid) if alive else float("nan")
+        stats_bytes = None
+        if alive:
+            import httpx
+
+            stats_bytes = len(httpx.get(url + "/stats", headers=AUTH, timeout=30).content)
         proc.terminate()
         proc.wait(timeout=30)
     warm = [s["rss_mb"] for s in samples if s["t_s"] >= 60] or [s["rss_mb"] for s in samples]
@@ -211,7 +248,9 @@ def main() -> None:
         "index": str(index.name),
         "minutes": args.minutes,
         "clients": {"searchers": args.searchers, "embeddings": 1, "hostile": 1,
-                    "slow": args.slow_clients},
+                    "slow": args.slow_clients, "invented methods without the key": 1,
+                    "idle sockets held": 300},
+        "stats_bytes_at_end": stats_bytes,
         "server_alive_at_end": alive,
         "requests": tally.total(),
         "status_codes": statuses,
@@ -222,6 +261,11 @@ def main() -> None:
             "memory growth after warm-up < 5%": growth < 0.05,
             "no 5xx but 503": server_errors == 0,
             "server alive": alive,
+            "searches answered despite the idle sockets (200, or 503 when the queue is full)":
+                statuses.get("search", {}).get("200", 0) > 0
+                and sum(n for s, n in statuses.get("search", {}).items()
+                        if s not in {"200", "503"}) == 0,
+            "/stats stays under 10 KB": stats_bytes is not None and stats_bytes < 10_000,
         },
     }
     print(json.dumps(result["targets"]), flush=True)
