@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vecdoctor.errors import InputError, ModelNotAvailableError
 
@@ -227,9 +228,27 @@ def _st_folder_info(path: Path) -> dict[str, object]:
     return info
 
 
+STATIC_FILE = "static_model.json"
+"""The header file of a static student folder (written by ``vecdoctor distill``)."""
+TOKENIZER = "tokenizer.json"
+STATIC_FORMAT_VERSION = 1
+
+
+def read_static_config(folder: Path) -> dict[str, Any]:
+    """The checked ``static_model.json`` of a static student folder."""
+    from vecdoctor.folders import read_object, value
+    from vecdoctor.persist import read_header
+
+    meta = read_object(folder, STATIC_FILE)
+    source = folder / STATIC_FILE
+    read_header({**meta, "class": meta.get("class")}, "StaticModel", STATIC_FORMAT_VERSION, source)
+    value(meta, "dimension", int, source, low=1, high=65_536)
+    value(meta, "vocabulary", int, source, low=1, high=10_000_000)
+    return meta
+
+
 def _resolve_static(path: Path) -> ResolvedModel:
     """A static student folder written by ``vecdoctor distill``."""
-    from vecdoctor.encode.runtime.static import TOKENIZER, read_static_config
     from vecdoctor.folders import child
 
     meta = read_static_config(path)

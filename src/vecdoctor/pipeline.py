@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.config import (
+    DEFAULT_OVERSAMPLE,
+    AnnConfig,
     Backend,
     Chunking,
     Fusion,
@@ -46,8 +48,6 @@ from vecdoctor.config import (
 )
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.folders import read_json
-from vecdoctor.index.ann import AnnConfig
-from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE
 from vecdoctor.io import write_json
 from vecdoctor.persist import header, read_header
 

@@ -194,16 +194,8 @@ def checkup(
     names = variant_names(variants, reranker, enc, diagnosis)
     rerank_opts = _rerank_options(reranker, rerank_fusion, rerank_backend, rerank_precision)
     report, sample_report = _measure(frames, model, names, cache, rerank_opts, say, show_progress)
-    main_scores = measured(report, frames.frame)
-    sample_scores = measured(sample_report, Frame.SAMPLE) if sample_report else None
-    truncation = getattr(diagnosis, "truncation", None)
-    settings, decisions = decide(
-        main_scores, model, encodings=sample_scores,
-        chosen_model=(ModelChoice(model, comparison.reason, comparison.backend,
-                                  comparison.precision) if comparison.recommended else None),
-        truncated_share=getattr(truncation, "share_truncated", None),
-        self_supervised=full.self_supervised, rerank_how=report.rerank)
-    pipeline = Pipeline(**settings)
+    pipeline, decisions = _decide(frames, report, sample_report, model, comparison, diagnosis,
+                                  full.self_supervised)
     # the frame where every part of the pipeline was measured: the sample once it encodes
     # differently from the plain pass (windows, chunks, pooling)
     encodes = bool(pipeline.window or pipeline.chunks or pipeline.pooling)
@@ -230,6 +222,21 @@ def checkup(
     return CheckupResult(frames.main, pipeline, decisions, comparison, diagnosis, report, meta,
                          transform if pipeline.transform else None, fusion, budget,
                          sample_report, labels=full if full.self_supervised else None)
+
+
+def _decide(frames: _Frames, report: VariantsReport, sample_report: VariantsReport | None,
+            model: str, comparison: Comparison, diagnosis: Any, self_supervised: bool
+            ) -> tuple[Pipeline, list[Decision]]:
+    """The rules over what was measured, each variant read in its own frame."""
+    truncation = getattr(diagnosis, "truncation", None)
+    settings, decisions = decide(
+        measured(report, frames.frame), model,
+        encodings=measured(sample_report, Frame.SAMPLE) if sample_report else None,
+        chosen_model=(ModelChoice(model, comparison.reason, comparison.backend,
+                                  comparison.precision) if comparison.recommended else None),
+        truncated_share=getattr(truncation, "share_truncated", None),
+        self_supervised=self_supervised, rerank_how=report.rerank)
+    return Pipeline(**settings), decisions
 
 
 def _rerank_options(reranker: str | None, fusion: str, backend: str, precision: str

@@ -328,17 +328,10 @@ def serve_command(
     require("uvicorn", "server")
     sock = bind(host, port)  # before the index loads: a taken port fails at once
     named = _named_rerankers(reranker or [], rerank_backend, rerank_precision)
-    limits = ServerLimits(
-        max_k=max_k,
-        max_query_chars=max_query_chars,
-        max_batch=max_batch,
-        max_body_bytes=max_body_bytes,
-        max_in_flight=queue_limit,
-        max_embedding_chars=max_embedding_chars,
-        header_timeout_s=header_timeout,
-        body_timeout_s=body_timeout,
-        max_connections=max_connections,
-    )
+    limits = ServerLimits(max_k=max_k, max_query_chars=max_query_chars, max_batch=max_batch,
+                          max_body_bytes=max_body_bytes, max_in_flight=queue_limit,
+                          max_embedding_chars=max_embedding_chars, header_timeout_s=header_timeout,
+                          body_timeout_s=body_timeout, max_connections=max_connections)
     if api_key is not None and not api_key.strip():
         raise InputError("--api-key / VECDOCTOR_API_KEY is empty; set a key or unset it")
     from vecdoctor.search.searcher import Searcher, limit_blas_threads

@@ -1,11 +1,11 @@
 """Exact dense top-k for the retrieval-based checks: the index's own top-k functions
-(:mod:`vecdoctor.index.dense`), which the Searcher's dense search uses too."""
+(:mod:`vecdoctor._topk`), which the Searcher's dense search uses too."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from vecdoctor.index.dense import chunked_top_k, top_k_rows
+from vecdoctor._topk import chunked_top_k, top_k_rows
 
 
 def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:

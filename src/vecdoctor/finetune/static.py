@@ -294,7 +294,9 @@ def distill_static(
     import torch
 
     from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.encode.runtime.static import EMBEDDINGS, FORMAT_VERSION, STATIC_FILE, TOKENIZER
+    from vecdoctor.encode.runtime.static import EMBEDDINGS
+    from vecdoctor.models import STATIC_FILE, TOKENIZER
+    from vecdoctor.models import STATIC_FORMAT_VERSION as FORMAT_VERSION
 
     say = progress or (lambda _m: None)
     check_settings(learning_rate, epochs=(epochs, 1), batch_size=(batch_size, 1),

@@ -9,49 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from vecdoctor.config import ANN_KINDS, AnnConfig  # noqa: F401 (re-exported)
 from vecdoctor.errors import InputError, require
-
-ANN_KINDS = ("hnsw", "ivf")
-
-
-@dataclass(frozen=True)
-class AnnConfig:
-    """ANN settings: ``kind`` hnsw or ivf; ``m``/``ef_*`` for HNSW; ``nlist`` (0 means
-    4*sqrt(n)) and ``nprobe`` for IVF."""
-
-    kind: str = "hnsw"
-    m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 128
-    nlist: int = 0
-    nprobe: int = 16
-
-    def __post_init__(self) -> None:
-        if self.kind not in ANN_KINDS:
-            raise InputError(
-                f"unknown ann kind {self.kind!r}; valid values: {', '.join(ANN_KINDS)}"
-            )
-        for name in ("m", "ef_construction", "ef_search", "nprobe"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"ann {name} must be a positive integer, got {value!r}")
-        if isinstance(self.nlist, bool) or not isinstance(self.nlist, int) or self.nlist < 0:
-            raise InputError(f"ann nlist must be an integer >= 0, got {self.nlist!r}")
-
-    @classmethod
-    def parse(cls, value: AnnConfig | str | dict[str, Any] | None) -> AnnConfig | None:
-        if value is None or isinstance(value, AnnConfig):
-            return value
-        if isinstance(value, dict):
-            return cls(**value)
-        if isinstance(value, str):
-            return None if value.lower() in {"", "none", "exact"} else cls(kind=value.lower())
-        raise TypeError(
-            f"ann must be None, 'hnsw', 'ivf' or an AnnConfig, got {type(value).__name__}"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def build_ann(vectors: np.ndarray, config: AnnConfig) -> Any:

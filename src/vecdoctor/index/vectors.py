@@ -13,7 +13,10 @@ from typing import Any
 import numpy as np
 
 import vecdoctor.index.dense as dense
-from vecdoctor.config import Precision
+from vecdoctor.config import (
+    DEFAULT_OVERSAMPLE,  # noqa: F401 (re-exported)
+    Precision,
+)
 from vecdoctor.errors import InputError
 from vecdoctor.folders import child as safe_child
 from vecdoctor.index.ann import AnnConfig, ann_search, build_ann, load_ann, save_ann
@@ -25,7 +28,6 @@ VECTORS = "vectors.npy"
 CODES = "codes.npy"
 QUANTIZER = "quantizer"
 ANN = "ann.faiss"
-DEFAULT_OVERSAMPLE = 4.0
 
 
 def _fit_quantizer(precision: Precision, vectors: np.ndarray) -> Any:

@@ -29,6 +29,24 @@ def _pending(transport: Any) -> bool:
         return True  # an error to report: let the connection speak for itself
 
 
+def shed_idle(new: Any, max_connections: int) -> bool:
+    """Close the oldest connections that sent nothing once ``new`` brings the open ones within
+    :data:`IDLE_HEADROOM` of ``max_connections``; ``False`` when ``new`` must be refused
+    (every other connection is busy)."""
+    live = [c for c in new.connections if c.transport is not None and not c.transport.is_closing()]
+    excess = len(live) - max(max_connections - IDLE_HEADROOM, 1)
+    if excess <= 0:
+        return True
+    idle = sorted((c for c in live if c is not new and not getattr(c, "_spoke", True)
+                   and not _pending(c.transport)), key=lambda c: getattr(c, "_opened", 0.0))
+    for conn in idle[:excess]:
+        conn.transport.close()
+    if idle:
+        logger.warning("closed %d idle connection(s) that sent nothing (%d open, limit %d)",
+                       min(excess, len(idle)), len(live), max_connections)
+    return len(live) - min(excess, len(idle)) <= max_connections
+
+
 def header_deadline_protocol(seconds: float, max_connections: int | None = None) -> type:
     """uvicorn's h11 protocol, closing a connection whose request headers take longer than
     ``seconds`` to arrive (slow-header clients; uvicorn has no such timeout of its own), and
@@ -78,24 +96,7 @@ def header_deadline_protocol(seconds: float, max_connections: int | None = None)
                 self.limit_concurrency = None
 
         def _shed_idle(self) -> bool:
-            """Close the oldest idle connections past the limit's headroom; ``False`` when this
-            new connection must be refused (every other one is busy)."""
-            if max_connections is None:
-                return True
-            live = [c for c in self.connections
-                    if c.transport is not None and not c.transport.is_closing()]
-            excess = len(live) - max(max_connections - IDLE_HEADROOM, 1)
-            if excess <= 0:
-                return True
-            idle = sorted((c for c in live if c is not self and not getattr(c, "_spoke", True)
-                           and not _pending(c.transport)),
-                          key=lambda c: getattr(c, "_opened", 0.0))
-            for conn in idle[:excess]:
-                conn.transport.close()
-            if idle:
-                logger.warning("closed %d idle connection(s) that sent nothing (%d open, "
-                               "limit %d)", min(excess, len(idle)), len(live), max_connections)
-            return len(live) - min(excess, len(idle)) <= max_connections
+            return True if max_connections is None else shed_idle(self, max_connections)
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)

@@ -12,28 +12,14 @@ its folder holds::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from vecdoctor.errors import InputError
-from vecdoctor.folders import child, library_errors, read_object, value
-from vecdoctor.persist import read_header
+from vecdoctor.folders import child, library_errors
+from vecdoctor.models import STATIC_FILE, TOKENIZER, read_static_config  # the folder's format
 
-STATIC_FILE = "static_model.json"
 EMBEDDINGS = "embeddings.npy"
-TOKENIZER = "tokenizer.json"
-FORMAT_VERSION = 1
-
-
-def read_static_config(folder: Path) -> dict[str, Any]:
-    """The checked ``static_model.json`` of a static student folder."""
-    meta = read_object(folder, STATIC_FILE)
-    source = folder / STATIC_FILE
-    read_header({**meta, "class": meta.get("class")}, "StaticModel", FORMAT_VERSION, source)
-    value(meta, "dimension", int, source, low=1, high=65_536)
-    value(meta, "vocabulary", int, source, low=1, high=10_000_000)
-    return meta
 
 
 class StaticBackend:
