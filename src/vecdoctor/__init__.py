@@ -2,7 +2,7 @@
 
 from vecdoctor._lazy import lazy_exports
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"
 
 # Public names resolve on first use so that `import vecdoctor` never imports torch.
 __getattr__, __dir__, __all__ = lazy_exports(
