@@ -111,9 +111,16 @@ def _simple(truth: Any, model: str, cache: Any) -> dict[str, float]:
     return {r.name: round(r.ndcg, 4) for r in report.results}
 
 
-def _run_way(name: str, way: str, model: str, work: Path, load: bool = False) -> dict[str, Any]:
+def _run_way(name: str, way: str, model: str, work: Path, load: bool = False,
+             reuse: Path | None = None) -> dict[str, Any]:
     quick, free = way.startswith("quick"), way.endswith("free")
     out = work / f"{name}-{way}{'-load' if load else ''}"
+    done = reuse / out.name if reuse is not None else None
+    if done is not None and (done / "report.json").is_file():  # a folder this script wrote
+        report = json.loads((done / "report.json").read_text())
+        pipeline = json.loads((done / "pipeline.json").read_text())
+        return {"folder": done, "seconds": report["meta"]["seconds"], "report": report,
+                "pipeline": {k: pipeline.get(k) for k in SAME_KEYS}, "reused": str(done)}
     args = ["checkup", *_source(name, free, work), "-o", str(out), "-m", model, "--force"]
     if quick:
         args.append("--quick")
@@ -158,7 +165,8 @@ def _estimates(quick: dict[str, Any], full: dict[str, Any] | None) -> dict[str, 
     return rows
 
 
-def run_set(name: str, ways: list[str], model: str, load: bool, work: Path) -> dict[str, Any]:
+def run_set(name: str, ways: list[str], model: str, load: bool, work: Path,
+            reuse: Path | None = None) -> dict[str, Any]:
     from vecdoctor.encode.cache import VectorCache
 
     cache = VectorCache(CACHE)
@@ -166,7 +174,8 @@ def run_set(name: str, ways: list[str], model: str, load: bool, work: Path) -> d
     simple = _simple(truth, model, cache)
     best = max(simple.values())
     print(f"{name}: simple {simple}", flush=True)
-    runs = {w: _run_way(name, w, model, work) for w in ways if not (name == "sample" and "labels" in w)}
+    runs = {w: _run_way(name, w, model, work, reuse=reuse)
+            for w in ways if not (name == "sample" and "labels" in w)}
     rows: dict[str, Any] = {}
     for way, r in runs.items():
         pick = _score(r["folder"] / "pipeline.json", truth, cache)
@@ -176,6 +185,7 @@ def run_set(name: str, ways: list[str], model: str, load: bool, work: Path) -> d
             "frame": r["report"]["meta"].get("frame"),
             "quick_plan": (r["report"]["meta"].get("quick_plan") or {}).get("reach"),
             "warnings": [d["evidence"] for d in r["report"]["decisions"] if d.get("warning")],
+            **({"reused": r["reused"]} if "reused" in r else {}),
         }
         if way.startswith("quick"):
             row["estimates"] = _estimates(r, runs.get(way.replace("quick", "full")))
@@ -201,6 +211,9 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--load", action="store_true", help="run the quick ways again under load")
     parser.add_argument("--name", default="decisions")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="a folder holding SET-WAY report folders this script wrote before: "
+                        "they are scored again instead of running the checkup")
     args = parser.parse_args()
     sets = [s for s in args.sets.split(",") if s]
     ways = [w for w in args.ways.split(",") if w]
@@ -214,7 +227,7 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="vecdoctor-decisions-") as tmp:
         for name in sets:
-            results[name] = run_set(name, ways, args.model, args.load, Path(tmp))
+            results[name] = run_set(name, ways, args.model, args.load, Path(tmp), args.reuse)
             write_result(args.name, _payload(results, args, started))
     path = write_result(args.name, _payload(results, args, started))
     print(f"wrote {path}")

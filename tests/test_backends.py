@@ -320,7 +320,7 @@ def test_export_command_round_trip_and_models_listing(tmp_path, encoders, texts,
     out = tmp_path / "minilm-ov"
     result = runner.invoke(app, ["export", "minilm", "--backend", "openvino", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["precision"] == "fp32" and summary["check"]["min_cosine"] > 0.9999
     exported = Encoder(str(out))  # a folder written by export loads as a model of its own
     assert exported.backend_name == "openvino" and exported.precision is ModelPrecision.FP32
@@ -334,7 +334,7 @@ def test_export_command_round_trip_and_models_listing(tmp_path, encoders, texts,
     with pytest.raises(IncompatibleError, match="model.xml"):
         Encoder(str(out))
     listing = runner.invoke(app, ["models"])
-    rows = json.loads(listing.output)
+    rows = json.loads(listing.stdout)
     assert any(r.get("precision") == "fp32" and r["backend"] == "openvino" for r in rows)
 
 
