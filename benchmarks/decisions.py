@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--load", action="store_true", help="run the quick ways again under load")
     parser.add_argument("--name", default="decisions")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep the report folders here (default: a temporary folder)")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="a folder holding SET-WAY report folders this script wrote before: "
                         "they are scored again instead of running the checkup")
@@ -226,8 +228,10 @@ def main() -> None:
     started = time.time()
     results = {}
     with tempfile.TemporaryDirectory(prefix="vecdoctor-decisions-") as tmp:
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         for name in sets:
-            results[name] = run_set(name, ways, args.model, args.load, Path(tmp), args.reuse)
+            results[name] = run_set(name, ways, args.model, args.load, work, args.reuse)
             write_result(args.name, _payload(results, args, started))
     path = write_result(args.name, _payload(results, args, started))
     print(f"wrote {path}")

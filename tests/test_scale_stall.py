@@ -111,7 +111,7 @@ def test_the_driver_reads_jsonl_gz_and_parquet_and_names_a_bad_line(tmp_path):
 
 
 def test_a_run_that_stops_moving_fails_naming_the_stage():
-    from vecdoctor.scale.ray_encode import StalledError, watched
+    from vecdoctor.scale.ray_pool import StalledError, watched
 
     def stuck():
         yield _Block(3)

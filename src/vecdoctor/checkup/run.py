@@ -133,6 +133,35 @@ def _compare(ds: Dataset, models: list[str], named: bool, lexical: bool, prefer:
                           show_progress=show_progress)
 
 
+def _finish(frames: _Frames, report: VariantsReport, sample_report: VariantsReport | None,
+            model: str, pipeline: Pipeline, decisions: list[Decision], cache: Any,
+            rerank_opts: dict[str, Any], tuning: Dataset | None, seed: int,
+            corpus_size: int, say: Callable[[str], None]) -> tuple[Pipeline, Any, Any, Any]:
+    """Fit, tune and check the decided pipeline on the frame where all its parts were measured.
+
+    That frame is the sample once the pipeline encodes differently from the plain pass
+    (windows, chunks, pooling), else the main frame.
+    """
+    encodes = bool(pipeline.window or pipeline.chunks or pipeline.pooling)
+    where = frames.sample if encodes and frames.sample is not None else frames.main
+    where_report = sample_report if where is frames.sample else report
+    assert where_report is not None  # the sample has its report whenever it exists
+    transform = fit_recommended(frames.main, model, pipeline, cache, whitening_kept(decisions))
+    say("tune fusion")
+    whole = where is frames.main and frames.frame is Frame.CORPUS
+    pipeline, fusion = tune_fusion_step(where, pipeline, seed, decisions,
+                                        tuning if whole else None,
+                                        Encoding(model, cache, transform))
+    pipeline, budget = rerank_budget_step(where, report, pipeline, rerank_opts, model, cache, seed,
+                                          decisions)
+    pipeline = _do_no_harm(where, where_report, model, pipeline, cache, rerank_opts, decisions, say)
+    search = dense_search_step(where, model, pipeline, cache,
+                               transform if pipeline.transform else None, corpus_size)
+    if search is not None:
+        decisions.append(search)
+    return pipeline, transform, fusion, budget
+
+
 def checkup(
     data: str | Path | Dataset,
     models: Sequence[str] | None = None,
@@ -196,25 +225,9 @@ def checkup(
     report, sample_report = _measure(frames, model, names, cache, rerank_opts, say, show_progress)
     pipeline, decisions = _decide(frames, report, sample_report, model, comparison, diagnosis,
                                   full.self_supervised)
-    # the frame where every part of the pipeline was measured: the sample once it encodes
-    # differently from the plain pass (windows, chunks, pooling)
-    encodes = bool(pipeline.window or pipeline.chunks or pipeline.pooling)
-    where = frames.sample if encodes and frames.sample is not None else frames.main
-    where_report = sample_report if where is frames.sample else report
-    assert where_report is not None  # the sample has its report whenever it exists
-    transform = fit_recommended(frames.main, model, pipeline, cache, whitening_kept(decisions))
-    say("tune fusion")
-    whole = where is frames.main and frames.frame is Frame.CORPUS
-    pipeline, fusion = tune_fusion_step(where, pipeline, seed, decisions,
-                                        tuning if whole else None,
-                                        Encoding(model, cache, transform))
-    pipeline, budget = rerank_budget_step(where, report, pipeline, rerank_opts, model, cache, seed,
-                                          decisions)
-    pipeline = _do_no_harm(where, where_report, model, pipeline, cache, rerank_opts, decisions, say)
-    search = dense_search_step(where, model, pipeline, cache,
-                               transform if pipeline.transform else None, len(full.corpus))
-    if search is not None:
-        decisions.append(search)
+    pipeline, transform, fusion, budget = _finish(frames, report, sample_report, model, pipeline,
+                                                  decisions, cache, rerank_opts, tuning, seed,
+                                                  len(full.corpus), say)
     _fill_rates(report, comparison, model)
     meta = _meta(frames, full, quick, report, sample_report, models, comparison, started)
     if model_sample is not None:

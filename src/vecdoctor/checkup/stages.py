@@ -225,7 +225,7 @@ def dense_search_step(ds: Dataset, model: str, pipeline: Pipeline, cache: Any, t
                         f"{pipeline.storage} storage searches its codes exactly, then rescores")
     from vecdoctor.encode.encoder import Encoder
     from vecdoctor.index.ann import LATENCY_BUDGET_MS, choose_ann
-    from vecdoctor.index.store import probe_queries
+    from vecdoctor.index.building import probe_queries
 
     enc = Encoder(model, pooling=pipeline.pooling, window=pipeline.window, cache=cache)
     vectors = enc.encode_documents([d.content for d in ds.corpus])

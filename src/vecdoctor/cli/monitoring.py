@@ -58,10 +58,10 @@ def monitor_command(
     force: bool = FORCE,
 ) -> None:
     """Drift report of new documents or a query log against the index baseline (HTML + JSON)."""
-    from vecdoctor.data import read_text_log
     from vecdoctor.errors import InputError
     from vecdoctor.index.store import Index
     from vecdoctor.monitor.drift import TextKind, drift_report
+    from vecdoctor.monitor.logs import read_text_log
     from vecdoctor.persist import DRIFT, check_output
     from vecdoctor.report.monitor import write_drift_report
 

@@ -25,6 +25,52 @@ from vecdoctor.cli._app import (
 _VECTORS_HELP = ("Vectors already encoded by `vecdoctor encode --engine ray` (a Parquet folder "
                  "or .lance): indexed without encoding again; the encoder comes from their "
                  "description")
+_CHUNKS = typer.Option(
+    None, "--chunks",
+    help="max|max+first: every token window of a document its own vector, a document "
+    "scored by its best chunk (with --window: the chunk size; default: the model's input "
+    "length, half shared); off: one vector per document",
+)
+_MODEL_PRECISION = typer.Option(
+    None, "--model-precision",
+    help="fp32|bf16|int8 of the model (int8 is calibrated on this corpus) (default: fp32)",
+)
+_ANN = typer.Option(
+    None, "--ann",
+    help="auto|exact|hnsw|ivf (default auto: exact search while it takes at most "
+    "--latency-budget ms a query here, else HNSW with its recall@10 measured; float32 only)",
+)
+_LATENCY_BUDGET = typer.Option(
+    10.0, "--latency-budget", min=0.0,
+    help="--ann auto: milliseconds of dense search a query may take before HNSW is built",
+)
+_QUEUE_LIMIT = typer.Option(
+    64,
+    "--queue-limit",
+    help="Requests served at once; one more gets 503 with Retry-After (/health excluded)",
+)
+_API_KEY = typer.Option(
+    None,
+    "--api-key",
+    envvar="VECDOCTOR_API_KEY",
+    help="Require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on every path but "
+    "/health (prefer the VECDOCTOR_API_KEY variable: arguments show in `ps`)",
+    show_envvar=True,
+)
+_MONITOR_WINDOW = typer.Option(
+    200, "--monitor-window", help="Queries per window of the live embedding health "
+    "(/monitor, /metrics); alarms are judged and logged once per window"
+)
+_QUERY_BACKEND = typer.Option(
+    None,
+    "--query-backend",
+    help="Encode queries on onnx|openvino|torch (fp32 indexes only: same vectors, "
+    "several times faster per query than PyTorch; converted once, then cached)",
+)
+_MODEL_NAME = typer.Option(
+    None, "--model-name", help="Another name /v1/embeddings answers to (repeatable): the "
+    "model an OpenAI client sends, e.g. text-embedding-3-small",
+)
 _FIXED_BY_VECTORS = ("-m", "--pooling", "--window", "--chunks", "--max-length", "--backend",
                      "--model-precision", "--pipeline", "--cache", "--store lancedb")
 
@@ -44,37 +90,22 @@ def index_command(
     window: str = typer.Option(
         None, "--window", help="Token windows SIZE:STRIDE[:max|mean], e.g. 256:128:max"
     ),
-    chunks: str = typer.Option(
-        None, "--chunks",
-        help="max|max+first: every token window of a document its own vector, a document "
-        "scored by its best chunk (with --window: the chunk size; default: the model's input "
-        "length, half shared); off: one vector per document",
-    ),
+    chunks: str = _CHUNKS,
     max_length: int = typer.Option(
         None, "--max-length", help="Tokens per model input (default: the model's)"
     ),
     backend: str = typer.Option(
         None, "--backend", help="torch|openvino|onnx to encode with (default: the model's)"
     ),
-    model_precision: str = typer.Option(
-        None, "--model-precision",
-        help="fp32|bf16|int8 of the model (int8 is calibrated on this corpus) (default: fp32)",
-    ),
+    model_precision: str = _MODEL_PRECISION,
     transform: Path = typer.Option(
         None, "--transform", help="Folder of a fitted whitening / all-but-the-top"
     ),
     precision: str = typer.Option(
         None, "--precision", help="float32|int8|binary (default: float32)"
     ),
-    ann: str = typer.Option(
-        None, "--ann",
-        help="auto|exact|hnsw|ivf (default auto: exact search while it takes at most "
-        "--latency-budget ms a query here, else HNSW with its recall@10 measured; float32 only)",
-    ),
-    latency_budget: float = typer.Option(
-        10.0, "--latency-budget", min=0.0,
-        help="--ann auto: milliseconds of dense search a query may take before HNSW is built",
-    ),
+    ann: str = _ANN,
+    latency_budget: float = _LATENCY_BUDGET,
     pipeline: Path = typer.Option(
         None, "--pipeline", help="pipeline.json (from checkup); options given here override it"
     ),
@@ -236,12 +267,7 @@ def search_command(
     plain: bool = typer.Option(False, "--plain", help="Human-readable lines instead of JSON"),
     fields: str = FIELDS,
     full: bool = FULL,
-    query_backend: str = typer.Option(
-        None,
-        "--query-backend",
-        help="Encode queries on onnx|openvino|torch (fp32 indexes only: same vectors, "
-        "several times faster per query than PyTorch; converted once, then cached)",
-    ),
+    query_backend: str = _QUERY_BACKEND,
 ) -> None:
     """Search an index (JSON by default)."""
     from vecdoctor.search.searcher import Searcher, limit_blas_threads
@@ -278,11 +304,7 @@ def serve_command(
     max_body_bytes: int = typer.Option(
         4 * 1024 * 1024, "--max-body-bytes", help="Larger request bodies get 413"
     ),
-    queue_limit: int = typer.Option(
-        64,
-        "--queue-limit",
-        help="Requests served at once; one more gets 503 with Retry-After (/health excluded)",
-    ),
+    queue_limit: int = _QUEUE_LIMIT,
     max_embedding_chars: int = typer.Option(
         400_000, "--max-embedding-chars", help="Characters of one embeddings request, all inputs"
     ),
@@ -295,28 +317,15 @@ def serve_command(
     max_connections: int = typer.Option(
         256, "--max-connections", help="Open connections; more get 503 from uvicorn"
     ),
-    api_key: str = typer.Option(
-        None,
-        "--api-key",
-        envvar="VECDOCTOR_API_KEY",
-        help="Require 'Authorization: Bearer KEY' or 'X-API-Key: KEY' on every path but "
-        "/health (prefer the VECDOCTOR_API_KEY variable: arguments show in `ps`)",
-        show_envvar=True,
-    ),
-    monitor_window: int = typer.Option(
-        200, "--monitor-window", help="Queries per window of the live embedding health "
-        "(/monitor, /metrics); alarms are judged and logged once per window"
-    ),
+    api_key: str = _API_KEY,
+    monitor_window: int = _MONITOR_WINDOW,
     query_backend: str = typer.Option(
         None,
         "--query-backend",
         help="Encode queries on onnx|openvino|torch (fp32 indexes only: same vectors, "
         "several times faster per query than PyTorch; converted once, then cached)",
     ),
-    model_name: list[str] = typer.Option(
-        None, "--model-name", help="Another name /v1/embeddings answers to (repeatable): the "
-        "model an OpenAI client sends, e.g. text-embedding-3-small",
-    ),
+    model_name: list[str] = _MODEL_NAME,
 ) -> None:
     """Serve an index over HTTP: /search, /v1/embeddings, /health, /stats, /monitor, /metrics,
     /docs; SIGHUP or POST /admin/reload serve the index folder anew."""

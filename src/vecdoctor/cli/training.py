@@ -32,6 +32,24 @@ def _evaluation(data: str | None, split: str) -> Any:
     return _labelled(data, split)
 
 
+def _training_pairs(data: str | None, pairs: Path | None, split: str, self_supervised: bool,
+                    seed: int) -> tuple[Any, list[Any]]:
+    """The corpus (None for a pairs file alone) and the pairs to train on."""
+    from vecdoctor.data import load_corpus
+    from vecdoctor.errors import InputError
+    from vecdoctor.finetune.pairs import pairs_from_qrels, read_pairs, self_supervised_pairs
+
+    if pairs is not None:
+        return (load_corpus(Path(data)) if data is not None else None), read_pairs(pairs)
+    if data is None:
+        raise InputError("give a BEIR folder or corpus (DATA), or a pairs file with --pairs")
+    if self_supervised:
+        corpus = load_corpus(Path(data))
+        return corpus, self_supervised_pairs(corpus, seed=seed)
+    train = _labelled(data, split)
+    return train.corpus, pairs_from_qrels(train)
+
+
 @command("finetune")
 def finetune(
     data: str = typer.Argument(
@@ -77,9 +95,7 @@ def finetune(
     ),
 ) -> None:
     """Fine-tune a bi-encoder with MultipleNegativesRankingLoss and mined hard negatives."""
-    from vecdoctor.errors import InputError
     from vecdoctor.finetune.biencoder import finetune as run
-    from vecdoctor.finetune.pairs import pairs_from_qrels, read_pairs, self_supervised_pairs
 
     config = _FT(
         epochs=epochs,
@@ -92,23 +108,7 @@ def finetune(
         seed=seed,
         device=device,
     )
-    corpus = None
-    if pairs is not None:
-        train_pairs = read_pairs(pairs)
-        if data is not None:
-            from vecdoctor.data import load_corpus
-
-            corpus = load_corpus(Path(data))
-    elif data is None:
-        raise InputError("give a BEIR folder or corpus (DATA), or a pairs file with --pairs")
-    elif self_supervised:
-        from vecdoctor.data import load_corpus
-
-        corpus = load_corpus(Path(data))
-        train_pairs = self_supervised_pairs(corpus, seed=seed)
-    else:
-        train = _labelled(data, split)
-        corpus, train_pairs = train.corpus, pairs_from_qrels(train)
+    corpus, train_pairs = _training_pairs(data, pairs, split, self_supervised, seed)
     evaluation = _evaluation(data, eval_split) if not self_supervised or data else None
     result = run(
         train_pairs,

@@ -346,6 +346,24 @@ def _rechunked(index: Any, mode: str) -> Any:
     return other
 
 
+def _measured_row(row: str, spec: VariantSpec, how: str, searcher: Any, dataset: Dataset,
+                  qids: list[str], queries: list[str], k: int, reranker: Any,
+                  metrics: Sequence[str], *, rate: float | None, where: str,
+                  kept: bool) -> VariantResult:
+    """One variant's queries run through its searcher, scored into a result row."""
+    index = searcher.index
+    run, latencies, self_hits = measure_queries(
+        searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None,
+        skip_self=not dataset.keep_self_hits)
+    return VariantResult.from_run(
+        row, spec.description + how, dataset.qrels, run, latencies, metrics,
+        docs_per_second=rate,
+        bytes_per_doc=0 if spec.mode is SearchMode.BM25 else bytes_per_doc(index),
+        store=where, index=location(index) if kept else None,  # kept at uri
+        self_hits=self_hits,
+    )
+
+
 def evaluate_variants(
     dataset: Dataset,
     model: str = "minilm",
@@ -409,30 +427,16 @@ def evaluate_variants(
             searcher = Searcher(index, cache_size=0, candidates=rerank_depth if spec.rerank else max(k, 100),
                                 rerank_fusion=fusion, fusion=spec.fusion, rrf_k=spec.rrf_k,
                                 weights=spec.fusion_weights)
-            run, latencies, self_hits = measure_queries(
-                searcher, qids, queries, k, spec.mode, reranker if spec.rerank else None,
-                skip_self=not dataset.keep_self_hits)
-            how = f"{(rerank_info or {}).get('reranker')}, fusion {fusion}"
-            results.append(VariantResult.from_run(
-                row, spec.description + (f" ({how})" if spec.rerank else ""), dataset.qrels,
-                run, latencies, metrics,
-                docs_per_second=None if spec.mode is SearchMode.BM25 else builder.rate(spec),
-                bytes_per_doc=0 if spec.mode is SearchMode.BM25 else bytes_per_doc(index),
-                store=str(where), index=location(index) if uri is not None else None,  # kept at uri
-                self_hits=self_hits,
-            ))
+            how = f" ({(rerank_info or {}).get('reranker')}, fusion {fusion})" if spec.rerank else ""
+            results.append(_measured_row(
+                row, spec, how, searcher, dataset, qids, queries, k, reranker, metrics,
+                rate=None if spec.mode is SearchMode.BM25 else builder.rate(spec),
+                where=str(where), kept=uri is not None))
             baseline_of[row] = f"{spec.baseline}@{where}" if multi and spec.baseline else spec.baseline
             logger.info("%s: ndcg@10 %.4f", row, results[-1].ndcg)
     write_runs(results, runs_dir)
     compare_baselines(results, baseline_of)
-    return VariantsReport(
-        dataset=dataset.name,
-        model=model,
-        num_docs=len(dataset.corpus),
-        num_queries=len(qids),
-        self_supervised=dataset.self_supervised,
-        results=results,
-        metrics=tuple(metrics),
-        skipped=skipped,
-        rerank=rerank_info,
-    )
+    return VariantsReport(dataset=dataset.name, model=model, num_docs=len(dataset.corpus),
+                          num_queries=len(qids), self_supervised=dataset.self_supervised,
+                          results=results, metrics=tuple(metrics), skipped=skipped,
+                          rerank=rerank_info)

@@ -266,6 +266,31 @@ def _weighted_table(enc: Any, texts: Sequence[str], train: Sequence[str], vocabu
     return table, bags, text, added
 
 
+def _check_arguments(learning_rate: float, epochs: int, batch_size: int, max_texts: int,
+                     min_count: int, relation: float, vocabulary: str) -> None:
+    check_settings(learning_rate, epochs=(epochs, 1), batch_size=(batch_size, 1),
+                   max_texts=(max_texts, 20), min_count=(min_count, 1))
+    if not (isinstance(relation, (int, float)) and 0 <= relation < 1e3):
+        raise InputError(f"relation must be a number in [0, 1000), got {relation!r}")
+    if vocabulary not in VOCABULARIES:
+        raise InputError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
+
+
+def _write_student(output: Path, table: np.ndarray, tokenizer_json: str | None,
+                   teacher_tokenizer: Any, meta: dict[str, Any]) -> None:
+    """The student folder, written whole or not at all."""
+    from vecdoctor.encode.runtime.static import EMBEDDINGS
+    from vecdoctor.models import STATIC_FILE, TOKENIZER
+
+    with atomic_dir(output) as tmp:
+        save_npy(tmp / EMBEDDINGS, np.ascontiguousarray(table, dtype=np.float32))
+        if tokenizer_json is None:
+            shutil.copyfile(str(teacher_tokenizer), tmp / TOKENIZER)
+        else:
+            (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
+        write_json(tmp / STATIC_FILE, meta)
+
+
 def distill_static(
     teacher: Any,
     texts: Sequence[str],
@@ -294,17 +319,10 @@ def distill_static(
     import torch
 
     from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.encode.runtime.static import EMBEDDINGS
-    from vecdoctor.models import STATIC_FILE, TOKENIZER
     from vecdoctor.models import STATIC_FORMAT_VERSION as FORMAT_VERSION
 
     say = progress or (lambda _m: None)
-    check_settings(learning_rate, epochs=(epochs, 1), batch_size=(batch_size, 1),
-                   max_texts=(max_texts, 20), min_count=(min_count, 1))
-    if not (isinstance(relation, (int, float)) and 0 <= relation < 1e3):
-        raise InputError(f"relation must be a number in [0, 1000), got {relation!r}")
-    if vocabulary not in VOCABULARIES:
-        raise InputError(f"vocabulary must be one of {', '.join(VOCABULARIES)}, got {vocabulary!r}")
+    _check_arguments(learning_rate, epochs, batch_size, max_texts, min_count, relation, vocabulary)
     output = check_output(output, STATIC, force)
     enc = Encoder(teacher) if isinstance(teacher, str) else teacher
     if enc.tokenizer is None:
@@ -342,13 +360,7 @@ def distill_static(
                       "vocabulary": vocabulary, "min_count": min_count, "words_added": added,
                       "relation": relation},
     }
-    with atomic_dir(output) as tmp:
-        save_npy(tmp / EMBEDDINGS, np.ascontiguousarray(best_table, dtype=np.float32))
-        if tokenizer_json is None:
-            shutil.copyfile(str(enc.resolved.tokenizer_path), tmp / TOKENIZER)
-        else:
-            (tmp / TOKENIZER).write_text(tokenizer_json, encoding="utf-8")
-        write_json(tmp / STATIC_FILE, meta)
+    _write_student(output, best_table, tokenizer_json, enc.resolved.tokenizer_path, meta)
     return StaticReport(enc.model_id, str(output), len(best_table), int(best_table.shape[1]),
                         len(train), len(held), epochs, best_epoch, before, best,
                         seconds_teacher, seconds_training, added)

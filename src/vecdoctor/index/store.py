@@ -18,7 +18,7 @@ Every write goes to a temporary sibling folder that replaces the old one in one 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -31,8 +31,17 @@ from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.folders import child as safe_child
 from vecdoctor.folders import read_json
 from vecdoctor.index.ann import AnnConfig
+from vecdoctor.index.base import DocumentIndex
 from vecdoctor.index.baseline import BASELINE_DIR, Baseline, compute_baseline
 from vecdoctor.index.bm25 import BM25Config, BM25Index
+from vecdoctor.index.building import (
+    index_documents,
+    no_vector_for_blank,
+    not_a_corpus,
+    pipeline_of,
+    probe_queries,
+    v1_pipeline,
+)
 from vecdoctor.index.chunks import ChunkStore
 from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
@@ -62,90 +71,6 @@ def _make_encoder(encoder: Any) -> Any:
 
 
 
-class DocumentIndex:
-    """What every index offers the :class:`~vecdoctor.search.searcher.Searcher`: documents
-    (``docs[row]``, ``row(id)``, ``len``), ``bm25.search``, ``vectors.search``, the
-    :class:`Embedder` that makes its vectors and the :class:`Pipeline` it was built with.
-
-    The folder index (:class:`Index`) and the LanceDB table
-    (:class:`~vecdoctor.scale.lance.LanceIndex`) are the two implementations.
-    """
-
-    docs: Any
-    bm25: Any
-    vectors: Any
-
-    def __init__(
-        self, embedder: Embedder, pipeline: Pipeline, path: Path | None, oversample: float
-    ) -> None:
-        self.embedder = embedder
-        self.pipeline = pipeline
-        self.path = path
-        self.oversample = float(oversample)
-
-    # the embedding path, delegated to the embedder
-    @property
-    def encoder_config(self) -> dict[str, Any]:
-        return self.embedder.encoder_config
-
-    @property
-    def transform(self) -> Any:
-        return self.embedder.transform
-
-    @property
-    def encoder(self) -> Any:
-        """The encoder that made the vectors (loaded from the saved config on first use)."""
-        return self.embedder.encoder
-
-    @property
-    def fingerprint(self) -> str:
-        return self.embedder.fingerprint
-
-    @property
-    def model_id(self) -> str:
-        return self.embedder.model_id
-
-    def load_encoder(self, **overrides: Any) -> Any:
-        """A new encoder from the saved config (``overrides``: e.g. ``cache``, ``batch_size``)."""
-        return self.embedder.load_encoder(**overrides)
-
-    def check_encoder(self, encoder: Any) -> None:
-        """Raise :class:`IncompatibleError` unless ``encoder`` is the pipeline the index used."""
-        self.embedder.check_encoder(encoder)
-
-    def use_encoder(self, encoder: Any) -> None:
-        """Encode queries and new documents with ``encoder`` (checked against the index)."""
-        self.embedder.use(encoder)
-
-    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Query vectors through the index's own encoder and transform."""
-        return self.embedder.embed(texts, role="queries")
-
-    def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return self.embedder.embed(texts, role="documents", show_progress=show_progress)
-
-    @property
-    def search_defaults(self) -> dict[str, Any]:
-        """The searcher's default mode, fusion, rrf_k and reranker fusion (from the pipeline)."""
-        return self.pipeline.search_settings()
-
-    @property
-    def precision(self) -> Precision:
-        return Precision.parse(self.vectors.precision)
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.dim)
-
-    def __len__(self) -> int:
-        return len(self.docs)
-
-    def sample_documents(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-        """The row ids (what searches return), stored vectors and documents at ``positions``
-        (0 .. len - 1): the baseline's sample."""
-        raise NotImplementedError
-
-
 class Index(DocumentIndex):
     """Documents with their BM25 and dense representations, searchable by :class:`Searcher`.
 
@@ -171,7 +96,7 @@ class Index(DocumentIndex):
         embedder = Embedder(encoder_config, transform, encoder)
         super().__init__(embedder, pipeline or Pipeline(), path, oversample)
         if pipeline is None:
-            self.pipeline = _pipeline_of(self)
+            self.pipeline = pipeline_of(self)
         self._rows = {d.id: i for i, d in enumerate(docs)}
         self.baseline: Baseline | None = None  # the corpus reference the monitor compares with
         self.ann_choice: dict[str, Any] | None = None  # why ann="auto" chose exact or HNSW
@@ -213,7 +138,7 @@ class Index(DocumentIndex):
                 size, by default the model's input length with half shared); ``None``: one
                 vector per document.
         """
-        docs = _index_documents(corpus)
+        docs = index_documents(corpus)
         if oversample < 1:
             raise InputError(f"oversample must be >= 1, got {oversample!r}")
         enc = _make_encoder(encoder)
@@ -236,7 +161,7 @@ class Index(DocumentIndex):
             store = index._dense_store(vecs, precision, ann, ann_budget_ms)
             index.vectors = ChunkStore(store, owners, len(docs), chunks)
             logger.info("%d documents cut into %d chunks (%s)", len(docs), len(vecs), enc.chunk_window())
-        index.pipeline = _pipeline_of(index)
+        index.pipeline = pipeline_of(index)
         if baseline:
             index.baseline = compute_baseline(index)
         logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
@@ -279,7 +204,7 @@ class Index(DocumentIndex):
         corpus order, then ``transform`` when given): what :meth:`build` would make, without
         encoding them again (``ann`` and ``ann_budget_ms`` as in :meth:`build`, ``"auto"``
         included)."""
-        docs = _index_documents(corpus)
+        docs = index_documents(corpus)
         vecs = np.ascontiguousarray(vectors, dtype=np.float32)
         dim = int(transform.output_dim if transform is not None else encoder.dimension)
         if vecs.ndim != 2 or len(vecs) != len(docs) or vecs.shape[1] != dim:
@@ -292,7 +217,7 @@ class Index(DocumentIndex):
         placeholder = VectorStore(np.zeros((0, vecs.shape[1]), np.float32))
         index = cls(docs, lexical, placeholder, encoder_config, transform, encoder)
         index.vectors = index._dense_store(vecs, precision, ann, ann_budget_ms)
-        index.pipeline = _pipeline_of(index)
+        index.pipeline = pipeline_of(index)
         return index
 
     @classmethod
@@ -336,7 +261,7 @@ class Index(DocumentIndex):
             baseline=baseline,
             chunks=pipeline.chunks,
         )
-        index.pipeline = _pipeline_of(index, pipeline)
+        index.pipeline = pipeline_of(index, pipeline)
         return index
 
     # -- documents --------------------------------------------------------------------------
@@ -404,7 +329,7 @@ class Index(DocumentIndex):
     # -- persistence ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         """What config.json holds: header, the pipeline, the encoder, counts, dims, versions."""
-        self.pipeline = _pipeline_of(self, self.pipeline)
+        self.pipeline = pipeline_of(self, self.pipeline)
         pipeline = self.pipeline.to_dict()
         pipeline["transform_dir"] = TRANSFORM if self.transform is not None else None
         for key in ("class", "format_version", "vecdoctor_version"):
@@ -480,7 +405,7 @@ class Index(DocumentIndex):
 
     @classmethod
     def _load(cls, folder: Path, mmap: bool, baseline: bool = True) -> Index:
-        _not_a_corpus(folder)
+        not_a_corpus(folder)
         if not folder.is_dir():
             raise InputError(f"{folder}: no such index folder; build one with `vecdoctor index`")
         source = folder / "config.json"
@@ -502,7 +427,7 @@ class Index(DocumentIndex):
             bm25_config = BM25Config(**meta["bm25"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: missing or bad entry ({exc}); rebuild the index") from None
-        spec = meta["pipeline"] if version >= 2 else _v1_pipeline(meta)
+        spec = meta["pipeline"] if version >= 2 else v1_pipeline(meta)
         if version >= 2 and isinstance(spec, dict):
             spec = {**header("Pipeline", 2), **spec}
         pipeline = Pipeline.from_dict(spec, folder, source)
@@ -561,96 +486,3 @@ class Index(DocumentIndex):
             f"Index({len(self.docs)} documents, model={self.model_id!r}, dim={self.dim}, "
             f"precision={self.precision}, path={str(self.path) if self.path else None!r})"
         )
-
-
-def _index_documents(corpus: Iterable[Document]) -> list[Document]:
-    """The documents of a new index: at least one, ids unique."""
-    docs = as_documents(corpus)
-    if not docs:
-        raise InputError("the corpus is empty; an index needs at least one document")
-    dup = duplicates([d.id for d in docs])
-    if dup:
-        raise InputError(f"duplicate document ids: {preview(dup)}; ids must be unique")
-    return docs
-
-
-def probe_queries(docs: Sequence[Document], n: int = 50, seed: int = 0) -> list[str]:
-    """Self-supervised probe queries: a sentence (not the first, when there is another) of
-    each of ``n`` documents sampled with ``seed``; a document of one sentence gives its first
-    twenty words."""
-    from vecdoctor.data import split_sentences
-
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(docs), size=min(n, len(docs)), replace=False)
-    out = []
-    for i in sorted(int(p) for p in picks):
-        sentences = [s for s in split_sentences(docs[i].text) if len(s.split()) >= 4]
-        text = sentences[min(1, len(sentences) - 1)] if sentences else " ".join(docs[i].content.split()[:20])
-        if text.strip():
-            out.append(text)
-    return out
-
-
-def _v1_pipeline(meta: dict[str, Any]) -> dict[str, Any]:
-    """The pipeline part of a vecdoctor 0.1.0 index config (format 1)."""
-    keys = ("encoder", "transform", "precision", "ann", "oversample", "search")
-    return {k: meta[k] for k in keys if meta.get(k) is not None}
-
-
-def _pipeline_of(index: Index, chosen: Pipeline | None = None) -> Pipeline:
-    """The index's pipeline: its encoder, transform and stored vectors, with the search
-    settings, reranker and evidence of ``chosen`` (a default pipeline when ``None``)."""
-    import dataclasses
-
-    from vecdoctor.fix.transform import kind_of
-
-    enc = index.encoder_config
-    try:
-        transform = kind_of(index.transform) if index.transform is not None else None
-    except TypeError:  # a transform object of the caller's own
-        transform = None
-    base = chosen if chosen is not None else Pipeline(model=str(enc.get("model") or "?"))
-    source = getattr(index.transform, "source_", None)
-    return dataclasses.replace(
-        base,
-        model=str(enc.get("model") or base.model),
-        backend=enc.get("backend"),
-        model_precision=enc.get("precision"),
-        pooling=enc.get("pooling"),
-        max_length=enc.get("max_length"),
-        window=enc.get("window"),
-        chunks=index.vectors.mode if isinstance(index.vectors, ChunkStore) else None,
-        transform=transform,
-        transform_dir=Path(source) if transform is not None and source else None,
-        storage=index.vectors.precision,
-        ann=index.vectors.ann_config,
-        oversample=index.oversample,
-    )
-
-
-def _not_a_corpus(path: Path) -> None:
-    """Refuse a corpus given where an index is expected, saying how to index it."""
-    corpus = path.is_file() and path.name.lower().endswith((".jsonl", ".jsonl.gz", ".txt", ".md"))
-    if path.is_dir() and not (path / "config.json").exists():
-        corpus = any((path / n).exists() for n in ("corpus.jsonl", "corpus.jsonl.gz")) or any(
-            p.suffix in {".txt", ".md"} for p in path.iterdir() if p.is_file())
-    if corpus:
-        raise InputError(f"{path} is a corpus, not an index: build one with `vecdoctor index "
-                         f"{path} -o INDEX`, then search INDEX")
-
-
-def no_vector_for_blank(texts: Sequence[str], vecs: np.ndarray,
-                        owners: np.ndarray | None = None) -> np.ndarray:
-    """``vecs`` with the rows of blank texts set to zero: a blank document has nothing to
-    match, but the model encodes its special tokens into a vector close to every short query's
-    (it ranked first for unrelated queries at cosine 0.24). A zero vector scores 0, and BM25
-    finds no word in it: it stays in the index under its id and never wins a query."""
-    blank = np.array([not t.strip() for t in texts], dtype=bool)
-    if not blank.any():
-        return vecs
-    rows = blank[np.asarray(owners)] if owners is not None else blank
-    vecs = np.array(vecs, dtype=np.float32, copy=True)
-    vecs[rows] = 0.0
-    logger.warning("%d blank document(s) indexed without a dense vector (they match nothing)",
-                   int(blank.sum()))
-    return vecs

@@ -13,8 +13,33 @@ _BADGE = {"no drift": "ok", "drift": "warn", "partial drift": "warn", "out of do
           "equivalent": "ok", "safe": "ok", "different": "warn", "regression": "fail"}
 
 
+def _length_section(report: Any, what: str) -> Section:
+    tests, lengths, figs = report.tests, report.lengths, report.figures
+    length_rows = [(q, lengths["baseline_tokens"].get(q), lengths["tokens"].get(q))
+                   for q in ("p5", "p50", "p95", "mean")]
+    truncation = lengths["truncation_rate"]
+    length_series = [("new", figs["lengths"])]
+    if len(figs["ref_lengths"]):  # documents only: queries are not compared with documents
+        length_series.insert(0, ("baseline", figs["ref_lengths"]))
+    if tests["lengths_ks"]:
+        said = (f"Truncated at the model's limit: {_pct(truncation)} (baseline "
+                f"{_pct(lengths['baseline_truncation_rate'])}). Kolmogorov-Smirnov p = "
+                f"{tests['lengths_ks']['p_value']:.3g}: {tests['lengths_ks']['meaning']}.")
+        table = Table(["tokens", "baseline", "new"], length_rows, digits=1)
+    else:  # queries: their lengths are not compared with the documents'
+        said = (f"Truncated at the model's limit: {_pct(truncation)} of the {what}. Their "
+                "lengths are shown alone: queries are not compared with documents' lengths.")
+        table = Table(["tokens", what], [(q, v) for q, _, v in length_rows], digits=1)
+    return Section(
+        "Length",
+        paragraphs=[said],
+        tables=[table],
+        figures=[Figure("token lengths", figures.distributions(length_series, "tokens"))],
+    )
+
+
 def drift_sections(report: Any) -> list[Section]:
-    tests, answer, geo, lengths = report.tests, report.answerability, report.geometry, report.lengths
+    tests, answer, geo = report.tests, report.answerability, report.geometry
     mmd, mw = tests["embeddings_mmd"], tests["answerability_mannwhitney"]
     what = "queries" if report.kind == "queries" else "documents"
     skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in report.skipped.items()) or "none"
@@ -64,27 +89,7 @@ def drift_sections(report: Any) -> list[Section]:
                 marks=[("observed", mmd["mmd2"])])),
         ],
     )
-    length_rows = [(q, lengths["baseline_tokens"].get(q), lengths["tokens"].get(q))
-                   for q in ("p5", "p50", "p95", "mean")]
-    truncation = lengths["truncation_rate"]
-    length_series = [("new", figs["lengths"])]
-    if len(figs["ref_lengths"]):  # documents only: queries are not compared with documents
-        length_series.insert(0, ("baseline", figs["ref_lengths"]))
-    if tests["lengths_ks"]:
-        said = (f"Truncated at the model's limit: {_pct(truncation)} (baseline "
-                f"{_pct(lengths['baseline_truncation_rate'])}). Kolmogorov-Smirnov p = "
-                f"{tests['lengths_ks']['p_value']:.3g}: {tests['lengths_ks']['meaning']}.")
-        table = Table(["tokens", "baseline", "new"], length_rows, digits=1)
-    else:  # queries: their lengths are not compared with the documents'
-        said = (f"Truncated at the model's limit: {_pct(truncation)} of the {what}. Their "
-                "lengths are shown alone: queries are not compared with documents' lengths.")
-        table = Table(["tokens", what], [(q, v) for q, _, v in length_rows], digits=1)
-    size = Section(
-        "Length",
-        paragraphs=[said],
-        tables=[table],
-        figures=[Figure("token lengths", figures.distributions(length_series, "tokens"))],
-    )
+    size = _length_section(report, what)
     vocab = Section(
         "Vocabulary",
         paragraphs=["Words in 2% or more of the new texts that at most 1 in 1000 corpus documents "

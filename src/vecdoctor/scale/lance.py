@@ -19,9 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import tempfile
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,29 +29,29 @@ from vecdoctor.config import Chunking, Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.folders import parse_json, value
+from vecdoctor.index.base import DocumentIndex
 from vecdoctor.index.baseline import compute_baseline
-from vecdoctor.index.chunks import combine, first_rows
-from vecdoctor.index.store import DocumentIndex
+from vecdoctor.index.chunks import first_rows
 from vecdoctor.pipeline import Embedder, Pipeline
 from vecdoctor.scale import _rows
+from vecdoctor.scale.lance_tables import (
+    _has_table,
+    _load_baseline,
+    _load_transform,
+    _save_transform,
+    save_baseline,
+)
+from vecdoctor.scale.lance_views import TEXT_COLUMNS, LanceDocs, LanceFullText, LanceVectors
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "documents"
-TRANSFORM_SUFFIX = "__transform"
-BASELINE_SUFFIX = "__baseline"
-TEXT_COLUMNS = ("title", "text")
-_DOC_CACHE = 4096
 DEFAULT_REFINE = 50
 """IVF-PQ candidates re-ranked with the stored vectors, per result. With LanceDB's default
 partitions and sub-vectors, recall@10 against exact search (``benchmarks/scale_curve.py``, 384-d)
 was 0.59 / 0.45 / 0.24 at 10k / 100k / 1M documents unrefined, 0.97 / 0.90 / 0.70 refined by 10
 and 1.00 / 0.99 / 0.89 by 50, for 2-4 ms more a query; more probes changed nothing (the PQ codes
 limit it), more sub-vectors would."""
-CHUNK_OVERSAMPLE = 4.0
-"""With ``max+first``, documents gathered by their best chunk per result, then ranked again by
-the mean of their best and first chunk's inner products (as the folder index's chunk store)."""
-
 
 def _connect(uri: str | Path, storage_options: dict[str, str] | None = None) -> Any:
     lancedb = require("lancedb", "scale")
@@ -81,14 +78,6 @@ def _check_documents(docs: Iterable[Document]) -> list[Document]:
     return out
 
 
-def _has_table(db: Any, name: str) -> bool:
-    try:
-        db.open_table(name)
-    except (ValueError, FileNotFoundError):
-        return False
-    return True
-
-
 def table_exists(uri: str | Path, table: str = DEFAULT_TABLE,
                  storage_options: dict[str, str] | None = None) -> bool:
     """Whether the database at ``uri`` holds ``table`` (a missing database holds none)."""
@@ -99,144 +88,11 @@ def _sql_list(ids: Sequence[str]) -> str:
     return ", ".join("'" + i.replace("'", "''") + "'" for i in ids)
 
 
-class LanceDocs:
-    """``docs[row]`` for Lance row ids, served from the rows the last searches returned."""
-
-    def __init__(self, index: LanceIndex) -> None:
-        self._index = index
-        self._cache: OrderedDict[int, Document] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def remember(self, table: Any) -> None:
-        rows = table.column("_rowid").to_pylist()
-        ids, titles, texts = (table.column(c).to_pylist() for c in ("id", "title", "text"))
-        with self._lock:
-            for row, *doc in zip(rows, ids, titles, texts, strict=True):
-                self._cache[int(row)] = Document(id=doc[0], title=doc[1] or "", text=doc[2] or "")
-                self._cache.move_to_end(int(row))
-            while len(self._cache) > _DOC_CACHE:
-                self._cache.popitem(last=False)
-
-    def __getitem__(self, row: int) -> Document:
-        with self._lock:
-            doc = self._cache.get(int(row))
-        if doc is not None:
-            return doc
-        table = (self._index.table.take_row_ids([int(row)]).with_row_id(True)
-                 .select(["id", *TEXT_COLUMNS]).to_arrow())
-        if table.num_rows == 0:
-            raise InputError(f"no row {row} in table {self._index.name!r}")
-        self.remember(table)
-        return self._cache[int(row)]
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-
-class LanceFullText:
-    """The lexical retriever: LanceDB full-text search over title and text (BM25 scores)."""
-
-    def __init__(self, index: LanceIndex) -> None:
-        self._index = index
-
-    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from lancedb.query import MultiMatchQuery
-
-        if k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        # boosts and operator have defaults; mypy reads pydantic's keyword-only fields as required
-        match = MultiMatchQuery(query, list(TEXT_COLUMNS))  # type: ignore[call-arg]
-        table = (self._index.table.search(match,
-                                          query_type="fts")
-                 .limit(int(k)).with_row_id(True).select(["id", *TEXT_COLUMNS, "_score"])
-                 .to_arrow())
-        self._index.lance_docs.remember(table)
-        rows = np.asarray(table.column("_rowid").to_pylist(), dtype=np.int64)
-        scores = np.asarray(table.column("_score").to_pylist(), dtype=np.float32)
-        keep = scores > 0
-        return rows[keep], scores[keep]
-
-
-class LanceVectors:
-    """The dense retriever: inner-product search in LanceDB (exact, or through an ANN index)."""
-
-    precision = Precision.FLOAT32
-    ann_config = None
-
-    def __init__(self, index: LanceIndex, dim: int) -> None:
-        self._index = index
-        self._dim = int(dim)
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def search(
-        self, queries: np.ndarray, k: int, rescore: bool = True, oversample: float = 1.0
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` rows and inner products per query, ``(m, k)`` arrays padded with -1."""
-        queries = np.asarray(queries, dtype=np.float32).reshape(-1, self._dim)
-        rows = np.full((len(queries), k), -1, dtype=np.int64)
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        if k <= 0:
-            return rows, scores
-        for i, q in enumerate(queries):
-            if self._index.chunks is None:
-                found, best = self._search_documents(q, k)
-            else:
-                found, best = self._search_chunks(q, k, oversample)
-            rows[i, : len(found)], scores[i, : len(found)] = found, best
-        return rows, scores
-
-    def _query(self, q: np.ndarray, column: str, metric: str, k: int, extra: list[str]) -> Any:
-        index = self._index
-        query = (index.table.search(q, vector_column_name=column).distance_type(metric)
-                 .limit(int(k)).with_row_id(True).select(["id", *TEXT_COLUMNS, *extra]))
-        if index.exact or not index.has_vector_index:
-            query = query.bypass_vector_index()
-        else:
-            query = query.nprobes(index.nprobes)
-            if index.refine_factor:
-                query = query.refine_factor(index.refine_factor)
-        table = query.to_arrow()
-        index.lance_docs.remember(table)
-        return table
-
-    def _search_documents(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        table = self._query(q, "vector", "dot", k, ["_distance"])
-        rows = np.asarray(table.column("_rowid").to_pylist(), dtype=np.int64)
-        return rows, 1.0 - np.asarray(table.column("_distance").to_pylist())  # dot: 1 - q.x
-
-    def _search_chunks(self, q: np.ndarray, k: int, oversample: float) -> tuple[np.ndarray, np.ndarray]:
-        """Documents by their best chunk: LanceDB's multivector search (cosine MaxSim, the
-        inner product's order for unit vectors) gathers candidates, whose chunk vectors are
-        then scored exactly by inner product (and, with ``max+first``, ranked again)."""
-        mode = self._index.chunks
-        assert mode is not None  # only tables with chunks search them
-        factor = max(oversample, CHUNK_OVERSAMPLE) if mode is Chunking.MAX_FIRST else oversample
-        want = max(k, int(np.ceil(k * max(factor, 1.0))))
-        table = self._query(q, _rows.CHUNKS, "cosine", want, ["_distance", _rows.CHUNKS])
-        rows = np.asarray(table.column("_rowid").to_pylist(), dtype=np.int64)
-        if not len(rows):
-            return rows, np.zeros(0, np.float32)
-        column = table.column(_rows.CHUNKS).combine_chunks()
-        offsets = column.offsets.to_numpy().astype(np.int64)
-        dots = _rows.vector_matrix(column.flatten()) @ q
-        starts = offsets[:-1] - offsets[0]
-        best = np.maximum.reduceat(dots, starts)
-        score = combine(mode, best, dots[starts])
-        order = np.lexsort((rows, -score))[:k]
-        return rows[order], score[order].astype(np.float32)
-
-
 class LanceIndex(DocumentIndex):
     """An index stored in a LanceDB table (local or object storage).
 
     Like the folder :class:`~vecdoctor.index.store.Index` it is a
-    :class:`~vecdoctor.index.store.DocumentIndex`: the same :class:`~vecdoctor.pipeline.Embedder`
+    :class:`~vecdoctor.index.base.DocumentIndex`: the same :class:`~vecdoctor.pipeline.Embedder`
     (encoder checks, queries embedded through the same encoder and transform), its own storage; ``Searcher(LanceIndex.load(uri))`` works
     like ``Searcher(Index.load(folder))``. Open with :meth:`load`, create with :meth:`build`
     (in this process) or :meth:`build_with_ray` (an actor pool writing straight to the table).
@@ -570,74 +426,3 @@ class LanceIndex(DocumentIndex):
     def __repr__(self) -> str:
         return (f"LanceIndex({self.uri!r}, table={self.name!r}, model={self.model_id!r}, "
                 f"dim={self.dim})")
-
-
-# -- saved folders (the transform, the baseline) as companion tables --------------------------
-def _save_folder(db: Any, name: str, folder: Path) -> None:
-    """Every file of ``folder`` as one row (file name, bytes) of the table ``name``."""
-    import pyarrow as pa
-
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    data = pa.table({"file": [p.name for p in files],
-                     "data": pa.array([p.read_bytes() for p in files], pa.binary())})
-    db.create_table(name, data=data, mode="overwrite")
-
-
-def _unpack(db: Any, name: str, into: Path) -> None:
-    """The rows of companion table ``name`` written back as files into ``into``; file names
-    must be plain names (a table from elsewhere is data, never paths)."""
-    rows = db.open_table(name).to_arrow()
-    if rows.column_names != ["file", "data"]:
-        raise InputError(f"{name}: columns {rows.column_names}, expected file and data; "
-                         "rebuild the table")
-    for file, data in zip(rows.column("file").to_pylist(), rows.column("data").to_pylist(),
-                          strict=True):
-        if not isinstance(file, str) or not isinstance(data, bytes) or not file \
-                or Path(file).name != file or file in {".", ".."}:
-            raise InputError(f"{name}: bad file name {file!r}; rebuild the table")
-        (into / file).write_bytes(data)
-
-
-def _save_transform(db: Any, table: str, transform: Any) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "transform"
-        transform.save(folder)
-        _save_folder(db, table + TRANSFORM_SUFFIX, folder)
-
-
-def _load_transform(db: Any, table: str, fingerprint: str | None) -> Any:
-    from vecdoctor.fix.transform import load_transform
-
-    if not _has_table(db, table + TRANSFORM_SUFFIX):
-        raise InputError(
-            f"table {table!r} names a fitted transform but {table + TRANSFORM_SUFFIX!r} is "
-            "missing; rebuild the table"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        _unpack(db, table + TRANSFORM_SUFFIX, Path(tmp))
-        return load_transform(tmp, fingerprint=fingerprint)
-
-
-def save_baseline(index: LanceIndex, baseline: Any) -> None:
-    """Store ``baseline`` beside the table (``<table>__baseline``) and attach it to ``index``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "baseline"
-        baseline.save(folder)
-        _save_folder(index.db, index.name + BASELINE_SUFFIX, folder)
-    index.baseline = baseline
-
-
-def _load_baseline(db: Any, table: str, fingerprint: str, uri: Any) -> Any:
-    """The table's baseline, or ``None`` when it has none (built before 0.3.0)."""
-    from vecdoctor.index.baseline import Baseline
-
-    if not _has_table(db, table + BASELINE_SUFFIX):
-        return None
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            _unpack(db, table + BASELINE_SUFFIX, Path(tmp))
-            baseline = Baseline.load(tmp)
-            baseline.check(fingerprint, f"{uri}/{table}{BASELINE_SUFFIX}")
-            return baseline
-    except (InputError, IncompatibleError) as exc:
-        raise type(exc)(f"{exc}; compute it again with `vecdoctor baseline {uri}`") from None

@@ -170,7 +170,8 @@ class Searcher:
         rerank_fusion: RerankFusion | str | None = None,
         rerank_weights: Sequence[float] | None = None,
     ) -> None:
-        from vecdoctor.index.store import DocumentIndex, Index
+        from vecdoctor.index.base import DocumentIndex
+        from vecdoctor.index.store import Index
 
         if isinstance(index, (str, Path)):
             index = Index.load(index)
