@@ -174,6 +174,9 @@ def test_decide_composes_the_rules_and_takes_encodings_from_their_own_frame():
     # the chunk gain is read against the sample's own dense (0.70), not the corpus' (0.50)
     chunk = next(d for d in decisions if d.choice == "chunks max+first")
     assert chunk.gain == pytest.approx(0.05) and "vs dense 0.7000" in chunk.evidence
+    # sample numbers sit beside whole-corpus ones in one list: they say where they come from
+    assert chunk.evidence.endswith("(measured on the quick sample)")
+    assert not any("quick sample" in d.evidence for d in decisions if d.topic != "long texts")
     bm25_only = scores(row("bm25", 0.70), row("dense", 0.50), row("hybrid", 0.55),
                        row("dense+abtt", 0.58))
     settings, decisions = decide(bm25_only, "minilm")

@@ -376,11 +376,13 @@ def decide(scores: Scores, model: str, *, encodings: Scores | None = None,
     why_not = "; not applied: the recommended retrieval is bm25 alone" if not uses_dense else ""
     settings["transform"], found = choose_transform(scores, uses_dense, why_not)
     decisions += found
+    sampled = encodings is not scores and any(m.frame is not Frame.CORPUS
+                                               for m in encodings.values())
     long_settings, found = choose_long_text(encodings, uses_dense, why_not, truncated_share)
     settings.update(long_settings)
-    decisions += found
+    decisions += said_where(found, sampled)
     settings["pooling"], found = choose_pooling(encodings, uses_dense)
-    decisions += found
+    decisions += said_where(found, sampled)
     settings["storage"], found = choose_precision(scores, uses_dense, why_not)
     decisions += found
     keep, rerank = choose_rerank(scores, settings["mode"])
@@ -395,6 +397,15 @@ def decide(scores: Scores, model: str, *, encodings: Scores | None = None,
     if settings["transform"] == "whitening-k":
         settings["transform"] = "whitening"
     return settings, decisions
+
+
+def said_where(decisions: list[Decision], sampled: bool) -> list[Decision]:
+    """``decisions`` whose numbers come from the quick sample say so: they sit in one list with
+    numbers of the whole corpus, and a sample's nDCG@10 is higher (fewer distractors)."""
+    if sampled:
+        for d in decisions:
+            d.evidence += " (measured on the quick sample)"
+    return decisions
 
 
 def whitening_kept(decisions: Sequence[Decision]) -> bool:

@@ -26,6 +26,7 @@ from vecdoctor.checkup.rules import (
     decide,
     do_no_harm,
     measured,
+    said_where,
     whitening_kept,
 )
 from vecdoctor.checkup.sampling import (
@@ -154,7 +155,8 @@ def _finish(frames: _Frames, report: VariantsReport, sample_report: VariantsRepo
                                         Encoding(model, cache, transform))
     pipeline, budget = rerank_budget_step(where, report, pipeline, rerank_opts, model, cache, seed,
                                           decisions)
-    pipeline = _do_no_harm(where, where_report, model, pipeline, cache, rerank_opts, decisions, say)
+    pipeline = _do_no_harm(where, where_report, model, pipeline, cache, rerank_opts, decisions, say,
+                           sampled=where is frames.sample)
     search = dense_search_step(where, model, pipeline, cache,
                                transform if pipeline.transform else None, corpus_size)
     if search is not None:
@@ -288,7 +290,7 @@ def _measure(frames: _Frames, model: str, names: list[str], cache: Any,
 
 def _do_no_harm(ds: Dataset, report: VariantsReport, model: str, pipeline: Pipeline, cache: Any,
                 rerank_opts: dict[str, Any], decisions: list[Decision],
-                say: Callable[[str], None]) -> Pipeline:
+                say: Callable[[str], None], sampled: bool = False) -> Pipeline:
     """Measure the recommended pipeline end to end (when it is not a plain mode) and hold it
     against the simple options measured on the same queries: one that beats it through the gate
     replaces it; one that scores higher without proof is said first."""
@@ -296,8 +298,8 @@ def _do_no_harm(ds: Dataset, report: VariantsReport, model: str, pipeline: Pipel
 
     if pipeline != _plain(pipeline):
         say("confirm recommended pipeline")
-        decisions.append(confirm_step(ds, model, pipeline, report, cache, rerank_opts,
-                                      whitening_kept(decisions)))
+        decisions += said_where([confirm_step(ds, model, pipeline, report, cache, rerank_opts,
+                                              whitening_kept(decisions))], sampled)
     scores = measured(report)
     rec = scores.get("recommended") or scores.get(str(pipeline.mode))
     if rec is None:
@@ -305,6 +307,7 @@ def _do_no_harm(ds: Dataset, report: VariantsReport, model: str, pipeline: Pipel
     harm = do_no_harm(rec, {n: s for n, s in scores.items() if n in MODES})
     if harm is None:
         return pipeline
+    said_where([harm], sampled)
     decisions.insert(0, harm)
     if harm.recommended:
         return pipeline

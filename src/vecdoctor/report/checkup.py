@@ -134,7 +134,7 @@ def models_section(result: Any) -> Section:
     )
     ok = [r for r in comp.rows if r.measured]
     figs: tuple[Figure, ...] = ()
-    if ok:
+    if len(ok) > 1:  # one bar compares nothing; the table says it
         chosen = next((r.label for r in ok if r.model == comp.recommended
                        and r.backend == (comp.backend or r.backend)
                        and r.precision == (comp.precision or r.precision)), None)
