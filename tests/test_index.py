@@ -277,7 +277,7 @@ def test_add_existing_or_repeated_id_is_an_error():
     with pytest.raises(InputError, match=f"already in the index: '{existing.id}'"):
         index.add([Document(id=existing.id, text="other text")])
     twice = Document(id="dup", text="t")
-    with pytest.raises(InputError, match="duplicate ids among the new documents: 'dup'"):
+    with pytest.raises(InputError, match="duplicate document ids: 'dup'"):
         index.add([twice, twice])
     assert len(index) == len(rs.float_index())
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from vecdoctor.config import Precision
+from vecdoctor.data import Document
 from vecdoctor.pipeline import Embedder, Pipeline
 
-__all__ = ["DocumentIndex"]
+__all__ = ["DocumentIndex", "Store"]
 
 
 class DocumentIndex:
@@ -96,3 +97,27 @@ class DocumentIndex:
         """The row ids (what searches return), stored vectors and documents at ``positions``
         (0 .. len - 1): the baseline's sample."""
         raise NotImplementedError
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The operations every store offers beyond searching, with one behaviour
+    (``tests/test_stores.py`` runs the same suite against each): ``add`` refuses ids already
+    held or repeated, ``delete`` refuses unknown ids and deleting every document, and neither
+    changes anything when it refuses; the shared checks are in :mod:`vecdoctor.index.building`."""
+
+    pipeline: Pipeline
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, doc_id: object) -> bool: ...
+
+    def row(self, doc_id: str) -> int: ...
+
+    def add(self, docs: Iterable[Document], show_progress: bool = False) -> None: ...
+
+    def delete(self, ids: Iterable[str]) -> None: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def save(self, path: Any = None) -> Any: ...

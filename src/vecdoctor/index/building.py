@@ -4,7 +4,7 @@ blank documents and a corpus given where an index is expected."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,40 @@ logger = logging.getLogger(__name__)
 
 def index_documents(corpus: Iterable[Document]) -> list[Document]:
     """The documents of a new index: at least one, ids unique."""
-    docs = as_documents(corpus)
+    docs = new_documents(corpus)
     if not docs:
         raise InputError("the corpus is empty; an index needs at least one document")
-    dup = duplicates([d.id for d in docs])
+    return docs
+
+
+def new_documents(docs: Iterable[Document], taken: Callable[[list[str]], Iterable[str]] | None = None
+                  ) -> list[Document]:
+    """``docs`` checked for any store: Documents with non-empty string ids, none repeated, and
+    (``taken``: the ids of a list that the store already holds) none already in the index."""
+    out = as_documents(docs)
+    dup = duplicates([d.id for d in out])
     if dup:
         raise InputError(f"duplicate document ids: {preview(dup)}; ids must be unique")
-    return docs
+    held = sorted(taken([d.id for d in out])) if taken is not None and out else []
+    if held:
+        raise InputError(f"documents already in the index: {preview(held)}; "
+                         "delete them first or use new ids")
+    return out
+
+
+def ids_to_delete(ids: Iterable[str], held: Callable[[list[str]], Iterable[str]], size: int
+                  ) -> list[str]:
+    """The distinct ``ids`` a store may delete (``held``: those of a list it holds; ``size``:
+    its document count): every id must be in the index, and one document must stay."""
+    if isinstance(ids, str):
+        raise TypeError("ids must be a list of ids, not one string; wrap it: [doc_id]")
+    gone = sorted(set(ids))
+    unknown = sorted(set(gone) - set(held(gone)))
+    if unknown:
+        raise InputError(f"unknown document ids: {preview(unknown)}; nothing was deleted")
+    if gone and len(gone) >= size:
+        raise InputError("deleting every document would leave an empty index; build a new one")
+    return gone
 
 
 def probe_queries(docs: Sequence[Document], n: int = 50, seed: int = 0) -> list[str]:

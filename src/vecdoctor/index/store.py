@@ -35,7 +35,9 @@ from vecdoctor.index.base import DocumentIndex
 from vecdoctor.index.baseline import BASELINE_DIR, Baseline, compute_baseline
 from vecdoctor.index.bm25 import BM25Config, BM25Index
 from vecdoctor.index.building import (
+    ids_to_delete,
     index_documents,
+    new_documents,
     no_vector_for_blank,
     not_a_corpus,
     pipeline_of,
@@ -43,7 +45,7 @@ from vecdoctor.index.building import (
     v1_pipeline,
 )
 from vecdoctor.index.chunks import ChunkStore
-from vecdoctor.index.docs import as_documents, duplicates, preview, read_docs, versions, write_docs
+from vecdoctor.index.docs import read_docs, versions, write_docs
 from vecdoctor.index.vectors import DEFAULT_OVERSAMPLE, VectorStore
 from vecdoctor.io import atomic_dir, write_json
 from vecdoctor.persist import INDEX, check_output
@@ -283,18 +285,9 @@ class Index(DocumentIndex):
 
     def add(self, docs: Iterable[Document], show_progress: bool = False) -> None:
         """Encode and append ``docs``; an id already in the index (or repeated) is an error."""
-        new = as_documents(docs)
+        new = new_documents(docs, lambda ids: [i for i in ids if i in self._rows])
         if not new:
             return
-        taken = [d.id for d in new if d.id in self._rows]
-        if taken:
-            raise InputError(
-                f"documents already in the index: {preview(taken)}; "
-                "delete them first or use new ids"
-            )
-        dup = duplicates([d.id for d in new])
-        if dup:
-            raise InputError(f"duplicate ids among the new documents: {preview(dup)}")
         texts = [d.content for d in new]
         if isinstance(self.vectors, ChunkStore):
             vecs, owners = self.embedder.embed_chunks(texts, show_progress=show_progress)
@@ -311,14 +304,10 @@ class Index(DocumentIndex):
 
     def delete(self, ids: Iterable[str]) -> None:
         """Remove documents by id; any unknown id is an error and nothing is removed."""
-        if isinstance(ids, str):
-            raise TypeError("ids must be a list of ids, not one string; wrap it: [doc_id]")
-        gone = set(ids)
-        unknown = sorted(i for i in gone if i not in self._rows)
-        if unknown:
-            raise InputError(f"unknown document ids: {preview(unknown)}; nothing was deleted")
-        if len(gone) >= len(self.docs):
-            raise InputError("deleting every document would leave an empty index; build a new one")
+        gone = set(ids_to_delete(ids, lambda wanted: [i for i in wanted if i in self._rows],
+                                 len(self.docs)))
+        if not gone:
+            return
         keep = np.array([i for i, d in enumerate(self.docs) if d.id not in gone], dtype=np.int64)
         docs = [self.docs[i] for i in keep]
         bm25 = BM25Index(self.bm25.config).build([d.content for d in docs])

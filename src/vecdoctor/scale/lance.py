@@ -31,6 +31,7 @@ from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.folders import parse_json, value
 from vecdoctor.index.base import DocumentIndex
 from vecdoctor.index.baseline import compute_baseline
+from vecdoctor.index.building import ids_to_delete, index_documents, new_documents
 from vecdoctor.index.chunks import first_rows
 from vecdoctor.pipeline import Embedder, Pipeline
 from vecdoctor.scale import _rows
@@ -61,21 +62,6 @@ def _connect(uri: str | Path, storage_options: dict[str, str] | None = None) -> 
 def table_uri(uri: str | Path, table: str = DEFAULT_TABLE) -> str:
     """Where LanceDB keeps ``table`` of the database at ``uri`` (what Ray writes to)."""
     return f"{str(uri).rstrip('/')}/{table}.lance"
-
-
-def _check_documents(docs: Iterable[Document]) -> list[Document]:
-    out = list(docs)
-    for i, d in enumerate(out):
-        if not isinstance(d, Document):
-            raise TypeError(f"documents[{i}] is {type(d).__name__}; expected vecdoctor.data.Document")
-        if not isinstance(d.id, str) or not d.id:
-            raise InputError(f"documents[{i}] has an empty or non-string id {d.id!r}")
-    seen: set[str] = set()
-    dup = sorted({d.id for d in out if d.id in seen or seen.add(d.id)})  # type: ignore[func-returns-value]
-    if dup:
-        more = f" and {len(dup) - 5} more" if len(dup) > 5 else ""
-        raise InputError(f"duplicate document ids: {dup[:5]}{more}; ids must be unique")
-    return out
 
 
 def table_exists(uri: str | Path, table: str = DEFAULT_TABLE,
@@ -232,9 +218,7 @@ class LanceIndex(DocumentIndex):
         from vecdoctor.scale.ray_encode import _encoder
         from vecdoctor.scale.ray_encode import _load_transform as resolve_transform
 
-        docs = _check_documents(corpus)
-        if not docs:
-            raise InputError("the corpus is empty; an index needs at least one document")
+        docs = index_documents(corpus)
         enc = _encoder(encoder)
         fitted = resolve_transform(transform, enc)
         fingerprint = _rows.pipeline_fingerprint(enc, fitted)
@@ -386,23 +370,18 @@ class LanceIndex(DocumentIndex):
 
     def add(self, docs: Iterable[Document], show_progress: bool = False) -> None:
         """Encode and append ``docs``; an id already in the table is an error."""
-        new = _check_documents(docs)
+        new = new_documents(docs, self.present)
         if not new:
             return
-        taken = sorted(self.present(d.id for d in new))
-        if taken:
-            raise InputError(f"documents already in the index: {taken[:5]}; "
-                             "delete them first or use new ids")
         fingerprint = _rows.pipeline_fingerprint(self.encoder, self.transform)
         self._append(new, fingerprint, show_progress)
         self.table.optimize()  # folds the new rows into the full-text indexes
 
     def delete(self, ids: Iterable[str]) -> None:
-        if isinstance(ids, str):
-            raise TypeError("ids must be a list of ids, not one string; wrap it: [doc_id]")
-        ids = list(ids)
-        if ids:
-            self.table.delete(f"id IN ({_sql_list(ids)})")
+        """Remove documents by id; any unknown id is an error and nothing is removed."""
+        gone = ids_to_delete(ids, self.present, len(self))
+        if gone:
+            self.table.delete(f"id IN ({_sql_list(gone)})")
 
     def save(self, path: str | Path | None = None) -> Path:
         """Nothing to do: every change is committed to the table when it is made."""
