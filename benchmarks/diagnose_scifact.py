@@ -13,52 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, versions  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "scifact"
-
-
-def machine() -> dict[str, object]:
-    info: dict[str, object] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-    }
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return info
-
-
-def versions() -> dict[str, str]:
-    import faiss
-    import numpy
-    import scipy
-    import tokenizers
-    import torch
-    import transformers
-
-    import vecdoctor
-
-    return {
-        "vecdoctor": vecdoctor.__version__,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-        "faiss": faiss.__version__,
-    }
 
 
 def numbers(report) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -155,7 +118,7 @@ def main() -> None:
         "question": "What does diagnose report on SciFact with MiniLM (mean vs CLS pooling)?",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
-        "versions": versions(),
+        "versions": versions("numpy", "scipy", "torch", "transformers", "tokenizers", "faiss-cpu"),
         "dataset": {"name": "scifact", "documents": len(dataset.corpus),
                     "queries": len(dataset.queries), "sample": sample, "seed": args.seed},
         "baseline": base,

@@ -21,7 +21,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import random
 import sys
 import time
@@ -31,6 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, versions  # noqa: E402
 
 from vecdoctor.data import Dataset, load_dataset  # noqa: E402
 
@@ -69,33 +70,6 @@ class TimeBox:
                 return control
 
         return _Box()
-
-
-def machine() -> dict:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "niceness": os.nice(0),
-        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("vecdoctor", "torch", "transformers", "sentence-transformers",
-                 "onnxruntime", "onnx", "openvino"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def train_stage(args: argparse.Namespace, result: dict, save) -> None:
@@ -159,7 +133,7 @@ def main() -> None:
     result = json.loads(out.read_text()) if out.exists() else {}
     result.setdefault("question", __doc__.splitlines()[0])
     result["script"] = "benchmarks/rerank_scifact.py"
-    result["versions"] = versions()
+    result["versions"] = versions("torch", "transformers", "sentence-transformers", "onnxruntime", "onnx", "openvino")
     result["note"] = (
         "CPU only, run under nice -n 19 with OMP_NUM_THREADS=2 on a 2-core machine shared with "
         "other jobs: times are pessimistic and vary with the load; compare backends by ratio."

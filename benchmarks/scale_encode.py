@@ -36,32 +36,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import machine  # noqa: E402
+from _common import machine, versions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "scifact"
-
-
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("vecdoctor", "torch", "ray", "lancedb", "pylance", "numpy", "pyarrow"):
-        try:
-            out[dist] = version(dist)
-        except Exception:  # noqa: BLE001 - a missing package is just not reported
-            continue
-    return out
 
 
 def main() -> None:
@@ -214,7 +202,7 @@ def finish(args: argparse.Namespace, results: dict, runs: list[str], question: s
         "question": question,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
-        "versions": _versions(),
+        "versions": versions("torch", "ray", "lancedb", "pylance", "numpy", "pyarrow"),
         "settings": {"docs": len(docs), "model": "minilm", "max_length": args.max_length,
                      # --cluster runs the CLI, which keeps encode_corpus's default batch
                      "ray_batch_size": 256 if args.cluster else args.batch_size},
