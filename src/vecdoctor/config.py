@@ -28,6 +28,14 @@ class _Choice(enum.StrEnum):
         return str(self.value)
 
 
+class Role(_Choice):
+    """What a text is to the encoder: a query or a document (prefixes and query backends
+    differ between them)."""
+
+    QUERY = "query"
+    DOCUMENT = "document"
+
+
 class Pooling(_Choice):
     """How token states become one vector."""
 

@@ -42,6 +42,7 @@ from vecdoctor.config import (
     Pooling,
     Precision,
     RerankFusion,
+    Role,
     SearchMode,
     TransformKind,
     Window,
@@ -411,9 +412,10 @@ class Embedder:
             self._encoder = encoder
 
     def embed(
-        self, texts: Sequence[str], role: str, show_progress: bool = False, urgent: bool = True
+        self, texts: Sequence[str], role: Role | str, show_progress: bool = False,
+        urgent: bool = True,
     ) -> np.ndarray:
-        """Vectors of ``texts`` as ``queries`` or ``documents``: encoder, then transform.
+        """Vectors of ``texts`` as queries or documents (:class:`Role`): encoder, then transform.
 
         One forward pass runs at a time (torch already uses every core). ``urgent`` calls (a
         search's query) are counted while they wait, so :meth:`embed_bulk` lets them go first.
@@ -429,7 +431,7 @@ class Embedder:
                 with self._waiting_lock:
                     self._waiting -= 1
         try:
-            if role == "queries":
+            if Role.parse(role) is Role.QUERY:
                 vecs = enc.encode_queries(list(texts), show_progress=show_progress)
             else:
                 vecs = enc.encode_documents(list(texts), show_progress=show_progress)
@@ -442,7 +444,7 @@ class Embedder:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors through the index's own encoder and transform."""
-        return self.embed(texts, role="queries")
+        return self.embed(texts, role=Role.QUERY)
 
     def embed_chunks(
         self, texts: Sequence[str], show_progress: bool = False
@@ -457,7 +459,7 @@ class Embedder:
             vecs = self.transform.transform(vecs, fingerprint=self.fingerprint or enc.fingerprint)
         return np.ascontiguousarray(vecs, dtype=np.float32), owners
 
-    def embed_bulk(self, texts: Sequence[str], role: str, chunk: int = 8) -> np.ndarray:
+    def embed_bulk(self, texts: Sequence[str], role: Role | str, chunk: int = 8) -> np.ndarray:
         """:meth:`embed` ``chunk`` texts at a time, each chunk waiting while a search waits for
         the encoder: a large batch cannot hold searches up for more than one chunk's time."""
         import time
@@ -472,7 +474,7 @@ class Embedder:
         return np.concatenate(parts)
 
     def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return self.embed(texts, role="documents", show_progress=show_progress)
+        return self.embed(texts, role=Role.DOCUMENT, show_progress=show_progress)
 
 
 def _same_vectors(config: dict[str, Any], encoder: Any) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import ModelPrecision, Pooling, Reduce, Window
+from vecdoctor.config import ModelPrecision, Pooling, Reduce, Role, Window
 from vecdoctor.encode.backends import ForwardOutput, load_backend
 from vecdoctor.encode.cache import CacheStats, VectorCache, cache_key
 from vecdoctor.encode.pooling import pool
@@ -218,11 +218,11 @@ class Encoder:
 
     def encode_queries(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Like :meth:`encode`, with the model's query prefix (e.g. E5's ``query: ``)."""
-        return self._encode(_check_texts(texts), role="query", show_progress=show_progress)
+        return self._encode(_check_texts(texts), role=Role.QUERY, show_progress=show_progress)
 
     def encode_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
         """Like :meth:`encode`, with the model's document prefix (e.g. E5's ``passage: ``)."""
-        return self._encode(_check_texts(texts), role="document", show_progress=show_progress)
+        return self._encode(_check_texts(texts), role=Role.DOCUMENT, show_progress=show_progress)
 
     def chunk_window(self) -> Window:
         """The token windows :meth:`encode_chunks` cuts: the encoder's own window, or windows as
@@ -252,7 +252,7 @@ class Encoder:
         """
         texts = _check_texts(texts)
         window = self.chunk_window()
-        prefix = self._prefix("document")
+        prefix = self._prefix(Role.DOCUMENT)
         parts: list[np.ndarray] = []
         owners: list[np.ndarray] = []
         bar = _progress(len(texts), show_progress)
@@ -270,14 +270,14 @@ class Encoder:
         vectors = np.concatenate(parts)
         return (_l2(vectors) if self.normalize else vectors), np.concatenate(owners)
 
-    def _prefix(self, role: str | None) -> str:
-        if role == "query":
+    def _prefix(self, role: Role | None) -> str:
+        if role is Role.QUERY:
             return self.resolved.query_prefix
-        if role == "document":
+        if role is Role.DOCUMENT:
             return self.resolved.document_prefix
         return ""
 
-    def _encode(self, texts: list[str], role: str | None, show_progress: bool) -> np.ndarray:
+    def _encode(self, texts: list[str], role: Role | None, show_progress: bool) -> np.ndarray:
         n = len(texts)
         out = np.zeros((n, self.dimension), dtype=np.float32)
         if n == 0:
@@ -304,7 +304,7 @@ class Encoder:
             for start in range(0, len(todo), chunk):
                 idx = todo[start : start + chunk]
                 if self._native:
-                    vecs = self.backend.encode([texts[i] for i in idx], is_query=role == "query")
+                    vecs = self.backend.encode([texts[i] for i in idx], is_query=role is Role.QUERY)
                 else:
                     vecs = self._encode_token_texts([keyed[i] for i in idx])
                 out[idx] = vecs

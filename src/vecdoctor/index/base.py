@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from vecdoctor.config import Precision
+from vecdoctor.config import Precision, Role
 from vecdoctor.data import Document
 from vecdoctor.pipeline import Embedder, Pipeline
 
@@ -72,10 +72,10 @@ class DocumentIndex:
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Query vectors through the index's own encoder and transform."""
-        return self.embedder.embed(texts, role="queries")
+        return self.embedder.embed(texts, role=Role.QUERY)
 
     def embed_documents(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
-        return self.embedder.embed(texts, role="documents", show_progress=show_progress)
+        return self.embedder.embed(texts, role=Role.DOCUMENT, show_progress=show_progress)
 
     @property
     def search_defaults(self) -> dict[str, Any]:

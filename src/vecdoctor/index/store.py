@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import Chunking, ModelPrecision, Precision
+from vecdoctor.config import Chunking, ModelPrecision, Precision, Role
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.folders import child as safe_child
@@ -154,7 +154,7 @@ class Index(DocumentIndex):
         placeholder = VectorStore(np.zeros((0, int(enc.dimension)), np.float32))
         index = cls(docs, lexical, placeholder, encoder_config, transform, enc, None, oversample)
         if chunks is None:
-            vecs = index.embedder.embed(texts, role="documents", show_progress=show_progress)
+            vecs = index.embedder.embed(texts, role=Role.DOCUMENT, show_progress=show_progress)
             vecs = no_vector_for_blank(texts, vecs)
             index.vectors = index._dense_store(vecs, precision, ann, ann_budget_ms)
         else:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import _Choice
+from vecdoctor.config import Role, _Choice
 from vecdoctor.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,8 @@ def drift_report(index: Any, texts: list[str], kind: TextKind | str = TextKind.D
     chosen = [texts[int(i)] for i in np.sort(rng.choice(len(texts), min(sample, len(texts)),
                                                          replace=False))]
     role = "queries" if kind is TextKind.QUERIES else "documents"
-    vectors = np.asarray(index.embedder.embed(chosen, role=role), dtype=np.float32)
+    vectors = np.asarray(index.embedder.embed(
+        chosen, role=Role.QUERY if kind is TextKind.QUERIES else Role.DOCUMENT), dtype=np.float32)
     reference = base.query_sample if kind is TextKind.QUERIES else base.doc_sample
     ref_best = base.query_best if kind is TextKind.QUERIES else base.doc_best
     low = answerability.cut(base, None if kind is TextKind.QUERIES else ref_best)

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from vecdoctor.config import Role
 from vecdoctor.errors import InputError, VecdoctorError
 from vecdoctor.monitor.live import LiveHealth
 from vecdoctor.serve.guard import Guard, ServerLimits, Stats
@@ -261,7 +262,7 @@ def _embeddings(searcher: Any, body: Any, live: Any, aliases: Sequence[str] = ()
         )
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     searcher.ensure_encoder()  # the searcher's encoder (cache, query backend), loaded once
-    role = "queries" if body.input_type == "query" else "documents"
+    role = Role.QUERY if body.input_type == "query" else Role.DOCUMENT
     vectors = index.embedder.embed_bulk(texts, role)
     lengths = np.asarray(index.encoder.token_lengths(texts), dtype=np.int64)
     tokens = _tokens_used(index.encoder, lengths)
