@@ -173,7 +173,7 @@ def _estimates(quick: dict[str, Any], full: dict[str, Any] | None) -> dict[str, 
 
 
 def run_set(name: str, ways: list[str], model: str, load: bool, work: Path,
-            reuse: Path | None = None) -> dict[str, Any]:
+            reuse: Path | None = None, reused_only: bool = False) -> dict[str, Any]:
     from vecdoctor.encode.cache import VectorCache
 
     cache = VectorCache(CACHE)
@@ -181,6 +181,10 @@ def run_set(name: str, ways: list[str], model: str, load: bool, work: Path,
     simple = _simple(truth, model, cache)
     best = max(simple.values())
     print(f"{name}: simple {simple}", flush=True)
+    if reused_only and reuse is not None:
+        ways = [w for w in ways if (reuse / f"{name}-{w}" / "report.json").is_file()]
+        load = load and all((reuse / f"{name}-{w}-load" / "report.json").is_file()
+                            for w in ways if w.startswith("quick"))
     runs = {w: _run_way(name, w, model, work, reuse=reuse)
             for w in ways if not (name == "sample" and "labels" in w)}
     rows: dict[str, Any] = {}
@@ -222,6 +226,8 @@ def main() -> None:
     parser.add_argument("--name", default="decisions")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the report folders here (default: a temporary folder)")
+    parser.add_argument("--reused-only", action="store_true",
+                        help="with --reuse: score only the set-way folders found there; run none")
     parser.add_argument("--reuse", type=Path, default=None,
                         help="a folder holding SET-WAY report folders this script wrote before: "
                         "they are scored again instead of running the checkup")
@@ -241,7 +247,8 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         for name in sets:
             load = args.load is not None and (args.load == "all" or name in args.load.split(","))
-            results[name] = run_set(name, ways, args.model, load, work, args.reuse)
+            results[name] = run_set(name, ways, args.model, load, work, args.reuse,
+                                    args.reused_only)
             write_result(args.name, _payload(results, args, started))
     path = write_result(args.name, _payload(results, args, started))
     print(f"wrote {path}")
