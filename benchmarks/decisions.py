@@ -231,7 +231,18 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="a folder holding SET-WAY report folders this script wrote before: "
                         "they are scored again instead of running the checkup")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                        help="write one result from results of this script run set by set "
+                        "(a later file's set replaces an earlier one's); runs nothing")
     args = parser.parse_args()
+    if args.merge:
+        merged: dict[str, Any] = {}
+        for path in args.merge:
+            merged.update(json.loads(path.read_text())["results"])
+        payload = _payload(merged, args, time.time())
+        payload["merged_from"] = [str(p) for p in args.merge]
+        print(f"wrote {write_result(args.name, payload)}")
+        return
     sets = [s for s in args.sets.split(",") if s]
     ways = [w for w in args.ways.split(",") if w]
     bad = [w for w in ways if w not in WAYS] + [s for s in sets if s not in SETS]
