@@ -232,13 +232,15 @@ def main() -> None:
                         help="a folder holding SET-WAY report folders this script wrote before: "
                         "they are scored again instead of running the checkup")
     parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
-                        help="write one result from results of this script run set by set "
-                        "(a later file's set replaces an earlier one's); runs nothing")
+                        help="write one result from results of this script run in parts "
+                        "(a later file's way replaces an earlier one's); runs nothing")
     args = parser.parse_args()
     if args.merge:
         merged: dict[str, Any] = {}
-        for path in args.merge:
-            merged.update(json.loads(path.read_text())["results"])
+        for path in args.merge:  # way by way: a set run in parts keeps every part
+            for name, part in json.loads(path.read_text())["results"].items():
+                ways = {**merged.get(name, {}).get("ways", {}), **part["ways"]}
+                merged[name] = {**part, "ways": ways}
         payload = _payload(merged, args, time.time())
         payload["merged_from"] = [str(p) for p in args.merge]
         print(f"wrote {write_result(args.name, payload)}")
