@@ -149,7 +149,7 @@ def test_as_many_workers_as_cpus_or_more_finish(two_cpus, real_corpus, tmp_path,
                             for d in docs), encoding="utf-8")
     encoder = Encoder("minilm", max_length=MAX_LENGTH)
     result = encode_corpus(path, tmp_path / "out", encoder, workers=workers, batch_size=16,
-                           stall_seconds=120)
+                           stall_seconds=300)  # a watchdog only: a busy machine starts actors slowly
     assert result.encoded == len(docs)
     ids, vectors, _ = read_vectors(tmp_path / "out")
     assert sorted(ids) == sorted(d.id for d in docs)
@@ -225,7 +225,7 @@ def test_a_ray_dataset_source_is_read_through_ray_data(two_cpus, real_corpus, tm
     ds = ray.data.from_items([{"_id": d.id, "title": d.title, "text": d.text} for d in docs])
     encoder = Encoder("minilm", max_length=MAX_LENGTH)
     result = encode_corpus(ds, tmp_path / "out", encoder, workers=2, batch_size=16,
-                           stall_seconds=120)
+                           stall_seconds=300)  # a watchdog only: a busy machine starts actors slowly
     assert (result.encoded, result.total) == (len(docs), len(docs))
     ids, vectors, _ = read_vectors(tmp_path / "out")
     want = dict(zip((d.id for d in docs), encoder.encode_documents([d.content for d in docs]),

@@ -31,7 +31,10 @@ from vecdoctor.config import Precision
 from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.index.ann import AnnConfig
 from vecdoctor.scale import _rows
-from vecdoctor.scale.ray_pool import _ActorPool, _Todo, watched
+from vecdoctor.scale.ray_pool import StalledError, _ActorPool, _Todo, watched
+
+__all__ = ["EncodeActor", "EncodeResult", "StalledError", "encode_corpus", "fit_transform",
+           "index_encoded", "plan_cpus", "ray_session", "read_source", "read_vectors"]
 
 logger = logging.getLogger(__name__)
 
