@@ -29,14 +29,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, percentiles, versions, write_result  # noqa: E402
 
 
 def timed(search, queries: np.ndarray, k: int = 10) -> tuple[np.ndarray, float, float]:  # type: ignore[no-untyped-def]
     from vecdoctor.index.ann import timed_search
 
     rows, times = timed_search(search, queries, k)
-    return rows, float(np.median(times)), float(np.percentile(times, 99))
+    spread = percentiles(times, (50, 99), digits=9)
+    return rows, spread["p50"], spread["p99"]
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

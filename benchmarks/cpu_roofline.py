@@ -37,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
-from encode_speed import build, cpu_facts, interleaved, log  # noqa: E402
+from encode_speed import build, encode_interleaved  # noqa: E402
+from harness import DATA, log, machine, versions, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 PEAK_OF = {
@@ -54,7 +54,7 @@ TARGETS = {"openvino-int8": 5.0, "openvino-bf16": 3.5}  # from the encoding issu
 def peak_gmacs(threads: int, runs: int = 5) -> dict[str, float]:
     """Compile and run peak_macs.c; the best of ``runs`` GMAC/s per precision with ``threads``
     threads (a peak: a run that shares the cores with anything else only reads lower)."""
-    isa = cpu_facts()["isa"]
+    isa = machine()["isa"]
     missing = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16") if f not in isa]
     if missing:
         sys.exit(
@@ -179,7 +179,7 @@ def profile(
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--max-length", type=int, default=256)
@@ -188,58 +188,35 @@ def main() -> None:
     )
     ap.add_argument("--chunks", type=int, default=4, help="interleaving chunks")
     ap.add_argument("--variants", default="st-fp32,openvino-bf16,openvino-int8")
-    ap.add_argument(
-        "--name", default="cpu_roofline", help="result file: benchmarks/results/NAME.json"
-    )
+    ap.add_argument("--variant", default="default",
+                    help="result file: benchmarks/results/cpu_roofline/<cpu>-<variant>.json")
     args = ap.parse_args()
-
-    from vecdoctor.data import load_corpus
-    from vecdoctor.encode.convert.export import variant_dir
-    from vecdoctor.encode.tokens import TextTokenizer
-    from vecdoctor.models import resolve
-
     names = args.variants.split(",")
     if names[0] != "st-fp32" or any(n not in PEAK_OF for n in names):
         sys.exit(f"variants: st-fp32 first, then any of {', '.join(list(PEAK_OF)[1:])}")
-    threads = len(os.sched_getaffinity(0))
-    log(f"peak multiply-accumulates, {threads} threads")
-    peak = peak_gmacs(threads)
-    log(f"peak GMAC/s: {peak}")
+    return args
 
-    resolved = resolve(args.model)
-    shape = Shape(json.loads((Path(resolved.path) / "config.json").read_text()))
-    corpus = load_corpus(DATA / "scifact")
-    texts = [d.content for d in corpus]
-    pick = np.random.default_rng(0).choice(len(texts), min(args.docs, len(texts)), replace=False)
-    timed = [texts[i] for i in np.sort(pick)]
-    tok = TextTokenizer(resolved.tokenizer_path, args.max_length)
-    seqs, _ = tok.sequences(timed, None)
-    lengths = np.array([len(s) for s in seqs])
+
+def count_macs(shape: Shape, model_path: Path, lengths: np.ndarray, n: int) -> tuple[float, float, dict]:
+    """Multiply-accumulates of weights and attention over ``lengths``, and the check of the
+    count against PyTorch's FLOP counter on one input of ``n`` tokens (exits if they differ)."""
     weights, attention = shape.weights(lengths).sum(), shape.attention(lengths).sum()
-    macs_per_doc = (weights + attention) / len(timed)
-    n = args.max_length
     check = {
         "tokens": n,
         "counted": float(shape.weights(n) + shape.attention(n)),
-        "torch_flop_counter": torch_count(Path(resolved.path), n),
+        "torch_flop_counter": torch_count(model_path, n),
     }
     check["ratio"] = round(check["counted"] / check["torch_flop_counter"], 5)
     if abs(check["ratio"] - 1) > 0.01:
         sys.exit(f"the count of multiply-accumulates disagrees with PyTorch's: {check}")
+    return float(weights), float(attention), check
 
-    runs = {}
-    for name in names:
-        log(f"loading {name}")
-        runs[name], _ = build(name, args.model, texts, args.max_length)
-        runs[name](texts[:8], "document")  # warm-up
-    log(f"timing {len(timed)} documents")
-    started = time.perf_counter()
-    seconds, _, _, _ = interleaved(runs, timed, args.chunks)
 
-    base = len(timed) / seconds["st-fp32"]
+def roofline_rows(names: list[str], seconds: dict, docs: int, peak: dict, macs_per_doc: float) -> list[dict]:
+    base = docs / seconds["st-fp32"]
     rows = []
     for name in names:
-        rate = len(timed) / seconds[name]
+        rate = docs / seconds[name]
         p = peak[PEAK_OF[name]]
         bound = p * 1e9 / macs_per_doc
         row = {
@@ -258,60 +235,85 @@ def main() -> None:
                 TARGETS[name] * base * macs_per_doc / 1e9 / p, 3
             )
         rows.append(row)
+    return rows
 
-    full = [s for s in seqs if len(s) == args.max_length][:16]
-    profiles = {}
-    if len(full) == 16:
-        batch = tok.pad(full)
-        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
-        for name in names:
-            if name.startswith("openvino-"):
-                log(f"profiling {name}")
-                precision = name.split("-")[1]
-                graph = variant_dir(resolved, "openvino", precision) / "model.xml"
-                profiles[name] = profile(graph, precision, feed, shape, peak)
 
+def profiles_of(names: list[str], resolved: object, tok: object, seqs: list, n: int,
+                shape: Shape, peak: dict) -> dict:
+    """OpenVINO's per-operation profile of one batch of 16 full-length documents per variant."""
+    from vecdoctor.encode.convert.export import variant_dir
+
+    full = [s for s in seqs if len(s) == n][:16]
+    profiles: dict = {}
+    if len(full) < 16:
+        return profiles
+    batch = tok.pad(full)  # type: ignore[attr-defined]
+    feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    for name in names:
+        if name.startswith("openvino-"):
+            log(f"profiling {name}")
+            precision = name.split("-")[1]
+            graph = variant_dir(resolved, "openvino", precision) / "model.xml"
+            profiles[name] = profile(graph, precision, feed, shape, peak)
+    return profiles
+
+
+COLUMNS = ["variant", "docs_per_s", "ratio", "gmacs", "share_of_peak", "bound_docs_per_s",
+           "bound_ratio", "target_ratio", "share_of_peak_target_needs"]
+
+
+def main() -> None:
+    args = parse_args()
+    from vecdoctor.data import load_corpus
+    from vecdoctor.encode.tokens import TextTokenizer
+    from vecdoctor.models import resolve
+
+    names = args.variants.split(",")
+    threads = len(os.sched_getaffinity(0))
+    log(f"peak multiply-accumulates, {threads} threads")
+    peak = peak_gmacs(threads)
+    log(f"peak GMAC/s: {peak}")
+    resolved = resolve(args.model)
+    shape = Shape(json.loads((Path(resolved.path) / "config.json").read_text()))
+    texts = [d.content for d in load_corpus(DATA / "scifact")]
+    pick = np.random.default_rng(0).choice(len(texts), min(args.docs, len(texts)), replace=False)
+    timed = [texts[i] for i in np.sort(pick)]
+    tok = TextTokenizer(resolved.tokenizer_path, args.max_length)
+    seqs, _ = tok.sequences(timed, None)
+    lengths = np.array([len(s) for s in seqs])
+    weights, attention, check = count_macs(shape, Path(resolved.path), lengths, args.max_length)
+    macs_per_doc = (weights + attention) / len(timed)
+    runs = {}
+    for name in names:
+        log(f"loading {name}")
+        runs[name], _ = build(name, args.model, texts, args.max_length)
+        runs[name](texts[:8], "document")  # warm-up
+    log(f"timing {len(timed)} documents")
+    started = time.perf_counter()
+    seconds, _, _, _ = encode_interleaved(runs, timed, args.chunks)
+    rows = roofline_rows(names, seconds, len(timed), peak, macs_per_doc)
+    profiles = profiles_of(names, resolved, tok, seqs, args.max_length, shape, peak)
     result = {
         "question": "what share of the CPU's peak do the encoders reach, and what ratio to "
         "sentence-transformers does the peak allow",
-        "machine": {**machine(), **cpu_facts()},
+        "machine": machine(),
         "versions": versions("torch", "sentence-transformers", "openvino", "nncf"),
-        "settings": {
-            "model": args.model,
-            "max_length": args.max_length,
-            "docs_timed": len(timed),
-            "chunks": args.chunks,
-            "threads": threads,
-        },
+        "settings": {"model": args.model, "max_length": args.max_length,
+                     "docs_timed": len(timed), "chunks": args.chunks, "threads": threads},
         "peak_gmacs": peak,
-        "model": {
-            "hidden": shape.hidden,
-            "intermediate": shape.inner,
-            "layers": shape.layers,
-            "mean_tokens": round(float(lengths.mean()), 1),
-            "gmacs_per_doc": round(macs_per_doc / 1e9, 3),
-            "attention_share_of_macs": round(attention / (weights + attention), 3),
-            "count_check": check,
-        },
+        "model": {"hidden": shape.hidden, "intermediate": shape.inner, "layers": shape.layers,
+                  "mean_tokens": round(float(lengths.mean()), 1),
+                  "gmacs_per_doc": round(macs_per_doc / 1e9, 3),
+                  "attention_share_of_macs": round(attention / (weights + attention), 3),
+                  "count_check": check},
         "seconds": round(time.perf_counter() - started, 1),
         "rows": rows,
         "profiles": profiles,
     }
-    path = write_result(args.name, result)
-    cols = [
-        "variant",
-        "docs_per_s",
-        "ratio",
-        "gmacs",
-        "share_of_peak",
-        "bound_docs_per_s",
-        "bound_ratio",
-        "target_ratio",
-        "share_of_peak_target_needs",
-    ]
-    print(" | ".join(cols))
+    path = write_result("cpu_roofline", result, args.variant)
+    print(" | ".join(COLUMNS))
     for r in rows:
-        print(" | ".join(str(r.get(c, "")) for c in cols))
+        print(" | ".join(str(r.get(c, "")) for c in COLUMNS))
     for name, prof in profiles.items():
         print(name, json.dumps(prof))
     print(f"wrote {path}")

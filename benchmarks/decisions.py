@@ -16,7 +16,7 @@ queries, so only its two label-free ways run.
     .venv/bin/python benchmarks/decisions.py --sets cisi --ways quick-labels --load
     .venv/bin/python benchmarks/decisions.py --work runs/ --reuse runs/   # resumable
 
-Writes benchmarks/results/decisions.json (``--name`` to change it). Vectors are cached on disk
+Writes benchmarks/results/decisions/<cpu>-<variant>.json (``--variant``, default ``default``). Vectors are cached on disk
 (benchmarks/results/.cache/) for the full runs and the scoring; the quick runs never use that
 cache, so their wall time is what a user waits.
 """
@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
+from harness import DATA, RESULTS, machine, versions, write_result  # noqa: E402
 
 SETS = ("scifact", "cranfield", "cisi", "medline", "lisa", "sample")
 WAYS = ("quick-labels", "quick-free", "full-labels", "full-free")
@@ -223,7 +223,8 @@ def main() -> None:
     parser.add_argument("--load", nargs="?", const="all", default=None, metavar="SETS",
                         help="run the quick ways again with both cores busy: on every set, or on "
                         "the sets named (comma-separated)")
-    parser.add_argument("--name", default="decisions")
+    parser.add_argument("--variant", default="default",
+                        help="result file: benchmarks/results/decisions/<cpu>-<variant>.json")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the report folders here (default: a temporary folder)")
     parser.add_argument("--reused-only", action="store_true",
@@ -243,7 +244,7 @@ def main() -> None:
                 merged[name] = {**part, "ways": ways}
         payload = _payload(merged, args, time.time())
         payload["merged_from"] = [str(p) for p in args.merge]
-        print(f"wrote {write_result(args.name, payload)}")
+        print(f"wrote {write_result('decisions', payload, args.variant)}")
         return
     sets = [s for s in args.sets.split(",") if s]
     ways = [w for w in args.ways.split(",") if w]
@@ -262,8 +263,8 @@ def main() -> None:
             load = args.load is not None and (args.load == "all" or name in args.load.split(","))
             results[name] = run_set(name, ways, args.model, load, work, args.reuse,
                                     args.reused_only)
-            write_result(args.name, _payload(results, args, started))
-    path = write_result(args.name, _payload(results, args, started))
+            write_result("decisions", _payload(results, args, started), args.variant)
+    path = write_result("decisions", _payload(results, args, started), args.variant)
     print(f"wrote {path}")
 
 

@@ -2,7 +2,7 @@
 
 Runs the full diagnosis (every check, whitening and all-but-the-top before/after) on the whole
 SciFact corpus (5,183 documents, 300 test queries) for each pooling and writes one JSON file to
-benchmarks/results/ with the machine, library versions, the command, wall times and the numbers.
+benchmarks/results/diagnose_scifact/ with the machine, library versions, the command, wall times and the numbers.
 The mean-pooling run is the baseline; the CLS run is reported as ratios against it.
 
     .venv/bin/python benchmarks/diagnose_scifact.py [--sample N] [--pooling mean cls]
@@ -11,7 +11,6 @@ The mean-pooling run is the baseline; the CLS run is reported as ratios against 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -19,9 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions  # noqa: E402
+from harness import DATA, machine, versions, write_result  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "scifact"
+SCIFACT = DATA / "scifact"
 
 
 def numbers(report) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -85,8 +84,8 @@ def main() -> None:
     parser.add_argument("--reports", type=Path, default=ROOT / "out" / "bench-diagnose",
                         help="where the HTML/JSON reports go (not committed)")
     args = parser.parse_args()
-    if not (DATA / "corpus.jsonl.gz").exists():
-        sys.exit(f"SciFact not found at {DATA}; place the BEIR folder in ../shared/data/scifact")
+    if not (SCIFACT / "corpus.jsonl.gz").exists():
+        sys.exit(f"SciFact not found at {SCIFACT}; place the BEIR folder in ../shared/data/scifact")
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -94,7 +93,7 @@ def main() -> None:
     from vecdoctor.diagnose import diagnose
     from vecdoctor.encode.encoder import Encoder
 
-    dataset = load_dataset(DATA, split="test")
+    dataset = load_dataset(SCIFACT, split="test")
     sample = args.sample or len(dataset.corpus)
     runs = {}
     for pooling in args.pooling:
@@ -116,7 +115,6 @@ def main() -> None:
     }
     result = {
         "question": "What does diagnose report on SciFact with MiniLM (mean vs CLS pooling)?",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
         "versions": versions("numpy", "scipy", "torch", "transformers", "tokenizers", "faiss-cpu"),
         "dataset": {"name": "scifact", "documents": len(dataset.corpus),
@@ -125,10 +123,7 @@ def main() -> None:
         "runs": runs,
         "ratios_vs_baseline": ratios,
     }
-    out = ROOT / "benchmarks" / "results" / "diagnose_scifact.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(out)
+    print(write_result("diagnose_scifact", result))
 
 
 if __name__ == "__main__":

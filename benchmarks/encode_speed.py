@@ -28,20 +28,31 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import io
 import json
 import os
-import platform
 import sys
 import threading
 import time
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (  # noqa: E402
+    DATA,
+    ROOT,
+    Measured,
+    interleaved,
+    log,
+    machine,
+    ndcg_of_run,
+    paired_ratio,
+    percentiles,
+    versions,
+    write_result,
+)
+
 VARIANTS = ["st-fp32", "torch-fp32", "openvino-fp32", "openvino-bf16", "openvino-int8", "onnx-fp32",
             "onnx-int8"]
 PEER_VARIANTS = ["st-openvino-int8", "st-onnx-int8"]  # sentence-transformers' own, in peer_env.py's env
@@ -121,13 +132,6 @@ class PeerRun:
         return np.load(out)
 
 
-def timed_call(run, texts: list[str], role: str) -> tuple[np.ndarray, float]:  # noqa: ANN001
-    """Vectors and seconds of one call; a peer variant reports its own encode time."""
-    started = time.perf_counter()
-    vectors = run(texts, role)
-    return vectors, getattr(run, "last_seconds", time.perf_counter() - started)
-
-
 def build(name: str, model: str, calibration: list[str], max_length: int):  # noqa: ANN201
     """A callable (texts, role) -> normalised vectors, and facts about the variant."""
     if name == "st-fp32":
@@ -158,24 +162,25 @@ def build(name: str, model: str, calibration: list[str], max_length: int):  # no
     return run, facts
 
 
-def interleaved(runs: dict, texts: list[str], chunks: int) -> tuple[dict, dict, dict]:
-    """Encode ``texts`` in chunks, every variant per chunk in rotating order; seconds and vectors."""
-    seconds = {k: 0.0 for k in runs}
-    per_chunk: dict[str, list[float]] = {k: [] for k in runs}
-    peak = {k: 0 for k in runs}
-    vectors = {k: [] for k in runs}
+def encode_interleaved(runs: dict, texts: list[str], chunks: int) -> tuple[dict, dict, dict, dict]:
+    """Encode ``texts`` in chunks, every variant per chunk in rotating order (the harness'
+    ``interleaved``): total seconds, vectors, peak memory added and seconds per chunk."""
     parts = np.array_split(np.arange(len(texts)), chunks)
-    names = list(runs)
-    for c, idx in enumerate(parts):
-        part = [texts[i] for i in idx]
-        for name in names[c % len(names):] + names[: c % len(names)]:
+
+    def call(run):  # noqa: ANN001, ANN202
+        def one(c: int) -> Measured:
             with PeakRSS() as mem:
-                vec, took = timed_call(runs[name], part, "document")
-            vectors[name].append(vec)
-            seconds[name] += took
-            per_chunk[name].append(took)
-            peak[name] = max(peak[name], mem.peak - mem.start)
-    return seconds, {k: np.vstack(v) for k, v in vectors.items()}, peak, per_chunk
+                started = time.perf_counter()
+                vectors = run([texts[i] for i in parts[c]], "document")
+                took = getattr(run, "last_seconds", time.perf_counter() - started)
+            return Measured((vectors, mem.peak - mem.start), took)
+        return one
+
+    per_chunk, values = interleaved({k: call(run) for k, run in runs.items()}, chunks, warmup=False)
+    seconds = {k: sum(v) for k, v in per_chunk.items()}
+    vectors = {k: np.vstack([v for v, _ in rows]) for k, rows in values.items()}
+    peak = {k: max(m for _, m in rows) for k, rows in values.items()}
+    return seconds, vectors, peak, per_chunk
 
 
 def versus_peer(names: list[str], runs: dict, doc_seconds: dict, per_chunk: dict) -> dict:
@@ -187,65 +192,40 @@ def versus_peer(names: list[str], runs: dict, doc_seconds: dict, per_chunk: dict
     if not peers:
         return {}
     best = min(peers, key=lambda n: doc_seconds[n])
-    out = {"best_peer": best}
+    out: dict = {"best_peer": best}
     for name in names:
         if name in peers or name.startswith("st-"):
             continue
-        paired = np.array(per_chunk[best]) / np.array(per_chunk[name])
+        paired = paired_ratio(per_chunk[best], per_chunk[name])
         out[name] = {"docs_ratio": round(doc_seconds[best] / doc_seconds[name], 3),
-                     "chunk_ratio_median": round(float(np.median(paired)), 3),
-                     "chunk_ratio_q25": round(float(np.percentile(paired, 25)), 3),
-                     "chunk_ratio_q75": round(float(np.percentile(paired, 75)), 3),
-                     "chunks": len(paired)}
+                     "chunk_ratio_median": paired["round_ratio_median"],
+                     "chunk_ratio_q25": paired["round_ratio_q25"],
+                     "chunk_ratio_q75": paired["round_ratio_q75"],
+                     "chunks": paired["rounds"]}
     return out
 
 
-def ndcg_at_10(queries: dict[str, str], qrels: dict, doc_ids: list[str], docs: np.ndarray,
-               run, name: str) -> float:  # noqa: ANN001
-    import pytrec_eval
-
+def ndcg_exact(queries: dict[str, str], qrels: dict, doc_ids: list[str], docs: np.ndarray,
+               run) -> float:  # noqa: ANN001
+    """nDCG@10 of exact dense search with one variant's query and document vectors."""
     qids = list(queries)
     q = run([queries[i] for i in qids], "query")
     scores = q @ docs.T
     top = np.argsort(-scores, axis=1)[:, :100]
-    results = {qid: {doc_ids[j]: float(scores[r, j]) for j in top[r]} for r, qid in enumerate(qids)}
-    evaluator = pytrec_eval.RelevanceEvaluator({k: v for k, v in qrels.items() if k in results},
-                                               {"ndcg_cut.10"})
-    per_query = evaluator.evaluate(results)
-    return float(np.mean([m["ndcg_cut_10"] for m in per_query.values()]))
+    return ndcg_of_run({qid: {doc_ids[j]: float(scores[r, j]) for j in top[r]}
+                        for r, qid in enumerate(qids)}, qrels)
 
 
 def latency(run, queries: list[str], repeats: int) -> dict[str, float]:  # noqa: ANN001
     times = []
     for q in queries[:repeats]:
-        times.append(timed_call(run, [q], "query")[1] * 1000)
-    return {"p50_ms": round(float(np.percentile(times, 50)), 2),
-            "p95_ms": round(float(np.percentile(times, 95)), 2)}
+        started = time.perf_counter()
+        run([q], "query")
+        times.append(getattr(run, "last_seconds", time.perf_counter() - started))
+    return percentiles(times, (50, 95), scale=1000, suffix="_ms", digits=2)
 
 
-def cpu_facts() -> dict[str, object]:
-    flags = ""
-    name = platform.processor()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        for line in text.splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
-    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8") if f" {f}" in flags]
-    return {"cpu": name, "cores_available": len(os.sched_getaffinity(0)), "isa": isa,
-            "load_average_at_start": os.getloadavg()}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--max-length", type=int, default=256)
@@ -265,22 +245,14 @@ def main() -> None:
     ap.add_argument("--quality-docs", type=int, default=0,
                     help="search a corpus of N docs: every judged doc plus seeded random others "
                          "(0: the full corpus)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "encode_speed.json"))
-    args = ap.parse_args()
+    ap.add_argument("--variant", default="default",
+                    help="result file: benchmarks/results/encode_speed/<cpu>-<variant>.json")
+    return ap.parse_args()
 
-    from vecdoctor.data import load_corpus, load_dataset
 
-    scifact = DATA / "scifact"
-    if not (scifact / "corpus.jsonl.gz").exists():
-        sys.exit(f"SciFact not found at {scifact}")
-    corpus = load_corpus(scifact)
-    texts = [d.content for d in corpus]
-    timed = texts[: args.docs] if args.docs else texts
-    sts = load_sts(args.sts or 10**9)
-    names = args.variants.split(",")
-    if names[0] != "st-fp32":
-        sys.exit("the first variant must be st-fp32 (the baseline)")
-    peer_python = None
+def load_runs(names: list[str], args: argparse.Namespace, texts: list[str]) -> tuple[dict, dict]:
+    """Every variant's encode callable, warmed up, and facts about it (load time, size)."""
+    peer_python, work = None, None
     if args.peer:
         import tempfile
 
@@ -289,9 +261,6 @@ def main() -> None:
         peer_python = peer_env.ensure(Path(args.peer_env) if args.peer_env else peer_env.DEFAULT)
         names += [n for n in PEER_VARIANTS if n not in names]
         work = Path(tempfile.mkdtemp(prefix="vecdoctor-peer-"))
-
-    started = time.time()
-    quality_docs = 0
     runs, facts = {}, {}
     for name in names:
         log(f"loading {name}")
@@ -299,80 +268,98 @@ def main() -> None:
             from vecdoctor.encode.convert.export import _calibration_sample
             from vecdoctor.models import resolve
 
-            if peer_python is None:
+            if peer_python is None or work is None:
                 sys.exit(f"{name} runs in the peer environment: add --peer")
-            peer = PeerRun(peer_python, name, str(resolve(args.model).path), _calibration_sample(texts),
-                           args.max_length, work)
+            peer = PeerRun(peer_python, name, str(resolve(args.model).path),
+                           _calibration_sample(texts), args.max_length, work)
             runs[name], facts[name] = peer, peer.facts
             continue
         runs[name], facts[name] = build(name, args.model, texts, args.max_length)
     for run in runs.values():  # warm-up: first-call allocations and compilation
         run(texts[:8], "document")
         run(["a short warm-up query"], "query")
+    return runs, facts
 
+
+def quality_of(args: argparse.Namespace, names: list[str], runs: dict, corpus: list,
+               texts: list[str], doc_vectors: dict, timed: int) -> tuple[dict, int]:
+    """nDCG@10 on SciFact test and the cosine of each variant's vectors to the baseline's."""
+    from vecdoctor.data import load_dataset
+
+    data = load_dataset(DATA / "scifact", "test")
+    chosen = names if args.quality_variants == "all" else [
+        n for n in args.quality_variants.split(",") if n in runs]
+    if "st-fp32" not in chosen:  # the reference every variant's cosines are taken against
+        chosen.insert(0, "st-fp32")
+    keep = np.arange(len(corpus))
+    if args.quality_docs and args.quality_docs < len(corpus):
+        judged = {d for rel in data.qrels.values() for d in rel}
+        is_judged = np.array([d.id in judged for d in corpus])
+        others = np.flatnonzero(~is_judged)
+        extra = np.random.default_rng(0).choice(others, max(0, args.quality_docs - is_judged.sum()),
+                                                replace=False)
+        keep = np.sort(np.concatenate([np.flatnonzero(is_judged), extra]))
+    ids = [corpus[i].id for i in keep]
+    searched = [texts[i] for i in keep]
+    full = {}
+    for n in chosen:
+        log(f"quality: encoding {len(searched)} documents with {n}")
+        full[n] = doc_vectors[n] if timed == len(texts) else runs[n](searched, "document")
+    ref = full["st-fp32"]
+    quality: dict[str, dict[str, float]] = {}
+    for name in chosen:
+        cos = (full[name] * ref).sum(axis=1)
+        quality[name] = {"ndcg@10": ndcg_exact(data.queries, data.qrels, ids, full[name], runs[name]),
+                         "cosine_to_st_min": round(float(cos.min()), 6),
+                         "cosine_to_st_mean": round(float(cos.mean()), 6)}
+    base = quality["st-fp32"]["ndcg@10"]
+    for q in quality.values():
+        q["ndcg_vs_st"] = round(q["ndcg@10"] / base, 4)
+    return quality, len(keep)
+
+
+COLUMNS = ["variant", "docs_per_s", "docs_ratio", "sts_ratio", "p50_ms", "ndcg@10", "ndcg_vs_st",
+           "cosine_to_st_mean", "peak_rss_added_mb"]
+
+
+def main() -> None:
+    args = parse_args()
+    from vecdoctor.data import load_corpus
+
+    if not (DATA / "scifact" / "corpus.jsonl.gz").exists():
+        sys.exit(f"SciFact not found at {DATA / 'scifact'}")
+    corpus = load_corpus(DATA / "scifact")
+    texts = [d.content for d in corpus]
+    timed = texts[: args.docs] if args.docs else texts
+    sts = load_sts(args.sts or 10**9)
+    names = args.variants.split(",")
+    if names[0] != "st-fp32":
+        sys.exit("the first variant must be st-fp32 (the baseline)")
+    started = time.time()
+    runs, facts = load_runs(names, args, texts)
     log(f"timing {len(timed)} documents")
-    doc_seconds, doc_vectors, doc_peak, doc_chunks = interleaved(runs, timed, args.chunks)
+    doc_seconds, doc_vectors, doc_peak, doc_chunks = encode_interleaved(runs, timed, args.chunks)
     log(f"timing {len(sts)} STS-B sentences")
-    sts_seconds, _, _, _ = interleaved(runs, sts, max(2, args.chunks // 2))
+    sts_seconds, _, _, _ = encode_interleaved(runs, sts, max(2, args.chunks // 2))
     log("single-query latency")
     lat = {name: latency(runs[name], sts[::7], args.queries) for name in names}
-    log("quality")
-
-    quality: dict[str, dict[str, float]] = {}
-    if not args.no_quality:
-        data = load_dataset(scifact, "test")
-        chosen = names if args.quality_variants == "all" else [
-            n for n in args.quality_variants.split(",") if n in runs]
-        if "st-fp32" not in chosen:  # the reference every variant's cosines are taken against
-            chosen.insert(0, "st-fp32")
-        keep = np.arange(len(corpus))
-        if args.quality_docs and args.quality_docs < len(corpus):
-            judged = {d for rel in data.qrels.values() for d in rel}
-            is_judged = np.array([d.id in judged for d in corpus])
-            others = np.flatnonzero(~is_judged)
-            extra = np.random.default_rng(0).choice(others, max(0, args.quality_docs - is_judged.sum()),
-                                                    replace=False)
-            keep = np.sort(np.concatenate([np.flatnonzero(is_judged), extra]))
-        ids = [corpus[i].id for i in keep]
-        searched = [texts[i] for i in keep]
-        full = {}
-        for n in chosen:
-            log(f"quality: encoding {len(searched)} documents with {n}")
-            full[n] = doc_vectors[n] if len(timed) == len(texts) else runs[n](searched, "document")
-        ref = full["st-fp32"]
-        for name in chosen:
-            cos = (full[name] * ref).sum(axis=1)
-            quality[name] = {
-                "ndcg@10": round(ndcg_at_10(data.queries, data.qrels, ids, full[name], runs[name], name), 4),
-                "cosine_to_st_min": round(float(cos.min()), 6),
-                "cosine_to_st_mean": round(float(cos.mean()), 6),
-            }
-        base = quality["st-fp32"]["ndcg@10"]
-        for q in quality.values():
-            q["ndcg_vs_st"] = round(q["ndcg@10"] / base, 4)
-        quality_docs = len(keep)
-
-    rows = []
-    for name in names:
-        row = {
-            "variant": name,
-            "docs_per_s": round(len(timed) / doc_seconds[name], 1),
-            "docs_ratio": round(doc_seconds["st-fp32"] / doc_seconds[name], 2),
-            "sts_per_s": round(len(sts) / sts_seconds[name], 1),
-            "sts_ratio": round(sts_seconds["st-fp32"] / sts_seconds[name], 2),
-            **lat[name],
-            # A peer encodes in its own process, whose memory this one does not see.
-            "peak_rss_added_mb": None if isinstance(runs[name], PeerRun) else round(doc_peak[name] / 2**20, 1),
-            **quality.get(name, {}),
-            **facts[name],
-        }
-        rows.append(row)
+    quality, quality_docs = ({}, 0) if args.no_quality else quality_of(
+        args, names, runs, corpus, texts, doc_vectors, len(timed))
+    rows = [{"variant": name,
+             "docs_per_s": round(len(timed) / doc_seconds[name], 1),
+             "docs_ratio": round(doc_seconds["st-fp32"] / doc_seconds[name], 2),
+             "sts_per_s": round(len(sts) / sts_seconds[name], 1),
+             "sts_ratio": round(sts_seconds["st-fp32"] / sts_seconds[name], 2),
+             **lat[name],
+             # A peer encodes in its own process, whose memory this one does not see.
+             "peak_rss_added_mb": None if isinstance(runs[name], PeerRun)
+             else round(doc_peak[name] / 2**20, 1),
+             **quality.get(name, {}), **facts[name]} for name in names]
     result = {
         "question": "documents/s, quality and memory of vecdoctor's CPU backends vs sentence-transformers fp32",
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-        "machine": {**cpu_facts(), "python": platform.python_version(), "platform": platform.platform()},
-        "versions": {p: version(p) for p in ("torch", "transformers", "sentence-transformers", "openvino",
-                                             "nncf", "onnxruntime", "onnx", "tokenizers")},
+        "machine": machine(),
+        "versions": versions("torch", "transformers", "sentence-transformers", "openvino", "nncf",
+                             "onnxruntime", "onnx", "tokenizers"),
         "peer_environment": next((r.versions for r in runs.values() if isinstance(r, PeerRun)), None),
         "settings": {"model": args.model, "max_length": args.max_length, "batch_size": 32,
                      "docs_timed": len(timed), "corpus": len(texts), "sts_sentences": len(sts),
@@ -382,19 +369,13 @@ def main() -> None:
         "rows": rows,
         "versus_best_peer": versus_peer(names, runs, doc_seconds, doc_chunks),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    table = io.StringIO()
-    cols = ["variant", "docs_per_s", "docs_ratio", "sts_ratio", "p50_ms", "ndcg@10", "ndcg_vs_st",
-            "cosine_to_st_mean", "peak_rss_added_mb"]
-    table.write(" | ".join(cols) + "\n")
+    path = write_result("encode_speed", result, args.variant)
+    print(" | ".join(COLUMNS))
     for r in rows:
-        table.write(" | ".join(str(r.get(c, "")) for c in cols) + "\n")
-    print(table.getvalue())
+        print(" | ".join(str(r.get(c, "")) for c in COLUMNS))
     if result["versus_best_peer"]:
         print("versus the fastest peer on documents:", json.dumps(result["versus_best_peer"]))
-    print(f"wrote {out}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

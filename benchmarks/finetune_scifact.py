@@ -8,20 +8,19 @@ wall times and reranking latency for 30 and 100 candidates.
     python benchmarks/finetune_scifact.py                  # the default recipes, full train
     python benchmarks/finetune_scifact.py --mode grid      # compare recipes on a held-out
                                                            # part of train (and on test)
-    python benchmarks/finetune_scifact.py --mode first-stage --out ...  # the base first stage
+    python benchmarks/finetune_scifact.py --mode first-stage   # the base first stage
 
 Grid mode trains on train minus 150 held-out train queries and chooses by those (``val``),
-so the test queries never pick a recipe. Results go to benchmarks/results/finetune_scifact.json
-(or --out).
+so the test queries never pick a recipe. Results go to
+benchmarks/results/finetune_scifact/<cpu>-<variant>.json (the variant: the mode, and the device
+when it is not the CPU; or --variant).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import random
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import machine, versions, write_result  # noqa: E402
 
 from vecdoctor.data import Dataset, load_dataset  # noqa: E402
 
@@ -205,14 +206,7 @@ def measure_cost(args: argparse.Namespace, train: Dataset, test: Dataset, steps:
     )
     rr_steps = int(-(-len(train.qrels) // rr.batch_size) * rr.epochs)
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "device": args.device,
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1min": os.getloadavg()[0],
-        },
+        "machine": {**machine(), "device": args.device, "torch_threads": torch.get_num_threads()},
         "bi_encoder": {
             "recipe": DEFAULT_BI,
             "measured_steps": steps,
@@ -230,12 +224,10 @@ def measure_cost(args: argparse.Namespace, train: Dataset, test: Dataset, steps:
         },
         "rerank_latency": {"device": args.device, **latency(work / "cost-rr", test, args.device)},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result("finetune_scifact", result, variant_of(args))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "scifact"))
     parser.add_argument("--model", default="minilm")
@@ -246,25 +238,93 @@ def main() -> None:
     parser.add_argument("--rerank", default=None, help="reranker recipes ('' for none; default: "
                         f"{DEFAULT_RERANK}; every recipe in grid mode)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--rerank-depths", default="30,100", help="candidates reranked, e.g. 30,100"
-    )
-    parser.add_argument(
-        "--smoke", action="store_true", help="tiny data and 1 step: checks the script"
-    )
+    parser.add_argument("--rerank-depths", default="30,100", help="candidates reranked, e.g. 30,100")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and 1 step: checks the script")
     parser.add_argument("--work", default=str(ROOT / "out" / "finetune_scifact"))
-    parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "finetune_scifact.json")
-    )
+    parser.add_argument("--variant", default=None, help="result file: benchmarks/results/"
+                        "finetune_scifact/<cpu>-<variant>.json (default: the mode, and the device)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    bi_names = [n for n in (args.bi or DEFAULT_BI).split(",") if n]
+    rr_names = [n for n in (DEFAULT_RERANK if args.rerank is None else args.rerank).split(",") if n]
+    if args.mode == "grid":  # every recipe unless the command names some
+        bi_names = bi_names if args.bi else list(BI_RECIPES)
+        rr_names = rr_names if args.rerank is not None else list(RERANK_RECIPES)
+    unknown = sorted({*bi_names} - BI_RECIPES.keys() | {*rr_names} - RERANK_RECIPES.keys())
+    if unknown:
+        parser.error(f"unknown recipe(s) {unknown}; bi-encoder: {list(BI_RECIPES)}, "
+                     f"reranker: {list(RERANK_RECIPES)}")
+    args.bi_names, args.rr_names = bi_names, rr_names
+    return args
 
-    import torch
 
+def variant_of(args: argparse.Namespace) -> str:
+    if args.variant:
+        return str(args.variant)
+    device = "" if args.device == "cpu" else "-" + args.device.split(":")[0]
+    return f"{args.mode}{device}{'-smoke' if args.smoke else ''}"
+
+
+def train_bi_encoders(args: argparse.Namespace, train: Dataset, evals: dict, steps: dict,
+                      result: dict, save: object) -> str | None:
+    """Fine-tune each bi-encoder recipe, score it, and return the best by dense nDCG@10."""
     from vecdoctor.finetune.biencoder import FinetuneConfig, finetune
     from vecdoctor.finetune.pairs import pairs_from_qrels
+
+    pairs = pairs_from_qrels(train)
+    choose = "val" if args.mode == "grid" else "test"
+    best_bi, best_score = None, -1.0
+    for name in args.bi_names:
+        config = replace(FinetuneConfig(device=args.device, save_steps=10_000), **BI_RECIPES[name], **steps)
+        folder = Path(args.work) / f"bi-{name}"
+        start = time.perf_counter()
+        res = finetune(pairs, folder, model=args.model, config=config, corpus=train.corpus,
+                       overwrite=True, resume=False)
+        wall = time.perf_counter() - start
+        scores, _ = first_stage_scores(str(folder), evals, args.device)
+        result["bi_encoder"][name] = {"config": config.to_dict(), "train_seconds": res.train_seconds,
+                                      "wall_seconds_with_mining": round(wall, 1), "steps": res.steps,
+                                      "scores": scores}
+        save()  # type: ignore[operator]
+        if scores[choose]["dense"]["ndcg@10"] > best_score:
+            best_bi, best_score = name, scores[choose]["dense"]["ndcg@10"]
+    return best_bi
+
+
+def train_rerankers(args: argparse.Namespace, train: Dataset, test: Dataset, evals: dict,
+                    steps: dict, depths: tuple, best_bi: str, result: dict, save: object) -> None:
+    """Train each reranker recipe over the best bi-encoder's first stage and score it."""
     from vecdoctor.finetune.reranker import RerankerConfig, train_reranker
+
+    work = Path(args.work)
+    bi_folder = str(work / f"bi-{best_bi}")
+    _, holder = first_stage_scores(bi_folder, {"test": test}, args.device)
+    for name in args.rr_names:
+        recipe = dict(RERANK_RECIPES[name])
+        init = args.model if recipe.pop("init", "finetuned") == "base" else bi_folder
+        config = replace(RerankerConfig(device=args.device, save_steps=10_000), **recipe, **steps)
+        folder = work / f"rerank-{name}"
+        start = time.perf_counter()
+        res = train_reranker(train, folder, model=init, first_stage=bi_folder, config=config,
+                             overwrite=True, resume=False)
+        wall = time.perf_counter() - start
+        result["reranker"][name] = {
+            "config": config.to_dict(), "init": "base" if init == args.model else best_bi,
+            "train_seconds": res.train_seconds, "wall_seconds_with_mining": round(wall, 1),
+            "steps": res.steps,
+            "scores": rerank_scores(folder, holder["stage"], evals, args.device, depths)}
+        save()  # type: ignore[operator]
+    choose = "val" if args.mode == "grid" else "test"
+    best_rr = max(result["reranker"], key=lambda n: result["reranker"][n]["scores"][choose]["rerank@30"])
+    result["best_reranker"] = best_rr
+    result["rerank_latency"] = {"device": args.device,
+                                **latency(work / f"rerank-{best_rr}", test, args.device)}
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
 
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
     if args.mode == "cost":
@@ -274,133 +334,35 @@ def main() -> None:
     if args.mode == "grid":
         train, val = split_train(train, 150)
         evals = {"val": val, "test": test}
-    bi_names = [n for n in (args.bi or DEFAULT_BI).split(",") if n]
-    rr_names = [n for n in (DEFAULT_RERANK if args.rerank is None else args.rerank).split(",") if n]
-    if args.mode == "grid":
-        # every recipe unless the command names some
-        bi_names = bi_names if args.bi else list(BI_RECIPES)
-        rr_names = rr_names if args.rerank is not None else list(RERANK_RECIPES)
-    unknown = sorted({*bi_names} - BI_RECIPES.keys() | {*rr_names} - RERANK_RECIPES.keys())
-    if unknown:
-        parser.error(f"unknown recipe(s) {unknown}; bi-encoder: {list(BI_RECIPES)}, "
-                     f"reranker: {list(RERANK_RECIPES)}")
     steps: dict = {}
     if args.smoke:
         small = shrink({"train": train, **evals}, 12)
         train, evals = small.pop("train"), small
         test = evals["test"]
-        bi_names, rr_names = bi_names[:2], rr_names[:2]
+        args.bi_names, args.rr_names = args.bi_names[:2], args.rr_names[:2]
         steps = {"max_steps": 1, "max_length": 32}
-    depths = tuple(int(k) for k in args.rerank_depths.split(",") if k)
-    if args.mode == "grid":
-        depths = (30,)
-    work = Path(args.work)
+    depths = (30,) if args.mode == "grid" else tuple(int(k) for k in args.rerank_depths.split(",") if k)
     result: dict = {
         "question": "fine-tuned MiniLM (+ BM25 RRF, + own reranker) vs base on SciFact test",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "device": args.device,
-            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "mode": args.mode,
-        "train_queries": len(train.qrels),
+        "machine": {**machine(), "device": args.device, "torch_threads": torch.get_num_threads(),
+                    "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None},
+        "versions": versions("torch", "sentence-transformers", "transformers"),
+        "mode": args.mode, "train_queries": len(train.qrels),
         "eval_queries": {k: len(v.qrels) for k, v in evals.items()},
-        "base": {},
-        "bi_encoder": {},
-        "reranker": {},
+        "base": {}, "bi_encoder": {}, "reranker": {},
     }
-    import sentence_transformers
-    import transformers
-
-    result["versions"] |= {
-        "sentence_transformers": sentence_transformers.__version__,
-        "transformers": transformers.__version__,
-    }
-    out = Path(args.out)
 
     def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result("finetune_scifact", result, variant_of(args))
 
     result["base"], _ = first_stage_scores(args.model, evals, args.device)
     save()
     if args.mode == "first-stage":
         return
-    pairs = pairs_from_qrels(train)
-    choose = "val" if args.mode == "grid" else "test"
-    best_bi, best_score = None, -1.0
-    for name in bi_names:
-        config = replace(
-            FinetuneConfig(device=args.device, save_steps=10_000), **BI_RECIPES[name], **steps
-        )
-        folder = work / f"bi-{name}"
-        start = time.perf_counter()
-        res = finetune(
-            pairs,
-            folder,
-            model=args.model,
-            config=config,
-            corpus=train.corpus,
-            overwrite=True,
-            resume=False,
-        )
-        wall = time.perf_counter() - start
-        scores, _ = first_stage_scores(str(folder), evals, args.device)
-        result["bi_encoder"][name] = {
-            "config": config.to_dict(),
-            "train_seconds": res.train_seconds,
-            "wall_seconds_with_mining": round(wall, 1),
-            "steps": res.steps,
-            "scores": scores,
-        }
-        save()
-        if scores[choose]["dense"]["ndcg@10"] > best_score:
-            best_bi, best_score = name, scores[choose]["dense"]["ndcg@10"]
+    best_bi = train_bi_encoders(args, train, evals, steps, result, save)
     result["best_bi_encoder"] = best_bi
-    if best_bi is None or not rr_names:
-        save()
-        return
-    bi_folder = str(work / f"bi-{best_bi}")
-    _, holder = first_stage_scores(bi_folder, {"test": test}, args.device)
-    stage = holder["stage"]
-    for name in rr_names:
-        recipe = dict(RERANK_RECIPES[name])
-        init = args.model if recipe.pop("init", "finetuned") == "base" else bi_folder
-        config = replace(RerankerConfig(device=args.device, save_steps=10_000), **recipe, **steps)
-        folder = work / f"rerank-{name}"
-        start = time.perf_counter()
-        res = train_reranker(
-            train,
-            folder,
-            model=init,
-            first_stage=bi_folder,
-            config=config,
-            overwrite=True,
-            resume=False,
-        )
-        wall = time.perf_counter() - start
-        entry = {
-            "config": config.to_dict(),
-            "init": "base" if init == args.model else best_bi,
-            "train_seconds": res.train_seconds,
-            "wall_seconds_with_mining": round(wall, 1),
-            "steps": res.steps,
-            "scores": rerank_scores(folder, stage, evals, args.device, depths),
-        }
-        result["reranker"][name] = entry
-        save()
-    best_rr = max(
-        result["reranker"], key=lambda n: result["reranker"][n]["scores"][choose]["rerank@30"]
-    )
-    result["best_reranker"] = best_rr
-    result["rerank_latency"] = {
-        "device": args.device,
-        **latency(work / f"rerank-{best_rr}", test, args.device),
-    }
+    if best_bi is not None and args.rr_names:
+        train_rerankers(args, train, test, evals, steps, depths, best_bi, result, save)
     save()
 
 

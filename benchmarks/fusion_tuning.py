@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, versions, write_result  # noqa: E402
 
 
 def datasets(name: str):  # type: ignore[no-untyped-def]

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import contextlib
 
-from _common import RESULTS, machine, versions, write_result  # noqa: E402
+from harness import RESULTS, machine, versions, write_result  # noqa: E402
 
 TARGETS = ("corpus", "queries", "qrels", "index_docs", "search_request", "embedding_request")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, interleaved, machine, versions, write_result  # noqa: E402
 
 BACKENDS = {"torch-fp32": {"backend": "torch"},
             "openvino-int8": {"backend": "openvino", "precision": "int8"}}
@@ -38,16 +38,10 @@ BACKENDS = {"torch-fp32": {"backend": "torch"},
 
 def interleaved_rates(runs: dict, texts: list[str], chunks: int) -> dict[str, float]:
     """docs/s of each callable over ``texts`` split in chunks, the order rotating per chunk."""
-    seconds = dict.fromkeys(runs, 0.0)
-    names = list(runs)
     size = -(-len(texts) // chunks)
-    for c in range(chunks):
-        part = texts[c * size : (c + 1) * size]
-        for name in names[c % len(names):] + names[: c % len(names)]:
-            start = time.perf_counter()
-            runs[name](part)
-            seconds[name] += time.perf_counter() - start
-    return {k: len(texts) / v for k, v in seconds.items()}
+    seconds, _ = interleaved({k: (lambda c, run=run: run(texts[c * size : (c + 1) * size]))
+                              for k, run in runs.items()}, rounds=chunks, warmup=False)
+    return {k: len(texts) / sum(v) for k, v in seconds.items()}
 
 
 def distill(folder: Path, texts: list[str], args: argparse.Namespace, keep: bool) -> dict:
@@ -118,10 +112,10 @@ def main() -> None:
         out["student_share_of_teacher"] = {
             b: {m: round(quality[f"student {b}"][m] / quality[f"teacher {b}"][m], 4)
                 for m in ("dense", "hybrid")} for b in BACKENDS}
-    name = "layer_student" if args.layers == 3 else f"layer_student_{args.layers}"
-    path = write_result(name, {"machine": machine(),
+    variant = "default" if args.layers == 3 else f"layers-{args.layers}"
+    path = write_result("layer_student", {"machine": machine(),
                                "versions": versions("torch", "sentence-transformers", "openvino"),
-                               **out})
+                               **out}, variant)
     print(out["student_share_of_teacher"], "wrote", path)
 
 

@@ -15,7 +15,7 @@ on disk and chunk count of a plain and a chunked index built without any cache, 
 long-text decision the checkup takes from these numbers.
 
     .venv/bin/python benchmarks/long_documents.py [--corpora python-docs-whole,scifact]
-        [--no-builds --name long_documents_decisions]
+        [--no-builds --variant decisions]
 
 Writes benchmarks/results/long_documents.json (or NAME.json). ``--no-builds`` skips the
 from-scratch builds (the variants and the decisions only).
@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, versions, write_result  # noqa: E402
 
 VARIANTS = ["dense", "dense+window", "dense+chunks", "dense+chunks-first", "hybrid", "hybrid+chunks",
             "hybrid+chunks-first"]
@@ -116,13 +116,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpora", default="python-docs-whole,scifact")
     parser.add_argument("--no-builds", action="store_true", help="skip the from-scratch index builds")
-    parser.add_argument("--name", default="long_documents", help="result file name, without .json")
+    parser.add_argument("--variant", default="default", help="results/long_documents/<cpu>-<variant>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     results = {name: one(name, not args.no_builds) for name in args.corpora.split(",")}
-    path = write_result(args.name, {"machine": machine(),
+    path = write_result("long_documents", {"machine": machine(),
                                     "versions": versions("torch", "transformers"),
-                                    "model": "minilm", "corpora": results})
+                                    "model": "minilm", "corpora": results}, args.variant)
     print("wrote", path)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
+from harness import DATA, RESULTS, machine, versions, write_result  # noqa: E402
 from server_load import KEY, start_server  # noqa: E402
 
 SETS = ("scifact", "cranfield", "cisi", "medline", "lisa")

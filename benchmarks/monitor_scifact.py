@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
+from harness import DATA, RESULTS, machine, percentiles, versions, write_result  # noqa: E402
 from server_load import KEY, start_server  # noqa: E402
 
 CACHE = RESULTS / ".cache"
@@ -144,12 +144,13 @@ def overhead(full: Path, queries: list[str]) -> dict:
             searcher.search(q, k=10, mode="hybrid",
                             query_vector=None if vectors is None else vectors[i])
             times[on].append((time.perf_counter() - start) * 1000)
-        p50 = {k: float(np.median(v)) for k, v in times.items()}
+        spread = {k: percentiles(v, (50, 99), digits=6) for k, v in times.items()}
+        p50 = {k: v["p50"] for k, v in spread.items()}
         out[case] = {"queries_each": len(times[True]), "p50_ms_with_monitoring": p50[True],
                      "p50_ms_without": p50[False], "ratio": p50[True] / p50[False],
                      "added_us_p50": (p50[True] - p50[False]) * 1000,
-                     "p99_ms_with_monitoring": float(np.percentile(times[True], 99)),
-                     "p99_ms_without": float(np.percentile(times[False], 99))}
+                     "p99_ms_with_monitoring": spread[True]["p99"],
+                     "p99_ms_without": spread[False]["p99"]}
     return out
 
 
@@ -221,8 +222,8 @@ def main() -> None:
     if "migration" not in skip:
         result["migration"] = migration(full, test, cache)
     parts = [p for p in ("live", "drift", "overhead", "migration") if p not in skip]
-    name = "monitor_scifact" if len(parts) == 4 else "monitor_scifact_" + "_".join(parts)
-    print(write_result(name, result))
+    variant = "default" if len(parts) == 4 else "-".join(parts)
+    print(write_result("monitor_scifact", result, variant))
 
 
 if __name__ == "__main__":

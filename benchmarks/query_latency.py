@@ -23,12 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, ndcg_of_run, percentiles, versions, write_result  # noqa: E402
 
 
 def pipelines(args: argparse.Namespace) -> dict[str, dict]:
@@ -44,18 +42,6 @@ def pipelines(args: argparse.Namespace) -> dict[str, dict]:
     if args.static:
         out["static student"] = {"model": str(args.static)}
     return out
-
-
-def percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.array(seconds) * 1000
-    return {f"p{p}": round(float(np.percentile(ms, p)), 3) for p in (50, 95, 99)}
-
-
-def ndcg(run: dict[str, dict[str, float]], qrels: dict) -> float:
-    import pytrec_eval
-
-    per_query = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(run)
-    return round(float(np.mean([m["ndcg_cut_10"] for m in per_query.values()])), 4)
 
 
 def measure(index, queries: dict[str, str], qrels: dict, mode: str) -> dict:  # noqa: ANN001
@@ -75,9 +61,9 @@ def measure(index, queries: dict[str, str], qrels: dict, mode: str) -> dict:  # 
             start = time.perf_counter()
             index.embed_queries([text])
             encode.append(time.perf_counter() - start)
-    out = {"whole_query_ms": percentiles(whole), "ndcg@10": ndcg(run, qrels)}
+    out = {"whole_query_ms": percentiles(whole, scale=1000), "ndcg@10": ndcg_of_run(run, qrels)}
     if encode:
-        out["encode_ms"] = percentiles(encode)
+        out["encode_ms"] = percentiles(encode, scale=1000)
     return out
 
 

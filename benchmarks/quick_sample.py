@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, versions, write_result  # noqa: E402
 
 VARIANTS = ["bm25", "dense", "hybrid"]
 PAIRS = [("hybrid", "dense"), ("dense", "bm25"), ("hybrid", "bm25")]

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
+from harness import DATA, RESULTS, machine, result_path, versions, write_result  # noqa: E402
 
 # each recipe: the `--recipe` it starts from and the options set on top of it
 RECIPES: dict[str, dict] = {
@@ -42,11 +42,14 @@ RECIPES: dict[str, dict] = {
 }
 
 
+GPU_GRID = RESULTS / "finetune_scifact" / "gpu-and-cpu-default.json"
+
+
 def gpu_reference() -> dict:
-    grid = json.loads((RESULTS / "finetune_scifact.json").read_text())["gpu_grid_rerank"]
+    grid = json.loads(GPU_GRID.read_text())["gpu_grid_rerank"]
     first = grid["base"]["test"]["hybrid"]["ndcg@10"]
     fused = grid["reranker"]["listnet-base-2ep"]["scores"]["test"]["rerank@30+rrf"]
-    return {"source": "results/finetune_scifact.json gpu_grid_rerank, listnet-base-2ep (from the base MiniLM)",
+    return {"source": f"{GPU_GRID.relative_to(RESULTS.parent)} gpu_grid_rerank, listnet-base-2ep (from the base MiniLM)",
             "first_stage": first, "fused": fused, "gain": round(fused - first, 4)}
 
 
@@ -84,15 +87,15 @@ def main() -> None:
                         "share_of_gpu_fused_gain": round((fused - first) / reference["gain"], 3)})
         out["recipes"][name] = row
         print(name, row, flush=True)
-    name = "rerank_cpu_probe" if args.max_steps else "rerank_cpu"
-    earlier = RESULTS / f"{name}.json"
+    variant = "probe" if args.max_steps else "default"
+    earlier = result_path("rerank_cpu", variant)
     if earlier.is_file():  # recipes measured by earlier runs stay, with the command that ran them
         before = json.loads(earlier.read_text())
         kept = {k: {"machine": before.get("machine"), **v} for k, v in before.get("recipes", {}).items()}
         out["recipes"] = {**kept, **out["recipes"]}
         out["earlier_commands"] = [*before.get("earlier_commands", []), before.get("command")]
-    path = write_result(name, {"machine": machine(),
-                               "versions": versions("torch", "sentence-transformers"), **out})
+    path = write_result("rerank_cpu", {"machine": machine(),
+                               "versions": versions("torch", "sentence-transformers"), **out}, variant)
     print("wrote", path)
 
 

@@ -11,7 +11,7 @@ Runtime fp32/int8, OpenVINO fp32/int8).
     python benchmarks/rerank_scifact.py --stage quality  # nDCG@10 of that model on test
     python benchmarks/rerank_scifact.py --stage latency  # rerank latency per backend
 
-Both stages write into one JSON result (benchmarks/results/rerank_scifact_cpu.json, or --out).
+Every stage writes into one JSON result (benchmarks/results/rerank_scifact/<cpu>-<variant>.json).
 Run it under ``nice`` on a shared machine: times are then pessimistic.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, versions  # noqa: E402
+from harness import machine, result_path, versions, write_result  # noqa: E402
 
 from vecdoctor.data import Dataset, load_dataset  # noqa: E402
 
@@ -123,16 +123,14 @@ def main() -> None:
                         "does not depend on the weights)")
     parser.add_argument("--max-length", type=int, default=256, help="tokens per pair when timing")
     parser.add_argument("--work", default=str(ROOT / "out" / "rerank_scifact"))
-    parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "results" / "rerank_scifact_cpu.json")
-    )
+    parser.add_argument("--variant", default="default",
+                        help="result file: benchmarks/results/rerank_scifact/<cpu>-<variant>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    out = Path(args.out)
+    out = result_path("rerank_scifact", args.variant)
     result = json.loads(out.read_text()) if out.exists() else {}
     result.setdefault("question", __doc__.splitlines()[0])
-    result["script"] = "benchmarks/rerank_scifact.py"
     result["versions"] = versions("torch", "transformers", "sentence-transformers", "onnxruntime", "onnx", "openvino")
     result["note"] = (
         "CPU only, run under nice -n 19 with OMP_NUM_THREADS=2 on a 2-core machine shared with "
@@ -140,8 +138,7 @@ def main() -> None:
     )
 
     def save() -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_result("rerank_scifact", result, args.variant)
 
     {"train": train_stage, "quality": eval_stage, "latency": latency_stage}[args.stage](
         args, result, save

@@ -24,7 +24,7 @@ its peak resident memory (``ru_maxrss``) is its own.
     .venv/bin/python benchmarks/scale_curve.py --student /tmp/scale/student \
         [--sizes 10000,100000,1000000] [--work /tmp/vecdoctor-scale] [--teacher-check 10000]
 
-Writes benchmarks/results/scale_curve.json and scale_curve.png.
+Writes benchmarks/results/scale_curve/<cpu>-default.json and a .png beside it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, percentiles, result_path, versions, write_result  # noqa: E402
 
 BLOCK = 10_000
 SEED = 20261130
@@ -135,7 +135,7 @@ def prepare(work: Path, student: Path, sizes: list[int]) -> dict[str, Any]:
                 "source_sentences": sum(len(s) for s in sources),
                 "encode_seconds": round(seconds, 1), "encode_docs_per_s": round(top / seconds),
                 "words_per_passage_mean": round(float(words.mean()), 1),
-                "words_per_passage_p95": int(np.percentile(words, 95))}
+                "words_per_passage_p95": int(percentiles(words, (95,))["p95"])}
         np.save(work / "queries.npy", enc.encode_queries(queries()))
         meta_path.write_text(json.dumps(meta, indent=2))
     vecs = np.load(work / "vectors.npy", mmap_mode="r")
@@ -182,8 +182,7 @@ def _single_thread() -> None:
 
 
 def _latency(times: np.ndarray) -> dict[str, float]:
-    return {"p50_ms": round(float(np.median(times)), 3),
-            "p99_ms": round(float(np.percentile(times, 99)), 3)}
+    return percentiles(times, (50, 99), suffix="_ms", digits=3)
 
 
 def measure_vector_store(store: str, n: int, work: Path) -> dict[str, Any]:
@@ -409,6 +408,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+RESULT = result_path("scale_curve")
+
+
 def save(prepared: dict[str, Any], results: dict[str, Any], extra: dict[str, Any]) -> None:
     write_result("scale_curve", {
         "question": "how build time, memory, disk, query latency and recall grow from 10k to "
@@ -430,16 +432,14 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.plot_only:
-        plot(json.loads((RESULTS / "scale_curve.json").read_text())["results"],
-             RESULTS / "scale_curve.png")
+        plot(json.loads(RESULT.read_text())["results"], RESULT.with_suffix(".png"))
         return
     if args.one:  # a child process: one store at one size
         print(json.dumps(measure(args.one, sizes[0], args.work, args.student)))
         return
     prepared = prepare(args.work, args.student, sizes)
     print("prepared:", prepared, flush=True)
-    path = RESULTS / "scale_curve.json"
-    before = json.loads(path.read_text()) if path.is_file() else {}
+    before = json.loads(RESULT.read_text()) if RESULT.is_file() else {}
     results: dict[str, Any] = before.get("results", {})  # a rerun of some stores keeps the rest
     extra: dict[str, Any] = {k: before[k] for k in ("teacher_check",) if k in before}
     # the runs that measured the stores this run did not
@@ -464,7 +464,7 @@ def main() -> None:
         extra["teacher_check"] = teacher_check(args.teacher_check, args.work)
         print("teacher check:", extra["teacher_check"], flush=True)
     save(prepared, results, extra)
-    plot(results, RESULTS / "scale_curve.png")
+    plot(results, RESULT.with_suffix(".png"))
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ number says more about overhead than about scaling; on a cluster each actor has 
     python benchmarks/scale_encode.py                       # 600 docs, max length 128
     python benchmarks/scale_encode.py --docs 2000 --max-length 256 --cpus 4
     python benchmarks/scale_encode.py --docs 5183 --max-length 256 --workers 2 --cluster \
-        --output benchmarks/results/scale_encode_cluster.json
+        --variant cluster          # results/scale_encode/<cpu>-cluster.json
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import machine, versions  # noqa: E402
+from harness import machine, versions, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "scifact"
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--docs", type=int, default=600)
     parser.add_argument("--max-length", type=int, default=128)
@@ -68,69 +68,52 @@ def main() -> None:
                         help="do not time the plain encoder on one thread")
     parser.add_argument("--processes", action="store_true",
                         help="also time two one-thread plain processes side by side (no Ray)")
-    parser.add_argument("--output", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "scale_encode.json")
-    args = parser.parse_args()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not (DATA / "corpus.jsonl.gz").exists():
-        sys.exit(f"SciFact not found at {DATA}")
+    parser.add_argument("--variant", default="default",
+                        help="result file: benchmarks/results/scale_encode/<cpu>-<variant>.json")
+    return parser.parse_args()
 
-    import ray
+
+def plain_runs(encoder: object, docs: list, args: argparse.Namespace, load: float) -> tuple[dict, np.ndarray]:
+    """The plain Encoder on one machine: default threads, one thread, two one-thread processes."""
     import torch
 
-    from vecdoctor.data import load_corpus
-    from vecdoctor.encode.encoder import Encoder
-    from vecdoctor.scale.ray_encode import encode_corpus, read_vectors
-
-    docs = load_corpus(DATA)[: args.docs]
-    work = Path(tempfile.mkdtemp(prefix="scale_encode."))
-    corpus = work / "corpus.jsonl"
-    with open(corpus, "w", encoding="utf-8") as fh:
-        for d in docs:
-            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
-    results: dict[str, dict[str, float]] = {}
-
+    texts = [d.content for d in docs]
     start = time.perf_counter()
-    encoder = Encoder("minilm", max_length=args.max_length)
-    load = time.perf_counter() - start
-    start = time.perf_counter()
-    reference = encoder.encode_documents([d.content for d in docs])
+    reference = encoder.encode_documents(texts)  # type: ignore[attr-defined]
     encode = time.perf_counter() - start
-    results["plain"] = {"seconds": round(load + encode, 2), "load_seconds": round(load, 2),
-                        "encode_seconds": round(encode, 2),
-                        "docs_per_second": round(len(docs) / encode, 1),
-                        "torch_threads": torch.get_num_threads()}
-
+    results: dict[str, dict] = {"plain": {
+        "seconds": round(load + encode, 2), "load_seconds": round(load, 2),
+        "encode_seconds": round(encode, 2), "docs_per_second": round(len(docs) / encode, 1),
+        "torch_threads": torch.get_num_threads()}}
     if not args.skip_one_thread:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # what each Ray actor gets (Ray sets OMP_NUM_THREADS to its CPUs)
         start = time.perf_counter()
-        encoder.encode_documents([d.content for d in docs])
+        encoder.encode_documents(texts)  # type: ignore[attr-defined]
         one = time.perf_counter() - start
         torch.set_num_threads(threads)
         results["plain-1thread"] = {"encode_seconds": round(one, 2),
                                     "docs_per_second": round(len(docs) / one, 1)}
-
     if args.processes:
-        results["plain-2procs"] = side_by_side([d.content for d in docs], args.max_length, reference)
+        results["plain-2procs"] = side_by_side(texts, args.max_length, reference)
+    return results, reference
 
-    cpus = args.cpus or os.cpu_count() or 1
-    counts = [int(w) for w in args.workers.split(",")]
-    if args.cluster:
-        results.update(on_cluster(corpus, work, docs, encoder, reference, counts[0], args))
-        finish(args, results, [f"cluster-{counts[0]}", f"cluster-{counts[0]}-killed"],
-               f"documents/s of `vecdoctor encode --engine ray` on a {counts[0] + 1}-worker-node "
-               "cluster (ray start, one raylet per node) vs the plain Encoder, with and without "
-               "a worker node killed mid-run", docs)
-        shutil.rmtree(work, ignore_errors=True)
-        return
+
+def local_ray_runs(corpus: Path, work: Path, docs: list, encoder: object, reference: np.ndarray,
+                   counts: list[int], cpus: int, batch_size: int) -> dict:
+    """``encode_corpus`` with each actor count on a local Ray, then once more on a done output."""
+    import ray
+
+    from vecdoctor.scale.ray_encode import encode_corpus, read_vectors
+
+    results: dict[str, dict] = {}
     start = time.perf_counter()
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     results["ray-init"] = {"seconds": round(time.perf_counter() - start, 2), "cpus": cpus}
     try:
         for workers in counts:
             out = work / f"ray-{workers}"
-            res = encode_corpus(corpus, out, encoder, workers=workers, batch_size=args.batch_size)
+            res = encode_corpus(corpus, out, encoder, workers=workers, batch_size=batch_size)
             ids, vecs, _ = read_vectors(out)
             order = {d.id: i for i, d in enumerate(docs)}
             diff = float(np.abs(vecs - reference[[order[i] for i in ids]]).max())
@@ -139,12 +122,45 @@ def main() -> None:
                                          "max_abs_diff_to_plain": diff}
         # a finished output run again: every id is skipped (the resume path's cost)
         res = encode_corpus(corpus, work / f"ray-{counts[-1]}", encoder, workers=1,
-                            batch_size=args.batch_size)
+                            batch_size=batch_size)
         results["ray-noop"] = {"seconds": round(res.seconds, 2), "skipped": res.skipped}
     finally:
         ray.shutdown()
-        shutil.rmtree(work, ignore_errors=True)
+    return results
 
+
+def main() -> None:
+    args = parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not (DATA / "corpus.jsonl.gz").exists():
+        sys.exit(f"SciFact not found at {DATA}")
+
+    from vecdoctor.data import load_corpus
+    from vecdoctor.encode.encoder import Encoder
+
+    docs = load_corpus(DATA)[: args.docs]
+    work = Path(tempfile.mkdtemp(prefix="scale_encode."))
+    corpus = work / "corpus.jsonl"
+    with open(corpus, "w", encoding="utf-8") as fh:
+        for d in docs:
+            fh.write(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n")
+    start = time.perf_counter()
+    encoder = Encoder("minilm", max_length=args.max_length)
+    results, reference = plain_runs(encoder, docs, args, time.perf_counter() - start)
+    cpus = args.cpus or os.cpu_count() or 1
+    counts = [int(w) for w in args.workers.split(",")]
+    try:
+        if args.cluster:
+            results.update(on_cluster(corpus, work, docs, encoder, reference, counts[0], args))
+            finish(args, results, [f"cluster-{counts[0]}", f"cluster-{counts[0]}-killed"],
+                   f"documents/s of `vecdoctor encode --engine ray` on a {counts[0] + 1}-worker-node "
+                   "cluster (ray start, one raylet per node) vs the plain Encoder, with and without "
+                   "a worker node killed mid-run", docs)
+            return
+        results.update(local_ray_runs(corpus, work, docs, encoder, reference, counts, cpus,
+                                      args.batch_size))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     finish(args, results, [f"ray-{w}" for w in counts],
            f"documents/s of Ray encoding ({args.workers} local actors fed by the driver, on "
            f"{cpus} CPUs) vs the plain Encoder, and equal vectors", docs)
@@ -200,7 +216,6 @@ def finish(args: argparse.Namespace, results: dict, runs: list[str], question: s
         r["overhead_seconds_vs_plain"] = round(r["seconds"] - plain, 2)
     payload = {
         "question": question,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": machine(),
         "versions": versions("torch", "ray", "lancedb", "pylance", "numpy", "pyarrow"),
         "settings": {"docs": len(docs), "model": "minilm", "max_length": args.max_length,
@@ -208,9 +223,9 @@ def finish(args: argparse.Namespace, results: dict, runs: list[str], question: s
                      "ray_batch_size": 256 if args.cluster else args.batch_size},
         "results": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    path = write_result("scale_encode", payload, args.variant)
     print(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
 
 
 def on_cluster(corpus: Path, work: Path, docs: list, encoder: object, reference: np.ndarray,

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, RESULTS, machine, versions, write_result  # noqa: E402
+from harness import DATA, RESULTS, machine, percentiles, versions, write_result  # noqa: E402
 
 KEY = "load-test-key"
 
@@ -141,14 +141,12 @@ def drive(url: str, queries: list[str], concurrency: int, seconds: float) -> dic
         "requests": sum(statuses.values()),
         "ok": ok,
         "requests_per_s": round(ok / wall, 2),
-        "p50_ms": round(float(np.percentile(lat, 50)), 2),
-        "p95_ms": round(float(np.percentile(lat, 95)), 2),
-        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        **percentiles(lat, suffix="_ms", digits=2),
         "status_codes": {str(k): v for k, v in sorted(statuses.items())},
         "errors": sum(v for k, v in statuses.items() if k != 200),
         "transport_failures": sorted(set(failures)),
         "retry_after": sorted(retry_after),
-        "health_p95_ms": round(float(np.percentile(health, 95)), 2) if health else None,
+        "health_p95_ms": percentiles(health, (95,), digits=2)["p95"] if health else None,
     }
 
 

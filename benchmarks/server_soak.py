@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, percentiles, versions, write_result  # noqa: E402
 from server_load import KEY, rss_mb, start_server  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -236,8 +236,7 @@ def main() -> None:
         proc.wait(timeout=30)
     warm = [s["rss_mb"] for s in samples if s["t_s"] >= 60] or [s["rss_mb"] for s in samples]
     growth = (max(warm) - warm[0]) / warm[0] if warm else float("nan")
-    latency = {k: {"count": len(v), "p50_ms": round(float(np.percentile(v, 50)), 1),
-                   "p99_ms": round(float(np.percentile(v, 99)), 1)}
+    latency = {k: {"count": len(v), **percentiles(v, (50, 99), suffix="_ms", digits=1)}
                for k, v in tally.latency.items() if v and k in {"search", "embeddings"}}
     statuses = {k: dict(v) for k, v in tally.status.items()}
     server_errors = sum(n for c in statuses.values() for s, n in c.items() if s.startswith("5")

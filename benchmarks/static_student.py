@@ -13,7 +13,7 @@ alone and in a hybrid with BM25, against the teacher, in one run.
      100 on train, the best setting applied to test, for the teacher and the student alike.
 
     .venv/bin/python benchmarks/static_student.py [--max-texts 30000] [--epochs 20] [--keep DIR]
-        [--vocabulary corpus|teacher] [--relation W] [--name static_student]
+        [--vocabulary corpus|teacher] [--relation W] [--variant default]
 
 ``--keep DIR`` keeps the student there (and reuses it when DIR already holds one: the
 distillation is then not timed again, and the result says so).
@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, machine, versions, write_result  # noqa: E402
+from harness import DATA, machine, versions, write_result  # noqa: E402
 
 
 def tuned_fusion(model: str, cache) -> dict:  # type: ignore[no-untyped-def]
@@ -76,7 +76,8 @@ def main() -> None:
     parser.add_argument("--vocabulary", default="corpus", help="corpus or teacher (distill --vocabulary)")
     parser.add_argument("--relation", type=float, default=None,
                         help="weight of the in-batch cosine term (default: distill_static's)")
-    parser.add_argument("--name", default="static_student", help="result file name")
+    parser.add_argument("--variant", default="default",
+                        help="result file: benchmarks/results/static_student/<cpu>-<variant>.json")
     args = parser.parse_args()
 
     from sentence_transformers import SentenceTransformer
@@ -137,9 +138,9 @@ def main() -> None:
             "hybrid, both tuned": round(student / tuned["teacher minilm"]["test_ndcg@10"], 4),
         })
         print(out["fusion_tuned_on_train"], flush=True)
-    path = write_result(args.name, {"machine": machine(),
+    path = write_result("static_student", {"machine": machine(),
                                             "versions": versions("torch", "sentence-transformers"),
-                                            **out})
+                                            **out}, args.variant)
     print(out["student_share_of_teacher"], "wrote", path)
 
 

@@ -128,20 +128,24 @@ RENDER = {"decisions": _decisions, "monitor_matrix": _matrix}
 
 def benchmarks_page() -> str:
     lines = ["# Benchmark results", "",
-             "Generated at build time from `benchmarks/results/*.json`: each result with the "
-             "machine it ran on and the command that made it. Machines differ in speed, so "
-             "compare a speed ratio only within one result.", ""]
-    for path in sorted(RESULTS.glob("*.json")):
+             "Generated at build time from `benchmarks/results/<benchmark>/<cpu>-<variant>.json`: "
+             "each result with the machine it ran on and the command that made it. Machines "
+             "differ in speed, so compare a speed ratio only within one result.", ""]
+    shown = None
+    for path in sorted(RESULTS.glob("*/*.json")):
         try:
             result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        name = path.stem
-        lines += [f"## {name}", ""]
+        benchmark = path.parent.name
+        if benchmark != shown:
+            lines += [f"## {benchmark}", ""]
+            shown = benchmark
+        lines += [f"### {path.stem}", ""]
         if result.get("question"):
             lines += [f"*{result['question']}*", ""]
         lines += [f"Machine: {_machine(result)}. Command: `{result.get('command', '?')}`.", ""]
-        render = RENDER.get(name)
+        render = RENDER.get(benchmark)
         if render is not None:
             lines += [*render(result), ""]
         elif isinstance(result.get("summary"), dict):

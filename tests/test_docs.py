@@ -36,3 +36,4 @@ def test_the_site_builds_strictly_with_every_command_documented(tmp_path):
     assert "plan_quick" in api and "drift_report" in api
     benchmarks = (tmp_path / "site" / "benchmarks" / "index.html").read_text()
     assert "Machine:" in benchmarks
+    assert "id=\"decisions\"" in benchmarks and "zen3-default" in benchmarks
