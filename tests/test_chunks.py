@@ -184,7 +184,7 @@ def test_lancedb_table_with_chunks_ranks_documents_by_their_best_chunk(long_docs
     search, both chunk scorings, as the folder index's test above), keeps them through
     reopening and added documents, and says it holds chunks."""
     pytest.importorskip("lancedb")
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.search.searcher import Searcher
 
     docs = long_docs[:24]
@@ -220,8 +220,8 @@ def test_lancedb_chunks_from_a_pipeline_and_the_cli(long_docs, tmp_path):
 
     from vecdoctor.cli import app
     from vecdoctor.data import write_corpus_jsonl
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.pipeline import Pipeline
-    from vecdoctor.scale.lance import LanceIndex
 
     pipeline = Pipeline(model="minilm", max_length=48, chunks="max")
     made = LanceIndex.from_pipeline(long_docs[:6], str(tmp_path / "p"), pipeline)

@@ -112,7 +112,7 @@ def test_tables_kept_in_a_database_and_never_overwritten(report, small, cache, e
                                                           tmp_path: Path) -> None:
     from vecdoctor.evaluate.saved import evaluate_index
     from vecdoctor.evaluate.variants import evaluate_variants
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     kept = evaluate_variants(small, "minilm", ["dense"], store="lancedb", uri=tmp_path / "db",
                              encoder_options={"max_length": MAX_LENGTH}, cache=cache)
@@ -128,8 +128,8 @@ def test_tables_kept_in_a_database_and_never_overwritten(report, small, cache, e
 @pytest.fixture(scope="module")
 def saved(small, encoder, tmp_path_factory) -> dict[str, Path]:
     """The sample indexed by the same pipeline in an index folder and in a LanceDB database."""
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.index.store import Index
-    from vecdoctor.scale.lance import LanceIndex
 
     root = tmp_path_factory.mktemp("saved")
     Index.build(small.corpus, encoder).save(root / "idx")

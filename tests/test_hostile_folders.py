@@ -135,7 +135,7 @@ def test_damaged_reranker_folders_fail_only_with_clear_errors(cross_encoder_dir,
 def lance_db(tmp_path_factory) -> Path:
     pytest.importorskip("lancedb")
     from vecdoctor.fix.transform import Whitening
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     docs = [d for g in range(4) for d in cw.gen_docs(g)]
     enc = cw.HashEncoder()
@@ -147,7 +147,7 @@ def lance_db(tmp_path_factory) -> Path:
 
 
 def _search_lance(uri: Path) -> None:
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.search.searcher import Searcher
 
     index = LanceIndex.load(uri)
@@ -165,7 +165,7 @@ def test_the_pristine_lance_table_loads(lance_db):
 def test_damaged_lance_metadata_fails_only_with_clear_errors(lance_db, tmp_path_factory, data):
     import lancedb
 
-    from vecdoctor.scale._rows import PIPELINE_KEY
+    from vecdoctor.index.rows import PIPELINE_KEY
 
     uri = _fresh(lance_db, tmp_path_factory)
     table = lancedb.connect(str(uri)).open_table("documents").to_lance()

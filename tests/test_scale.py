@@ -80,21 +80,21 @@ def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch
         pass
 
 
-def test_pipeline_fingerprint_covers_the_transform(encoder, reference: dict) -> None:
+def test_vectors_fingerprint_covers_the_transform(encoder, reference: dict) -> None:
     from vecdoctor.fix.transform import Whitening
-    from vecdoctor.scale._rows import pipeline_fingerprint
+    from vecdoctor.index.rows import vectors_fingerprint
 
     vectors = np.stack(list(reference.values()))
     a = Whitening(n_components=32).fit(vectors, fingerprint=encoder.fingerprint)
     b = Whitening(n_components=32).fit(vectors[:100], fingerprint=encoder.fingerprint)
-    assert pipeline_fingerprint(encoder) == encoder.fingerprint
-    fps = {pipeline_fingerprint(encoder, a), pipeline_fingerprint(encoder, b), encoder.fingerprint}
+    assert vectors_fingerprint(encoder) == encoder.fingerprint
+    fps = {vectors_fingerprint(encoder, a), vectors_fingerprint(encoder, b), encoder.fingerprint}
     assert len(fps) == 3
 
 
 def test_bad_sources_are_clear_errors(tmp_path: Path) -> None:
     from vecdoctor.errors import InputError
-    from vecdoctor.scale._rows import resolve_source
+    from vecdoctor.index.rows import resolve_source
 
     with pytest.raises(InputError, match="file not found"):
         resolve_source(tmp_path / "missing.jsonl")
@@ -109,7 +109,7 @@ def test_normalise_reads_beir_rows() -> None:
     import pyarrow as pa
 
     from vecdoctor.errors import InputError
-    from vecdoctor.scale._rows import contents, normalise
+    from vecdoctor.index.rows import contents, normalise
 
     batch = normalise(pa.table({"_id": [1, 2], "text": ["a", "b"], "title": ["T", None]}))
     assert batch.column("id").to_pylist() == ["1", "2"]
@@ -122,7 +122,7 @@ def test_normalise_reads_beir_rows() -> None:
 @pytest.fixture(scope="module")
 def lance_index(tmp_path_factory: pytest.TempPathFactory, docs: list, encoder):
     pytest.importorskip("lancedb")
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     uri = tmp_path_factory.mktemp("lancedb") / "db"
     LanceIndex.build(docs, uri, encoder)
@@ -141,8 +141,8 @@ def test_a_lance_table_carries_its_baseline_and_is_monitored(lance_index, docs: 
     from typer.testing import CliRunner
 
     from vecdoctor.cli import app
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.monitor.live import LiveHealth
-    from vecdoctor.scale.lance import LanceIndex
     from vecdoctor.search.searcher import Searcher
 
     base = lance_index.baseline
@@ -169,7 +169,7 @@ def test_lance_round_trip(lance_index, docs: list, reference: dict, encoder) -> 
     meta = lance_index.config()
     assert meta["fingerprint"] == encoder.fingerprint
     assert meta["encoder"]["max_length"] == MAX_LENGTH
-    from vecdoctor.scale._rows import vector_matrix
+    from vecdoctor.index.rows import vector_matrix
 
     vectors = vector_matrix(table.column("vector"))
     for doc_id, vec in zip(table.column("id").to_pylist(), vectors, strict=True):
@@ -215,7 +215,7 @@ def test_lance_bm25_and_hybrid_through_searcher(lance_index, docs: list, encoder
 def test_lance_add_and_delete(tmp_path: Path, docs: list, encoder) -> None:
     pytest.importorskip("lancedb")
     from vecdoctor.errors import InputError
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     index = LanceIndex.build(docs[:20], tmp_path / "db", encoder)
     index.add(docs[20:25])
@@ -231,7 +231,7 @@ def test_lance_add_and_delete(tmp_path: Path, docs: list, encoder) -> None:
 def test_lance_keeps_the_transform(tmp_path: Path, docs: list, encoder, reference: dict) -> None:
     pytest.importorskip("lancedb")
     from vecdoctor.fix.transform import Whitening
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     vectors = np.stack([reference[d.id] for d in docs])
     whitening = Whitening(n_components=64).fit(vectors, fingerprint=encoder.fingerprint)
@@ -248,7 +248,7 @@ def test_lance_keeps_the_transform(tmp_path: Path, docs: list, encoder, referenc
 
 def test_lance_ivf_pq_search(tmp_path: Path, docs: list, encoder, queries: list[str]) -> None:
     pytest.importorskip("lancedb")
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.search.searcher import Searcher
 
     index = LanceIndex.build(docs, tmp_path / "db", encoder)
@@ -276,7 +276,7 @@ def test_lance_ivf_pq_search(tmp_path: Path, docs: list, encoder, queries: list[
 def test_lance_missing_table_is_a_clear_error(tmp_path: Path) -> None:
     pytest.importorskip("lancedb")
     from vecdoctor.errors import InputError
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     with pytest.raises(InputError, match="no table 'documents'"):
         LanceIndex.load(tmp_path / "nothing")
@@ -371,18 +371,19 @@ def test_ray_applies_whitening_and_writes_lancedb(
     ray_cluster, corpus_file: Path, tmp_path: Path, encoder, reference: dict, docs: list
 ) -> None:
     from vecdoctor.fix.transform import make_transform
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.search.searcher import Searcher
 
     # fitting through Ray (`vecdoctor ray-fit`) runs in tests/test_scale_cluster.py
     sample = np.stack([reference[d.id] for d in docs[:120]])
     whitening = make_transform("whitening", n_components=32).fit(
         sample, fingerprint=encoder.fingerprint, model_id=encoder.model_id)
-    index = LanceIndex.build_with_ray(corpus_file, tmp_path / "db", encoder, whitening,
-                                      workers=2, batch_size=64)
+    from vecdoctor.scale.ray_encode import build_lance
+
+    index = build_lance(corpus_file, tmp_path / "db", encoder, whitening, workers=2, batch_size=64)
     assert len(index) == N_DOCS and index.dim == 32
     rows = index.table.to_arrow()
-    from vecdoctor.scale._rows import vector_matrix
+    from vecdoctor.index.rows import vector_matrix
 
     want = whitening.transform(np.stack([reference[i] for i in rows.column("id").to_pylist()]))
     np.testing.assert_allclose(vector_matrix(rows.column("vector")), want, atol=1e-5)

@@ -38,7 +38,7 @@ def _table(lengths: list[int]):
 def test_batches_hold_texts_of_one_length_and_the_last_ones_are_shared_evenly():
     """Every row once; a window's batches sorted by length (longest first); the last window
     cut into equal batches, as many as a multiple of the workers, so that they end together."""
-    from vecdoctor.scale._rows import length_sorted
+    from vecdoctor.index.rows import length_sorted
 
     rng = np.random.default_rng(0)
 
@@ -72,7 +72,7 @@ def test_the_driver_reads_jsonl_gz_and_parquet_and_names_a_bad_line(tmp_path):
     import pyarrow.parquet as pq
 
     from vecdoctor.errors import InputError
-    from vecdoctor.scale._rows import read_tables
+    from vecdoctor.index.rows import read_tables
 
     rows = [{"_id": 7, "title": None, "text": "seven"}, {"_id": "0008", "text": "eight"},
             {"id": "n9", "title": "T", "text": "nine"}]

@@ -32,7 +32,7 @@ def build(store: str, docs: list[Document], where: Path) -> Any:
 
         return Index.from_pipeline(docs, pipeline, baseline=False)
     pytest.importorskip("lancedb")
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     return LanceIndex.from_pipeline(docs, str(where / "db"), pipeline)
 
@@ -42,7 +42,7 @@ def reopen(store: str, index: Any, where: Path) -> Any:
         from vecdoctor.index.store import Index
 
         return Index.load(index.save(where / "index"))
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     return LanceIndex.load(str(where / "db"), baseline=False)
 

@@ -93,7 +93,7 @@ class Store(_Choice):
     DIR = "dir"
     """The built-in index folder (:class:`~vecdoctor.index.store.Index`)."""
     LANCEDB = "lancedb"
-    """A LanceDB table (:class:`~vecdoctor.scale.lance.LanceIndex`; ``vecdoctor[scale]``)."""
+    """A LanceDB table (:class:`~vecdoctor.index.lance.LanceIndex`; ``vecdoctor[scale]``)."""
 
     @classmethod
     def _missing_(cls, value: object) -> Store | None:

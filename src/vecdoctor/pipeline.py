@@ -478,7 +478,7 @@ class Embedder:
 
 
 def _same_vectors(config: dict[str, Any], encoder: Any) -> bool:
-    from vecdoctor.encode.encoder import same_vectors
+    from vecdoctor.encode.identity import same_vectors
 
     theirs = encoder.config() if hasattr(encoder, "config") else None
     return isinstance(theirs, dict) and same_vectors(config, theirs)

@@ -28,7 +28,7 @@ def baseline_command(
         raise InputError(f"--sample must be >= 2 and --queries >= 0, got {sample} and {queries}")
     start = time.perf_counter()
     if (index / f"{table}.lance").is_dir():
-        from vecdoctor.scale.lance import LanceIndex, save_baseline
+        from vecdoctor.index.lance import LanceIndex, save_baseline
 
         lance = LanceIndex.load(str(index), table, baseline=False)
         baseline = compute_baseline(lance, sample=sample, n_queries=queries, seed=seed)

@@ -179,7 +179,7 @@ def _index_encoded(corpus: Path, vectors: Path, output: Path, fixed: tuple[Any, 
 
 def _index_lance(docs: Any, output: Path, chosen: Any, table: str, options: dict[str, Any],
                  start: float) -> None:
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     lance = LanceIndex.from_pipeline(docs, str(output), chosen, table=table,
                                      encoder_options=options, show_progress=progress_enabled())
@@ -222,7 +222,7 @@ def open_index(location: Path, table: str = "documents") -> object:
     from vecdoctor.index.store import Index
 
     if (Path(location) / f"{table}.lance").is_dir():
-        from vecdoctor.scale.lance import LanceIndex
+        from vecdoctor.index.lance import LanceIndex
 
         return LanceIndex.load(str(location), table)
     return Index.load(location)

@@ -81,7 +81,7 @@ def lance_index(
     """Build a LanceDB table (ids, texts, vectors, pipeline) searchable like an index folder."""
     from vecdoctor.config import Chunking
     from vecdoctor.errors import InputError
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
 
     if engine not in {"local", "ray"}:
         raise InputError(f"--engine must be local or ray, got {engine!r}")
@@ -95,8 +95,10 @@ def lance_index(
     if engine == "ray":
         if overwrite:
             raise InputError("--overwrite is for --engine local; a Ray build resumes the table")
-        index = LanceIndex.build_with_ray(source, uri, enc, transform, table=table,
-                                          workers=workers, address=address)
+        from vecdoctor.scale.ray_encode import build_lance
+
+        index = build_lance(source, uri, enc, transform, table=table, workers=workers,
+                            address=address)
     else:
         from vecdoctor.cli._app import progress_enabled
         from vecdoctor.data import load_corpus
@@ -134,7 +136,7 @@ def lance_search(
     full: bool = FULL,
 ) -> None:
     """Search a LanceDB table with the same Searcher (BM25/full-text, dense, hybrid, rerank)."""
-    from vecdoctor.scale.lance import LanceIndex
+    from vecdoctor.index.lance import LanceIndex
     from vecdoctor.search.searcher import Searcher
 
     index = LanceIndex.load(uri, table, nprobes=nprobes, refine_factor=refine_factor or None,

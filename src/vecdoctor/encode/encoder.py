@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,36 +12,13 @@ import numpy as np
 from vecdoctor.config import ModelPrecision, Pooling, Reduce, Role, Window
 from vecdoctor.encode.backends import ForwardOutput, load_backend
 from vecdoctor.encode.cache import CacheStats, VectorCache, cache_key
+from vecdoctor.encode.identity import config_fingerprint
 from vecdoctor.encode.pooling import pool
 from vecdoctor.encode.tokens import Batch, TextTokenizer, TokenSeq, plan_batches
 from vecdoctor.errors import InputError
 from vecdoctor.models import ResolvedModel, resolve
 
 logger = logging.getLogger(__name__)
-
-
-def pipeline_fingerprint(config: dict[str, Any], leave_out: Sequence[str] = ()) -> str:
-    """A short hash of an encoder config (:meth:`Encoder.config`) without ``leave_out`` keys.
-
-    Keys at their default (None, fp32) are left out, so adding an option later does not change
-    the fingerprints of existing indexes and caches.
-    """
-    keys = {
-        k: v for k, v in config.items()
-        if k not in ("dimension", "fingerprint", *leave_out) and v is not None
-        and not (k == "precision" and v == "fp32")
-    }
-    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def same_vectors(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two encoder configs give the same vectors: equal but for the backend, at fp32.
-
-    The fp32 graphs vecdoctor converts are checked against PyTorch (cosine > 0.9999) when
-    they are made, so an index built on one backend can be queried through another.
-    """
-    fp32 = all(str(c.get("precision") or "fp32") == "fp32" for c in (a, b))
-    return fp32 and pipeline_fingerprint(a, ("backend",)) == pipeline_fingerprint(b, ("backend",))
 
 
 def _check_texts(texts: Sequence[str] | str) -> list[str]:
@@ -151,7 +126,7 @@ class Encoder:
         self.cache: VectorCache | None = cache
         self.truncated_count = 0
         self.model_fingerprint = self.resolved.fingerprint
-        self.fingerprint = self._pipeline_fingerprint()
+        self.fingerprint = self._config_fingerprint()
 
     # -- identity -----------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -186,19 +161,19 @@ class Encoder:
         kwargs.update(overrides)
         return cls(**kwargs)
 
-    def _pipeline_fingerprint(self, leave_out: tuple[str, ...] = ()) -> str:
-        return pipeline_fingerprint(self.config(), leave_out)
+    def _config_fingerprint(self, leave_out: tuple[str, ...] = ()) -> str:
+        return config_fingerprint(self.config(), leave_out)
 
     @property
     def cache_fingerprint(self) -> str:
         """What cache keys hash: the pipeline without normalisation (the cache holds vectors
         before L2 normalisation, so normalised and raw encoders of a model share entries)."""
-        return self._pipeline_fingerprint(leave_out=("normalize",))
+        return self._config_fingerprint(leave_out=("normalize",))
 
     @property
     def _head_fingerprint(self) -> str:
         # A text's first token window is exactly its input without windows: same cache entry.
-        return self._pipeline_fingerprint(leave_out=("normalize", "window"))
+        return self._config_fingerprint(leave_out=("normalize", "window"))
 
     @property
     def cache_stats(self) -> CacheStats:
@@ -494,3 +469,13 @@ def _progress(total: int, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="text", desc="encoding", leave=False)
+
+
+def as_encoder(encoder: Any) -> Any:
+    """An :class:`Encoder` from what a store or a job accepts: a registry name or model path, an
+    encoder config (:meth:`Encoder.config`, as saved with an index), or an encoder itself."""
+    if isinstance(encoder, str):
+        return Encoder(encoder)
+    if isinstance(encoder, dict):
+        return Encoder.from_config(encoder)
+    return encoder

@@ -122,8 +122,8 @@ class VariantsReport:
 
 def store_of(index: Any) -> Store:
     """Which backend ``index`` lives on."""
+    from vecdoctor.index.lance import LanceIndex  # imports no lancedb by itself
     from vecdoctor.index.store import Index
-    from vecdoctor.scale.lance import LanceIndex  # imports no lancedb by itself
 
     if isinstance(index, LanceIndex):
         return Store.LANCEDB

@@ -2,7 +2,7 @@
 
 Every variant runs through a real index, the built-in folder
 (:class:`~vecdoctor.index.store.Index`) or a LanceDB table
-(:class:`~vecdoctor.scale.lance.LanceIndex`), and :class:`~vecdoctor.search.searcher.Searcher`, so the
+(:class:`~vecdoctor.index.lance.LanceIndex`), and :class:`~vecdoctor.search.searcher.Searcher`, so the
 numbers are those of the pipeline a user would ship. Transforms are fitted on corpus vectors
 only, never on queries. :func:`~vecdoctor.evaluate.saved.evaluate_index` measures an index that is already built.
 """
@@ -216,7 +216,7 @@ def _pipeline_key(spec: VariantSpec) -> tuple[Any, ...]:
 def _lance_location(uri: str | Path | None, tables: dict[tuple[Any, ...], str], stack: ExitStack) -> str:
     """The LanceDB database to write to: ``uri`` (whose tables must not exist yet) or a
     temporary folder that ``stack`` removes."""
-    from vecdoctor.scale.lance import table_exists
+    from vecdoctor.index.lance import table_exists
 
     require("lancedb", "scale")
     if uri is None:
@@ -314,7 +314,7 @@ class _Builder:
             transform = self.transform_for(spec, enc)
             enc.cache = self.cache  # documents come from the cache filled above
             if store is Store.LANCEDB:
-                from vecdoctor.scale.lance import LanceIndex
+                from vecdoctor.index.lance import LanceIndex
 
                 self.indexes[key] = LanceIndex.build(self.dataset.corpus, str(lance_uri), enc, transform,
                                                      table=tables[_pipeline_key(spec)], chunks=spec.chunks)

@@ -345,3 +345,14 @@ def load_transform(
     config = read_config(folder, tuple(_TRANSFORMS))
     cls = _TRANSFORMS[config["class"]]
     return cls.load(folder, fingerprint=fingerprint, dim=dim)
+
+
+def resolve_transform(transform: Any, encoder: Any) -> Any:
+    """A fitted transform for ``encoder``: loaded from a folder (checked against the encoder's
+    fingerprint and dimension), or the given one after the same check; ``None`` stays ``None``."""
+    if transform is None:
+        return None
+    if isinstance(transform, (str, Path)):
+        return load_transform(transform, fingerprint=encoder.fingerprint, dim=encoder.dimension)
+    transform.check_compatible(encoder)
+    return transform

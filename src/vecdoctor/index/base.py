@@ -21,7 +21,7 @@ class DocumentIndex:
     :class:`Embedder` that makes its vectors and the :class:`Pipeline` it was built with.
 
     The folder index (:class:`Index`) and the LanceDB table
-    (:class:`~vecdoctor.scale.lance.LanceIndex`) are the two implementations.
+    (:class:`~vecdoctor.index.lance.LanceIndex`) are the two implementations.
     """
 
     docs: Any

@@ -138,3 +138,17 @@ def pipeline_of(index: DocumentIndex, chosen: Pipeline | None = None) -> Pipelin
         ann=index.vectors.ann_config,
         oversample=index.oversample,
     )
+
+
+def pipeline_encoder(pipeline: Pipeline, docs: list[Document],
+                     encoder_options: dict[str, Any] | None = None) -> Any:
+    """The encoder a pipeline names, for both stores' ``from_pipeline``: ``encoder_options``
+    (``cache``, ``batch_size``...) change no vector; an int8 model is calibrated on ``docs``,
+    the corpus being indexed, unless calibration texts are given."""
+    from vecdoctor.config import ModelPrecision
+    from vecdoctor.encode.encoder import Encoder
+
+    options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
+    if pipeline.model_precision is ModelPrecision.INT8 and "calibration_texts" not in options:
+        options["calibration_texts"] = [d.content for d in docs]
+    return Encoder.from_config(pipeline.encoder_config(), **options)

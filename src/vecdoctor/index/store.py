@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from vecdoctor.config import Chunking, ModelPrecision, Precision, Role
+from vecdoctor.config import Chunking, Precision, Role
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.folders import child as safe_child
@@ -40,6 +40,7 @@ from vecdoctor.index.building import (
     new_documents,
     no_vector_for_blank,
     not_a_corpus,
+    pipeline_encoder,
     pipeline_of,
     probe_queries,
     v1_pipeline,
@@ -60,16 +61,6 @@ FORMAT_VERSION = 2
 DOCS = "docs.jsonl"
 TRANSFORM = "transform"
 BM25_DIR = "bm25"
-
-
-def _make_encoder(encoder: Any) -> Any:
-    from vecdoctor.encode.encoder import Encoder
-
-    if isinstance(encoder, str):
-        return Encoder(encoder)
-    if isinstance(encoder, dict):
-        return Encoder.from_config(encoder)
-    return encoder
 
 
 
@@ -143,11 +134,13 @@ class Index(DocumentIndex):
         docs = index_documents(corpus)
         if oversample < 1:
             raise InputError(f"oversample must be >= 1, got {oversample!r}")
-        enc = _make_encoder(encoder)
-        if transform is not None and isinstance(transform, (str, Path)):
-            from vecdoctor.fix.transform import load_transform
+        from vecdoctor.encode.encoder import as_encoder
 
-            transform = load_transform(transform, fingerprint=enc.fingerprint, dim=enc.dimension)
+        enc = as_encoder(encoder)
+        if transform is not None and isinstance(transform, (str, Path)):
+            from vecdoctor.fix.transform import resolve_transform
+
+            transform = resolve_transform(transform, enc)
         texts = [d.content for d in docs]
         lexical = BM25Index(bm25).build(texts)
         encoder_config = {**enc.config(), "fingerprint": enc.fingerprint}
@@ -239,17 +232,12 @@ class Index(DocumentIndex):
         (``cache``, ``batch_size``) do not change the vectors and are not saved. With
         ``auto_ann``, a pipeline without ``ann`` gets ``ann="auto"`` (see :meth:`build`).
         """
-        from vecdoctor.encode.encoder import Encoder
-
         if isinstance(pipeline, (str, Path)):
             pipeline = Pipeline.load(pipeline)
         elif not isinstance(pipeline, Pipeline):
             pipeline = Pipeline.from_dict(pipeline)
-        options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
-        if pipeline.model_precision is ModelPrecision.INT8 and "calibration_texts" not in options:
-            corpus = list(corpus)  # an int8 model is calibrated on this corpus
-            options["calibration_texts"] = [d.content for d in corpus]
-        encoder = Encoder.from_config(pipeline.encoder_config(), **options)
+        corpus = list(corpus)
+        encoder = pipeline_encoder(pipeline, corpus, encoder_options)
         index = cls.build(
             corpus,
             encoder,

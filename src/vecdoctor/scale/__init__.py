@@ -1,4 +1,5 @@
-"""Scale-out: distributed encoding on Ray and a LanceDB store (``pip install 'vecdoctor[scale]'``)."""
+"""Scale-out: distributed encoding on Ray (``pip install 'vecdoctor[scale]'``); the LanceDB store
+(:mod:`vecdoctor.index.lance`) is named here too."""
 
 from vecdoctor._lazy import lazy_exports
 
@@ -12,6 +13,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "fit_transform": "vecdoctor.scale.ray_encode",
         "read_vectors": "vecdoctor.scale.ray_encode",
         "index_encoded": "vecdoctor.scale.ray_encode",
-        "LanceIndex": "vecdoctor.scale.lance",
+        "build_lance": "vecdoctor.scale.ray_encode",
+        "LanceIndex": "vecdoctor.index.lance",  # the store lives beside the folder store
     },
 )

@@ -28,13 +28,16 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.config import Precision
+from vecdoctor.encode.encoder import as_encoder
 from vecdoctor.errors import IncompatibleError, InputError, require
+from vecdoctor.fix.transform import resolve_transform
+from vecdoctor.index import rows as _rows
 from vecdoctor.index.ann import AnnConfig
-from vecdoctor.scale import _rows
 from vecdoctor.scale.ray_pool import StalledError, _ActorPool, _Todo, watched
 
-__all__ = ["EncodeActor", "EncodeResult", "StalledError", "encode_corpus", "fit_transform",
-           "index_encoded", "plan_cpus", "ray_session", "read_source", "read_vectors"]
+__all__ = ["EncodeActor", "EncodeResult", "StalledError", "build_lance", "encode_corpus",
+           "fit_transform", "index_encoded", "plan_cpus", "ray_session", "read_source",
+           "read_vectors"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,26 +195,6 @@ def read_source(source: Any) -> Any:
     return ds.map_batches(_rows.normalise, batch_format="pyarrow", num_cpus=IO_CPUS)
 
 
-def _encoder(encoder: Any) -> Any:
-    from vecdoctor.encode.encoder import Encoder
-
-    if isinstance(encoder, str):
-        return Encoder(encoder)
-    if isinstance(encoder, dict):
-        return Encoder.from_config(encoder)
-    return encoder
-
-
-def _load_transform(transform: Any, encoder: Any) -> Any:
-    if transform is None or not isinstance(transform, (str, Path)):
-        if transform is not None:
-            transform.check_compatible(encoder)
-        return transform
-    from vecdoctor.fix.transform import load_transform
-
-    return load_transform(transform, fingerprint=encoder.fingerprint, dim=encoder.dimension)
-
-
 def _planned_cpus(ray: Any, workers: int, cpus_per_worker: float) -> float:
     """The CPUs each encoder actor reserves on this cluster (see :func:`plan_cpus`), said in
     the log when it is less than asked for."""
@@ -295,9 +278,9 @@ def encode_corpus(
     ``benchmarks/scale_encode.py``). A ``ray.data.Dataset`` source is read through Ray Data.
     """
     _check_run(workers, batch_size, retries)
-    enc = _encoder(encoder)
-    fitted = _load_transform(transform, enc)
-    fingerprint = _rows.pipeline_fingerprint(enc, fitted)
+    enc = as_encoder(encoder)
+    fitted = resolve_transform(transform, enc)
+    fingerprint = _rows.vectors_fingerprint(enc, fitted)
     dim = int(fitted.output_dim if fitted is not None else enc.dimension)
     target = _rows.prepare_output(str(output), enc, fitted, fingerprint, dim, keep_text)
     start = time.perf_counter()
@@ -354,7 +337,7 @@ def fit_transform(
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 2:
         raise InputError(f"sample must be an integer >= 2, got {sample!r}")
     _check_run(workers, batch_size, 0)
-    enc = _encoder(encoder)
+    enc = as_encoder(encoder)
     with ray_session(address):
         ds = read_source(source)
         total = ds.count()
@@ -419,7 +402,7 @@ def index_encoded(
         raise InputError(f"{encoded}: its vectors were made {made}; "
                          + ("pass that transform's folder (--transform)"
                             if meta.get("transform") else "drop --transform"))
-    if _rows.pipeline_fingerprint(encoder, transform) != meta.get("fingerprint"):
+    if _rows.vectors_fingerprint(encoder, transform) != meta.get("fingerprint"):
         raise IncompatibleError(
             f"{encoded}: made by pipeline {meta.get('fingerprint')}, not by this encoder and "
             "transform; pass the transform the vectors were made with")
@@ -451,3 +434,27 @@ def _match_rows(docs: Sequence[Any], ids: Sequence[str], where: str) -> np.ndarr
                    "(give the corpus that was encoded)"] if extra else [])
         raise InputError(f"{where}: " + "; ".join(parts))
     return np.fromiter((rows[d.id] for d in docs), dtype=np.int64, count=len(docs))
+
+
+def build_lance(source: Any, uri: str | Path, encoder: Any = "minilm", transform: Any = None,
+                table: str | None = None, storage_options: dict[str, str] | None = None,
+                **ray_options: Any) -> Any:
+    """Encode ``source`` on Ray straight into a LanceDB table and open it as a
+    :class:`~vecdoctor.index.lance.LanceIndex` (resumable: see :func:`encode_corpus`), with its
+    full-text index and health baseline. ``ray_options``: ``workers``, ``batch_size``,
+    ``address``, ``retries``, ..."""
+    from vecdoctor.index.baseline import compute_baseline
+    from vecdoctor.index.lance import DEFAULT_TABLE, LanceIndex, connect, save_baseline, table_uri
+    from vecdoctor.index.lance_tables import save_transform
+
+    table = table or DEFAULT_TABLE
+    enc = as_encoder(encoder)
+    fitted = resolve_transform(transform, enc)
+    if fitted is not None:
+        save_transform(connect(uri, storage_options), table, fitted)
+    encode_corpus(source, table_uri(uri, table), enc, fitted, keep_text=True, **ray_options)
+    index = LanceIndex.load(uri, table, storage_options, baseline=False)
+    index.use_encoder(enc)
+    index.create_text_index()
+    save_baseline(index, compute_baseline(index))
+    return index

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from vecdoctor.errors import VecdoctorError
-from vecdoctor.scale import _rows
+from vecdoctor.index import rows as _rows
 
 logger = logging.getLogger(__name__)
 

@@ -29,20 +29,20 @@ from vecdoctor.config import Chunking, Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import IncompatibleError, InputError, require
 from vecdoctor.folders import parse_json, value
+from vecdoctor.index import rows as _rows
 from vecdoctor.index.base import DocumentIndex
 from vecdoctor.index.baseline import compute_baseline
-from vecdoctor.index.building import ids_to_delete, index_documents, new_documents
+from vecdoctor.index.building import ids_to_delete, index_documents, new_documents, pipeline_encoder
 from vecdoctor.index.chunks import first_rows
-from vecdoctor.pipeline import Embedder, Pipeline
-from vecdoctor.scale import _rows
-from vecdoctor.scale.lance_tables import (
+from vecdoctor.index.lance_tables import (
     _has_table,
     _load_baseline,
     _load_transform,
-    _save_transform,
     save_baseline,
+    save_transform,
 )
-from vecdoctor.scale.lance_views import TEXT_COLUMNS, LanceDocs, LanceFullText, LanceVectors
+from vecdoctor.index.lance_views import TEXT_COLUMNS, LanceDocs, LanceFullText, LanceVectors
+from vecdoctor.pipeline import Embedder, Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ was 0.59 / 0.45 / 0.24 at 10k / 100k / 1M documents unrefined, 0.97 / 0.90 / 0.7
 and 1.00 / 0.99 / 0.89 by 50, for 2-4 ms more a query; more probes changed nothing (the PQ codes
 limit it), more sub-vectors would."""
 
-def _connect(uri: str | Path, storage_options: dict[str, str] | None = None) -> Any:
+def connect(uri: str | Path, storage_options: dict[str, str] | None = None) -> Any:
     lancedb = require("lancedb", "scale")
     return lancedb.connect(str(uri), storage_options=storage_options)  # type: ignore[attr-defined]
 
@@ -67,7 +67,7 @@ def table_uri(uri: str | Path, table: str = DEFAULT_TABLE) -> str:
 def table_exists(uri: str | Path, table: str = DEFAULT_TABLE,
                  storage_options: dict[str, str] | None = None) -> bool:
     """Whether the database at ``uri`` holds ``table`` (a missing database holds none)."""
-    return _has_table(_connect(uri, storage_options), table)
+    return _has_table(connect(uri, storage_options), table)
 
 
 def _sql_list(ids: Sequence[str]) -> str:
@@ -81,7 +81,8 @@ class LanceIndex(DocumentIndex):
     :class:`~vecdoctor.index.base.DocumentIndex`: the same :class:`~vecdoctor.pipeline.Embedder`
     (encoder checks, queries embedded through the same encoder and transform), its own storage; ``Searcher(LanceIndex.load(uri))`` works
     like ``Searcher(Index.load(folder))``. Open with :meth:`load`, create with :meth:`build`
-    (in this process) or :meth:`build_with_ray` (an actor pool writing straight to the table).
+    (in this process) or :func:`vecdoctor.scale.ray_encode.build_lance` (an actor pool on Ray
+    writing straight to the table).
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class LanceIndex(DocumentIndex):
     ) -> LanceIndex:
         """Open ``table`` of the LanceDB database at ``uri``; ``options``: see the constructor.
         ``baseline=False`` skips the stored baseline (to compute it again)."""
-        db = _connect(uri, storage_options)
+        db = connect(uri, storage_options)
         try:
             tbl = db.open_table(table)
         except (ValueError, FileNotFoundError) as exc:
@@ -179,18 +180,13 @@ class LanceIndex(DocumentIndex):
         """Build the table ``table`` at ``uri`` (replacing it) from a :class:`Pipeline`, as
         :meth:`Index.from_pipeline <vecdoctor.index.store.Index.from_pipeline>` builds a
         folder. LanceDB keeps float32 vectors; ``storage`` and ``ann`` must be left as default."""
-        from vecdoctor.encode.encoder import Encoder
-
         if pipeline.storage is not Precision.FLOAT32 or pipeline.ann is not None:
             raise InputError(
                 "a LanceDB table keeps float32 vectors and builds its own IVF-PQ index "
                 "(create_vector_index); use storage float32 and no ann"
             )
         docs = list(corpus)
-        options = {k: v for k, v in (encoder_options or {}).items() if v is not None}
-        if str(pipeline.model_precision) == "int8" and "calibration_texts" not in options:
-            options["calibration_texts"] = [d.content for d in docs]  # calibrated on this corpus
-        encoder = Encoder(**pipeline.encoder_config(), **options)
+        encoder = pipeline_encoder(pipeline, docs, encoder_options)
         index = cls.build(docs, str(uri), encoder, transform=pipeline.transform_dir, table=table,
                           overwrite=True, show_progress=show_progress, chunks=pipeline.chunks)
         return index
@@ -215,19 +211,19 @@ class LanceIndex(DocumentIndex):
         its own vector (the encoder's window sets the chunk size and stride) and dense search
         scores documents by their chunks (:mod:`vecdoctor.index.chunks` describes the scores).
         """
-        from vecdoctor.scale.ray_encode import _encoder
-        from vecdoctor.scale.ray_encode import _load_transform as resolve_transform
+        from vecdoctor.encode.encoder import as_encoder
+        from vecdoctor.fix.transform import resolve_transform
 
         docs = index_documents(corpus)
-        enc = _encoder(encoder)
+        enc = as_encoder(encoder)
         fitted = resolve_transform(transform, enc)
-        fingerprint = _rows.pipeline_fingerprint(enc, fitted)
+        fingerprint = _rows.vectors_fingerprint(enc, fitted)
         dim = int(fitted.output_dim if fitted is not None else enc.dimension)
         meta = _rows.describe(enc, fitted, fingerprint, dim)
         mode = Chunking.parse(chunks) if chunks is not None else None
         if mode is not None:
             meta["chunks"] = str(mode)
-        db = _connect(uri, storage_options)
+        db = connect(uri, storage_options)
         if not overwrite and _has_table(db, table):
             raise InputError(
                 f"{uri}: table {table!r} already exists; pass overwrite=True (--overwrite) to "
@@ -237,43 +233,13 @@ class LanceIndex(DocumentIndex):
                               mode="overwrite" if overwrite else "create")
         index = cls(tbl, meta["encoder"], fitted, enc, uri=str(uri), chunks=mode)
         if fitted is not None:
-            _save_transform(db, table, fitted)
+            save_transform(db, table, fitted)
         for start in range(0, len(docs), chunk):
             index._append(docs[start : start + chunk], fingerprint, show_progress)
         index.create_text_index()
         index.db = db
         save_baseline(index, compute_baseline(index))
         logger.info("wrote %d documents to LanceDB table %s at %s", len(docs), table, uri)
-        return index
-
-    @classmethod
-    def build_with_ray(
-        cls,
-        source: Any,
-        uri: str | Path,
-        encoder: Any = "minilm",
-        transform: Any = None,
-        table: str = DEFAULT_TABLE,
-        storage_options: dict[str, str] | None = None,
-        **ray_options: Any,
-    ) -> LanceIndex:
-        """Encode ``source`` on Ray straight into the table (resumable: see ``encode_corpus``).
-
-        ``ray_options``: ``workers``, ``batch_size``, ``address``, ``retries``, ...
-        """
-        from vecdoctor.scale.ray_encode import _encoder, encode_corpus
-        from vecdoctor.scale.ray_encode import _load_transform as resolve_transform
-
-        enc = _encoder(encoder)
-        fitted = resolve_transform(transform, enc)
-        db = _connect(uri, storage_options)
-        if fitted is not None:
-            _save_transform(db, table, fitted)
-        encode_corpus(source, table_uri(uri, table), enc, fitted, keep_text=True, **ray_options)
-        index = cls.load(uri, table, storage_options, baseline=False)
-        index.use_encoder(enc)
-        index.create_text_index()
-        save_baseline(index, compute_baseline(index))
         return index
 
     def _append(self, docs: list[Document], fingerprint: str, show_progress: bool) -> None:
@@ -373,7 +339,7 @@ class LanceIndex(DocumentIndex):
         new = new_documents(docs, self.present)
         if not new:
             return
-        fingerprint = _rows.pipeline_fingerprint(self.encoder, self.transform)
+        fingerprint = _rows.vectors_fingerprint(self.encoder, self.transform)
         self._append(new, fingerprint, show_progress)
         self.table.optimize()  # folds the new rows into the full-text indexes
 

@@ -12,8 +12,8 @@ import numpy as np
 from vecdoctor.config import Chunking, Precision
 from vecdoctor.data import Document
 from vecdoctor.errors import InputError
+from vecdoctor.index import rows as _rows
 from vecdoctor.index.chunks import combine
-from vecdoctor.scale import _rows
 
 TEXT_COLUMNS = ("title", "text")
 _DOC_CACHE = 4096

@@ -46,7 +46,7 @@ def _unpack(db: Any, name: str, into: Path) -> None:
         (into / file).write_bytes(data)
 
 
-def _save_transform(db: Any, table: str, transform: Any) -> None:
+def save_transform(db: Any, table: str, transform: Any) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "transform"
         transform.save(folder)

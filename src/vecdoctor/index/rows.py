@@ -28,8 +28,9 @@ CHUNKS = "chunks"  # the column of chunk vectors (a list per document) in a tabl
 
 
 # -- identity -------------------------------------------------------------------------------
-def pipeline_fingerprint(encoder: Any, transform: Any = None) -> str:
-    """The encoder's fingerprint, extended with the transform's parameters and arrays."""
+def vectors_fingerprint(encoder: Any, transform: Any = None) -> str:
+    """What the stored vectors come from: the encoder's fingerprint, extended with the
+    transform's parameters and arrays (the encoder's own when there is no transform)."""
     if transform is None:
         return str(encoder.fingerprint)
     digest = hashlib.sha256(str(encoder.fingerprint).encode())
