@@ -209,6 +209,15 @@ RERANK_PRECISION = typer.Option(
 )
 
 
+def make_encoder(model: str, window: str | None = None, **options: Any) -> Any:
+    """The Encoder a command's options describe: ``--window`` parsed here, the rest (pooling,
+    max length, batch size, backend, ...) passed as given."""
+    from vecdoctor.config import Window
+    from vecdoctor.encode.encoder import Encoder
+
+    return Encoder(model, window=Window.parse(window), **options)
+
+
 def reranker_option(rerank: str | None, backend: str, precision: str) -> Any:
     """``--rerank`` as given, or a cross-encoder loaded on ``--rerank-backend`` in
     ``--rerank-precision`` (converted on first use, then cached)."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from vecdoctor.cli._app import FORCE, command, emit, progress_enabled
+from vecdoctor.cli._app import FORCE, command, emit, make_encoder, progress_enabled
 from vecdoctor.config import TransformKind
 
 FIT_KINDS = tuple(str(k) for k in TransformKind)
@@ -21,15 +21,6 @@ _WINDOW = "Token windows SIZE:STRIDE[:max|mean], e.g. 256:128:max"
 _MAX_LENGTH = "Tokens per model input (default: the model's)"
 _BACKEND = "torch | onnx (default: the model's)"
 _COMPONENTS = "whitening: keep k dimensions (default all); abtt: directions removed (default d/100)"
-
-
-def _encoder(model: str, pooling: str | None, max_length: int | None, window: str | None,
-             batch_size: int, backend: str | None) -> Any:
-    from vecdoctor.config import Window
-    from vecdoctor.encode.encoder import Encoder
-
-    return Encoder(model, pooling=pooling, max_length=max_length, window=Window.parse(window),
-                   batch_size=batch_size, backend=backend)
 
 
 def _quiet_libraries() -> None:
@@ -73,7 +64,8 @@ def diagnose_command(
             valid = ", ".join(FIT_KINDS)
             raise InputError(f"unknown fix {name!r} in --fixes; valid: {valid}, none")
     dataset = load_dataset(data, split=split)
-    enc = _encoder(model, pooling, max_length, window, batch_size, backend)
+    enc = make_encoder(model, window, pooling=pooling, max_length=max_length,
+                       batch_size=batch_size, backend=backend)
     report = _diagnose_with_bar(dataset, enc, sample, seed, fix_names)
     report.save(output, force)
     if plain:
@@ -171,7 +163,8 @@ def fit_command(
     texts = [d.content for d in load_corpus(corpus)]
     if len(texts) < 2:
         raise InputError(f"{corpus}: has {len(texts)} text(s); fitting needs at least 2")
-    enc = _encoder(model, pooling, max_length, window, batch_size, backend)
+    enc = make_encoder(model, window, pooling=pooling, max_length=max_length,
+                       batch_size=batch_size, backend=backend)
     fit = fit_on_corpus(texts, enc, kind, n_components, sample, seed, progress_enabled())
     transform, before, after = fit.transform, fit.before, fit.after
     transform.save(output, force)

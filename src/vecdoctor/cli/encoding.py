@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from vecdoctor.cli._app import command, emit, progress_enabled
+from vecdoctor.cli._app import command, emit, make_encoder, progress_enabled
 
 
 def _read_input(source: str) -> list:
@@ -45,7 +45,6 @@ def encode(
     """Encode a corpus into vectors."""
     import time
 
-    from vecdoctor.config import Window
     from vecdoctor.errors import InputError
 
     if engine not in {"local", "ray"}:
@@ -62,12 +61,10 @@ def encode(
     if suffix not in {".npy", ".parquet"}:
         raise InputError(f"{output}: output must end in .npy or .parquet")
     docs = _read_input(source)
-    from vecdoctor.encode.encoder import Encoder
-
-    enc = Encoder(
+    enc = make_encoder(
         model,
+        window,
         pooling=pooling,
-        window=Window.parse(window),
         max_length=max_length,
         normalize=not no_normalize,
         cache=cache,

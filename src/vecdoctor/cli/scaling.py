@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -15,21 +14,13 @@ from vecdoctor.cli._app import (
     RERANK_PRECISION,
     command,
     emit,
+    make_encoder,
     reranker_option,
     run_searches,
 )
 
 _SOURCE = "corpus.jsonl[.gz], a .parquet file, a BEIR or Parquet folder, or an s3:// / gs:// URI"
 _ADDRESS = "Ray cluster address (e.g. ray://head:10001); default: a local Ray started for this run"
-
-
-def _encoder(model: str, pooling: str | None, window: str | None, max_length: int | None,
-             batch_size: int, backend: str | None = None, normalize: bool = True) -> Any:
-    from vecdoctor.config import Window
-    from vecdoctor.encode.encoder import Encoder
-
-    return Encoder(model, pooling=pooling, window=Window.parse(window), max_length=max_length,
-                   batch_size=batch_size, backend=backend, normalize=normalize)
 
 
 def encode_with_ray(
@@ -48,7 +39,8 @@ def encode_with_ray(
             f"{output}: --engine ray writes a folder of Parquet parts or a .lance dataset; "
             "give a folder name (e.g. vectors/) or a name ending in .lance"
         )
-    enc = _encoder(model, pooling, window, max_length, batch_size, backend, normalize)
+    enc = make_encoder(model, window, pooling=pooling, max_length=max_length,
+                       batch_size=batch_size, backend=backend, normalize=normalize)
     result = encode_corpus(source, str(output), enc, transform=transform, workers=workers,
                            address=address)
     emit({**result.to_dict(), "model": enc.model_id, "engine": "ray"})
@@ -89,7 +81,8 @@ def lance_index(
     if mode is not None and engine == "ray":
         raise InputError("--chunks needs --engine local: the Ray engine writes one vector per "
                          "document (drop --chunks, or build with --engine local)")
-    enc = _encoder(model, pooling, window, max_length, batch_size)
+    enc = make_encoder(model, window, pooling=pooling, max_length=max_length,
+                       batch_size=batch_size)
     if mode is not None:
         enc.chunk_window()  # a window longer than the model reads fails before the corpus loads
     if engine == "ray":
@@ -167,7 +160,8 @@ def ray_fit(
     """Fit whitening / all-but-the-top on a Ray-drawn sample (apply with --transform)."""
     from vecdoctor.scale.ray_encode import fit_transform
 
-    enc = _encoder(model, pooling, window, max_length, batch_size)
+    enc = make_encoder(model, window, pooling=pooling, max_length=max_length,
+                       batch_size=batch_size)
     fitted = fit_transform(source, enc, kind, sample=sample, seed=seed, workers=workers,
                            address=address, n_components=n_components)
     fitted.save(output)
