@@ -223,6 +223,8 @@ def main() -> None:
     parser.add_argument("--load", nargs="?", const="all", default=None, metavar="SETS",
                         help="run the quick ways again with both cores busy: on every set, or on "
                         "the sets named (comma-separated)")
+    parser.add_argument("--table", type=Path, metavar="RESULT",
+                        help="print a result as the README's Markdown table and stop")
     parser.add_argument("--variant", default="default",
                         help="result file: benchmarks/results/decisions/<cpu>-<variant>.json")
     parser.add_argument("--work", type=Path, default=None,
@@ -236,6 +238,9 @@ def main() -> None:
                         help="write one result from results of this script run in parts "
                         "(a later file's way replaces an earlier one's); runs nothing")
     args = parser.parse_args()
+    if args.table:
+        print("\n".join(table(json.loads(args.table.read_text()))))
+        return
     if args.merge:
         merged: dict[str, Any] = {}
         for path in args.merge:  # way by way: a set run in parts keeps every part
@@ -266,6 +271,31 @@ def main() -> None:
             write_result("decisions", _payload(results, args, started), args.variant)
     path = write_result("decisions", _payload(results, args, started), args.variant)
     print(f"wrote {path}")
+
+
+def pick_words(pick: dict[str, Any]) -> str:
+    """A pipeline in a few words: ``hybrid + chunks max+first + binary``."""
+    return " + ".join(str(v) for v in (
+        pick["mode"], pick.get("chunks") and f"chunks {pick['chunks']}",
+        pick.get("window") and f"windows {pick['window']}", pick.get("transform"),
+        pick.get("storage") if pick.get("storage") != "float32" else None,
+        pick.get("fusion") == "weighted" and "weighted fusion") if v)
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    """The result as the Markdown table the README and the docs show."""
+    lines = ["| set | way | pick | pick nDCG@10 | best of bm25/dense/hybrid | regret | "
+             "max estimate error | same under load | minutes |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, part in result["results"].items():
+        for way, row in part["ways"].items():
+            load = row.get("under_load", {}).get("same_pipeline")
+            err = row.get("max_estimate_error")
+            lines.append(f"| {name} | {way} | {pick_words(row['pick'])} | {row['pick_ndcg@10']:.4f} | "
+                         f"{row['best_simple']:.4f} | {row['regret']:+.4f} | "
+                         f"{'-' if err is None else f'{err:.4f}'} | "
+                         f"{'-' if load is None else ('yes' if load else 'NO')} | "
+                         f"{row['seconds'] / 60:.1f} |")
+    return lines
 
 
 def _payload(results: dict[str, Any], args: Any, started: float) -> dict[str, Any]:

@@ -5,6 +5,7 @@ so neither can drift from what it documents."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,22 +85,11 @@ def _cell(value: Any) -> str:
 
 
 def _decisions(result: dict[str, Any]) -> list[str]:
-    lines = ["| set | way | pick | pick nDCG@10 | best simple | regret | max estimate error | "
-             "same under load | seconds |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, part in result["results"].items():
-        for way, row in part["ways"].items():
-            pick = row["pick"]
-            words = " + ".join(str(v) for v in (
-                pick["mode"], pick.get("chunks") and f"chunks {pick['chunks']}",
-                pick.get("window") and f"windows {pick['window']}", pick.get("transform"),
-                pick.get("storage") if pick.get("storage") != "float32" else None,
-                pick.get("fusion") == "weighted" and "weighted fusion") if v)
-            load = row.get("under_load", {}).get("same_pipeline")
-            lines.append(f"| {name} | {way} | {words} | {row['pick_ndcg@10']:.4f} | "
-                         f"{row['best_simple']:.4f} | {row['regret']:+.4f} | "
-                         f"{_cell(row.get('max_estimate_error'))} | {_cell(load)} | "
-                         f"{row['seconds']:.0f} |")
-    return lines
+    """The table the README shows, made by the benchmark itself."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from decisions import table
+
+    return table(result)
 
 
 def _matrix(result: dict[str, Any]) -> list[str]:

@@ -160,3 +160,17 @@ def test_every_benchmark_answers_help(script):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout
+
+
+def test_the_readme_shows_the_decisions_result_as_it_is():
+    """The README's decisions table is the benchmark's own rendering of the result it names."""
+    import re
+
+    from decisions import table
+
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    found = re.search(r"<!-- decisions table: python benchmarks/decisions.py --table (\S+) -->\n"
+                      r"((?:\|.*\n)+)", readme)
+    assert found, "the README lost its decisions table or the comment naming its result"
+    result = json.loads((BENCHMARKS.parent / found.group(1)).read_text())
+    assert found.group(2).rstrip("\n").splitlines() == table(result)
