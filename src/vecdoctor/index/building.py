@@ -133,7 +133,8 @@ def pipeline_of(index: DocumentIndex, chosen: Pipeline | None = None) -> Pipelin
         window=enc.get("window"),
         chunks=index.vectors.mode if isinstance(index.vectors, ChunkStore) else None,
         transform=transform,
-        transform_dir=Path(source) if transform is not None and source else None,
+        # a loaded transform's source_ is its config.json; the pipeline names the folder
+        transform_dir=Path(source).parent if transform is not None and source else None,
         storage=index.vectors.precision,
         ann=index.vectors.ann_config,
         oversample=index.oversample,

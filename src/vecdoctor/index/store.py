@@ -87,9 +87,7 @@ class Index(DocumentIndex):
         self.bm25 = bm25
         self.vectors = vectors
         embedder = Embedder(encoder_config, transform, encoder)
-        super().__init__(embedder, pipeline or Pipeline(), path, oversample)
-        if pipeline is None:
-            self.pipeline = pipeline_of(self)
+        super().__init__(embedder, pipeline, path, oversample)  # type: ignore[arg-type]
         self._rows = {d.id: i for i, d in enumerate(docs)}
         self.baseline: Baseline | None = None  # the corpus reference the monitor compares with
         self.ann_choice: dict[str, Any] | None = None  # why ann="auto" chose exact or HNSW
@@ -156,7 +154,6 @@ class Index(DocumentIndex):
             store = index._dense_store(vecs, precision, ann, ann_budget_ms)
             index.vectors = ChunkStore(store, owners, len(docs), chunks)
             logger.info("%d documents cut into %d chunks (%s)", len(docs), len(vecs), enc.chunk_window())
-        index.pipeline = pipeline_of(index)
         if baseline:
             index.baseline = compute_baseline(index)
         logger.info("indexed %d documents (%d-d, %s)", len(docs), vecs.shape[1], index.precision)
@@ -212,7 +209,6 @@ class Index(DocumentIndex):
         placeholder = VectorStore(np.zeros((0, vecs.shape[1]), np.float32))
         index = cls(docs, lexical, placeholder, encoder_config, transform, encoder)
         index.vectors = index._dense_store(vecs, precision, ann, ann_budget_ms)
-        index.pipeline = pipeline_of(index)
         return index
 
     @classmethod
@@ -251,7 +247,7 @@ class Index(DocumentIndex):
             baseline=baseline,
             chunks=pipeline.chunks,
         )
-        index.pipeline = pipeline_of(index, pipeline)
+        index.pipeline = pipeline
         return index
 
     # -- documents --------------------------------------------------------------------------
@@ -304,9 +300,18 @@ class Index(DocumentIndex):
         self._rows = {d.id: i for i, d in enumerate(docs)}
 
     # -- persistence ------------------------------------------------------------------------
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline this index is, as it is now: its encoder, transform and vectors (storage,
+        chunks, ANN), with the search settings, reranker and evidence it was given."""
+        return pipeline_of(self, self._given)
+
+    @pipeline.setter
+    def pipeline(self, given: Pipeline | None) -> None:
+        self._given = given
+
     def config(self) -> dict[str, Any]:
         """What config.json holds: header, the pipeline, the encoder, counts, dims, versions."""
-        self.pipeline = pipeline_of(self, self.pipeline)
         pipeline = self.pipeline.to_dict()
         pipeline["transform_dir"] = TRANSFORM if self.transform is not None else None
         for key in ("class", "format_version", "vecdoctor_version"):
