@@ -54,6 +54,7 @@ was 0.59 / 0.45 / 0.24 at 10k / 100k / 1M documents unrefined, 0.97 / 0.90 / 0.7
 and 1.00 / 0.99 / 0.89 by 50, for 2-4 ms more a query; more probes changed nothing (the PQ codes
 limit it), more sub-vectors would."""
 
+
 def connect(uri: str | Path, storage_options: dict[str, str] | None = None) -> Any:
     lancedb = require("lancedb", "scale")
     return lancedb.connect(str(uri), storage_options=storage_options)  # type: ignore[attr-defined]
