@@ -44,7 +44,7 @@ def test_missing_fields_name_the_field(tmp_path):
 
 
 def test_id_is_read_where_there_is_no_underscore_id(tmp_path):
-    # the same rows the Ray engine's reader accepts (scale/_rows.py reads through corpus_rows)
+    # the same rows the Ray engine's reader accepts (index/rows.py reads through corpus_rows)
     f = tmp_path / "corpus.jsonl"
     _write_jsonl(f, [{"id": 7, "text": "seven"}, {"_id": "8", "id": "x", "text": "eight"}])
     assert [(d.id, d.text) for d in load_corpus(f)] == [("7", "seven"), ("8", "eight")]

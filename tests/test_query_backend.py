@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from retrieval_support import MAX_LENGTH, subset
 
-from vecdoctor.encode.encoder import Encoder, same_vectors
+from vecdoctor.encode.encoder import Encoder
+from vecdoctor.encode.identity import same_vectors
 from vecdoctor.errors import IncompatibleError, InputError
 from vecdoctor.index import Index
 from vecdoctor.search.searcher import Searcher
